@@ -1,0 +1,150 @@
+"""Strict wire formats: base64url (RFC 7515 §2) and JSON (RFC 8259 + RFC 7493 I-JSON).
+
+Everything that arrives from a network is parsed here, and parsing refuses what a lenient
+parser would silently accept:
+
+- base64url with padding, with characters outside the alphabet, or non-canonical (trailing
+  bits set, so two encodings would decode to the same bytes);
+- JSON that is not UTF-8, has duplicate member names, ``NaN``/``Infinity``, lone surrogates,
+  numbers that overflow, strings longer than the limit, or nesting deeper than the limit.
+
+Errors are :class:`gateway.errors.InputError` subclasses; callers that need their own codes
+(seals, tokens) catch them and re-raise with ``from``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import DuplicateMember, InputError, MalformedJSON, TooDeep, TooLarge
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True, slots=True)
+class JsonLimits:
+    """Bounds on a parsed JSON document. Every field is a named, enforced limit."""
+
+    max_depth: int = 16
+    max_string: int = 65_536
+    max_members: int = 10_000
+
+
+DEFAULT_JSON_LIMITS = JsonLimits()
+
+
+class Base64Error(InputError):
+    code = "input.base64"
+    title = "Invalid base64url"
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str, *, max_length: int | None = None) -> bytes:
+    """Decode unpadded, canonical base64url. Raises :class:`Base64Error` or :class:`TooLarge`."""
+    if max_length is not None and len(text) > max_length:
+        raise TooLarge(f"base64url segment longer than {max_length} characters")
+    if not _B64URL.fullmatch(text):
+        raise Base64Error("base64url segment has padding or characters outside the alphabet")
+    if len(text) % 4 == 1:
+        raise Base64Error("base64url segment has an impossible length")
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:  # pragma: no cover - the regex rules these out
+        raise Base64Error("base64url segment does not decode") from exc
+    if b64url_encode(data) != text:
+        raise Base64Error("base64url segment is not canonical (trailing bits set)")
+    return data
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise DuplicateMember(f"duplicate member name {name[:64]!r}")
+            seen.add(name)
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise MalformedJSON(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise MalformedJSON("number out of range")
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_reject_duplicates,
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
+)
+
+
+def loads(data: bytes | str, limits: JsonLimits = DEFAULT_JSON_LIMITS) -> Any:
+    """Parse strict JSON. Raises an :class:`InputError` subclass naming the problem."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedJSON("body is not UTF-8") from exc
+    else:
+        text = data
+    start = len(text) - len(text.lstrip(" \t\n\r"))
+    try:
+        value, end = _DECODER.raw_decode(text, start)
+    except RecursionError as exc:
+        raise TooDeep(f"JSON nested deeper than {limits.max_depth} levels") from exc
+    except json.JSONDecodeError as exc:
+        raise MalformedJSON(f"not well-formed JSON at position {exc.pos}") from exc
+    except ValueError as exc:  # int too long for conversion, float overflow
+        raise MalformedJSON("number out of range") from exc
+    if text[end:].strip(" \t\n\r"):
+        raise MalformedJSON("trailing data after the JSON value")
+    check_limits(value, limits)
+    return value
+
+
+def check_limits(value: Any, limits: JsonLimits) -> None:
+    """Walk a parsed value once: depth, string lengths, member counts, lone surrogates."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    members = 0
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            if depth > limits.max_depth:
+                raise TooDeep(f"JSON nested deeper than {limits.max_depth} levels")
+            members += len(node)
+            for name, child in node.items():
+                _check_string(name, limits)
+                stack.append((child, depth + 1))
+        elif isinstance(node, list):
+            if depth > limits.max_depth:
+                raise TooDeep(f"JSON nested deeper than {limits.max_depth} levels")
+            members += len(node)
+            stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, str):
+            _check_string(node, limits)
+        if members > limits.max_members:
+            raise TooLarge(f"JSON document has more than {limits.max_members} members")
+
+
+def _check_string(text: str, limits: JsonLimits) -> None:
+    if len(text) > limits.max_string:
+        raise TooLarge(f"JSON string longer than {limits.max_string} characters")
+    if _SURROGATE.search(text):
+        raise MalformedJSON("JSON string contains a lone surrogate")

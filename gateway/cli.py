@@ -1,0 +1,104 @@
+"""The ``tongban`` command line (also ``python -m gateway``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.clock import SystemClock
+from gateway.config import DEFAULT_FEDERATION_FILE, Federation, load_federation
+from gateway.errors import GatewayError
+
+
+def _federation(args: argparse.Namespace) -> Federation:
+    federation = load_federation(args.federation, env=os.environ)
+    changes = {}
+    if getattr(args, "data_dir", None):
+        changes["data_dir"] = Path(args.data_dir)
+    if getattr(args, "keys_dir", None):
+        changes["keys_dir"] = Path(args.keys_dir)
+    return federation.with_overrides(**changes) if changes else federation
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tongban",
+        description="Tongban (通办): certificate mutual-recognition gateway.",
+    )
+    parser.add_argument(
+        "--federation",
+        type=Path,
+        default=None,
+        help=f"federation file (default: the embedded {DEFAULT_FEDERATION_FILE.name})",
+    )
+    parser.add_argument("--data-dir", help="override the federation file's data_dir")
+    parser.add_argument("--keys-dir", help="override the federation file's keys_dir")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run one node")
+    serve.add_argument("--node", required=True)
+    serve.add_argument("--host", default=None, help="bind address (default: the federation's)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: the federation's)")
+
+    sub.add_parser("demo", help="run the guided tour")
+
+    verify = sub.add_parser("verify", help="verify a sealed document offline")
+    verify.add_argument("file", type=Path, help="file holding one compact JWS")
+    verify.add_argument("--jwks", type=Path, required=True, help="the issuing node's JWKS file")
+    verify.add_argument("--node", default=None, help="the issuing node (default: from the JWKS)")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    seed = sub.add_parser("seed", help="generate realistic certificates into a node's registry")
+    seed.add_argument("--node", required=True)
+    seed.add_argument("--count", type=int, required=True)
+    seed.add_argument("--seed", type=int, default=None, help="random seed (reproducible runs)")
+
+    export = sub.add_parser("export", help="write a node's sealed certificates, one JWS a line")
+    export.add_argument("--node", required=True)
+    export.add_argument("--output", "-o", type=Path, default=None, help="default: stdout")
+
+    keys = sub.add_parser("keys", help="seal keys of a node")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_list = keys_sub.add_parser("list", help="list a node's seal keys")
+    keys_list.add_argument("--node", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except GatewayError as exc:
+        print(f"tongban: {exc.detail}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from gateway import commands, logs
+
+    if args.command == "serve":
+        logs.configure(args.log_level)
+        return commands.serve(_federation(args), args.node, host=args.host, port=args.port)
+    if args.command == "demo":
+        from gateway.demo import run_demo
+
+        return asyncio.run(run_demo())
+    if args.command == "verify":
+        return commands.verify_offline(args.file, args.jwks, node=args.node, as_json=args.json)
+    if args.command == "seed":
+        return commands.seed(_federation(args), args.node, args.count, seed=args.seed)
+    if args.command == "export":
+        return commands.export(_federation(args), args.node, args.output)
+    if args.command == "keys":
+        return commands.keys_list(_federation(args), args.node)
+    raise AssertionError(args.command)  # pragma: no cover - argparse restricts commands
+
+
+__all__ = ["SystemClock", "main"]

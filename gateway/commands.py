@@ -1,0 +1,148 @@
+"""What the CLI's sub-commands do, apart from argument parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from gateway._internal.console import table
+from gateway.clock import SystemClock, to_rfc3339
+from gateway.config import Federation
+from gateway.errors import ConfigError, GatewayError
+from gateway.jwks import StaticKeyResolver
+from gateway.node import NodeService
+from gateway.schemas import SchemaCatalog, default_schema_dir
+from gateway.verification import CertificateVerifier
+
+
+def _install_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve(federation: Federation, node_id: str, *, host: str | None, port: int | None) -> int:
+    """Run one regional node until SIGINT/SIGTERM."""
+    from gateway.http.app import create_app
+
+    node = federation.node(node_id)
+    if node.kind != "region":
+        raise ConfigError(f"node {node_id!r} is the identity provider; it is not served yet")
+    service = NodeService.open(
+        federation, node_id, clock=SystemClock(), schemas=SchemaCatalog.load(default_schema_dir())
+    )
+    app = create_app(service)
+    _install_uvloop()
+    web.run_app(
+        app,
+        host=host or federation.host,
+        port=port if port is not None else node.port,
+        access_log=None,
+        print=lambda msg: print(f"tongban: node {node_id} {msg.strip()}", file=sys.stderr),
+        handle_signals=True,
+    )
+    return 0
+
+
+def verify_offline(file: Path, jwks_file: Path, *, node: str | None, as_json: bool) -> int:
+    """``tongban verify FILE --jwks FILE``: exit 0 only when the seal passed."""
+    from gateway.ids import NodeId
+
+    try:
+        token = file.read_text(encoding="ascii").strip()
+        jwks = orjson.loads(jwks_file.read_bytes())
+    except (OSError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read the input: {exc}") from exc
+    keys = StaticKeyResolver.from_jwks(jwks, node=NodeId(node) if node else None)
+    verifier = CertificateVerifier(
+        keys, SchemaCatalog.load(default_schema_dir()), clock=SystemClock(), statuses=None
+    )
+    report, _ = verifier.report(token)
+    if as_json:
+        print(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_report(report.to_json()))
+    return 0 if report.indication.value == "PASSED" else 1
+
+
+def format_report(report: dict[str, object]) -> str:
+    lines = [f"result: {report['indication']} ({report['code']})"]
+    for key in ("certificate_id", "node", "kid", "signed_at"):
+        if report.get(key):
+            lines.append(f"{key}: {report[key]}")
+    checks = report.get("checks")
+    if isinstance(checks, list):
+        lines.append(
+            table(
+                ["check", "result", "detail"],
+                [[c["name"], c["result"], c.get("detail", "")] for c in checks],
+            )
+        )
+    return "\n".join(lines)
+
+
+def seed(federation: Federation, node_id: str, count: int, *, seed: int | None) -> int:
+    from gateway.seed import seed_node
+
+    if count <= 0:
+        raise ConfigError("--count must be positive")
+    service = NodeService.open(
+        federation, node_id, clock=SystemClock(), schemas=SchemaCatalog.load(default_schema_dir())
+    )
+    try:
+        written = seed_node(service, count, rng_seed=seed, progress=True)
+    finally:
+        service.close()
+    print(f"tongban: seeded {written} certificates into node {node_id}", file=sys.stderr)
+    return 0
+
+
+def export(federation: Federation, node_id: str, output: Path | None) -> int:
+    service = NodeService.open(
+        federation, node_id, clock=SystemClock(), schemas=SchemaCatalog.load(default_schema_dir())
+    )
+    count = 0
+    try:
+        with (output.open("w", encoding="ascii") if output else contextlib.nullcontext(sys.stdout)) as out:
+            for token in service.registry.iter_seals():
+                out.write(token)
+                out.write("\n")
+                count += 1
+    except OSError as exc:
+        raise GatewayError(f"cannot write the export: {exc.strerror}") from exc
+    finally:
+        service.close()
+    print(f"tongban: exported {count} sealed certificates from node {node_id}", file=sys.stderr)
+    return 0
+
+
+def keys_list(federation: Federation, node_id: str) -> int:
+    from gateway.keys import KeyStore
+
+    node = federation.node(node_id)
+    store = KeyStore.open(
+        federation.keys_dir, node.id, clock=SystemClock(), passphrase=federation.key_passphrase
+    )
+    rows = [
+        [
+            r.state.value,
+            r.kid,
+            r.alg,
+            to_rfc3339(r.created),
+            to_rfc3339(r.not_before),
+            to_rfc3339(r.not_after),
+        ]
+        for r in store.records()
+    ]
+    print(table(["state", "kid", "alg", "created", "activates", "expires"], rows))
+    return 0
+
+
+__all__ = ["export", "format_report", "keys_list", "seed", "serve", "signal", "verify_offline"]

@@ -1,0 +1,457 @@
+"""The federation file, read once into frozen typed objects.
+
+One TOML file describes the whole federation: its nodes (ports, regions, parents,
+departments), the point-to-point agreements, the demo clients and citizens, and the limits
+every node enforces. :func:`load_federation` validates everything up front and raises
+:class:`gateway.errors.ConfigError` with a message naming the line and the problem, so a bad
+file fails at start-up, never in the middle of a request.
+
+The embedded default federation (DESIGN.md "Default federation") ships as
+``gateway/federation.toml``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError, InvalidIdentifier
+from gateway.identifiers import validate_credit_code, validate_resident_id
+from gateway.ids import DepartmentId, NodeId, RegionCode
+
+DEFAULT_FEDERATION_FILE = Path(__file__).with_name("federation.toml")
+_NODE_ID = re.compile(r"[a-z][a-z0-9-]{1,31}")
+_REGION = re.compile(r"[0-9]{6}")
+
+
+class Secret:
+    """A string that never shows itself in ``repr`` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Every bound a node enforces on untrusted input. Each is named and tested."""
+
+    max_body_bytes: int = 1_048_576
+    max_json_depth: int = 16
+    max_string_length: int = 65_536
+    max_json_members: int = 20_000
+    max_batch: int = 1000
+    max_seal_bytes: int = 65_536
+    max_token_bytes: int = 8192
+    max_lookup_types: int = 16
+    request_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Department:
+    id: DepartmentId
+    name: str
+    credit_code: str
+    issues: tuple[str, ...]
+    """Certificate types this department may issue at its node."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    id: NodeId
+    name: str
+    port: int
+    kind: str
+    """``idp`` for the identity provider, ``region`` for every other node."""
+    region: RegionCode | None = None
+    parent: NodeId | None = None
+    departments: tuple[Department, ...] = ()
+
+    def department(self, department_id: str) -> Department | None:
+        for dept in self.departments:
+            if dept.id == department_id:
+                return dept
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """A point-to-point (点对点) link between two nodes."""
+
+    nodes: tuple[NodeId, NodeId]
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A departmental system's demo credentials."""
+
+    id: str
+    department: DepartmentId
+    node: NodeId
+    secret: Secret
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Citizen:
+    """A demo citizen (certificate holder)."""
+
+    id: str
+    name: str
+    password: Secret
+    region: RegionCode
+
+
+@dataclass(frozen=True, slots=True)
+class DevelopmentToken:
+    """A fixed bearer token accepted only while SSO is not configured. Never for production."""
+
+    token: Secret
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Federation:
+    name: str
+    host: str
+    audience: str
+    data_dir: Path
+    keys_dir: Path
+    seal_alg: str
+    key_validity_days: int
+    key_passphrase: Secret | None
+    limits: Limits
+    development: DevelopmentToken
+    nodes: tuple[NodeConfig, ...]
+    agreements: tuple[Agreement, ...] = ()
+    clients: tuple[Client, ...] = ()
+    citizens: tuple[Citizen, ...] = ()
+    source: Path | None = field(default=None, compare=False)
+
+    def node(self, node_id: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        known = ", ".join(n.id for n in self.nodes)
+        raise ConfigError(f"unknown node {node_id!r}; the federation has: {known}")
+
+    def url(self, node_id: str) -> str:
+        return f"http://{self.host}:{self.node(node_id).port}"
+
+    def department(self, department_id: str) -> tuple[NodeConfig, Department]:
+        for node in self.nodes:
+            dept = node.department(department_id)
+            if dept is not None:
+                return node, dept
+        raise ConfigError(f"unknown department {department_id!r}")
+
+    def with_overrides(self, **changes: Any) -> Federation:
+        """A copy with some top-level fields replaced (tests, ``--data-dir`` and such)."""
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+
+def load_federation(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> Federation:
+    """Read and validate a federation file. Raises :class:`ConfigError` naming line and problem.
+
+    ``env`` supplies ``TONGBAN_KEY_PASSPHRASE`` (read here, once, never by handlers).
+    Relative ``data_dir`` / ``keys_dir`` resolve against ``base_dir`` (default: the current
+    directory).
+    """
+    path = path or DEFAULT_FEDERATION_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the federation file: {exc.strerror}") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return _Parser(path, text, raw, env or {}, base_dir or Path.cwd()).federation()
+
+
+class _Parser:
+    def __init__(
+        self, path: Path, text: str, raw: dict[str, Any], env: Mapping[str, str], base: Path
+    ) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+        self.raw = raw
+        self.env = env
+        self.base = base
+
+    # -- error reporting -------------------------------------------------------------------
+
+    def fail(
+        self, where: str, problem: str, needle: str | None = None, *, anchor: str | None = None
+    ) -> ConfigError:
+        """An error naming the file, the line (found by ``needle`` after ``anchor``), the problem."""
+        start = self._line_of(anchor, 0) if anchor else 0
+        line = self._line_of(needle, start or 0) if needle else start
+        at = f"{self.path}:{line}" if line else str(self.path)
+        return ConfigError(f"{at}: {where}: {problem}")
+
+    def _line_of(self, needle: str, start: int) -> int | None:
+        begin = max(start - 1, 0)
+        for number, line in enumerate(self.lines[begin:], start=begin + 1):
+            if needle in line:
+                return number
+        return None
+
+    # -- typed getters ---------------------------------------------------------------------
+
+    def _get(
+        self, table: Mapping[str, Any], key: str, kind: type, where: str, *, default: Any = ...
+    ) -> Any:
+        if key not in table:
+            if default is ...:
+                raise self.fail(where, f"missing required key {key!r}")
+            return default
+        value = table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(
+                where,
+                f"{key!r} must be a {kind.__name__}, not {type(value).__name__}",
+                f"{key} =",
+            )
+        return value
+
+    def _table(self, key: str) -> dict[str, Any]:
+        value = self.raw.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, "must be a table", f"[{key}]")
+        return value
+
+    def _array(self, key: str) -> list[dict[str, Any]]:
+        value = self.raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.fail(key, f"must be an array of tables ([[{key}]])", key)
+        return value
+
+    # -- sections --------------------------------------------------------------------------
+
+    def federation(self) -> Federation:
+        known = {
+            "federation", "limits", "development", "nodes", "agreements", "clients", "citizens"
+        }  # fmt: skip
+        for key in self.raw:
+            if key not in known:
+                raise self.fail(key, f"unknown section (expected one of {sorted(known)})", key)
+        fed = self._table("federation")
+        where = "[federation]"
+        name = self._get(fed, "name", str, where)
+        host = self._get(fed, "host", str, where, default="127.0.0.1")
+        audience = self._get(fed, "audience", str, where, default="tongban")
+        seal_alg = self._get(fed, "seal_alg", str, where, default="EdDSA")
+        if seal_alg not in ("EdDSA", "ES256"):
+            raise self.fail(where, "seal_alg must be EdDSA or ES256", "seal_alg")
+        validity = self._get(fed, "key_validity_days", int, where, default=365)
+        if not 1 <= validity <= 3650:
+            raise self.fail(where, "key_validity_days must be 1..3650", "key_validity_days")
+        data_dir = self.base / self._get(fed, "data_dir", str, where, default="var")
+        keys_dir = self.base / self._get(fed, "keys_dir", str, where, default="keys")
+        passphrase = self.env.get("TONGBAN_KEY_PASSPHRASE")
+        nodes = tuple(self._node(i, n) for i, n in enumerate(self._array("nodes")))
+        self._check_nodes(nodes)
+        node_ids = {n.id for n in nodes}
+        return Federation(
+            name=name,
+            host=host,
+            audience=audience,
+            data_dir=data_dir,
+            keys_dir=keys_dir,
+            seal_alg=seal_alg,
+            key_validity_days=validity,
+            key_passphrase=Secret(passphrase) if passphrase else None,
+            limits=self._limits(),
+            development=self._development(),
+            nodes=nodes,
+            agreements=tuple(self._agreement(i, a, node_ids) for i, a in enumerate(
+                self._array("agreements"))),  # fmt: skip
+            clients=tuple(self._client(i, c, nodes) for i, c in enumerate(self._array("clients"))),
+            citizens=tuple(self._citizen(i, c) for i, c in enumerate(self._array("citizens"))),
+            source=self.path,
+        )
+
+    def _limits(self) -> Limits:
+        table = self._table("limits")
+        defaults = Limits()
+        values: dict[str, Any] = {}
+        for key in table:
+            if not hasattr(defaults, key):
+                raise self.fail("[limits]", f"unknown limit {key!r}", key)
+        for name in Limits.__dataclass_fields__:
+            default = getattr(defaults, name)
+            value = self._get(table, name, type(default), "[limits]", default=default)
+            if value <= 0:
+                raise self.fail("[limits]", f"{name} must be positive", name)
+            values[name] = value
+        return Limits(**values)
+
+    def _development(self) -> DevelopmentToken:
+        table = self._table("development")
+        where = "[development]"
+        token = self._get(table, "token", str, where, default="")
+        enabled = self._get(table, "enabled", bool, where, default=bool(token))
+        if enabled and len(token) < 16:
+            raise self.fail(where, "the development token must be at least 16 characters", "token")
+        return DevelopmentToken(token=Secret(token), enabled=enabled)
+
+    def _node(self, i: int, table: dict[str, Any]) -> NodeConfig:
+        where = f"nodes[{i}]"
+        node_id = self._get(table, "id", str, where)
+        where = f"node {node_id!r}"
+        needle = f'"{node_id}"'
+        anchor = f'id = "{node_id}"'
+        if not _NODE_ID.fullmatch(node_id):
+            raise self.fail(where, "id must match [a-z][a-z0-9-]{1,31}", needle, anchor=anchor)
+        port = self._get(table, "port", int, where)
+        if not 0 <= port <= 65535:
+            raise self.fail(where, f"port {port} is out of range", f"port = {port}", anchor=anchor)
+        kind = self._get(table, "kind", str, where, default="region")
+        if kind not in ("idp", "region"):
+            raise self.fail(where, "kind must be 'idp' or 'region'", needle, anchor=anchor)
+        region = self._get(table, "region", str, where, default=None)
+        if kind == "region":
+            if region is None:
+                raise self.fail(where, "a region node needs a region code", needle, anchor=anchor)
+            if not _REGION.fullmatch(region):
+                raise self.fail(where, f"region {region!r} is not a 6-digit GB/T 2260 code", region, anchor=anchor)
+        parent = self._get(table, "parent", str, where, default=None)
+        departments = tuple(
+            self._department(node_id, j, d) for j, d in enumerate(table.get("departments", []))
+        )
+        return NodeConfig(
+            id=NodeId(node_id),
+            name=self._get(table, "name", str, where, default=node_id),
+            port=port,
+            kind=kind,
+            region=RegionCode(region) if region else None,
+            parent=NodeId(parent) if parent else None,
+            departments=departments,
+        )
+
+    def _department(self, node_id: str, j: int, table: Any) -> Department:
+        where = f"node {node_id!r} departments[{j}]"
+        if not isinstance(table, dict):
+            raise self.fail(where, "must be a table", node_id)
+        dept_id = self._get(table, "id", str, where)
+        code = self._get(table, "credit_code", str, where)
+        try:
+            validate_credit_code(code)
+        except InvalidIdentifier as exc:
+            raise self.fail(f"department {dept_id!r}", exc.detail, code) from exc
+        issues = self._get(table, "issues", list, where, default=[])
+        if not all(isinstance(t, str) for t in issues):
+            raise self.fail(f"department {dept_id!r}", "issues must list type names", dept_id)
+        return Department(
+            id=DepartmentId(dept_id),
+            name=self._get(table, "name", str, where),
+            credit_code=code,
+            issues=tuple(issues),
+        )
+
+    def _check_nodes(self, nodes: tuple[NodeConfig, ...]) -> None:
+        seen: dict[str, NodeConfig] = {}
+        ports: dict[int, str] = {}
+        departments: set[str] = set()
+        for node in nodes:
+            if node.id in seen:
+                raise self.fail(f"node {node.id!r}", "defined twice", f'"{node.id}"')
+            seen[node.id] = node
+            if node.port and node.port in ports:
+                raise self.fail(
+                    f"node {node.id!r}",
+                    f"port {node.port} is already used by {ports[node.port]!r}",
+                    f"port = {node.port}",
+                )
+            ports[node.port] = node.id
+            for dept in node.departments:
+                if dept.id in departments:
+                    raise self.fail(f"department {dept.id!r}", "defined twice", f'"{dept.id}"')
+                departments.add(dept.id)
+        for node in nodes:
+            if node.parent is None:
+                continue
+            if node.parent not in seen:
+                raise self.fail(
+                    f"node {node.id!r}", f"parent {node.parent!r} is not a node", node.parent
+                )
+            # walk up: no cycles
+            chain = {node.id}
+            cur: NodeConfig | None = seen[node.parent]
+            while cur is not None:
+                if cur.id in chain:
+                    raise self.fail(f"node {node.id!r}", "parent chain has a cycle", node.parent)
+                chain.add(cur.id)
+                cur = seen[cur.parent] if cur.parent else None
+
+    def _agreement(self, i: int, table: dict[str, Any], node_ids: set[str]) -> Agreement:
+        where = f"agreements[{i}]"
+        pair = self._get(table, "nodes", list, where)
+        if len(pair) != 2 or pair[0] == pair[1] or not all(isinstance(p, str) for p in pair):
+            raise self.fail(where, "nodes must name two different nodes", "nodes =")
+        for node_id in pair:
+            if node_id not in node_ids:
+                raise self.fail(where, f"{node_id!r} is not a node", f'"{node_id}"')
+        return Agreement(nodes=(NodeId(pair[0]), NodeId(pair[1])))
+
+    def _client(self, i: int, table: dict[str, Any], nodes: tuple[NodeConfig, ...]) -> Client:
+        where = f"clients[{i}]"
+        client_id = self._get(table, "id", str, where)
+        department = self._get(table, "department", str, where)
+        owner = next((n for n in nodes if n.department(department) is not None), None)
+        if owner is None:
+            raise self.fail(
+                f"client {client_id!r}", f"department {department!r} is not defined", department
+            )
+        scopes = self._get(table, "scopes", list, where, default=[])
+        return Client(
+            id=client_id,
+            department=DepartmentId(department),
+            node=owner.id,
+            secret=Secret(self._get(table, "secret", str, where, default="")),
+            scopes=tuple(str(s) for s in scopes),
+        )
+
+    def _citizen(self, i: int, table: dict[str, Any]) -> Citizen:
+        where = f"citizens[{i}]"
+        citizen_id = self._get(table, "id", str, where)
+        try:
+            validate_resident_id(citizen_id)
+        except InvalidIdentifier as exc:
+            raise self.fail(f"citizen {citizen_id!r}", exc.detail, citizen_id) from exc
+        region = self._get(table, "region", str, where, default=citizen_id[:6])
+        return Citizen(
+            id=citizen_id,
+            name=self._get(table, "name", str, where),
+            password=Secret(self._get(table, "password", str, where, default="")),
+            region=RegionCode(region),
+        )

@@ -1,0 +1,1 @@
+"""The aiohttp surface of a node: thin handlers over :mod:`gateway.node`."""

@@ -1,0 +1,164 @@
+"""HTTP handlers of a regional node: parse, call the service, respond. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway._internal.wire import JsonLimits, loads
+from gateway.config import Limits
+from gateway.errors import InputError, UnsupportedMediaType
+from gateway.http.appkeys import EXECUTOR, NODE, OPENAPI
+from gateway.http.middleware import principal_of, public
+from gateway.metrics import CONTENT_TYPE
+
+JSON = "application/json"
+
+
+def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON, headers=headers)
+
+
+def json_limits(limits: Limits) -> JsonLimits:
+    return JsonLimits(
+        max_depth=limits.max_json_depth,
+        max_string=limits.max_string_length,
+        max_members=limits.max_json_members,
+    )
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as strict JSON, within every configured limit."""
+    if request.content_type != JSON:
+        raise UnsupportedMediaType(f"send the body as {JSON}")
+    body = await request.read()  # aiohttp enforces max_body_bytes (client_max_size): 413
+    limits = request.app[NODE].federation.limits
+    return loads(body, json_limits(limits))
+
+
+async def in_writer(request: web.Request, fn: Any, *args: Any) -> Any:
+    """Run a store write on the node's single writer thread."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(request.app[EXECUTOR], fn, *args)
+
+
+# -- ops ---------------------------------------------------------------------------------------
+
+
+@public
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "node": request.app[NODE].node.id})
+
+
+@public
+async def readyz(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    try:
+        count = node.registry.count()
+        node.keys.active()
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
+        return json_response({"status": "unavailable", "reason": type(exc).__name__}, status=503)
+    return json_response({"status": "ready", "node": node.node.id, "certificates": count})
+
+
+@public
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[NODE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+@public
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])
+
+
+@public
+async def jwks(request: web.Request) -> web.Response:
+    return json_response(
+        request.app[NODE].jwks(), headers={"Cache-Control": "public, max-age=60"}
+    )
+
+
+# -- catalogs ----------------------------------------------------------------------------------
+
+
+@public
+async def schemas(request: web.Request) -> web.Response:
+    return json_response(request.app[NODE].schemas.schema_documents())
+
+
+@public
+async def matters(request: web.Request) -> web.Response:
+    return json_response({"matters": [m.to_json() for m in request.app[NODE].matters.all()]})
+
+
+@public
+async def status_list(request: web.Request) -> web.Response:
+    raw = request.match_info["list"]
+    if not raw.isdigit() or len(raw) > 9:
+        raise InputError("status list ids are small non-negative integers", code="input.list_id")
+    token = request.app[NODE].status_list_token(int(raw))
+    return web.Response(
+        text=token,
+        content_type="application/statuslist+jwt",
+        headers={"Cache-Control": "public, max-age=60"},
+    )
+
+
+# -- certificates ------------------------------------------------------------------------------
+
+
+async def issue_certificate(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    body = await read_json(request)
+    node = request.app[NODE]
+    issued = await in_writer(request, node.issue, principal, body)
+    location = f"/v1/certificates/{issued.certificate.id}"
+    return json_response(issued.to_json(), status=201, headers={"Location": location})
+
+
+async def get_certificate(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    matter = request.query.get("matter")
+    if not matter:
+        raise InputError("name the matter this certificate is needed for: ?matter=…",
+                         code="input.matter_required")  # fmt: skip
+    fetched = request.app[NODE].fetch(principal, request.match_info["id"], matter)
+    return json_response(fetched.to_json())
+
+
+async def change_status(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    body = await read_json(request)
+    node = request.app[NODE]
+    updated = await in_writer(request, node.change_status, principal, request.match_info["id"], body)
+    return json_response(
+        {"certificate_id": updated.id, "status": updated.status.value,
+         "status_list": updated.slot.list_id, "index": updated.slot.index}
+    )  # fmt: skip
+
+
+async def verify_seals(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    body = await read_json(request)
+    reports = request.app[NODE].verify_batch(principal, body)
+    return json_response({"reports": [r.to_json() for r in reports]})
+
+
+ROUTES: tuple[tuple[str, str, Any], ...] = (
+    ("GET", "/healthz", healthz),
+    ("GET", "/readyz", readyz),
+    ("GET", "/metrics", metrics),
+    ("GET", "/openapi.json", openapi),
+    ("GET", "/.well-known/jwks.json", jwks),
+    ("GET", "/v1/schemas", schemas),
+    ("GET", "/v1/matters", matters),
+    ("GET", "/v1/status-lists/{list}", status_list),
+    ("POST", "/v1/certificates", issue_certificate),
+    ("GET", "/v1/certificates/{id}", get_certificate),
+    ("POST", "/v1/certificates/{id}/status", change_status),
+    ("POST", "/v1/seals/verify", verify_seals),
+)

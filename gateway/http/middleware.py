@@ -1,0 +1,190 @@
+"""The middlewares every node runs, outermost first.
+
+1. request id: accept a sane ``X-Request-Id`` or mint one; echo it; put it in the logs.
+2. problems: the ONE place that maps :class:`gateway.errors.GatewayError` (and aiohttp's own
+   HTTP exceptions) to RFC 9457 ``application/problem+json``. Anything unexpected is logged
+   with its stack and answered as an opaque 500 that names the request id, never the cause.
+3. metrics: request counts and latency by route.
+4. authentication: every route not marked public needs a bearer token the node's
+   :class:`gateway.auth.Authenticator` accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.auth import Authenticator, Principal, parse_authorization
+from gateway.errors import AuthError, GatewayError, SchemaViolation
+from gateway.logs import request_id_var
+from gateway.metrics import Metrics
+
+log = logging.getLogger("gateway.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PROBLEM_TYPE_BASE = "https://tongban.example/problems/"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+PRINCIPAL = "tongban.principal"
+PUBLIC = "tongban.public"
+
+_HTTP_CODES = {
+    400: "http.bad_request",
+    404: "http.not_found",
+    405: "http.method_not_allowed",
+    413: "input.too_large",
+    415: "input.media_type",
+}
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if instance:
+        body["instance"] = instance
+    request_id = request_id_var.get()
+    if request_id:
+        body["request_id"] = request_id
+    if extra:
+        body.update(extra)
+    return web.Response(
+        body=orjson.dumps(body),
+        status=status,
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+def principal_of(request: web.Request) -> Principal:
+    principal = request.get(PRINCIPAL)
+    if not isinstance(principal, Principal):  # pragma: no cover - middleware guarantees it
+        raise AuthError("not authenticated", code="auth.required")
+    return principal
+
+
+def public(handler: Handler) -> Handler:
+    """Mark a handler as reachable without a token (health, metrics, catalogs, keys)."""
+    setattr(handler, PUBLIC, True)
+    return handler
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+    token = request_id_var.set(request_id)
+    try:
+        response = await handler(request)
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        request_id_var.reset(token)
+
+
+def problem_middleware(metrics: Metrics) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            metrics.errors.labels(code=exc.code).inc()
+            if exc.log_detail or exc.status >= 500:
+                log.warning(
+                    "request refused",
+                    extra={"code": exc.code, "why": exc.log_detail or exc.detail},
+                )
+            extra: dict[str, Any] = {}
+            if exc.pointers:
+                extra["errors"] = [{"pointer": p} for p in exc.pointers]
+                if isinstance(exc, SchemaViolation):
+                    extra["errors"] = [
+                        {"pointer": p, "detail": d}
+                        for p, d in zip(exc.pointers, exc.errors or exc.pointers, strict=False)
+                    ]
+            headers = {"WWW-Authenticate": 'Bearer realm="tongban"'} if exc.status == 401 else None
+            return problem(
+                exc.status, exc.code, exc.title, exc.detail,
+                instance=request.path, extra=extra, headers=headers,
+            )  # fmt: skip
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = _HTTP_CODES.get(exc.status, f"http.{exc.status}")
+            metrics.errors.labels(code=code).inc()
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return problem(
+                exc.status, code, exc.reason, exc.text or exc.reason,
+                instance=request.path, headers=headers,
+            )  # fmt: skip
+        except Exception:
+            metrics.errors.labels(code="internal").inc()
+            log.exception("unhandled error", extra={"path": request.path})
+            return problem(
+                500, "internal", "Internal error",
+                "the request failed inside the gateway; quote the request id to the operators",
+                instance=request.path,
+            )  # fmt: skip
+
+    return middleware
+
+
+def metrics_middleware(metrics: Metrics) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except GatewayError as exc:
+            status = exc.status
+            raise
+        finally:
+            metrics.requests.labels(route=name, method=request.method, status=str(status)).inc()
+            metrics.latency.labels(route=name).observe(time.perf_counter() - started)
+
+    return middleware
+
+
+def auth_middleware(authenticator: Authenticator, *, max_token_bytes: int) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if getattr(request.match_info.handler, PUBLIC, False):
+            return await handler(request)
+        if request.match_info.http_exception is not None:
+            raise request.match_info.http_exception
+        token = parse_authorization(
+            request.headers.get("Authorization"), max_bytes=max_token_bytes
+        )
+        request[PRINCIPAL] = authenticator.authenticate(token)
+        return await handler(request)
+
+    return middleware

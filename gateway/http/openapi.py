@@ -1,0 +1,159 @@
+"""The node's OpenAPI 3.1 document. A test checks it against the router, both ways."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import __version__
+from gateway.node import NodeService
+
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+_SECURED = [{"bearer": []}]
+
+
+def _op(
+    summary: str,
+    *,
+    tag: str,
+    ok: int = 200,
+    ok_schema: dict[str, Any] | None = None,
+    ok_media: str = "application/json",
+    body: str | None = None,
+    secured: bool = True,
+    params: list[dict[str, Any]] | None = None,
+    errors: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "responses": {
+            str(ok): {
+                "description": "OK" if ok == 200 else "Created",
+                "content": {ok_media: {"schema": ok_schema or {"type": "object"}}},
+            },
+            **{str(status): _PROBLEM for status in errors},
+            "default": _PROBLEM,
+        },
+    }
+    if secured:
+        op["security"] = _SECURED
+        op["responses"].update({"401": _PROBLEM, "403": _PROBLEM})
+    else:
+        op["security"] = []
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+        op["responses"].update({"400": _PROBLEM, "413": _PROBLEM, "415": _PROBLEM, "422": _PROBLEM})
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _path_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+
+
+_CERT_ID = _path_param(
+    "id", "GB/T 36904 certificate identifier", {"type": "string", "maxLength": 128}
+)
+
+
+def build_openapi(node: NodeService) -> dict[str, Any]:
+    components: dict[str, Any] = {}
+    for name, document in node.schemas.schema_documents().items():
+        components[_component_name(name)] = {"$ref": document.get("$id", name)}
+    limits = node.federation.limits
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": f"Tongban node {node.node.id} ({node.node.name})",
+            "version": __version__,
+            "description": (
+                "A regional node of the Tongban (通办) federation: issues, stores and serves "
+                "sealed electronic certificates and verifies seals. Errors are RFC 9457 "
+                "problem+json with a stable `code`. Limits: body "
+                f"{limits.max_body_bytes} bytes, JSON depth {limits.max_json_depth}, "
+                f"batch {limits.max_batch} seals, token {limits.max_token_bytes} bytes."
+            ),
+        },
+        "servers": [{"url": node.public_url}],
+        "paths": {
+            "/healthz": {"get": _op("Liveness", tag="ops", secured=False)},
+            "/readyz": {"get": _op("Readiness", tag="ops", secured=False, errors=(503,))},
+            "/metrics": {
+                "get": _op("Prometheus metrics", tag="ops", secured=False,
+                           ok_media="text/plain", ok_schema={"type": "string"})
+            },
+            "/openapi.json": {"get": _op("This document", tag="ops", secured=False)},
+            "/.well-known/jwks.json": {
+                "get": _op("Seal keys of this node (JWKS with status and validity)",
+                           tag="keys", secured=False)
+            },
+            "/v1/schemas": {"get": _op("JSON Schemas of certificates and exchanges",
+                                       tag="catalogs", secured=False)},
+            "/v1/matters": {"get": _op("Catalog of matters (事项)", tag="catalogs", secured=False)},
+            "/v1/status-lists/{list}": {
+                "get": _op(
+                    "IETF Token Status List token", tag="status", secured=False,
+                    ok_media="application/statuslist+jwt", ok_schema={"type": "string"},
+                    params=[_path_param("list", "status list number",
+                                        {"type": "string", "pattern": "^[0-9]{1,9}$"})],
+                    errors=(400, 404),
+                )
+            },
+            "/v1/certificates": {
+                "post": _op("Issue a certificate (department of this node)", tag="certificates",
+                            ok=201, body="exchange_issue_request")
+            },
+            "/v1/certificates/{id}": {
+                "get": _op(
+                    "Fetch a sealed certificate with its verification report", tag="certificates",
+                    params=[_CERT_ID, {"name": "matter", "in": "query", "required": True,
+                                       "schema": {"type": "string", "maxLength": 64}}],
+                    errors=(400, 404),
+                )
+            },
+            "/v1/certificates/{id}/status": {
+                "post": _op("Suspend, reinstate or revoke", tag="certificates",
+                            params=[_CERT_ID], body="exchange_status_request", errors=(404, 409))
+            },
+            "/v1/seals/verify": {
+                "post": _op(f"Verify up to {limits.max_batch} sealed documents", tag="seals",
+                            body="exchange_verify_request",
+                            ok_schema={"$ref": "#/components/schemas/exchange_verify_response"})
+            },
+        },  # fmt: skip
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": components,
+            "responses": {
+                "Problem": {
+                    "description": "RFC 9457 problem details with a stable `code`",
+                    "content": {
+                        "application/problem+json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["type", "title", "status", "code"],
+                                "properties": {
+                                    "type": {"type": "string"},
+                                    "title": {"type": "string"},
+                                    "status": {"type": "integer"},
+                                    "detail": {"type": "string"},
+                                    "code": {"type": "string"},
+                                    "instance": {"type": "string"},
+                                    "request_id": {"type": "string"},
+                                    "errors": {"type": "array"},
+                                },
+                            }
+                        }
+                    },
+                }
+            },
+        },
+    }
+
+
+def _component_name(name: str) -> str:
+    return name.replace(":", "_").replace("-", "_")

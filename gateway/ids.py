@@ -1,0 +1,20 @@
+"""Look-alike identifiers get their own types, so a node name is never passed as a kid."""
+
+from __future__ import annotations
+
+from typing import NewType
+
+NodeId = NewType("NodeId", str)
+"""A federation node, e.g. ``zhuji``."""
+
+KeyId = NewType("KeyId", str)
+"""A JWK ``kid`` (RFC 7638 thumbprint of the public key)."""
+
+RegionCode = NewType("RegionCode", str)
+"""A GB/T 2260 administrative region code, six digits, e.g. ``330681``."""
+
+DepartmentId = NewType("DepartmentId", str)
+"""A department of a node, e.g. ``zhuji-civil-affairs``."""
+
+CertificateId = NewType("CertificateId", str)
+"""A GB/T 36904 certificate identifier, ``1.2.156.3005.2.…``."""

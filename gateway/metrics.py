@@ -1,0 +1,54 @@
+"""Prometheus metrics, one registry per node (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self, node: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "tongban_http_requests",
+            "HTTP requests by route and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tongban_http_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "tongban_errors",
+            "Problems answered, by stable error code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.verifications = Counter(
+            "tongban_verifications",
+            "Seal verifications by indication and code",
+            ["indication", "code"],
+            registry=self.registry,
+        )
+        self.issued = Counter(
+            "tongban_certificates_issued", "Certificates issued", registry=self.registry
+        )
+        self.key_expiry = Gauge(
+            "tongban_seal_key_expiry_seconds",
+            "Seconds until each seal key's validity ends",
+            ["kid", "state"],
+            registry=self.registry,
+        )
+        self.info = Gauge("tongban_node_info", "Node identity", ["node"], registry=self.registry)
+        self.info.labels(node=node).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

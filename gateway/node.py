@@ -1,0 +1,352 @@
+"""The service layer of one regional node: issue, fetch, change status, verify, publish.
+
+Handlers call this; this calls the domain core (certificates, seals, verification) and the
+store (registry). It is synchronous and knows nothing about HTTP; the HTTP layer runs the
+writes on a one-thread executor so the event loop never waits on SQLite's fsync.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.auth import Principal, Scope
+from gateway.certificates import IssueContext, build_document, check_identifiers
+from gateway.clock import Clock
+from gateway.config import Department, Federation, NodeConfig
+from gateway.errors import Forbidden, InputError, SealIndeterminate
+from gateway.holders import holder_digest
+from gateway.identifiers import parse_certificate_id
+from gateway.ids import CertificateId, KeyId, NodeId
+from gateway.jwks import KeyResolver, StaticKeyResolver, VerificationKey
+from gateway.keys import KeyStore
+from gateway.matters import MatterCatalog
+from gateway.metrics import Metrics
+from gateway.registry import (
+    CertStatus,
+    NewCertificate,
+    SqliteRegistry,
+    StatusAction,
+    StatusSlot,
+    StoredCertificate,
+)
+from gateway.reports import VerificationReport
+from gateway.schemas import SchemaCatalog
+from gateway.seals import seal, sign_compact
+from gateway.status_list import STATUS_LIST_TYP, StatusList, status_list_claims
+from gateway.verification import CertificateVerifier
+
+STATUS_LIST_TTL = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    certificate: StoredCertificate
+    document: Mapping[str, Any]
+    report: VerificationReport
+    route: tuple[NodeId, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "certificate_id": self.certificate.id,
+            "type": self.certificate.type,
+            "node": self.route[-1],
+            "status": self.certificate.status.value,
+            "seal": self.certificate.seal,
+            "certificate": self.document,
+            "report": self.report.to_json(),
+            "route": list(self.route),
+        }
+
+
+class _LocalStatuses:
+    """Status of this node's own certificates, straight from the registry."""
+
+    def __init__(self, node: NodeService) -> None:
+        self._node = node
+
+    def status_of(self, uri: str, index: int) -> CertStatus:
+        prefix = self._node.status_list_prefix
+        if not uri.startswith(prefix):
+            raise SealIndeterminate(
+                "the status list of that certificate is not available here",
+                code="status.unavailable",
+            )
+        try:
+            list_id = int(uri[len(prefix) :])
+        except ValueError as exc:
+            raise SealIndeterminate("malformed status list uri", code="status.unavailable") from exc
+        return StatusList.from_bits(
+            self._node.registry.status_bits(list_id), bits=2
+        ).status(index)
+
+
+class NodeService:
+    """One node's certificates and seals. Construct with :meth:`open`; close when done."""
+
+    def __init__(
+        self,
+        federation: Federation,
+        node: NodeConfig,
+        *,
+        clock: Clock,
+        keys: KeyStore,
+        registry: SqliteRegistry,
+        schemas: SchemaCatalog,
+        metrics: Metrics,
+        public_url: str,
+    ) -> None:
+        self.federation = federation
+        self.node = node
+        self.clock = clock
+        self.keys = keys
+        self.registry = registry
+        self.schemas = schemas
+        self.matters = MatterCatalog()
+        self.metrics = metrics
+        self.public_url = public_url.rstrip("/")
+        self.status_list_prefix = f"{self.public_url}/v1/status-lists/"
+        self._status_tokens: dict[int, tuple[int, float, str]] = {}
+        self._status_lock = threading.Lock()
+        self.verifier = CertificateVerifier(
+            self.key_resolver(), schemas, clock=clock, statuses=_LocalStatuses(self)
+        )
+        self._update_key_metrics()
+
+    @classmethod
+    def open(
+        cls,
+        federation: Federation,
+        node_id: str,
+        *,
+        clock: Clock,
+        schemas: SchemaCatalog,
+        metrics: Metrics | None = None,
+        public_url: str | None = None,
+        data_dir: Path | None = None,
+    ) -> NodeService:
+        node = federation.node(node_id)
+        if node.kind != "region":
+            raise InputError(f"node {node_id!r} is not a regional node", code="config.node_kind")
+        keys = KeyStore.open(
+            federation.keys_dir,
+            node.id,
+            clock=clock,
+            passphrase=federation.key_passphrase,
+            default_alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
+            validity_days=federation.key_validity_days,
+        )
+        directory = (data_dir or federation.data_dir) / node.id
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        registry = SqliteRegistry(directory / "registry.sqlite3")
+        return cls(
+            federation,
+            node,
+            clock=clock,
+            keys=keys,
+            registry=registry,
+            schemas=schemas,
+            metrics=metrics or Metrics(node.id),
+            public_url=public_url or federation.url(node.id),
+        )
+
+    def close(self) -> None:
+        self.registry.close()
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def key_resolver(self) -> KeyResolver:
+        return _StoreResolver(self.keys)
+
+    def jwks(self) -> dict[str, Any]:
+        return self.keys.jwks()
+
+    def _update_key_metrics(self) -> None:
+        now = self.clock.now()
+        for record in self.keys.records():
+            self.metrics.key_expiry.labels(kid=record.kid, state=record.state.value).set(
+                record.not_after - now
+            )
+
+    # -- issuing ---------------------------------------------------------------------------
+
+    def issuing_department(self, principal: Principal, cert_type: str) -> Department:
+        """A department issues only its own certificate types, and only at its own node."""
+        principal.require(Scope.CERT_ISSUE)
+        if principal.development:
+            for dept in self.node.departments:
+                if cert_type in dept.issues:
+                    return dept
+            raise Forbidden(
+                f"no department of node {self.node.id!r} issues {cert_type!r}",
+                code="cert.type_not_issued_here",
+            )
+        dept = self.node.department(principal.department or "")
+        if dept is None:
+            raise Forbidden(
+                f"department {principal.department!r} does not belong to node {self.node.id!r}",
+                code="cert.foreign_department",
+            )
+        if cert_type not in dept.issues:
+            raise Forbidden(
+                f"department {dept.id!r} does not issue {cert_type!r}",
+                code="cert.type_not_issued_here",
+            )
+        return dept
+
+    def issue(self, principal: Principal, request: Mapping[str, Any]) -> Fetched:
+        """Validate, seal and store a new certificate. ``request`` is parsed JSON."""
+        # 1. The envelope, then every identifier's check character.
+        self.schemas.validate("exchange:issue-request", request)
+        check_identifiers(request)
+        cert_type = self.schemas.certificate_type(str(request["type"]))
+        # 2. Who may issue it here.
+        department = self.issuing_department(principal, cert_type.name)
+        # 3. Build the document, validate it against its type, seal and store it.
+        now = self.clock.now()
+        new, document = self.mint(request, department, self.registry.reserve_slot(), now)
+        self.registry.add(new)
+        self.metrics.issued.inc()
+        stored = self.registry.get(new.id)
+        report, _ = self.verifier.report(new.seal)
+        return Fetched(stored, document, report, (self.node.id,))
+
+    def mint(
+        self,
+        request: Mapping[str, Any],
+        department: Department,
+        slot: StatusSlot,
+        now: float,
+    ) -> tuple[NewCertificate, dict[str, Any]]:
+        """Build, schema-check and seal one certificate (shared by ``issue`` and ``seed``)."""
+        cert_type = self.schemas.certificate_type(str(request["type"]))
+        ctx = IssueContext(
+            node=self.node,
+            department=department,
+            cert_type=cert_type,
+            slot=slot,
+            status_uri=f"{self.status_list_prefix}{slot.list_id}",
+            sealed_at=now,
+        )
+        document = build_document(request, ctx)
+        self.schemas.validate(f"type:{cert_type.name}", document)
+        signer = self.keys.signer()
+        token = seal(signer, orjson.dumps(document), signed_at=now)
+        holder = document["holder"]
+        new = NewCertificate(
+            id=CertificateId(document["id"]),
+            type=cert_type.name,
+            holder_digest=holder_digest(self.keys.holder_secret, holder["id_type"], holder["id"]),
+            jurisdiction=document["jurisdiction"],
+            slot=slot,
+            kid=signer.kid,
+            issued_at=now,
+            seal=token,
+        )
+        return new, document
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def fetch(self, principal: Principal, cert_id: str, matter_id: str) -> Fetched:
+        principal.require(Scope.CERT_READ)
+        parse_certificate_id(cert_id)
+        stored = self.registry.get(CertificateId(cert_id))
+        self.matters.require_type(matter_id, stored.type)
+        report, verified = self.verifier.report(stored.seal)
+        self._count(report)
+        document = verified.document if verified else orjson.loads(_payload_of(stored.seal))
+        return Fetched(stored, document, report, (self.node.id,))
+
+    def change_status(
+        self, principal: Principal, cert_id: str, request: Mapping[str, Any]
+    ) -> StoredCertificate:
+        principal.require(Scope.CERT_STATUS)
+        self.schemas.validate("exchange:status-request", request)
+        parse_certificate_id(cert_id)
+        stored = self.registry.get(CertificateId(cert_id))
+        if not principal.development:
+            dept = self.node.department(principal.department or "")
+            if dept is None or stored.type not in dept.issues:
+                raise Forbidden(
+                    "only the issuing department may change a certificate's status",
+                    code="cert.not_owner",
+                )
+        updated = self.registry.apply(
+            CertificateId(cert_id),
+            StatusAction(request["action"]),
+            reason=str(request.get("reason", "")),
+            at=self.clock.now(),
+        )
+        with self._status_lock:
+            self._status_tokens.pop(updated.slot.list_id, None)
+        return updated
+
+    # -- verifying -------------------------------------------------------------------------
+
+    def verify_batch(self, principal: Principal, request: Mapping[str, Any]) -> list[VerificationReport]:
+        principal.require(Scope.SEAL_VERIFY)
+        self.schemas.validate("exchange:verify-request", request)
+        seals = request["seals"]
+        if len(seals) > self.federation.limits.max_batch:
+            raise InputError(
+                f"at most {self.federation.limits.max_batch} seals per request",
+                code="input.batch_too_large",
+            )
+        reports = [self.verifier.report(token)[0] for token in seals]
+        for report in reports:
+            self._count(report)
+        return reports
+
+    def _count(self, report: VerificationReport) -> None:
+        self.metrics.verifications.labels(
+            indication=report.indication.value, code=report.code
+        ).inc()
+
+    # -- status lists ----------------------------------------------------------------------
+
+    def status_list_token(self, list_id: int) -> str:
+        """The signed status list token for one list, cached until a status in it changes."""
+        if list_id not in self.registry.list_ids():
+            from gateway.errors import NotFoundError
+
+            raise NotFoundError(f"no status list {list_id}", code="status_list.not_found")
+        revision = self.registry.revision(list_id)
+        now = self.clock.now()
+        with self._status_lock:
+            cached = self._status_tokens.get(list_id)
+            if cached and cached[0] == revision and cached[1] > now + STATUS_LIST_TTL / 2:
+                return cached[2]
+        claims = status_list_claims(
+            uri=f"{self.status_list_prefix}{list_id}",
+            bits_bytes=self.registry.status_bits(list_id),
+            iat=int(now),
+            exp=int(now) + STATUS_LIST_TTL * 2,
+            ttl=STATUS_LIST_TTL,
+        )
+        token = sign_compact(
+            self.keys.signer(), orjson.dumps(claims), typ=STATUS_LIST_TYP, signed_at=now
+        )
+        with self._status_lock:
+            self._status_tokens[list_id] = (revision, now + STATUS_LIST_TTL * 2, token)
+        return token
+
+
+class _StoreResolver:
+    """Resolves kids against the node's own key store (reloaded on every call: it is small)."""
+
+    def __init__(self, keys: KeyStore) -> None:
+        self._keys = keys
+
+    def key_for(self, kid: KeyId) -> VerificationKey:
+        return StaticKeyResolver(self._keys.verification_keys()).key_for(kid)
+
+
+def _payload_of(token: str) -> bytes:
+    from gateway._internal.wire import b64url_decode
+
+    return b64url_decode(token.split(".")[1])

@@ -1,0 +1,188 @@
+"""``tongban seed``: realistic certificates for a node, generated and loaded in a stream.
+
+Holders get valid resident ID numbers (GB 11643 check character, a real birth date, a
+county code of the node's region) and plausible names; companies get valid credit codes.
+Each certificate is built, schema-checked and sealed exactly as ``POST /v1/certificates``
+does it (:meth:`gateway.node.NodeService.mint`), then written in batches, so memory stays
+flat whether the count is ten or a million.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import Any
+
+from tqdm import tqdm
+
+from gateway.config import Department
+from gateway.identifiers import make_credit_code, resident_id_check
+from gateway.node import NodeService
+from gateway.registry import NewCertificate
+
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"  # noqa: E501
+GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉萍红娥玲芬燕彬鹏辉建国志文俊峰磊晨欣怡子涵浩宇梓萱一诺雨泽思远晓燕立新佳琪"  # noqa: E501
+ETHNICITIES = ("汉族",) * 12 + ("回族", "满族", "壮族", "畲族")
+# County-level codes used when a node's own region is a province or a city.
+COUNTIES = {
+    "33": ("330102", "330106", "330602", "330681", "330682", "330683"),
+    "31": ("310101", "310104", "310105", "310112", "310115"),
+    "34": ("340102", "340104", "341202", "341221", "341222"),
+}
+STREETS = ("人民路", "解放路", "建设路", "中山路", "和平路", "望云路", "艮塔路", "浣纱路")
+BATCH = 2000
+
+
+class Generator:
+    """Random but well-formed issue requests for the node's departments."""
+
+    def __init__(self, service: NodeService, rng: random.Random) -> None:
+        self.service = service
+        self.rng = rng
+        region = service.node.region or "000000"
+        self.counties = _counties(region)
+        self.departments = [d for d in service.node.departments if d.issues]
+
+    def name(self) -> str:
+        given = "".join(self.rng.choice(GIVEN) for _ in range(self.rng.choice((1, 2))))
+        return self.rng.choice(SURNAMES) + given
+
+    def day(self, start: date, end: date) -> date:
+        return start + timedelta(days=self.rng.randrange((end - start).days))
+
+    def resident_id(self, born: date | None = None) -> str:
+        born = born or self.day(date(1950, 1, 1), date(2005, 12, 31))
+        first17 = f"{self.rng.choice(self.counties)}{born:%Y%m%d}{self.rng.randrange(1000):03d}"
+        return first17 + resident_id_check(first17)
+
+    def credit_code(self) -> str:
+        org8 = "".join(self.rng.choice("0123456789ABCDEFGHJKLMNPQRTUWXY") for _ in range(8))
+        return make_credit_code("9", "1", self.rng.choice(self.counties), org8)
+
+    def address(self) -> str:
+        return f"{self.service.node.name}{self.rng.choice(STREETS)}{self.rng.randrange(1, 999)}号"
+
+    def person(self) -> dict[str, str]:
+        return {"name": self.name(), "id": self.resident_id(), "id_type": "111"}
+
+    def request(self) -> tuple[Department, dict[str, Any]]:
+        dept = self.rng.choice(self.departments)
+        cert_type = self.rng.choice(dept.issues)
+        today = date(2026, 1, 1)
+        valid_from = self.day(date(2015, 1, 1), today)
+        request: dict[str, Any] = {
+            "type": cert_type,
+            "holder": self.person(),
+            "valid_from": valid_from.isoformat(),
+            "valid_until": None,
+            "data": self.data(cert_type, dept, valid_from),
+        }
+        if cert_type == "resident_id":
+            request["valid_until"] = valid_from.replace(year=valid_from.year + 20).isoformat()
+        if cert_type == "business_licence":
+            request["holder"] = {"name": self.company(), "id": self.credit_code(), "id_type": "001"}
+        return dept, request
+
+    def company(self) -> str:
+        return f"{self.service.node.name}{self.name()}{self.rng.choice(('贸易', '科技', '纺织'))}有限公司"
+
+    def data(self, cert_type: str, dept: Department, when: date) -> dict[str, Any]:
+        rng = self.rng
+        office = dept.name
+        if cert_type == "resident_id":
+            return {
+                "sex": rng.choice(("男", "女")),
+                "ethnicity": rng.choice(ETHNICITIES),
+                "birth_date": self.day(date(1950, 1, 1), date(2005, 12, 31)).isoformat(),
+                "address": self.address(),
+                "issuing_office": office,
+            }
+        if cert_type == "household_register":
+            return {
+                "household_number": f"{rng.randrange(10**8, 10**9)}",
+                "household_type": rng.choice(("家庭户", "集体户")),
+                "relation_to_head": rng.choice(("户主", "配偶", "子", "女")),
+                "address": self.address(),
+                "registration_office": office,
+            }
+        if cert_type in ("marriage", "divorce"):
+            key = "spouse" if cert_type == "marriage" else "former_spouse"
+            return {"registration_date": when.isoformat(), key: self.person(),
+                    "registration_office": office}  # fmt: skip
+        if cert_type == "social_insurance_record":
+            start = rng.randrange(2015, 2025)
+            base = rng.randrange(3000, 20000)
+            return {
+                "insurance_kind": rng.choice(self._insurance_kinds()),
+                "periods": [
+                    {"month": f"{start + m // 12}-{m % 12 + 1:02d}", "base": base,
+                     "amount_personal": round(base * 0.08, 2),
+                     "amount_employer": round(base * 0.16, 2)}
+                    for m in range(rng.randrange(1, 13))
+                ],
+            }  # fmt: skip
+        if cert_type == "flexible_pension_enrolment":
+            return {"enrolment_date": when.isoformat(), "contribution_base": rng.randrange(3000, 20000),
+                    "insured_region": rng.choice(self.counties)}  # fmt: skip
+        if cert_type == "maternity_benefit":
+            days = rng.choice((98, 113, 128, 158))
+            return {"decision_date": when.isoformat(), "medical_expenses": rng.randrange(2000, 30000),
+                    "allowance_days": days, "allowance_amount": days * rng.randrange(150, 600)}  # fmt: skip
+        if cert_type == "work_injury_settlement":
+            return {"injury_decision_number": f"工伤认定〔{when.year}〕{rng.randrange(1, 9999)}号",
+                    "hospital": f"{self.service.node.name}人民医院", "settlement_date": when.isoformat(),
+                    "medical_costs": rng.randrange(1000, 90000), "device_costs": rng.randrange(0, 9000),
+                    "rehab_costs": rng.randrange(0, 20000)}  # fmt: skip
+        if cert_type == "business_licence":
+            return {"entity_type": "有限责任公司（自然人投资或控股）", "legal_representative": self.name(),
+                    "registered_capital": f"{rng.randrange(10, 5000)}万元人民币",
+                    "established": when.isoformat(), "business_scope": "纺织品、服装的生产与销售",
+                    "address": self.address()}  # fmt: skip
+        raise ValueError(f"no generator for {cert_type}")  # pragma: no cover
+
+    def _insurance_kinds(self) -> tuple[str, ...]:
+        enum = (
+            self.service.schemas.schema_documents().get("type:social_insurance_record", {})
+            .get("properties", {}).get("data", {}).get("properties", {})
+            .get("insurance_kind", {}).get("enum")
+        )  # fmt: skip
+        return tuple(enum) if enum else ("企业职工基本养老保险",)
+
+
+def _counties(region: str) -> tuple[str, ...]:
+    if region.endswith("0000"):
+        return COUNTIES.get(region[:2], (region[:2] + "0102",))
+    if region.endswith("00"):
+        return tuple(c for c in COUNTIES.get(region[:2], ()) if c.startswith(region[:4])) or (
+            region[:4] + "02",
+        )
+    return (region,)
+
+
+def generate(service: NodeService, count: int, rng: random.Random) -> Iterator[NewCertificate]:
+    """Seal ``count`` certificates, lazily, reserving status slots a batch at a time."""
+    gen = Generator(service, rng)
+    if not gen.departments:
+        from gateway.errors import ConfigError
+
+        raise ConfigError(f"node {service.node.id!r} has no department that issues certificates")
+    left = count
+    while left > 0:
+        block = service.registry.reserve_slots(min(BATCH, left))
+        now = service.clock.now()
+        for slot in block:
+            dept, request = gen.request()
+            new, _ = service.mint(request, dept, slot, now)
+            yield new
+        left -= len(block)
+
+
+def seed_node(
+    service: NodeService, count: int, *, rng_seed: int | None = None, progress: bool = False
+) -> int:
+    rng = random.Random(rng_seed)  # noqa: S311 - test data, not secrets
+    stream: Iterator[NewCertificate] = generate(service, count, rng)
+    if progress:
+        stream = iter(tqdm(stream, total=count, unit="cert", desc=f"seed {service.node.id}"))
+    return service.registry.add_many(stream, batch=BATCH)

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import DEFAULT_FEDERATION_FILE, Secret, load_federation
+from gateway.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "federation.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MINIMAL = """
+[federation]
+name = "t"
+
+[[nodes]]
+id = "national"
+region = "000000"
+port = 9001
+
+[[nodes]]
+id = "zhuji"
+region = "330681"
+parent = "national"
+port = 9002
+"""
+
+
+def test_default_federation_matches_design() -> None:
+    fed = load_federation(env={})
+    assert [(n.id, n.region, n.parent, n.port) for n in fed.nodes] == [
+        ("idp", None, None, 8400),
+        ("national", "000000", None, 8401),
+        ("zhejiang", "330000", "national", 8402),
+        ("shaoxing", "330600", "zhejiang", 8403),
+        ("zhuji", "330681", "shaoxing", 8404),
+        ("shanghai", "310000", "national", 8405),
+        ("anhui", "340000", "national", 8406),
+        ("linquan", "341221", "anhui", 8407),
+    ]
+    assert [a.nodes for a in fed.agreements] == [("zhuji", "linquan")]
+    client_ids = {c.id for c in fed.clients}
+    assert {"zhuji-civil-affairs", "shanghai-public-security", "linquan-public-security",
+            "anhui-human-resources"} <= client_ids  # fmt: skip
+    assert fed.source == DEFAULT_FEDERATION_FILE
+
+
+def test_limits_and_development_token_are_read(tmp_path: Path) -> None:
+    fed = load_federation(write(tmp_path, MINIMAL + "\n[limits]\nmax_batch = 7\n"), env={})
+    assert fed.limits.max_batch == 7
+    assert fed.development.enabled is False
+
+
+def test_passphrase_comes_from_env_and_is_hidden(tmp_path: Path) -> None:
+    fed = load_federation(write(tmp_path, MINIMAL), env={"TONGBAN_KEY_PASSPHRASE": "s3cret"})
+    assert fed.key_passphrase == Secret("s3cret")
+    assert "s3cret" not in repr(fed)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ('[[nodes]]\nid = "xx"\nregion = "33068"\nport = 9003\n', "not a 6-digit"),
+        ('[[nodes]]\nid = "xx"\nregion = "330682"\nport = 9002\n', "already used by 'zhuji'"),
+        ('[[nodes]]\nid = "xx"\nregion = "330682"\nparent = "nowhere"\nport = 9003\n',
+         "parent 'nowhere' is not a node"),
+        ('[[nodes]]\nid = "xx"\nregion = "330682"\nport = "9003"\n', "'port' must be a int"),
+        ('[[nodes]]\nid = "Bad_Id"\nregion = "330682"\nport = 9003\n', "id must match"),
+        ('[[agreements]]\nnodes = ["zhuji", "mars"]\n', "'mars' is not a node"),
+        ('[[nodes]]\nid = "xx"\nregion = "330682"\nport = 9003\n'
+         '  [[nodes.departments]]\n  id = "d"\n  name = "D"\n'
+         '  credit_code = "11330681002521002T"\n', "check"),
+        ('[[citizens]]\nid = "330681199001010016"\nname = "x"\n', "check"),
+        ("[bogus]\n", "unknown section"),
+        ("[limits]\nmax_batch = 0\n", "must be positive"),
+        ("[limits]\nmax_bach = 3\n", "unknown limit"),
+    ],
+)
+def test_bad_files_fail_naming_the_problem(tmp_path: Path, snippet: str, message: str) -> None:
+    path = write(tmp_path, MINIMAL + "\n" + snippet)
+    with pytest.raises(ConfigError) as info:
+        load_federation(path, env={})
+    assert message in info.value.detail
+    assert str(path) in info.value.detail
+
+
+def test_bad_file_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '\n[[nodes]]\nid = "xx"\nregion = "33068"\nport = 9003\n')
+    with pytest.raises(ConfigError) as info:
+        load_federation(path, env={})
+    line = MINIMAL.count("\n") + 4  # the region line of the new node
+    assert f"{path}:{line}:" in info.value.detail
+
+
+def test_toml_syntax_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_federation(write(tmp_path, "[federation\n"), env={})
+    assert "line 1" in info.value.detail
+
+
+def test_parent_cycle_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL.replace('id = "national"\nregion = "000000"',
+                           'id = "national"\nparent = "zhuji"\nregion = "000000"')  # fmt: skip
+    with pytest.raises(ConfigError, match="cycle"):
+        load_federation(write(tmp_path, text), env={})
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_federation(Path("/nonexistent/federation.toml"), env={})

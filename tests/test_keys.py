@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.clock import FixedClock
+from gateway.config import Secret
+from gateway.errors import KeyStoreError, NotFoundError
+from gateway.ids import NodeId
+from gateway.jwks import KeyState, parse_jwks
+from gateway.keys import KeyStore, iter_key_files
+from gateway.seals import seal, verify_seal
+from gateway.jwks import StaticKeyResolver
+
+NOW = 1_795_507_200.0
+NODE = NodeId("zhuji")
+
+
+def open_store(root: Path, **kwargs: object) -> KeyStore:
+    return KeyStore.open(root, NODE, clock=FixedClock(NOW), **kwargs)  # type: ignore[arg-type]
+
+
+def test_first_start_generates_an_active_key_with_private_files(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    [record] = store.records()
+    assert record.state is KeyState.ACTIVE
+    assert record.not_before == NOW
+    assert record.not_after == NOW + 365 * 86_400
+    directory = tmp_path / NODE
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    files = [*iter_key_files(directory), directory / "keyring.json"]
+    assert len(files) == 3
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_reopen_loads_the_same_key(tmp_path: Path) -> None:
+    first = open_store(tmp_path)
+    second = open_store(tmp_path)
+    assert [r.kid for r in second.records()] == [r.kid for r in first.records()]
+    assert second.holder_secret == first.holder_secret
+    token = seal(first.signer(), b'{"iss":"zhuji","iat":1795507200}', signed_at=NOW)
+    verified = verify_seal(token, StaticKeyResolver(second.verification_keys()), now=NOW)
+    assert verified.kid == first.active().kid
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256"])
+def test_jwks_publishes_status_and_validity_without_private_parts(tmp_path: Path, alg: str) -> None:
+    store = open_store(tmp_path, default_alg=alg)
+    jwks = store.jwks()
+    [jwk] = jwks["keys"]
+    assert jwk["alg"] == alg
+    assert jwk["status"] == "active"
+    assert jwk["nbf"] == int(NOW)
+    assert jwk["exp"] == int(NOW) + 365 * 86_400
+    assert "d" not in jwk
+    assert set(parse_jwks(jwks)) == {store.active().kid}
+
+
+def test_passphrase_encrypts_keys_at_rest(tmp_path: Path) -> None:
+    store = open_store(tmp_path, passphrase=Secret("correct horse"))
+    pem = (tmp_path / NODE / f"{store.active().kid}.pem").read_bytes()
+    assert b"ENCRYPTED PRIVATE KEY" in pem
+    assert open_store(tmp_path, passphrase=Secret("correct horse")).active().kid == store.active().kid
+    with pytest.raises(KeyStoreError, match="wrong passphrase"):
+        open_store(tmp_path, passphrase=Secret("wrong"))
+    with pytest.raises(KeyStoreError, match="no passphrase is configured"):
+        open_store(tmp_path)
+
+
+def test_unencrypted_keys_are_plain_pkcs8(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    pem = (tmp_path / NODE / f"{store.active().kid}.pem").read_bytes()
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+def test_group_readable_key_is_refused(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    path = tmp_path / NODE / f"{store.active().kid}.pem"
+    path.chmod(0o644)
+    with pytest.raises(KeyStoreError, match="chmod 600"):
+        open_store(tmp_path)
+
+
+def test_missing_private_key_is_refused(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    (tmp_path / NODE / f"{store.active().kid}.pem").unlink()
+    with pytest.raises(KeyStoreError, match="missing"):
+        open_store(tmp_path)
+
+
+def test_key_swapped_under_another_kid_is_refused(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    other = store.add_key(state=KeyState.NEXT)
+    directory = tmp_path / NODE
+    a, b = directory / f"{store.active().kid}.pem", directory / f"{other.kid}.pem"
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    a.write_bytes(b_bytes)
+    b.write_bytes(a_bytes)
+    with pytest.raises(KeyStoreError, match="does not match its kid"):
+        open_store(tmp_path)
+
+
+def test_corrupt_keyring_is_refused(tmp_path: Path) -> None:
+    open_store(tmp_path)
+    (tmp_path / NODE / "keyring.json").write_bytes(orjson.dumps({"keys": [{"kid": "x"}]}))
+    with pytest.raises(KeyStoreError, match="malformed"):
+        open_store(tmp_path)
+
+
+def test_state_changes_are_recorded_and_persisted(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    old = store.active()
+    new = store.add_key(state=KeyState.NEXT)
+    store.set_state(new.kid, KeyState.ACTIVE, at=NOW + 10)
+    store.set_state(old.kid, KeyState.RETIRED, at=NOW + 10)
+    reopened = open_store(tmp_path)
+    assert reopened.active().kid == new.kid
+    assert reopened.record(old.kid).retired_at == NOW + 10
+    revoked = reopened.set_state(old.kid, KeyState.REVOKED, at=NOW + 20)
+    assert revoked.revoked_at == NOW + 20
+    with pytest.raises(NotFoundError) as info:
+        reopened.record("nope")
+    assert info.value.code == "keys.not_found"
+
+
+def test_repr_shows_no_secret(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    assert store.holder_secret.hex() not in repr(store)
+    assert repr(store) == "KeyStore(node='zhuji', keys=1)"
