@@ -110,7 +110,9 @@ def export(federation: Federation, node_id: str, output: Path | None) -> int:
     )
     count = 0
     try:
-        with (output.open("w", encoding="ascii") if output else contextlib.nullcontext(sys.stdout)) as out:
+        with (
+            output.open("w", encoding="ascii") if output else contextlib.nullcontext(sys.stdout)
+        ) as out:
             for token in service.registry.iter_seals():
                 out.write(token)
                 out.write("\n")

@@ -210,7 +210,7 @@ class _Parser:
     def fail(
         self, where: str, problem: str, needle: str | None = None, *, anchor: str | None = None
     ) -> ConfigError:
-        """An error naming the file, the line (found by ``needle`` after ``anchor``), the problem."""
+        """An error naming the file, the line (``needle`` found after ``anchor``), the problem."""
         start = self._line_of(anchor, 0) if anchor else 0
         line = self._line_of(needle, start or 0) if needle else start
         at = f"{self.path}:{line}" if line else str(self.path)
@@ -259,8 +259,14 @@ class _Parser:
 
     def federation(self) -> Federation:
         known = {
-            "federation", "limits", "development", "nodes", "agreements", "clients", "citizens"
-        }  # fmt: skip
+            "federation",
+            "limits",
+            "development",
+            "nodes",
+            "agreements",
+            "clients",
+            "citizens",
+        }
         for key in self.raw:
             if key not in known:
                 raise self.fail(key, f"unknown section (expected one of {sorted(known)})", key)
@@ -280,7 +286,7 @@ class _Parser:
         passphrase = self.env.get("TONGBAN_KEY_PASSPHRASE")
         nodes = tuple(self._node(i, n) for i, n in enumerate(self._array("nodes")))
         self._check_nodes(nodes)
-        node_ids = {n.id for n in nodes}
+        node_ids: set[str] = {n.id for n in nodes}
         return Federation(
             name=name,
             host=host,
@@ -293,8 +299,9 @@ class _Parser:
             limits=self._limits(),
             development=self._development(),
             nodes=nodes,
-            agreements=tuple(self._agreement(i, a, node_ids) for i, a in enumerate(
-                self._array("agreements"))),  # fmt: skip
+            agreements=tuple(
+                self._agreement(i, a, node_ids) for i, a in enumerate(self._array("agreements"))
+            ),
             clients=tuple(self._client(i, c, nodes) for i, c in enumerate(self._array("clients"))),
             citizens=tuple(self._citizen(i, c) for i, c in enumerate(self._array("citizens"))),
             source=self.path,
@@ -343,7 +350,12 @@ class _Parser:
             if region is None:
                 raise self.fail(where, "a region node needs a region code", needle, anchor=anchor)
             if not _REGION.fullmatch(region):
-                raise self.fail(where, f"region {region!r} is not a 6-digit GB/T 2260 code", region, anchor=anchor)
+                raise self.fail(
+                    where,
+                    f"region {region!r} is not a 6-digit GB/T 2260 code",
+                    region,
+                    anchor=anchor,
+                )
         parent = self._get(table, "parent", str, where, default=None)
         departments = tuple(
             self._department(node_id, j, d) for j, d in enumerate(table.get("departments", []))

@@ -9,6 +9,8 @@ exits non-zero at the first surprise.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import socket
 import sys
 import tempfile
@@ -93,9 +95,12 @@ async def _tour(base: Path) -> None:
     federation = load_federation().with_overrides(data_dir=base / "var", keys_dir=base / "keys")
     public_url = f"http://127.0.0.1:{port}"
     service = NodeService.open(
-        federation, NODE, clock=SystemClock(),
-        schemas=SchemaCatalog.load(default_schema_dir()), public_url=public_url,
-    )  # fmt: skip
+        federation,
+        NODE,
+        clock=SystemClock(),
+        schemas=SchemaCatalog.load(default_schema_dir()),
+        public_url=public_url,
+    )
     runner = web.AppRunner(create_app(service), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -113,34 +118,73 @@ async def _steps(client: Client, base: Path, service: NodeService) -> None:
     status, jwks = await client.call("GET", "/.well-known/jwks.json")
     expect(status == 200 and len(jwks["keys"]) == 1, "the node publishes its seal key (JWKS)")
     key = jwks["keys"][0]
-    print(table(["kid", "alg", "status", "use"], [[key["kid"], key["alg"], key["status"], key["use"]]]))
+    print(
+        table(
+            ["kid", "alg", "status", "use"], [[key["kid"], key["alg"], key["status"], key["use"]]]
+        )
+    )
     print("  (calls carry the federation file's development token until single sign-on lands)")
 
     print(heading("2. Departments issue sealed certificates (电子证照)"))
-    requests = [
-        {"type": "resident_id", "holder": GROOM, "valid_from": "2016-03-01",
-         "valid_until": "2036-03-01",
-         "data": {"sex": "男", "ethnicity": "汉族", "birth_date": "1990-01-01",
-                  "address": "浙江省诸暨市暨阳街道人民路1号", "issuing_office": "诸暨市公安局"}},
-        {"type": "household_register", "holder": GROOM, "valid_from": "2008-05-12",
-         "valid_until": None,
-         "data": {"household_number": "330681081", "household_type": "家庭户",
-                  "relation_to_head": "户主", "address": "浙江省诸暨市暨阳街道人民路1号",
-                  "registration_office": "诸暨市公安局暨阳派出所"}},
-        {"type": "marriage", "holder": GROOM, "valid_from": "2026-11-24", "valid_until": None,
-         "data": {"registration_date": "2026-11-24", "spouse": BRIDE,
-                  "registration_office": "诸暨市民政局婚姻登记处"}},
-    ]  # fmt: skip
+    requests: list[dict[str, Any]] = [
+        {
+            "type": "resident_id",
+            "holder": GROOM,
+            "valid_from": "2016-03-01",
+            "valid_until": "2036-03-01",
+            "data": {
+                "sex": "男",
+                "ethnicity": "汉族",
+                "birth_date": "1990-01-01",
+                "address": "浙江省诸暨市暨阳街道人民路1号",
+                "issuing_office": "诸暨市公安局",
+            },
+        },
+        {
+            "type": "household_register",
+            "holder": GROOM,
+            "valid_from": "2008-05-12",
+            "valid_until": None,
+            "data": {
+                "household_number": "330681081",
+                "household_type": "家庭户",
+                "relation_to_head": "户主",
+                "address": "浙江省诸暨市暨阳街道人民路1号",
+                "registration_office": "诸暨市公安局暨阳派出所",
+            },
+        },
+        {
+            "type": "marriage",
+            "holder": GROOM,
+            "valid_from": "2026-11-24",
+            "valid_until": None,
+            "data": {
+                "registration_date": "2026-11-24",
+                "spouse": BRIDE,
+                "registration_office": "诸暨市民政局婚姻登记处",
+            },
+        },
+    ]
     issued: dict[str, dict[str, Any]] = {}
     for request in requests:
         status, body = await client.call("POST", "/v1/certificates", request)
         expect(status == 201, f"issued {request['type']} ({body.get('code', 'sealed')})")
         issued[request["type"]] = body
-    print(table(
-        ["type", "name", "certificate id", "issuer", "seal"],
-        [[t, b["certificate"]["name"], b["certificate_id"], b["certificate"]["issuer"]["name"],
-          b["report"]["indication"]] for t, b in issued.items()],
-    ))  # fmt: skip
+    print(
+        table(
+            ["type", "name", "certificate id", "issuer", "seal"],
+            [
+                [
+                    t,
+                    b["certificate"]["name"],
+                    b["certificate_id"],
+                    b["certificate"]["issuer"]["name"],
+                    b["report"]["indication"],
+                ]
+                for t, b in issued.items()
+            ],
+        )
+    )
 
     print(heading("3. A window fetches a certificate for a matter"))
     household = issued["household_register"]
@@ -155,22 +199,31 @@ async def _steps(client: Client, base: Path, service: NodeService) -> None:
     marriage = issued["marriage"]
     path = f"/v1/certificates/{marriage['certificate_id']}?matter=social-insurance-record-query"
     status, body = await client.call("GET", path)
-    expect(status == 403 and body["code"] == "matter.type_not_allowed",
-           f"refused: {body.get('detail')} ({body.get('code')})")  # fmt: skip
+    expect(
+        status == 403 and body["code"] == "matter.type_not_allowed",
+        f"refused: {body.get('detail')} ({body.get('code')})",
+    )
 
     print(heading("5. Batch verification, with a tampered seal and an algorithm attack"))
     forged = tamper(marriage["seal"], lambda d: d["holder"].update(name="李四"))
-    header = b64url_encode(orjson.dumps({"alg": "none", "typ": "tongban-seal+jws"}))
-    unsigned = f"{header}.{marriage['seal'].split('.')[1]}."
-    seals = [marriage["seal"], forged, unsigned]
+    confused = hs256_with_public_key(marriage["seal"], key)
+    seals = [marriage["seal"], forged, confused]
     status, body = await client.call("POST", "/v1/seals/verify", {"seals": seals})
     expect(status == 200, "POST /v1/seals/verify answered one report per seal")
-    rows = [["genuine", *_verdict(body["reports"][0])], ["holder renamed", *_verdict(body["reports"][1])],
-            ["alg: none", *_verdict(body["reports"][2])]]  # fmt: skip
+    rows = [
+        ["genuine", *_verdict(body["reports"][0])],
+        ["holder renamed", *_verdict(body["reports"][1])],
+        ["HS256 keyed with the public key", *_verdict(body["reports"][2])],
+    ]
     print(table(["seal", "indication", "code"], rows))
     expect(body["reports"][0]["indication"] == "PASSED", "the genuine seal passes")
-    expect(body["reports"][1]["code"] == "seal.bad_signature", "the tampered seal fails its signature")
-    expect(body["reports"][2]["code"] == "seal.alg_not_allowed", "alg none is refused")
+    expect(
+        body["reports"][1]["code"] == "seal.bad_signature", "the tampered seal fails its signature"
+    )
+    expect(
+        body["reports"][2]["code"] == "seal.alg_not_allowed",
+        "algorithm confusion (HS256 with the public key as secret) is refused",
+    )
 
     print(heading("6. Suspension shows up in verification (IETF Token Status List)"))
     cert_id = household["certificate_id"]
@@ -178,9 +231,16 @@ async def _steps(client: Client, base: Path, service: NodeService) -> None:
         "POST", f"/v1/certificates/{cert_id}/status", {"action": "suspend", "reason": "demo"}
     )
     expect(status == 200 and body["status"] == "suspended", "the household register is suspended")
-    status, body = await client.call("GET", f"/v1/certificates/{cert_id}?matter=marriage-registration")
-    expect(body["report"]["code"] == "status.suspended", "its verification now fails: status.suspended")
-    status, token = await client.call("GET", f"/v1/status-lists/{body['certificate']['status']['status_list']['uri'].rsplit('/', 1)[1]}")
+    status, body = await client.call(
+        "GET", f"/v1/certificates/{cert_id}?matter=marriage-registration"
+    )
+    expect(
+        body["report"]["code"] == "status.suspended", "its verification now fails: status.suspended"
+    )
+    status, token = await client.call(
+        "GET",
+        f"/v1/status-lists/{body['certificate']['status']['status_list']['uri'].rsplit('/', 1)[1]}",
+    )
     expect(status == 200 and token.count(".") == 2, "the signed status list token is published")
     status, body = await client.call(
         "POST", f"/v1/certificates/{cert_id}/status", {"action": "reinstate", "reason": "demo"}
@@ -193,11 +253,25 @@ async def _steps(client: Client, base: Path, service: NodeService) -> None:
     seal_file.write_text(marriage["seal"] + "\n", encoding="ascii")
     jwks_file.write_bytes(orjson.dumps((await client.call("GET", "/.well-known/jwks.json"))[1]))
     print(f"  $ tongban verify {seal_file.name} --jwks {jwks_file.name}")
-    expect(verify_offline(seal_file, jwks_file, node=None, as_json=False) == 0, "exit status 0: PASSED")
+    expect(
+        verify_offline(seal_file, jwks_file, node=None, as_json=False) == 0, "exit status 0: PASSED"
+    )
     forged_file = base / "forged.jws"
     forged_file.write_text(forged, encoding="ascii")
     print(f"  $ tongban verify {forged_file.name} --jwks {jwks_file.name}")
-    expect(verify_offline(forged_file, jwks_file, node=None, as_json=False) == 1, "exit status 1: FAILED")
+    expect(
+        verify_offline(forged_file, jwks_file, node=None, as_json=False) == 1,
+        "exit status 1: FAILED",
+    )
+
+
+def hs256_with_public_key(token: str, jwk: dict[str, Any]) -> str:
+    """The classic algorithm-confusion forgery: HMAC keyed with the published public key."""
+    header = orjson.loads(b64url_decode(token.split(".", maxsplit=1)[0]))
+    header["alg"] = "HS256"
+    signing_input = f"{b64url_encode(orjson.dumps(header))}.{token.split('.')[1]}"
+    mac = hmac.new(b64url_decode(jwk["x"]), signing_input.encode("ascii"), hashlib.sha256)
+    return f"{signing_input}.{b64url_encode(mac.digest())}"
 
 
 def _verdict(report: dict[str, Any]) -> list[str]:

@@ -185,6 +185,17 @@ class ConflictError(GatewayError):
     title = "Conflict"
 
 
+# --- storage --------------------------------------------------------------------------------
+
+
+class StorageError(GatewayError):
+    """The embedded store failed or is busy: the service is unavailable, the input was fine."""
+
+    code = "registry.storage"
+    status = 503
+    title = "Store unavailable"
+
+
 # --- network --------------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ from gateway.seals import PrivateKeySigner
 PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 _KEYRING = "keyring.json"
-_HOLDER_SECRET = "holder.secret"
+_HOLDER_SECRET = "holder.secret"  # noqa: S105 - a file name, not a secret
 _DAY = 86_400.0
 
 
@@ -226,7 +226,7 @@ class KeyStore:
         if alg_for(private.public_key()) != alg:  # pragma: no cover - generator guarantees it
             raise KeyStoreError("generated key does not match its algorithm")
         kid = thumbprint(private.public_key())
-        now = self._clock.now()
+        now = float(int(self._clock.now()))  # whole seconds, as published and as in sigT
         record = KeyRecord(
             kid=kid,
             alg=alg,

@@ -15,11 +15,12 @@ from typing import Any
 
 import orjson
 
+from gateway._internal.wire import b64url_decode
 from gateway.auth import Principal, Scope
 from gateway.certificates import IssueContext, build_document, check_identifiers
 from gateway.clock import Clock
 from gateway.config import Department, Federation, NodeConfig
-from gateway.errors import Forbidden, InputError, SealIndeterminate
+from gateway.errors import Forbidden, InputError, NotFoundError, SealIndeterminate
 from gateway.holders import holder_digest
 from gateway.identifiers import parse_certificate_id
 from gateway.ids import CertificateId, KeyId, NodeId
@@ -58,7 +59,7 @@ class Fetched:
             "node": self.route[-1],
             "status": self.certificate.status.value,
             "seal": self.certificate.seal,
-            "certificate": self.document,
+            "certificate": dict(self.document),
             "report": self.report.to_json(),
             "route": list(self.route),
         }
@@ -81,9 +82,7 @@ class _LocalStatuses:
             list_id = int(uri[len(prefix) :])
         except ValueError as exc:
             raise SealIndeterminate("malformed status list uri", code="status.unavailable") from exc
-        return StatusList.from_bits(
-            self._node.registry.status_bits(list_id), bits=2
-        ).status(index)
+        return StatusList.from_bits(self._node.registry.status_bits(list_id), bits=2).status(index)
 
 
 class NodeService:
@@ -179,9 +178,9 @@ class NodeService:
         """A department issues only its own certificate types, and only at its own node."""
         principal.require(Scope.CERT_ISSUE)
         if principal.development:
-            for dept in self.node.departments:
-                if cert_type in dept.issues:
-                    return dept
+            for candidate in self.node.departments:
+                if cert_type in candidate.issues:
+                    return candidate
             raise Forbidden(
                 f"no department of node {self.node.id!r} issues {cert_type!r}",
                 code="cert.type_not_issued_here",
@@ -288,7 +287,9 @@ class NodeService:
 
     # -- verifying -------------------------------------------------------------------------
 
-    def verify_batch(self, principal: Principal, request: Mapping[str, Any]) -> list[VerificationReport]:
+    def verify_batch(
+        self, principal: Principal, request: Mapping[str, Any]
+    ) -> list[VerificationReport]:
         principal.require(Scope.SEAL_VERIFY)
         self.schemas.validate("exchange:verify-request", request)
         seals = request["seals"]
@@ -312,8 +313,6 @@ class NodeService:
     def status_list_token(self, list_id: int) -> str:
         """The signed status list token for one list, cached until a status in it changes."""
         if list_id not in self.registry.list_ids():
-            from gateway.errors import NotFoundError
-
             raise NotFoundError(f"no status list {list_id}", code="status_list.not_found")
         revision = self.registry.revision(list_id)
         now = self.clock.now()
@@ -347,6 +346,4 @@ class _StoreResolver:
 
 
 def _payload_of(token: str) -> bytes:
-    from gateway._internal.wire import b64url_decode
-
     return b64url_decode(token.split(".")[1])

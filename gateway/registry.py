@@ -36,7 +36,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, overload
 
-from gateway.errors import ConfigError, ConflictError, GatewayError, InputError, NotFoundError
+from gateway.errors import (
+    ConfigError,
+    ConflictError,
+    GatewayError,
+    InputError,
+    NotFoundError,
+    StorageError,
+)
 from gateway.ids import CertificateId, KeyId, RegionCode
 
 SCHEMA_VERSION = 1
@@ -287,10 +294,10 @@ _InsertRow = tuple[str, str, str, str, int, int, str, float, float, str]
 
 def _storage_error(exc: sqlite3.Error) -> GatewayError:
     if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-        return GatewayError(
+        return StorageError(
             "the certificate store is busy", code="registry.busy", log_detail=str(exc)
         )
-    return GatewayError(
+    return StorageError(
         "the certificate store failed", code="registry.storage", log_detail=repr(exc)
     )
 
@@ -444,7 +451,7 @@ class SqliteRegistry:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise GatewayError("the certificate store is closed", code="registry.closed")
+            raise StorageError("the certificate store is closed", code="registry.closed")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -535,11 +542,11 @@ class SqliteRegistry:
 
     @staticmethod
     def _conflict(exc: sqlite3.IntegrityError, what: str) -> GatewayError:
-        message = str(exc)
-        if "certificates.id" in message:
-            return ConflictError(f"{what} already exists", code="cert.exists")
-        if "certificates.list_id" in message:
+        message = str(exc)  # "UNIQUE constraint failed: certificates.<columns>"
+        if message.endswith("certificates.list_id, certificates.idx"):
             return ConflictError(f"{what} uses a status slot already taken", code="cert.slot_taken")
+        if message.endswith("certificates.id"):
+            return ConflictError(f"{what} already exists", code="cert.exists")
         return ConflictError(f"{what} was refused by the store", log_detail=message)
 
     def add(self, cert: NewCertificate) -> None:
@@ -695,7 +702,7 @@ class SqliteRegistry:
         per_byte = 8 // _LIST_BITS
         with self._read() as conn:
             if not 0 <= list_id < self._list_count(conn):
-                raise NotFoundError("no such status list", code="status.list_not_found")
+                raise NotFoundError("no such status list", code="status_list.not_found")
             rows = conn.execute(
                 "SELECT idx, status FROM certificates WHERE list_id = ? AND status != 'valid'",
                 (list_id,),

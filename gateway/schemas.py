@@ -27,9 +27,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
+from urllib.parse import urldefrag, urljoin
 
-import jsonschema  # type: ignore[import-untyped]
-import jsonschema.exceptions  # type: ignore[import-untyped]
+import jsonschema
+import jsonschema.exceptions
 import jsonschema_rs
 import referencing
 import referencing.jsonschema
@@ -80,7 +81,7 @@ class CertificateTypeInfo:
     name: str
     """Machine name, e.g. ``household_register``."""
     title: str
-    """The schema's title, e.g. ``居民户口簿 / Household register``."""
+    """证照名称, the schema's title, e.g. ``居民户口簿``; certificates carry it as ``name``."""
     type_code: str
     """证照类型代码: the defining authority's credit code and three digits."""
     holder_kind: HolderKind
@@ -138,10 +139,20 @@ class SchemaCatalog:
         # 2. The type schemas must describe exactly the types the certificate schema lists.
         types = _certificate_types(documents)
 
-        # 3. Compile: one registry of every document for cross-file $refs, never fetching.
-        rs_registry = jsonschema_rs.Registry(
-            [(document["$id"], document) for _, document in documents.values()]
-        )
+        # 3. Every $ref must name a schema of this directory: nothing is ever fetched.
+        known = {document["$id"] for _, document in documents.values()}
+        for relative, document in documents.values():
+            for ref in _external_refs(document):
+                if ref not in known:
+                    raise ConfigError(f"{relative}: $ref to {ref}, which is not in {directory}")
+
+        # 4. Compile, with one registry of every document for the cross-file $refs.
+        try:
+            rs_registry = jsonschema_rs.Registry(
+                [(document["$id"], document) for _, document in documents.values()]
+            )
+        except ValueError as exc:  # pragma: no cover - step 3 finds what this would
+            raise ConfigError(f"{directory}: schemas do not resolve: {exc}") from exc
         reference_registry: referencing.Registry[Any] = referencing.Registry().with_resources(
             (document["$id"], referencing.jsonschema.DRAFT202012.create_resource(document))
             for _, document in documents.values()
@@ -193,7 +204,8 @@ class SchemaCatalog:
         """Check ``document`` against the schema ``name``.
 
         Raises :class:`SchemaViolation` whose ``pointers`` name every failing field (a
-        missing member is named where it should be, an unexpected one where it is), or
+        missing member is named where it should be, an unexpected one where it is; at most
+        :data:`MAX_REPORTED_ERRORS`) and whose ``errors[i]`` describes ``pointers[i]``, or
         :class:`UnknownCertificateType` / :class:`NotFoundError` for an unknown name.
         """
         schema = self._schema(name)
@@ -357,6 +369,21 @@ def _type_info(name: str, relative: Path, document: Mapping[str, Any]) -> Certif
         holder_kind=kind,
         schema_id=document["$id"],
     )
+
+
+def _external_refs(document: Mapping[str, Any]) -> Iterator[str]:
+    """The documents (URIs without fragment) that ``document``'s ``$ref``s point into."""
+    base = str(document["$id"])
+    stack: list[object] = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and not ref.startswith("#"):
+                yield urldefrag(urljoin(base, ref)).url
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _dig(document: Mapping[str, Any], *path: str) -> object:

@@ -85,7 +85,8 @@ class Generator:
         return dept, request
 
     def company(self) -> str:
-        return f"{self.service.node.name}{self.name()}{self.rng.choice(('贸易', '科技', '纺织'))}有限公司"
+        trade = self.rng.choice(("贸易", "科技", "纺织"))
+        return f"{self.service.node.name}{self.name()}{trade}有限公司"
 
     def data(self, cert_type: str, dept: Department, when: date) -> dict[str, Any]:
         rng = self.rng
@@ -108,45 +109,70 @@ class Generator:
             }
         if cert_type in ("marriage", "divorce"):
             key = "spouse" if cert_type == "marriage" else "former_spouse"
-            return {"registration_date": when.isoformat(), key: self.person(),
-                    "registration_office": office}  # fmt: skip
+            return {
+                "registration_date": when.isoformat(),
+                key: self.person(),
+                "registration_office": office,
+            }
         if cert_type == "social_insurance_record":
             start = rng.randrange(2015, 2025)
             base = rng.randrange(3000, 20000)
             return {
                 "insurance_kind": rng.choice(self._insurance_kinds()),
                 "periods": [
-                    {"month": f"{start + m // 12}-{m % 12 + 1:02d}", "base": base,
-                     "amount_personal": round(base * 0.08, 2),
-                     "amount_employer": round(base * 0.16, 2)}
+                    {
+                        "month": f"{start + m // 12}-{m % 12 + 1:02d}",
+                        "base": base,
+                        "amount_personal": round(base * 0.08, 2),
+                        "amount_employer": round(base * 0.16, 2),
+                    }
                     for m in range(rng.randrange(1, 13))
                 ],
-            }  # fmt: skip
+            }
         if cert_type == "flexible_pension_enrolment":
-            return {"enrolment_date": when.isoformat(), "contribution_base": rng.randrange(3000, 20000),
-                    "insured_region": rng.choice(self.counties)}  # fmt: skip
+            return {
+                "enrolment_date": when.isoformat(),
+                "contribution_base": rng.randrange(3000, 20000),
+                "insured_region": rng.choice(self.counties),
+            }
         if cert_type == "maternity_benefit":
             days = rng.choice((98, 113, 128, 158))
-            return {"decision_date": when.isoformat(), "medical_expenses": rng.randrange(2000, 30000),
-                    "allowance_days": days, "allowance_amount": days * rng.randrange(150, 600)}  # fmt: skip
+            return {
+                "decision_date": when.isoformat(),
+                "medical_expenses": rng.randrange(2000, 30000),
+                "allowance_days": days,
+                "allowance_amount": days * rng.randrange(150, 600),
+            }
         if cert_type == "work_injury_settlement":
-            return {"injury_decision_number": f"工伤认定〔{when.year}〕{rng.randrange(1, 9999)}号",
-                    "hospital": f"{self.service.node.name}人民医院", "settlement_date": when.isoformat(),
-                    "medical_costs": rng.randrange(1000, 90000), "device_costs": rng.randrange(0, 9000),
-                    "rehab_costs": rng.randrange(0, 20000)}  # fmt: skip
+            return {
+                "injury_decision_number": f"工伤认定〔{when.year}〕{rng.randrange(1, 9999)}号",
+                "hospital": f"{self.service.node.name}人民医院",
+                "settlement_date": when.isoformat(),
+                "medical_costs": rng.randrange(1000, 90000),
+                "device_costs": rng.randrange(0, 9000),
+                "rehab_costs": rng.randrange(0, 20000),
+            }
         if cert_type == "business_licence":
-            return {"entity_type": "有限责任公司（自然人投资或控股）", "legal_representative": self.name(),
-                    "registered_capital": f"{rng.randrange(10, 5000)}万元人民币",
-                    "established": when.isoformat(), "business_scope": "纺织品、服装的生产与销售",
-                    "address": self.address()}  # fmt: skip
+            return {
+                "entity_type": "有限责任公司（自然人投资或控股）",
+                "legal_representative": self.name(),
+                "registered_capital": f"{rng.randrange(10, 5000)}万元人民币",
+                "established": when.isoformat(),
+                "business_scope": "纺织品、服装的生产与销售",
+                "address": self.address(),
+            }
         raise ValueError(f"no generator for {cert_type}")  # pragma: no cover
 
     def _insurance_kinds(self) -> tuple[str, ...]:
         enum = (
-            self.service.schemas.schema_documents().get("type:social_insurance_record", {})
-            .get("properties", {}).get("data", {}).get("properties", {})
-            .get("insurance_kind", {}).get("enum")
-        )  # fmt: skip
+            self.service.schemas.schema_documents()
+            .get("type:social_insurance_record", {})
+            .get("properties", {})
+            .get("data", {})
+            .get("properties", {})
+            .get("insurance_kind", {})
+            .get("enum")
+        )
         return tuple(enum) if enum else ("企业职工基本养老保险",)
 
 
@@ -181,7 +207,7 @@ def generate(service: NodeService, count: int, rng: random.Random) -> Iterator[N
 def seed_node(
     service: NodeService, count: int, *, rng_seed: int | None = None, progress: bool = False
 ) -> int:
-    rng = random.Random(rng_seed)  # noqa: S311 - test data, not secrets
+    rng = random.Random(rng_seed)
     stream: Iterator[NewCertificate] = generate(service, count, rng)
     if progress:
         stream = iter(tqdm(stream, total=count, unit="cert", desc=f"seed {service.node.id}"))

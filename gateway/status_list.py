@@ -130,14 +130,25 @@ def status_claim(uri: str, index: int) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class StatusList:
-    """A parsed status list. Built only by :func:`parse_status_list` (or from trusted bytes)."""
+    """A decoded status list.
+
+    Built by :func:`parse_status_list` from a verified token (with its times), or by
+    :meth:`from_bits` from the node's own registry (no token, no times).
+    """
 
     uri: str
     bits: int
     data: bytes
-    iat: int
-    exp: int
+    iat: int | None = None
+    exp: int | None = None
     ttl: int | None = None
+
+    @classmethod
+    def from_bits(cls, data: bytes, *, bits: int = BITS, uri: str = "") -> StatusList:
+        """A list over trusted local bytes, e.g. :meth:`gateway.registry.Registry.status_bits`."""
+        if bits not in ALLOWED_BITS:
+            raise InputError(f"bits must be one of 1, 2, 4, 8, not {bits}")
+        return cls(uri=uri, bits=bits, data=bytes(data))
 
     def __len__(self) -> int:
         return len(self.data) * 8 // self.bits

@@ -19,13 +19,12 @@ from gateway.errors import (
     InvalidIdentifier,
     SchemaViolation,
     SealError,
-    SealIndeterminate,
     VerificationError,
 )
 from gateway.identifiers import parse_certificate_id
 from gateway.jwks import KeyResolver
 from gateway.registry import CertStatus
-from gateway.reports import Check, VerificationReport
+from gateway.reports import Check, VerificationReport, checks_before
 from gateway.schemas import SchemaCatalog
 from gateway.seals import VerifiedSeal, verify_seal
 
@@ -49,6 +48,10 @@ class CertificateFailure(SealError):
     """A well-sealed document whose content is not an acceptable certificate."""
 
     code = "certificate.invalid"
+
+    def __init__(self, detail: str, *, code: str, step: str, **kwargs: Any) -> None:
+        super().__init__(detail, code=code, **kwargs)
+        self.step = step
 
 
 class _Progress:
@@ -99,39 +102,50 @@ class CertificateVerifier:
         # 2. The document matches the schema of its certificate type.
         cert_type = document.get("type")
         try:
-            self._schemas.validate(f"type:{cert_type}", document)
+            self._schemas.validate(f"type:{cert_type}", dict(document))
         except SchemaViolation as exc:
             raise CertificateFailure(
                 "the sealed document does not match its certificate type's schema",
                 code="certificate.schema",
+                step="schema",
                 pointers=exc.pointers,
                 log_detail="; ".join(exc.errors),
             ) from exc
         except InvalidIdentifier as exc:  # pragma: no cover - the base schema pins the enum
-            raise CertificateFailure("unknown certificate type", code="certificate.type") from exc
+            raise CertificateFailure(
+                "unknown certificate type", code="certificate.type", step="schema"
+            ) from exc
         progress.passed("schema", f"type:{cert_type}")
         # 3. The identifier's check character, and that it names this type and issuer.
         try:
             ident = parse_certificate_id(str(document["id"]))
         except InvalidIdentifier as exc:
-            raise CertificateFailure(exc.detail, code="certificate.identifier") from exc
-        if ident.type_code != document["type_code"] or ident.issuer_code != document["issuer"][
-            "code"
-        ]:
+            raise CertificateFailure(
+                exc.detail, code="certificate.identifier", step="identifier"
+            ) from exc
+        if (
+            ident.type_code != document["type_code"]
+            or ident.issuer_code != document["issuer"]["code"]
+        ):
             raise CertificateFailure(
                 "the identifier does not name the document's type and issuer",
                 code="certificate.identifier",
+                step="identifier",
             )
         progress.passed("identifier")
         # 4. The certificate's own validity period.
         today = datetime.fromtimestamp(now, UTC).date()
         if date.fromisoformat(document["valid_from"]) > today:
             raise CertificateFailure(
-                "the certificate is not valid yet", code="certificate.not_yet_valid"
+                "the certificate is not valid yet",
+                code="certificate.not_yet_valid",
+                step="validity",
             )
         until = document.get("valid_until")
         if until is not None and date.fromisoformat(until) < today:
-            raise CertificateFailure("the certificate has expired", code="certificate.expired")
+            raise CertificateFailure(
+                "the certificate has expired", code="certificate.expired", step="validity"
+            )
         progress.passed("validity")
         # 5. Status (IETF Token Status List): suspended and revoked certificates fail.
         status = self._check_status(document, progress)
@@ -144,11 +158,19 @@ class CertificateVerifier:
             )
             return None
         ref = document["status"]["status_list"]
-        status = self._statuses.status_of(str(ref["uri"]), int(ref["idx"]))
+        try:
+            status = self._statuses.status_of(str(ref["uri"]), int(ref["idx"]))
+        except VerificationError as exc:
+            exc.step = exc.step or "status"
+            raise
         if status is CertStatus.REVOKED:
-            raise CertificateFailure("the certificate has been revoked", code="status.revoked")
+            raise CertificateFailure(
+                "the certificate has been revoked", code="status.revoked", step="status"
+            )
         if status is CertStatus.SUSPENDED:
-            raise CertificateFailure("the certificate is suspended", code="status.suspended")
+            raise CertificateFailure(
+                "the certificate is suspended", code="status.suspended", step="status"
+            )
         progress.passed("status", status.value)
         return status
 
@@ -158,51 +180,22 @@ class CertificateVerifier:
             verified = self.verify(token)
         except VerificationFailed as failed:
             error = failed.error
-            checks = (*failed.checks, Check(_step_of(error), error.indication, error.detail))
-            return (
-                VerificationReport(
-                    indication=error.indication,
-                    code=error.code,
-                    checks=checks,
-                    kid=None,
-                    node=None,
-                    certificate_id=None,
-                ),
-                None,
-            )
+            done = failed.checks or checks_before(error.step)
+            return VerificationReport.failed_from(error, done), None
         seal = verified.seal
-        return (
-            VerificationReport(
-                indication=Indication.PASSED,
-                code="ok",
-                checks=verified.checks,
-                kid=seal.kid,
-                node=seal.node,
-                certificate_id=str(verified.document["id"]),
-                signed_at=_rfc3339(seal.signed_at),
-            ),
-            verified,
+        report = VerificationReport.passed(
+            verified.checks,
+            kid=seal.kid,
+            node=seal.node,
+            signed_at=seal.signed_at,
+            certificate_id=str(verified.document["id"]),
         )
-
-
-def _step_of(error: VerificationError) -> str:
-    step = getattr(error, "step", None)
-    if isinstance(step, str):
-        return step
-    prefix = error.code.split(".", 1)[0]
-    return {"certificate": "certificate", "status": "status"}.get(prefix, "seal")
-
-
-def _rfc3339(ts: float) -> str:
-    from gateway.clock import to_rfc3339
-
-    return to_rfc3339(ts)
+        return report, verified
 
 
 __all__ = [
     "CertificateFailure",
     "CertificateVerifier",
-    "SealIndeterminate",
     "StatusResolver",
     "VerificationFailed",
     "VerifiedCertificate",

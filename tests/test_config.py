@@ -67,14 +67,19 @@ def test_passphrase_comes_from_env_and_is_hidden(tmp_path: Path) -> None:
     [
         ('[[nodes]]\nid = "xx"\nregion = "33068"\nport = 9003\n', "not a 6-digit"),
         ('[[nodes]]\nid = "xx"\nregion = "330682"\nport = 9002\n', "already used by 'zhuji'"),
-        ('[[nodes]]\nid = "xx"\nregion = "330682"\nparent = "nowhere"\nport = 9003\n',
-         "parent 'nowhere' is not a node"),
+        (
+            '[[nodes]]\nid = "xx"\nregion = "330682"\nparent = "nowhere"\nport = 9003\n',
+            "parent 'nowhere' is not a node",
+        ),
         ('[[nodes]]\nid = "xx"\nregion = "330682"\nport = "9003"\n', "'port' must be a int"),
         ('[[nodes]]\nid = "Bad_Id"\nregion = "330682"\nport = 9003\n', "id must match"),
         ('[[agreements]]\nnodes = ["zhuji", "mars"]\n', "'mars' is not a node"),
-        ('[[nodes]]\nid = "xx"\nregion = "330682"\nport = 9003\n'
-         '  [[nodes.departments]]\n  id = "d"\n  name = "D"\n'
-         '  credit_code = "11330681002521002T"\n', "check"),
+        (
+            '[[nodes]]\nid = "xx"\nregion = "330682"\nport = 9003\n'
+            '  [[nodes.departments]]\n  id = "d"\n  name = "D"\n'
+            '  credit_code = "11330681002521002T"\n',
+            "check",
+        ),
         ('[[citizens]]\nid = "330681199001010016"\nname = "x"\n', "check"),
         ("[bogus]\n", "unknown section"),
         ("[limits]\nmax_batch = 0\n", "must be positive"),

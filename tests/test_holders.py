@@ -75,4 +75,3 @@ def test_secret_wrapper_refuses_a_short_key() -> None:
     with pytest.raises(ConfigError) as info:
         HolderSecret(b"short")
     assert info.value.code == "config.holder_secret"
-

@@ -10,10 +10,9 @@ from gateway.clock import FixedClock
 from gateway.config import Secret
 from gateway.errors import KeyStoreError, NotFoundError
 from gateway.ids import NodeId
-from gateway.jwks import KeyState, parse_jwks
+from gateway.jwks import KeyState, StaticKeyResolver, parse_jwks
 from gateway.keys import KeyStore, iter_key_files
 from gateway.seals import seal, verify_seal
-from gateway.jwks import StaticKeyResolver
 
 NOW = 1_795_507_200.0
 NODE = NodeId("zhuji")
@@ -64,7 +63,9 @@ def test_passphrase_encrypts_keys_at_rest(tmp_path: Path) -> None:
     store = open_store(tmp_path, passphrase=Secret("correct horse"))
     pem = (tmp_path / NODE / f"{store.active().kid}.pem").read_bytes()
     assert b"ENCRYPTED PRIVATE KEY" in pem
-    assert open_store(tmp_path, passphrase=Secret("correct horse")).active().kid == store.active().kid
+    assert (
+        open_store(tmp_path, passphrase=Secret("correct horse")).active().kid == store.active().kid
+    )
     with pytest.raises(KeyStoreError, match="wrong passphrase"):
         open_store(tmp_path, passphrase=Secret("wrong"))
     with pytest.raises(KeyStoreError, match="no passphrase is configured"):

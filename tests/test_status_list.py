@@ -86,9 +86,10 @@ def test_application_specific_value_is_indeterminate() -> None:
 
 
 def test_status_codes_follow_the_draft() -> None:
-    assert status_code(CertStatus.VALID) == StatusCode.VALID == 0
-    assert status_code(CertStatus.REVOKED) == StatusCode.INVALID == 1
-    assert status_code(CertStatus.SUSPENDED) == StatusCode.SUSPENDED == 2
+    assert status_code(CertStatus.VALID) is StatusCode.VALID
+    assert status_code(CertStatus.REVOKED) is StatusCode.INVALID
+    assert status_code(CertStatus.SUSPENDED) is StatusCode.SUSPENDED
+    assert [int(code) for code in StatusCode] == [0x00, 0x01, 0x02]
     assert STATUS_LIST_TYP == "statuslist+jwt"
 
 
@@ -124,9 +125,7 @@ def test_pack_values_round_trip_for_every_width(case: tuple[int, list[int]]) -> 
 
 
 def test_claims_shape() -> None:
-    claims = status_list_claims(
-        uri=URI, bits_bytes=b"\x00\x06", iat=100, exp=200, ttl=50
-    )
+    claims = status_list_claims(uri=URI, bits_bytes=b"\x00\x06", iat=100, exp=200, ttl=50)
     assert claims == {
         "sub": URI,
         "iat": 100,
@@ -268,3 +267,15 @@ def test_index_outside_the_list_is_unknown(index: int) -> None:
     with pytest.raises(SealIndeterminate) as info:
         parsed.status(index)
     assert info.value.code == "status.unknown_index"
+
+
+def test_local_list_from_registry_bits() -> None:
+    local = StatusList.from_bits(pack([CertStatus.VALID, CertStatus.SUSPENDED, CertStatus.REVOKED]))
+    assert [local.status(i) for i in range(3)] == [
+        CertStatus.VALID,
+        CertStatus.SUSPENDED,
+        CertStatus.REVOKED,
+    ]
+    assert local.exp is None
+    with pytest.raises(InputError):
+        StatusList.from_bits(b"\x00", bits=3)

@@ -19,7 +19,8 @@ VECTORS = Path(__file__).parents[2] / "shared" / "vectors" / "wycheproof"
 
 
 def _load(name: str) -> dict[str, Any]:
-    return json.loads((VECTORS / name).read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads((VECTORS / name).read_text(encoding="utf-8"))
+    return data
 
 
 def _ed25519_key(group: dict[str, Any]) -> PublicKey:
@@ -49,9 +50,7 @@ def _run(alg: Alg, data: dict[str, Any], load_key: Any) -> Counter[str]:
                 counts[f"{case['result']}/key-rejected"] += 1
                 continue
             try:
-                verify_signature(
-                    alg, key, bytes.fromhex(case["msg"]), bytes.fromhex(case["sig"])
-                )
+                verify_signature(alg, key, bytes.fromhex(case["msg"]), bytes.fromhex(case["sig"]))
             except SealError as exc:
                 if exc.code != "seal.bad_signature":
                     mismatches.append(f"{where}: raised code {exc.code}")

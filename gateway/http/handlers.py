@@ -18,7 +18,9 @@ from gateway.metrics import CONTENT_TYPE
 JSON = "application/json"
 
 
-def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    body: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type=JSON, headers=headers)
 
 
@@ -59,7 +61,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         count = node.registry.count()
         node.keys.active()
-    except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
+    except Exception as exc:
         return json_response({"status": "unavailable", "reason": type(exc).__name__}, status=503)
     return json_response({"status": "ready", "node": node.node.id, "certificates": count})
 
@@ -77,9 +79,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 @public
 async def jwks(request: web.Request) -> web.Response:
-    return json_response(
-        request.app[NODE].jwks(), headers={"Cache-Control": "public, max-age=60"}
-    )
+    return json_response(request.app[NODE].jwks(), headers={"Cache-Control": "public, max-age=60"})
 
 
 # -- catalogs ----------------------------------------------------------------------------------
@@ -124,8 +124,10 @@ async def get_certificate(request: web.Request) -> web.Response:
     principal = principal_of(request)
     matter = request.query.get("matter")
     if not matter:
-        raise InputError("name the matter this certificate is needed for: ?matter=…",
-                         code="input.matter_required")  # fmt: skip
+        raise InputError(
+            "name the matter this certificate is needed for: ?matter=…",
+            code="input.matter_required",
+        )
     fetched = request.app[NODE].fetch(principal, request.match_info["id"], matter)
     return json_response(fetched.to_json())
 
@@ -134,11 +136,17 @@ async def change_status(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body = await read_json(request)
     node = request.app[NODE]
-    updated = await in_writer(request, node.change_status, principal, request.match_info["id"], body)
+    updated = await in_writer(
+        request, node.change_status, principal, request.match_info["id"], body
+    )
     return json_response(
-        {"certificate_id": updated.id, "status": updated.status.value,
-         "status_list": updated.slot.list_id, "index": updated.slot.index}
-    )  # fmt: skip
+        {
+            "certificate_id": updated.id,
+            "status": updated.status.value,
+            "status_list": updated.slot.list_id,
+            "index": updated.slot.index,
+        }
+    )
 
 
 async def verify_seals(request: web.Request) -> web.Response:

@@ -125,9 +125,14 @@ def problem_middleware(metrics: Metrics) -> Any:
                     ]
             headers = {"WWW-Authenticate": 'Bearer realm="tongban"'} if exc.status == 401 else None
             return problem(
-                exc.status, exc.code, exc.title, exc.detail,
-                instance=request.path, extra=extra, headers=headers,
-            )  # fmt: skip
+                exc.status,
+                exc.code,
+                exc.title,
+                exc.detail,
+                instance=request.path,
+                extra=extra,
+                headers=headers,
+            )
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -135,17 +140,23 @@ def problem_middleware(metrics: Metrics) -> Any:
             metrics.errors.labels(code=code).inc()
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
             return problem(
-                exc.status, code, exc.reason, exc.text or exc.reason,
-                instance=request.path, headers=headers,
-            )  # fmt: skip
+                exc.status,
+                code,
+                exc.reason,
+                exc.text or exc.reason,
+                instance=request.path,
+                headers=headers,
+            )
         except Exception:
             metrics.errors.labels(code="internal").inc()
             log.exception("unhandled error", extra={"path": request.path})
             return problem(
-                500, "internal", "Internal error",
+                500,
+                "internal",
+                "Internal error",
                 "the request failed inside the gateway; quote the request id to the operators",
                 instance=request.path,
-            )  # fmt: skip
+            )
 
     return middleware
 
@@ -181,9 +192,7 @@ def auth_middleware(authenticator: Authenticator, *, max_token_bytes: int) -> An
             return await handler(request)
         if request.match_info.http_exception is not None:
             raise request.match_info.http_exception
-        token = parse_authorization(
-            request.headers.get("Authorization"), max_bytes=max_token_bytes
-        )
+        token = parse_authorization(request.headers.get("Authorization"), max_bytes=max_token_bytes)
         request[PRINCIPAL] = authenticator.authenticate(token)
         return await handler(request)
 

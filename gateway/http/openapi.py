@@ -8,7 +8,7 @@ from gateway import __version__
 from gateway.node import NodeService
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
-_SECURED = [{"bearer": []}]
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _op(
@@ -52,7 +52,13 @@ def _op(
 
 
 def _path_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema,
+    }
 
 
 _CERT_ID = _path_param(
@@ -83,48 +89,87 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
             "/healthz": {"get": _op("Liveness", tag="ops", secured=False)},
             "/readyz": {"get": _op("Readiness", tag="ops", secured=False, errors=(503,))},
             "/metrics": {
-                "get": _op("Prometheus metrics", tag="ops", secured=False,
-                           ok_media="text/plain", ok_schema={"type": "string"})
+                "get": _op(
+                    "Prometheus metrics",
+                    tag="ops",
+                    secured=False,
+                    ok_media="text/plain",
+                    ok_schema={"type": "string"},
+                )
             },
             "/openapi.json": {"get": _op("This document", tag="ops", secured=False)},
             "/.well-known/jwks.json": {
-                "get": _op("Seal keys of this node (JWKS with status and validity)",
-                           tag="keys", secured=False)
+                "get": _op(
+                    "Seal keys of this node (JWKS with status and validity)",
+                    tag="keys",
+                    secured=False,
+                )
             },
-            "/v1/schemas": {"get": _op("JSON Schemas of certificates and exchanges",
-                                       tag="catalogs", secured=False)},
+            "/v1/schemas": {
+                "get": _op(
+                    "JSON Schemas of certificates and exchanges", tag="catalogs", secured=False
+                )
+            },
             "/v1/matters": {"get": _op("Catalog of matters (事项)", tag="catalogs", secured=False)},
             "/v1/status-lists/{list}": {
                 "get": _op(
-                    "IETF Token Status List token", tag="status", secured=False,
-                    ok_media="application/statuslist+jwt", ok_schema={"type": "string"},
-                    params=[_path_param("list", "status list number",
-                                        {"type": "string", "pattern": "^[0-9]{1,9}$"})],
+                    "IETF Token Status List token",
+                    tag="status",
+                    secured=False,
+                    ok_media="application/statuslist+jwt",
+                    ok_schema={"type": "string"},
+                    params=[
+                        _path_param(
+                            "list",
+                            "status list number",
+                            {"type": "string", "pattern": "^[0-9]{1,9}$"},
+                        )
+                    ],
                     errors=(400, 404),
                 )
             },
             "/v1/certificates": {
-                "post": _op("Issue a certificate (department of this node)", tag="certificates",
-                            ok=201, body="exchange_issue_request")
+                "post": _op(
+                    "Issue a certificate (department of this node)",
+                    tag="certificates",
+                    ok=201,
+                    body="exchange_issue_request",
+                )
             },
             "/v1/certificates/{id}": {
                 "get": _op(
-                    "Fetch a sealed certificate with its verification report", tag="certificates",
-                    params=[_CERT_ID, {"name": "matter", "in": "query", "required": True,
-                                       "schema": {"type": "string", "maxLength": 64}}],
+                    "Fetch a sealed certificate with its verification report",
+                    tag="certificates",
+                    params=[
+                        _CERT_ID,
+                        {
+                            "name": "matter",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "maxLength": 64},
+                        },
+                    ],
                     errors=(400, 404),
                 )
             },
             "/v1/certificates/{id}/status": {
-                "post": _op("Suspend, reinstate or revoke", tag="certificates",
-                            params=[_CERT_ID], body="exchange_status_request", errors=(404, 409))
+                "post": _op(
+                    "Suspend, reinstate or revoke",
+                    tag="certificates",
+                    params=[_CERT_ID],
+                    body="exchange_status_request",
+                    errors=(404, 409),
+                )
             },
             "/v1/seals/verify": {
-                "post": _op(f"Verify up to {limits.max_batch} sealed documents", tag="seals",
-                            body="exchange_verify_request",
-                            ok_schema={"$ref": "#/components/schemas/exchange_verify_response"})
+                "post": _op(
+                    f"Verify up to {limits.max_batch} sealed documents",
+                    tag="seals",
+                    body="exchange_verify_request",
+                    ok_schema={"$ref": "#/components/schemas/exchange_verify_response"},
+                )
             },
-        },  # fmt: skip
+        },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": components,
