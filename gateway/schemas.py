@@ -474,8 +474,9 @@ def _reference_pointers(errors: Iterable[jsonschema.ValidationError]) -> Iterato
     for error in errors:
         path = list(error.absolute_path)
         instance = error.instance
+        required = error.validator_value
         if error.validator == "required" and isinstance(instance, dict):
-            for member in error.validator_value:
+            for member in required if isinstance(required, list) else ():
                 if member not in instance:
                     yield _pointer([*path, member])
         elif error.validator == "additionalProperties" and isinstance(instance, dict):
