@@ -9,7 +9,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.clock import SystemClock
 from gateway.config import DEFAULT_FEDERATION_FILE, Federation, load_federation
 from gateway.errors import GatewayError
 
@@ -99,6 +98,3 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "keys":
         return commands.keys_list(_federation(args), args.node)
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts commands
-
-
-__all__ = ["SystemClock", "main"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 from pathlib import Path
 
@@ -147,4 +146,4 @@ def keys_list(federation: Federation, node_id: str) -> int:
     return 0
 
 
-__all__ = ["export", "format_report", "keys_list", "seed", "serve", "signal", "verify_offline"]
+__all__ = ["export", "format_report", "keys_list", "seed", "serve", "verify_offline"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +166,6 @@ class Federation:
 
     def with_overrides(self, **changes: Any) -> Federation:
         """A copy with some top-level fields replaced (tests, ``--data-dir`` and such)."""
-        from dataclasses import replace
-
         return replace(self, **changes)
 
 

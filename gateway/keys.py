@@ -31,7 +31,15 @@ from gateway.clock import Clock
 from gateway.config import Secret
 from gateway.errors import KeyStoreError, NotFoundError
 from gateway.ids import KeyId, NodeId
-from gateway.jwks import Alg, KeyState, VerificationKey, alg_for, public_jwk, thumbprint
+from gateway.jwks import (
+    Alg,
+    KeyState,
+    StaticKeyResolver,
+    VerificationKey,
+    alg_for,
+    public_jwk,
+    thumbprint,
+)
 from gateway.seals import PrivateKeySigner
 
 PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -125,6 +133,7 @@ class KeyStore:
         self._holder_secret = holder_secret
         self._default_alg = default_alg
         self._validity = validity_days * _DAY
+        self._resolver: StaticKeyResolver | None = None
 
     def __repr__(self) -> str:
         return f"KeyStore(node={self.node!r}, keys={len(self._records)})"
@@ -214,6 +223,12 @@ class KeyStore:
     def verification_keys(self) -> dict[KeyId, VerificationKey]:
         return {r.kid: self.verification_key(r) for r in self._records}
 
+    def key_for(self, kid: KeyId) -> VerificationKey:
+        """:class:`gateway.jwks.KeyResolver` over this node's own keys (cached until a change)."""
+        if self._resolver is None:
+            self._resolver = StaticKeyResolver(self.verification_keys())
+        return self._resolver.key_for(kid)
+
     def jwks(self) -> dict[str, Any]:
         return {"keys": [public_jwk(self.verification_key(r)) for r in self._records]}
 
@@ -258,6 +273,7 @@ class KeyStore:
         return updated
 
     def _save(self) -> None:
+        self._resolver = None
         body = orjson.dumps(
             {"node": self.node, "keys": [r.to_json() for r in self._records]},
             option=orjson.OPT_INDENT_2,

@@ -23,8 +23,8 @@ from gateway.config import Department, Federation, NodeConfig
 from gateway.errors import Forbidden, InputError, NotFoundError, SealIndeterminate
 from gateway.holders import holder_digest
 from gateway.identifiers import parse_certificate_id
-from gateway.ids import CertificateId, KeyId, NodeId
-from gateway.jwks import KeyResolver, StaticKeyResolver, VerificationKey
+from gateway.ids import CertificateId, NodeId
+from gateway.jwks import KeyResolver
 from gateway.keys import KeyStore
 from gateway.matters import MatterCatalog
 from gateway.metrics import Metrics
@@ -160,7 +160,7 @@ class NodeService:
     # -- keys ------------------------------------------------------------------------------
 
     def key_resolver(self) -> KeyResolver:
-        return _StoreResolver(self.keys)
+        return self.keys
 
     def jwks(self) -> dict[str, Any]:
         return self.keys.jwks()
@@ -333,16 +333,6 @@ class NodeService:
         with self._status_lock:
             self._status_tokens[list_id] = (revision, now + STATUS_LIST_TTL * 2, token)
         return token
-
-
-class _StoreResolver:
-    """Resolves kids against the node's own key store (reloaded on every call: it is small)."""
-
-    def __init__(self, keys: KeyStore) -> None:
-        self._keys = keys
-
-    def key_for(self, kid: KeyId) -> VerificationKey:
-        return StaticKeyResolver(self._keys.verification_keys()).key_for(kid)
 
 
 def _payload_of(token: str) -> bytes:

@@ -43,6 +43,7 @@ class Generator:
         region = service.node.region or "000000"
         self.counties = _counties(region)
         self.departments = [d for d in service.node.departments if d.issues]
+        self.insurance_kinds = _insurance_kinds(service)
 
     def name(self) -> str:
         given = "".join(self.rng.choice(GIVEN) for _ in range(self.rng.choice((1, 2))))
@@ -118,7 +119,7 @@ class Generator:
             start = rng.randrange(2015, 2025)
             base = rng.randrange(3000, 20000)
             return {
-                "insurance_kind": rng.choice(self._insurance_kinds()),
+                "insurance_kind": rng.choice(self.insurance_kinds),
                 "periods": [
                     {
                         "month": f"{start + m // 12}-{m % 12 + 1:02d}",
@@ -163,17 +164,13 @@ class Generator:
             }
         raise ValueError(f"no generator for {cert_type}")  # pragma: no cover
 
-    def _insurance_kinds(self) -> tuple[str, ...]:
-        enum = (
-            self.service.schemas.schema_documents()
-            .get("type:social_insurance_record", {})
-            .get("properties", {})
-            .get("data", {})
-            .get("properties", {})
-            .get("insurance_kind", {})
-            .get("enum")
-        )
-        return tuple(enum) if enum else ("企业职工基本养老保险",)
+
+def _insurance_kinds(service: NodeService) -> tuple[str, ...]:
+    """The enum of insurance kinds, read once from the type's schema."""
+    schema = service.schemas.schema_documents().get("type:social_insurance_record", {})
+    enum = schema.get("properties", {}).get("data", {}).get("properties", {})
+    kinds = enum.get("insurance_kind", {}).get("enum")
+    return tuple(kinds) if kinds else ("企业职工基本养老保险",)
 
 
 def _counties(region: str) -> tuple[str, ...]:
