@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint clean venv
 
 venv: $(STAMP)
 
@@ -21,12 +21,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check gateway tests bench
-	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests
 	$(BIN)/mypy
-
-bench: $(STAMP)
-	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
