@@ -11,21 +11,14 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 from gateway.config import DevelopmentToken
 from gateway.errors import AuthError, Forbidden, TokenError
 from gateway.ids import DepartmentId, NodeId
+from gateway.scopes import Scope
 
-
-class Scope(StrEnum):
-    CERT_READ = "cert:read"
-    CERT_ISSUE = "cert:issue"
-    CERT_STATUS = "cert:status"
-    SEAL_VERIFY = "seal:verify"
-    KEYS_ADMIN = "keys:admin"
-    AUDIT_READ = "audit:read"
+__all__ = ["Authenticator", "DevelopmentAuthenticator", "Principal", "Scope", "parse_authorization"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ from typing import Any
 from gateway.errors import ConfigError, InvalidIdentifier
 from gateway.identifiers import validate_credit_code, validate_resident_id
 from gateway.ids import DepartmentId, NodeId, RegionCode
+from gateway.passwords import check_hash_format
+from gateway.scopes import SCOPES
 
 DEFAULT_FEDERATION_FILE = Path(__file__).with_name("federation.toml")
 _NODE_ID = re.compile(r"[a-z][a-z0-9-]{1,31}")
@@ -107,8 +109,11 @@ class Client:
     id: str
     department: DepartmentId
     node: NodeId
-    secret: Secret
+    secret_hash: str
+    """scrypt hash checked by the IdP (see :mod:`gateway.passwords`)."""
     scopes: tuple[str, ...]
+    demo_secret: Secret | None = None
+    """The clear secret, for demo clients only (``tongban token --client``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +122,9 @@ class Citizen:
 
     id: str
     name: str
-    password: Secret
+    password_hash: str
     region: RegionCode
+    demo_password: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,13 +449,29 @@ class _Parser:
                 f"client {client_id!r}", f"department {department!r} is not defined", department
             )
         scopes = self._get(table, "scopes", list, where, default=[])
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown:
+            raise self.fail(f"client {client_id!r}", f"unknown scopes {unknown}", "scopes =",
+                            anchor=f'id = "{client_id}"')  # fmt: skip
+        secret_hash = self._hash(table, "secret_hash", f"client {client_id!r}", client_id)
+        demo = self._get(table, "demo_secret", str, where, default=None)
         return Client(
             id=client_id,
             department=DepartmentId(department),
             node=owner.id,
-            secret=Secret(self._get(table, "secret", str, where, default="")),
+            secret_hash=secret_hash,
             scopes=tuple(str(s) for s in scopes),
+            demo_secret=Secret(demo) if demo else None,
         )
+
+    def _hash(self, table: dict[str, Any], key: str, where: str, anchor_id: str) -> str:
+        value = self._get(table, key, str, where)
+        try:
+            check_hash_format(value)
+        except ConfigError as exc:
+            raise self.fail(where, f"{key}: {exc.detail}", f"{key} =",
+                            anchor=f'id = "{anchor_id}"') from exc  # fmt: skip
+        return str(value)
 
     def _citizen(self, i: int, table: dict[str, Any]) -> Citizen:
         where = f"citizens[{i}]"
@@ -459,9 +481,11 @@ class _Parser:
         except InvalidIdentifier as exc:
             raise self.fail(f"citizen {citizen_id!r}", exc.detail, citizen_id) from exc
         region = self._get(table, "region", str, where, default=citizen_id[:6])
+        demo = self._get(table, "demo_password", str, where, default=None)
         return Citizen(
             id=citizen_id,
             name=self._get(table, "name", str, where),
-            password=Secret(self._get(table, "password", str, where, default="")),
+            password_hash=self._hash(table, "password_hash", f"citizen {citizen_id!r}", citizen_id),
             region=RegionCode(region),
+            demo_password=Secret(demo) if demo else None,
         )

@@ -1,0 +1,17 @@
+"""The OAuth scopes of the federation (issue, read, change status, verify, admin, audit)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Scope(StrEnum):
+    CERT_READ = "cert:read"
+    CERT_ISSUE = "cert:issue"
+    CERT_STATUS = "cert:status"
+    SEAL_VERIFY = "seal:verify"
+    KEYS_ADMIN = "keys:admin"
+    AUDIT_READ = "audit:read"
+
+
+SCOPES = frozenset(scope.value for scope in Scope)
