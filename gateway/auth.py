@@ -74,6 +74,7 @@ def parse_authorization(header: str | None, *, max_bytes: int) -> str:
     if len(header) > max_bytes + 7:
         raise TokenError("the bearer token is too large", code="token.too_large")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token or " " in token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
         raise AuthError("expected 'Authorization: Bearer <token>'", code="auth.scheme")
-    return token.strip()
+    return token

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from gateway.config import Department, NodeConfig
@@ -24,6 +24,15 @@ from gateway.status_list import status_claim
 
 ID_TYPE_RESIDENT = "111"
 ID_TYPE_CREDIT_CODE = "001"
+
+CERTIFICATE_TZ = timezone(timedelta(hours=8), "UTC+08:00")
+"""China Standard Time (no daylight saving since 1991). A certificate's dates (``issued``,
+``valid_from``, ``valid_until``) are calendar days there, whatever the server's clock zone."""
+
+
+def certificate_date(ts: float) -> date:
+    """The calendar day, in :data:`CERTIFICATE_TZ`, of the instant ``ts`` (epoch seconds)."""
+    return datetime.fromtimestamp(ts, CERTIFICATE_TZ).date()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +88,7 @@ def serial_for(slot: StatusSlot, year: int) -> str:
 
 def build_document(request: Mapping[str, Any], ctx: IssueContext) -> dict[str, Any]:
     """The certificate document for a validated issue request."""
-    sealed = datetime.fromtimestamp(ctx.sealed_at, UTC)
+    sealed = certificate_date(ctx.sealed_at)
     serial = serial_for(ctx.slot, sealed.year)
     cert_id = build_certificate_id(
         ctx.cert_type.type_code, ctx.department.credit_code, serial, version="001"
@@ -96,7 +105,7 @@ def build_document(request: Mapping[str, Any], ctx: IssueContext) -> dict[str, A
         "number": number,
         "holder": dict(request["holder"]),
         "issuer": {"name": ctx.department.name, "code": ctx.department.credit_code},
-        "issued": sealed.date().isoformat(),
+        "issued": sealed.isoformat(),
         "valid_from": request["valid_from"],
         "valid_until": request.get("valid_until"),
         "jurisdiction": jurisdiction,

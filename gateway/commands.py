@@ -11,9 +11,10 @@ import orjson
 from aiohttp import web
 
 from gateway._internal.console import table
+from gateway._internal.wire import loads
 from gateway.clock import SystemClock, to_rfc3339
 from gateway.config import Federation
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, InputError
 from gateway.jwks import StaticKeyResolver
 from gateway.node import NodeService
 from gateway.schemas import SchemaCatalog, default_schema_dir
@@ -56,9 +57,13 @@ def verify_offline(file: Path, jwks_file: Path, *, node: str | None, as_json: bo
 
     try:
         token = file.read_text(encoding="ascii").strip()
-        jwks = orjson.loads(jwks_file.read_bytes())
-    except (OSError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        jwks_bytes = jwks_file.read_bytes()
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the input: {exc}") from exc
+    try:
+        jwks = loads(jwks_bytes)  # strict: a duplicate "keys" or "kid" is refused, not merged
+    except InputError as exc:
+        raise ConfigError(f"{jwks_file}: not a strict JSON JWKS: {exc.detail}") from exc
     keys = StaticKeyResolver.from_jwks(jwks, node=NodeId(node) if node else None)
     verifier = CertificateVerifier(
         keys, SchemaCatalog.load(default_schema_dir()), clock=SystemClock(), statuses=None
@@ -128,8 +133,14 @@ def keys_list(federation: Federation, node_id: str) -> int:
     from gateway.keys import KeyStore
 
     node = federation.node(node_id)
+    # The same settings as NodeService.open: a first key made here is the one the node uses.
     store = KeyStore.open(
-        federation.keys_dir, node.id, clock=SystemClock(), passphrase=federation.key_passphrase
+        federation.keys_dir,
+        node.id,
+        clock=SystemClock(),
+        passphrase=federation.key_passphrase,
+        default_alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
+        validity_days=federation.key_validity_days,
     )
     rows = [
         [

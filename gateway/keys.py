@@ -4,7 +4,8 @@ Layout (directory 0700, every file 0600, all ignored by git)::
 
     keys/<node>/keyring.json        key metadata: kid, alg, state, times (no secrets)
     keys/<node>/<kid>.pem           PKCS#8 private key, encrypted when a passphrase is set
-    keys/<node>/holder.secret       the HMAC key for holder-id digests
+    keys/_federation/holder.secret  the HMAC key for holder-id digests, shared by every node
+                                    and the IdP, so a holder's digest is the same everywhere
 
 On first start the store generates one ``active`` key. Private keys are never logged,
 never returned by any API and never leave this module except wrapped in a signer.
@@ -45,6 +46,7 @@ from gateway.seals import PrivateKeySigner
 PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 _KEYRING = "keyring.json"
+FEDERATION_DIR = "_federation"
 _HOLDER_SECRET = "holder.secret"  # noqa: S105 - a file name, not a secret
 _DAY = 86_400.0
 
@@ -154,7 +156,7 @@ class KeyStore:
         """Load ``root/<node>/``, generating the first active key and secrets if absent."""
         directory = root / node
         _ensure_private_dir(directory)
-        holder_secret = _read_or_create_secret(directory / _HOLDER_SECRET)
+        holder_secret = federation_holder_secret(root)
         keyring = directory / _KEYRING
         records: list[KeyRecord] = []
         if keyring.exists():
@@ -311,6 +313,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def federation_holder_secret(root: Path) -> bytes:
+    """The federation-wide holder-digest key under ``root/_federation/`` (created on first use).
+
+    Node ids start with a letter, so ``_federation`` never collides with a node's directory.
+    In a real deployment it is distributed to every node out of band, like the root key.
+    """
+    directory = root / FEDERATION_DIR
+    _ensure_private_dir(directory)
+    return _read_or_create_secret(directory / _HOLDER_SECRET)
+
+
 def _read_or_create_secret(path: Path) -> bytes:
     if path.exists():
         _check_mode(path)
@@ -371,8 +384,5 @@ def _load_private(directory: Path, kid: KeyId, passphrase: Secret | None) -> Pri
 
 
 def iter_key_files(directory: Path) -> Iterator[Path]:
-    """Every file holding private material, for permission audits and tests."""
+    """Every file holding a node's private keys, for permission audits and tests."""
     yield from sorted(directory.glob("*.pem"))
-    secret = directory / _HOLDER_SECRET
-    if secret.exists():
-        yield secret

@@ -7,6 +7,7 @@ writes on a one-thread executor so the event loop never waits on SQLite's fsync.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from gateway.status_list import STATUS_LIST_TYP, StatusList, status_list_claims
 from gateway.verification import CertificateVerifier
 
 STATUS_LIST_TTL = 300
+_LIST_ID = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +80,16 @@ class _LocalStatuses:
                 "the status list of that certificate is not available here",
                 code="status.unavailable",
             )
+        suffix = uri[len(prefix) :]
+        if not _LIST_ID.fullmatch(suffix):
+            raise SealIndeterminate("malformed status list uri", code="status.unavailable")
         try:
-            list_id = int(uri[len(prefix) :])
-        except ValueError as exc:
-            raise SealIndeterminate("malformed status list uri", code="status.unavailable") from exc
-        return StatusList.from_bits(self._node.registry.status_bits(list_id), bits=2).status(index)
+            bits = self._node.registry.status_bits(int(suffix))
+        except NotFoundError as exc:
+            raise SealIndeterminate(
+                "the certificate's status list does not exist here", code="status.unavailable"
+            ) from exc
+        return StatusList.from_bits(bits, bits=2).status(index)
 
 
 class NodeService:
@@ -200,6 +207,7 @@ class NodeService:
 
     def issue(self, principal: Principal, request: Mapping[str, Any]) -> Fetched:
         """Validate, seal and store a new certificate. ``request`` is parsed JSON."""
+        principal.require(Scope.CERT_ISSUE)
         # 1. The envelope, then every identifier's check character.
         self.schemas.validate("exchange:issue-request", request)
         check_identifiers(request)
@@ -270,7 +278,8 @@ class NodeService:
         stored = self.registry.get(CertificateId(cert_id))
         if not principal.development:
             dept = self.node.department(principal.department or "")
-            if dept is None or stored.type not in dept.issues:
+            issuer = parse_certificate_id(cert_id).issuer_code
+            if dept is None or stored.type not in dept.issues or issuer != dept.credit_code:
                 raise Forbidden(
                     "only the issuing department may change a certificate's status",
                     code="cert.not_owner",

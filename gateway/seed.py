@@ -1,7 +1,12 @@
 """``tongban seed``: realistic certificates for a node, generated and loaded in a stream.
 
 Holders get valid resident ID numbers (GB 11643 check character, a real birth date, a
-county code of the node's region) and plausible names; companies get valid credit codes.
+county code of the node's region, the sequence's parity matching the sex) and plausible names;
+companies get valid credit codes. The facts agree with each other: an ID card's birth date
+and sex are those its holder's number encodes, and its validity follows the holder's age
+(GB 11643 / the Resident Identity Card Law: 5, 10 or 20 years, or long-term from 46); spouses
+are of opposite sexes and of marriageable age; every holder but a household member is an
+adult when the certificate starts.
 Each certificate is built, schema-checked and sealed exactly as ``POST /v1/certificates``
 does it (:meth:`gateway.node.NodeService.mint`), then written in batches, so memory stays
 flat whether the count is ten or a million.
@@ -17,7 +22,8 @@ from typing import Any
 from tqdm import tqdm
 
 from gateway.config import Department
-from gateway.identifiers import make_credit_code, resident_id_check
+from gateway.errors import ConfigError
+from gateway.identifiers import make_credit_code, resident_id_check, validate_resident_id
 from gateway.node import NodeService
 from gateway.registry import NewCertificate
 
@@ -32,6 +38,14 @@ COUNTIES = {
 }
 STREETS = ("人民路", "解放路", "建设路", "中山路", "和平路", "望云路", "艮塔路", "浣纱路")
 BATCH = 2000
+EARLIEST_BIRTH = date(1950, 1, 1)
+ISSUE_WINDOW = (date(2015, 1, 1), date(2026, 1, 1))
+"""Certificates start (``valid_from``) in this window."""
+ADULT = 22
+"""Age every holder is at least when the certificate starts (22: the legal marriage age for
+men, so also covers women's 20), except household members and ID card holders."""
+ID_CARD_AGE = 16
+MALE, FEMALE = "男", "女"
 
 
 class Generator:
@@ -52,9 +66,10 @@ class Generator:
     def day(self, start: date, end: date) -> date:
         return start + timedelta(days=self.rng.randrange((end - start).days))
 
-    def resident_id(self, born: date | None = None) -> str:
-        born = born or self.day(date(1950, 1, 1), date(2005, 12, 31))
-        first17 = f"{self.rng.choice(self.counties)}{born:%Y%m%d}{self.rng.randrange(1000):03d}"
+    def resident_id(self, born: date, sex: str) -> str:
+        """A GB 11643 number: county, birth date, a sequence odd for men and even for women."""
+        sequence = self.rng.randrange(500) * 2 + (1 if sex == MALE else 0)
+        first17 = f"{self.rng.choice(self.counties)}{born:%Y%m%d}{sequence:03d}"
         return first17 + resident_id_check(first17)
 
     def credit_code(self) -> str:
@@ -64,39 +79,54 @@ class Generator:
     def address(self) -> str:
         return f"{self.service.node.name}{self.rng.choice(STREETS)}{self.rng.randrange(1, 999)}号"
 
-    def person(self) -> dict[str, str]:
-        return {"name": self.name(), "id": self.resident_id(), "id_type": "111"}
+    def person(self, *, aged: int, on: date, sex: str | None = None) -> dict[str, str]:
+        """Someone at least ``aged`` years old on ``on`` (born no earlier than 1950)."""
+        born = self.day(EARLIEST_BIRTH, _years_before(on, aged))
+        sex = sex or self.rng.choice((MALE, FEMALE))
+        return {"name": self.name(), "id": self.resident_id(born, sex), "id_type": "111"}
+
+    def holder(self, cert_type: str, valid_from: date) -> dict[str, str]:
+        if cert_type == "business_licence":
+            return {"name": self.company(), "id": self.credit_code(), "id_type": "001"}
+        if cert_type == "household_register":
+            return self.person(aged=0, on=valid_from)
+        if cert_type == "resident_id":
+            return self.person(aged=ID_CARD_AGE, on=valid_from)
+        if cert_type == "maternity_benefit":
+            return self.person(aged=ADULT, on=valid_from, sex=FEMALE)
+        return self.person(aged=ADULT, on=valid_from)
 
     def request(self) -> tuple[Department, dict[str, Any]]:
         dept = self.rng.choice(self.departments)
         cert_type = self.rng.choice(dept.issues)
-        today = date(2026, 1, 1)
-        valid_from = self.day(date(2015, 1, 1), today)
+        valid_from = self.day(*ISSUE_WINDOW)
+        holder = self.holder(cert_type, valid_from)
         request: dict[str, Any] = {
             "type": cert_type,
-            "holder": self.person(),
+            "holder": holder,
             "valid_from": valid_from.isoformat(),
             "valid_until": None,
-            "data": self.data(cert_type, dept, valid_from),
+            "data": self.data(cert_type, dept, valid_from, holder),
         }
         if cert_type == "resident_id":
-            request["valid_until"] = valid_from.replace(year=valid_from.year + 20).isoformat()
-        if cert_type == "business_licence":
-            request["holder"] = {"name": self.company(), "id": self.credit_code(), "id_type": "001"}
+            request["valid_until"] = _id_card_expiry(holder["id"], valid_from)
         return dept, request
 
     def company(self) -> str:
         trade = self.rng.choice(("贸易", "科技", "纺织"))
         return f"{self.service.node.name}{self.name()}{trade}有限公司"
 
-    def data(self, cert_type: str, dept: Department, when: date) -> dict[str, Any]:
+    def data(
+        self, cert_type: str, dept: Department, when: date, holder: dict[str, str]
+    ) -> dict[str, Any]:
         rng = self.rng
         office = dept.name
         if cert_type == "resident_id":
+            number = validate_resident_id(holder["id"])
             return {
-                "sex": rng.choice(("男", "女")),
+                "sex": MALE if number.sex == "male" else FEMALE,
                 "ethnicity": rng.choice(ETHNICITIES),
-                "birth_date": self.day(date(1950, 1, 1), date(2005, 12, 31)).isoformat(),
+                "birth_date": number.birth_date.isoformat(),
                 "address": self.address(),
                 "issuing_office": office,
             }
@@ -110,13 +140,15 @@ class Generator:
             }
         if cert_type in ("marriage", "divorce"):
             key = "spouse" if cert_type == "marriage" else "former_spouse"
+            holder_sex = validate_resident_id(holder["id"]).sex
             return {
                 "registration_date": when.isoformat(),
-                key: self.person(),
+                key: self.person(aged=ADULT, on=when, sex=FEMALE if holder_sex == "male" else MALE),
                 "registration_office": office,
             }
         if cert_type == "social_insurance_record":
-            start = rng.randrange(2015, 2025)
+            # Months paid before the record was issued: up to a year, within the last ten.
+            start = rng.randrange(when.year - 10, when.year)
             base = rng.randrange(3000, 20000)
             return {
                 "insurance_kind": rng.choice(self.insurance_kinds),
@@ -173,6 +205,29 @@ def _insurance_kinds(service: NodeService) -> tuple[str, ...]:
     return tuple(kinds) if kinds else ("企业职工基本养老保险",)
 
 
+def _years_before(day: date, years: int) -> date:
+    return _years_later(day, -years)
+
+
+def _years_later(day: date, years: int) -> date:
+    """The same calendar day ``years`` later (28 February for a 29 February)."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
+
+def _id_card_expiry(resident_id: str, valid_from: date) -> str | None:
+    """An ID card's last day: 5, 10 or 20 years by the holder's age at issue; long-term at 46."""
+    born = validate_resident_id(resident_id).birth_date
+    birthday_to_come = (valid_from.month, valid_from.day) < (born.month, born.day)
+    age = valid_from.year - born.year - birthday_to_come
+    if age >= 46:
+        return None
+    years = 5 if age < 16 else 10 if age < 26 else 20
+    return _years_later(valid_from, years).isoformat()
+
+
 def _counties(region: str) -> tuple[str, ...]:
     if region.endswith("0000"):
         return COUNTIES.get(region[:2], (region[:2] + "0102",))
@@ -184,12 +239,17 @@ def _counties(region: str) -> tuple[str, ...]:
 
 
 def generate(service: NodeService, count: int, rng: random.Random) -> Iterator[NewCertificate]:
-    """Seal ``count`` certificates, lazily, reserving status slots a batch at a time."""
+    """Seal ``count`` certificates, lazily, reserving status slots a batch at a time.
+
+    A node with nothing to issue is refused here, at the call, not at the first ``next``.
+    """
     gen = Generator(service, rng)
     if not gen.departments:
-        from gateway.errors import ConfigError
-
         raise ConfigError(f"node {service.node.id!r} has no department that issues certificates")
+    return _sealed(service, gen, count)
+
+
+def _sealed(service: NodeService, gen: Generator, count: int) -> Iterator[NewCertificate]:
     left = count
     while left > 0:
         block = service.registry.reserve_slots(min(BATCH, left))

@@ -30,7 +30,11 @@ def test_first_start_generates_an_active_key_with_private_files(tmp_path: Path) 
     assert record.not_after == NOW + 365 * 86_400
     directory = tmp_path / NODE
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    files = [*iter_key_files(directory), directory / "keyring.json"]
+    files = [
+        *iter_key_files(directory),
+        directory / "keyring.json",
+        tmp_path / "_federation" / "holder.secret",
+    ]
     assert len(files) == 3
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -126,6 +130,13 @@ def test_state_changes_are_recorded_and_persisted(tmp_path: Path) -> None:
     with pytest.raises(NotFoundError) as info:
         reopened.record("nope")
     assert info.value.code == "keys.not_found"
+
+
+def test_holder_secret_is_shared_by_every_node(tmp_path: Path) -> None:
+    zhuji = open_store(tmp_path)
+    linquan = KeyStore.open(tmp_path, NodeId("linquan"), clock=FixedClock(NOW))
+    assert zhuji.holder_secret == linquan.holder_secret
+    assert len(zhuji.holder_secret) == 32
 
 
 def test_repr_shows_no_secret(tmp_path: Path) -> None:
