@@ -24,6 +24,7 @@ from aiohttp import web
 
 from gateway._internal.console import heading, table
 from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway.certificates import certificate_date
 from gateway.clock import SystemClock
 from gateway.commands import format_report, verify_offline
 from gateway.config import load_federation
@@ -126,6 +127,7 @@ async def _steps(client: Client, base: Path, service: NodeService) -> None:
     print("  (calls carry the federation file's development token until single sign-on lands)")
 
     print(heading("2. Departments issue sealed certificates (电子证照)"))
+    today = certificate_date(service.clock.now()).isoformat()
     requests: list[dict[str, Any]] = [
         {
             "type": "resident_id",
@@ -156,10 +158,10 @@ async def _steps(client: Client, base: Path, service: NodeService) -> None:
         {
             "type": "marriage",
             "holder": GROOM,
-            "valid_from": "2026-11-24",
+            "valid_from": today,
             "valid_until": None,
             "data": {
-                "registration_date": "2026-11-24",
+                "registration_date": today,
                 "spouse": BRIDE,
                 "registration_office": "诸暨市民政局婚姻登记处",
             },

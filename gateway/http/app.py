@@ -19,6 +19,11 @@ from gateway.http.middleware import (
 from gateway.http.openapi import build_openapi
 from gateway.node import NodeService
 
+AIOHTTP_MAX_FIELD_SIZE = 8190
+"""aiohttp's default bound on one header line; its parser answers a bare 400 beyond it."""
+HEADER_HEADROOM = 1024
+"""Room above ``max_token_bytes`` so the gateway, not the HTTP parser, refuses a long token."""
+
 
 def create_app(node: NodeService, *, authenticator: Authenticator | None = None) -> web.Application:
     """The HTTP application of one node. The app owns ``node`` and closes it on cleanup."""
@@ -28,6 +33,12 @@ def create_app(node: NodeService, *, authenticator: Authenticator | None = None)
     )
     app = web.Application(
         client_max_size=limits.max_body_bytes,
+        handler_args={
+            "max_field_size": max(AIOHTTP_MAX_FIELD_SIZE, limits.max_token_bytes + HEADER_HEADROOM),
+            # Compressed request bodies are refused (415), never inflated: no decompression
+            # bombs, and no decoding failures answered by aiohttp's parser outside problem+json.
+            "auto_decompress": False,
+        },
         middlewares=[
             request_id_middleware,
             problem_middleware(node.metrics),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import orjson
@@ -16,6 +17,8 @@ from gateway.http.middleware import principal_of, public
 from gateway.metrics import CONTENT_TYPE
 
 JSON = "application/json"
+_LIST_ID = re.compile(r"[0-9]{1,9}")
+"""ASCII digits only (``str.isdigit`` accepts ``²``, which ``int`` refuses, and ``١``)."""
 
 
 def json_response(
@@ -36,6 +39,10 @@ async def read_json(request: web.Request) -> Any:
     """The request body as strict JSON, within every configured limit."""
     if request.content_type != JSON:
         raise UnsupportedMediaType(f"send the body as {JSON}")
+    if request.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            "send the body uncompressed (no Content-Encoding)", code="input.content_encoding"
+        )
     body = await request.read()  # aiohttp enforces max_body_bytes (client_max_size): 413
     limits = request.app[NODE].federation.limits
     return loads(body, json_limits(limits))
@@ -98,7 +105,7 @@ async def matters(request: web.Request) -> web.Response:
 @public
 async def status_list(request: web.Request) -> web.Response:
     raw = request.match_info["list"]
-    if not raw.isdigit() or len(raw) > 9:
+    if not _LIST_ID.fullmatch(raw):
         raise InputError("status list ids are small non-negative integers", code="input.list_id")
     token = request.app[NODE].status_list_token(int(raw))
     return web.Response(

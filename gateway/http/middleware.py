@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -22,7 +23,7 @@ import orjson
 from aiohttp import web
 
 from gateway.auth import Authenticator, Principal, parse_authorization
-from gateway.errors import AuthError, GatewayError, SchemaViolation
+from gateway.errors import AuthError, GatewayError, SchemaViolation, TokenError
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
 
@@ -33,7 +34,11 @@ PROBLEM_TYPE_BASE = "https://tongban.example/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
-PRINCIPAL = "tongban.principal"
+CLIENT_CLOSED = 499
+"""Status recorded in metrics for a request whose caller went away before the answer."""
+
+PRINCIPAL = web.RequestKey("tongban.principal", Principal)
+"""Where the auth middleware puts the caller (a typed key: aiohttp ≥ 3.14 warns on str keys)."""
 PUBLIC = "tongban.public"
 
 _HTTP_CODES = {
@@ -178,6 +183,9 @@ def metrics_middleware(metrics: Metrics) -> Any:
         except GatewayError as exc:
             status = exc.status
             raise
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED  # the caller hung up: not a failure of the gateway
+            raise
         finally:
             metrics.requests.labels(route=name, method=request.method, status=str(status)).inc()
             metrics.latency.labels(route=name).observe(time.perf_counter() - started)
@@ -193,6 +201,10 @@ def auth_middleware(authenticator: Authenticator, *, max_token_bytes: int) -> An
         if request.match_info.http_exception is not None:
             raise request.match_info.http_exception
         token = parse_authorization(request.headers.get("Authorization"), max_bytes=max_token_bytes)
+        if not token.isascii():
+            # A bearer token is ASCII (RFC 6750 b64token). aiohttp hands over header bytes that
+            # are not UTF-8 as lone surrogates, which no authenticator can even encode.
+            raise TokenError("the bearer token is not valid", code="token.invalid")
         request[PRINCIPAL] = authenticator.authenticate(token)
         return await handler(request)
 

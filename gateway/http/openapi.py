@@ -6,6 +6,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.node import NodeService
+from gateway.schemas import DRAFT_2020_12
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -43,12 +44,17 @@ def _op(
     if body:
         op["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+            "content": {"application/json": {"schema": _schema_ref(body)}},
         }
         op["responses"].update({"400": _PROBLEM, "413": _PROBLEM, "415": _PROBLEM, "422": _PROBLEM})
     if params:
         op["parameters"] = params
     return op
+
+
+def _schema_ref(name: str) -> dict[str, str]:
+    """A ``$ref`` to the catalog schema ``name``, embedded under ``components.schemas``."""
+    return {"$ref": f"#/components/schemas/{component_name(name)}"}
 
 
 def _path_param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -67,19 +73,24 @@ _CERT_ID = _path_param(
 
 
 def build_openapi(node: NodeService) -> dict[str, Any]:
-    components: dict[str, Any] = {}
-    for name, document in node.schemas.schema_documents().items():
-        components[_component_name(name)] = {"$ref": document.get("$id", name)}
+    # Every schema document is embedded whole. Each keeps its ``$id``, so the absolute
+    # ``$ref``s between them (``…/certificate.schema.json#/$defs/holder``) resolve to a
+    # resource inside this document (JSON Schema 2020-12 bundling) and nothing is fetched.
+    components = {
+        component_name(name): document for name, document in node.schemas.schema_documents().items()
+    }
     limits = node.federation.limits
     return {
         "openapi": "3.1.0",
+        "jsonSchemaDialect": DRAFT_2020_12,
         "info": {
             "title": f"Tongban node {node.node.id} ({node.node.name})",
             "version": __version__,
             "description": (
                 "A regional node of the Tongban (通办) federation: issues, stores and serves "
                 "sealed electronic certificates and verifies seals. Errors are RFC 9457 "
-                "problem+json with a stable `code`. Limits: body "
+                "problem+json with a stable `code`. Request bodies are uncompressed "
+                "`application/json`. Limits: body "
                 f"{limits.max_body_bytes} bytes, JSON depth {limits.max_json_depth}, "
                 f"batch {limits.max_batch} seals, token {limits.max_token_bytes} bytes."
             ),
@@ -133,7 +144,7 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                     "Issue a certificate (department of this node)",
                     tag="certificates",
                     ok=201,
-                    body="exchange_issue_request",
+                    body="exchange:issue-request",
                 )
             },
             "/v1/certificates/{id}": {
@@ -157,7 +168,7 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                     "Suspend, reinstate or revoke",
                     tag="certificates",
                     params=[_CERT_ID],
-                    body="exchange_status_request",
+                    body="exchange:status-request",
                     errors=(404, 409),
                 )
             },
@@ -165,8 +176,8 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                 "post": _op(
                     f"Verify up to {limits.max_batch} sealed documents",
                     tag="seals",
-                    body="exchange_verify_request",
-                    ok_schema={"$ref": "#/components/schemas/exchange_verify_response"},
+                    body="exchange:verify-request",
+                    ok_schema=_schema_ref("exchange:verify-response"),
                 )
             },
         },
@@ -200,5 +211,7 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
     }
 
 
-def _component_name(name: str) -> str:
+def component_name(name: str) -> str:
+    """The ``components.schemas`` key of a catalog schema: ``exchange:issue-request`` →
+    ``exchange_issue_request``."""
     return name.replace(":", "_").replace("-", "_")
