@@ -28,6 +28,7 @@ from gateway.scopes import SCOPES
 DEFAULT_FEDERATION_FILE = Path(__file__).with_name("federation.toml")
 _NODE_ID = re.compile(r"[a-z][a-z0-9-]{1,31}")
 _REGION = re.compile(r"[0-9]{6}")
+_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 class Secret:
@@ -87,6 +88,8 @@ class NodeConfig:
     region: RegionCode | None = None
     parent: NodeId | None = None
     departments: tuple[Department, ...] = ()
+    url: str | None = None
+    """Where peers reach this node; default ``http://<federation host>:<port>``."""
 
     def department(self, department_id: str) -> Department | None:
         for dept in self.departments:
@@ -161,7 +164,8 @@ class Federation:
         raise ConfigError(f"unknown node {node_id!r}; the federation has: {known}")
 
     def url(self, node_id: str) -> str:
-        return f"http://{self.host}:{self.node(node_id).port}"
+        node = self.node(node_id)
+        return node.url or f"http://{self.host}:{node.port}"
 
     def department(self, department_id: str) -> tuple[NodeConfig, Department]:
         for node in self.nodes:
@@ -364,6 +368,11 @@ class _Parser:
         departments = tuple(
             self._department(node_id, j, d) for j, d in enumerate(table.get("departments", []))
         )
+        url = self._get(table, "url", str, where, default=None)
+        if url is not None and not _URL.fullmatch(url):
+            raise self.fail(
+                where, f"url {url!r} must be http(s)://host[:port]", "url", anchor=anchor
+            )
         return NodeConfig(
             id=NodeId(node_id),
             name=self._get(table, "name", str, where, default=node_id),
@@ -372,6 +381,7 @@ class _Parser:
             region=RegionCode(region) if region else None,
             parent=NodeId(parent) if parent else None,
             departments=departments,
+            url=url,
         )
 
     def _department(self, node_id: str, j: int, table: Any) -> Department:
