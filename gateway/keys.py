@@ -15,8 +15,6 @@ half-written key.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -28,6 +26,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway._internal.files import (
+    PrivateKey,
+    atomic_write,
+    check_mode,
+    ensure_private_dir,
+    write_private,
+)
 from gateway.clock import Clock
 from gateway.config import Secret
 from gateway.errors import KeyStoreError, NotFoundError
@@ -42,8 +47,6 @@ from gateway.jwks import (
     thumbprint,
 )
 from gateway.seals import PrivateKeySigner
-
-PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 _KEYRING = "keyring.json"
 FEDERATION_DIR = "_federation"
@@ -155,7 +158,7 @@ class KeyStore:
     ) -> KeyStore:
         """Load ``root/<node>/``, generating the first active key and secrets if absent."""
         directory = root / node
-        _ensure_private_dir(directory)
+        ensure_private_dir(directory)
         holder_secret = federation_holder_secret(root)
         keyring = directory / _KEYRING
         records: list[KeyRecord] = []
@@ -252,7 +255,7 @@ class KeyStore:
             not_before=now,
             not_after=now + self._validity,
         )
-        _write_private(self.directory / f"{kid}.pem", private, self._passphrase)
+        write_private(self.directory / f"{kid}.pem", private, self._passphrase)
         self._private[kid] = private
         self._records.append(record)
         self._save()
@@ -280,37 +283,10 @@ class KeyStore:
             {"node": self.node, "keys": [r.to_json() for r in self._records]},
             option=orjson.OPT_INDENT_2,
         )
-        _atomic_write(self.directory / _KEYRING, body)
+        atomic_write(self.directory / _KEYRING, body)
 
 
 # -- files -------------------------------------------------------------------------------------
-
-
-def _ensure_private_dir(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(PermissionError):
-        directory.chmod(0o700)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600, atomically and durably."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def federation_holder_secret(root: Path) -> bytes:
@@ -320,47 +296,26 @@ def federation_holder_secret(root: Path) -> bytes:
     In a real deployment it is distributed to every node out of band, like the root key.
     """
     directory = root / FEDERATION_DIR
-    _ensure_private_dir(directory)
+    ensure_private_dir(directory)
     return _read_or_create_secret(directory / _HOLDER_SECRET)
 
 
 def _read_or_create_secret(path: Path) -> bytes:
     if path.exists():
-        _check_mode(path)
+        check_mode(path)
         data = path.read_bytes()
         if len(data) != 32:
             raise KeyStoreError(f"{path}: holder secret must be 32 bytes")
         return data
     data = secrets.token_bytes(32)
-    _atomic_write(path, data)
+    atomic_write(path, data)
     return data
-
-
-def _check_mode(path: Path) -> None:
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise KeyStoreError(
-            f"{path}: private material must not be readable by group or others "
-            f"(mode {mode:o}); run: chmod 600 {path}"
-        )
-
-
-def _write_private(path: Path, key: PrivateKey, passphrase: Secret | None) -> None:
-    encryption: serialization.KeySerializationEncryption
-    if passphrase is not None:
-        encryption = serialization.BestAvailableEncryption(passphrase.reveal().encode("utf-8"))
-    else:
-        encryption = serialization.NoEncryption()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
-    _atomic_write(path, pem)
 
 
 def _load_private(directory: Path, kid: KeyId, passphrase: Secret | None) -> PrivateKey:
     path = directory / f"{kid}.pem"
     try:
-        _check_mode(path)
+        check_mode(path)
         pem = path.read_bytes()
     except FileNotFoundError as exc:
         raise KeyStoreError(f"{path}: private key listed in the keyring is missing") from exc
