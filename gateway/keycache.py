@@ -45,7 +45,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.ids import KeyId, NodeId
-from gateway.jwks import VerificationKey, parse_jwks
+from gateway.jwks import KeyState, VerificationKey, parse_jwks
 from gateway.seals import MAX_HEADER_BYTES
 from gateway.tokens import AccessClaims, AccessTokenValidator
 
@@ -195,7 +195,7 @@ class RemoteKeySet:
         At most one such refresh starts per cooldown, whatever the kid: within it this
         returns False without fetching (unless a fetch is already in flight, which it joins).
         """
-        if kid in self._keys:
+        if self._usable(kid):
             return True  # a refresh since the miss already brought it
         if self._inflight is None:
             now = self._clock.now()
@@ -205,7 +205,12 @@ class RemoteKeySet:
                 return False
             self._unknown_kid_refresh_at = now
         await self.refresh(reason="unknown_kid")
-        return kid in self._keys
+        return self._usable(kid)
+
+    def _usable(self, kid: KeyId) -> bool:
+        """Known and in service: a key we hold as ``next`` has been rotated in at the IdP."""
+        key = self._keys.get(kid)
+        return key is not None and key.state is not KeyState.NEXT
 
     async def run_background_refresh(self) -> None:
         """Refresh forever: at the set's refresh time, or with backoff after a failure.
@@ -384,7 +389,8 @@ def _unverified_kid(token: str) -> KeyId | None:
 async def validate_with_refresh(
     validator: AccessTokenValidator, keys: RemoteKeySet, token: str, *, now: float
 ) -> AccessClaims:
-    """Validate ``token``; on ``token.unknown_kid`` refresh ``keys`` (cooldown) and retry once.
+    """Validate ``token``; on an unknown kid, or one we still hold as ``next`` (the IdP has
+    rotated since our last fetch), refresh ``keys`` (cooldown) and retry once.
 
     If the refresh is refused by the cooldown, brings nothing, or fails (the IdP is down),
     the original :class:`TokenError` is raised: an unresolvable key authenticates no one.
@@ -392,7 +398,7 @@ async def validate_with_refresh(
     try:
         return validator.validate(token, now=now)
     except TokenError as exc:
-        if exc.code != "token.unknown_kid":
+        if exc.code not in ("token.unknown_kid", "token.key_not_active"):
             raise
         unverified_kid = _unverified_kid(token)
         if unverified_kid is None:  # pragma: no cover - the verifier read a kid to get here

@@ -1,0 +1,410 @@
+"""``create_idp_app``: the identity provider (the ``idp`` node) as an aiohttp application.
+
+Routes: ``GET /.well-known/openid-configuration``, ``GET /jwks``, ``POST /token``
+(RFC 6749 §4.4 and the holder login grant), ``POST /consents``, ``GET /healthz``,
+``GET /readyz``, ``GET /metrics``, ``GET /openapi.json``.
+
+The middleware stack is the nodes' (request id, problems, metrics, authentication), plus one
+innermost layer for the token endpoint only: its errors are problem+json with our ``code``
+*and* the RFC 6749 §5.2 ``error`` member, and never cached.
+
+Authentication: every route is ``@public`` except ``POST /consents``, so a route added later
+without thought fails closed. The auth middleware validates the bearer token with the IdP's
+own keys (:meth:`IdpService.authenticate`); the consent handler then needs the full claims
+(the ``holder`` flag, the holder digest), which a :class:`~gateway.auth.Principal` does not
+carry, and takes them from the service's verified-token cache: the signature is checked once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from gateway._internal.wire import JsonLimits, loads
+from gateway.auth import parse_authorization
+from gateway.errors import GatewayError, InputError, TooLarge, UnsupportedMediaType
+from gateway.http.middleware import (
+    Handler,
+    auth_middleware,
+    metrics_middleware,
+    problem,
+    problem_middleware,
+    public,
+    request_id_middleware,
+)
+from gateway.idp import (
+    CLIENT_CREDENTIALS,
+    HOLDER_GRANT,
+    MAX_CONSENT_SECONDS,
+    IdpService,
+    parse_basic,
+    parse_consent_request,
+    parse_form,
+)
+from gateway.metrics import CONTENT_TYPE, Metrics
+
+log = logging.getLogger("gateway.http")
+
+JSON: Final = "application/json"
+FORM: Final = "application/x-www-form-urlencoded"
+NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+"""RFC 6749 §5.1: token responses (and consent grants, also bearer credentials)."""
+PUBLIC_CACHE: Final = {"Cache-Control": "public, max-age=60"}
+AIOHTTP_MAX_FIELD_SIZE: Final = 8190
+HEADER_HEADROOM: Final = 1024
+"""Room above ``max_token_bytes`` so the gateway, not the HTTP parser, refuses a long token."""
+PASSWORD_WORKERS: Final = 4
+"""Threads for scrypt checks: they keep the event loop free and bound the memory in use."""
+OAUTH: Final = "tongban.oauth"
+
+IDP = web.AppKey("idp", IdpService)
+IDP_METRICS = web.AppKey("idp_metrics", Metrics)
+IDP_EXECUTOR = web.AppKey("idp_executor", ThreadPoolExecutor)
+IDP_OPENAPI = web.AppKey("idp_openapi", dict[str, Any])
+
+
+def create_idp_app(service: IdpService, *, metrics: Metrics | None = None) -> web.Application:
+    """The HTTP application of the identity provider."""
+    metrics = metrics or Metrics(service.node.id)
+    limits = service.federation.limits
+    app = web.Application(
+        client_max_size=limits.max_body_bytes,
+        handler_args={
+            "max_field_size": max(AIOHTTP_MAX_FIELD_SIZE, limits.max_token_bytes + HEADER_HEADROOM)
+        },
+        middlewares=[
+            request_id_middleware,
+            problem_middleware(metrics),
+            metrics_middleware(metrics),
+            auth_middleware(service, max_token_bytes=limits.max_token_bytes),
+            oauth_error_middleware(metrics),
+        ],
+    )
+    app[IDP] = service
+    app[IDP_METRICS] = metrics
+    app[IDP_OPENAPI] = build_idp_openapi(service)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    executor = ThreadPoolExecutor(max_workers=PASSWORD_WORKERS, thread_name_prefix="tongban-idp")
+    app[IDP_EXECUTOR] = executor
+    yield
+    executor.shutdown(wait=True)
+
+
+# -- the token endpoint's error format -------------------------------------------------------
+
+
+def oauth_endpoint(handler: Handler) -> Handler:
+    """Mark a handler whose errors carry the RFC 6749 §5.2 ``error`` member."""
+    setattr(handler, OAUTH, True)
+    return handler
+
+
+def oauth_error(code: str) -> str:
+    """The RFC 6749 ``error`` of one of our codes: ``oauth.invalid_client`` -> ``invalid_client``;
+    anything else the caller got wrong (media type, body size, JSON) is ``invalid_request``."""
+    prefix, _, name = code.partition(".")
+    return name if prefix == "oauth" else "invalid_request"
+
+
+def oauth_error_middleware(metrics: Metrics) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not getattr(request.match_info.handler, OAUTH, False):
+            return await handler(request)
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            if exc.status >= 500:
+                raise  # the problem middleware logs it and answers opaquely
+            metrics.errors.labels(code=exc.code).inc()
+            if exc.log_detail:
+                log.warning(
+                    "token request refused", extra={"code": exc.code, "why": exc.log_detail}
+                )
+            headers = dict(NO_STORE)
+            if exc.status == 401:
+                # RFC 6749 §5.2: a 401 names the client authentication scheme
+                headers["WWW-Authenticate"] = 'Basic realm="tongban"'
+            return problem(
+                exc.status,
+                exc.code,
+                exc.title,
+                exc.detail,
+                instance=request.path,
+                extra={"error": oauth_error(exc.code)},
+                headers=headers,
+            )
+
+    return middleware
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def json_response(
+    body: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON, headers=headers)
+
+
+async def read_body(request: web.Request, media_type: str) -> bytes:
+    """The raw body, of ``media_type`` and within ``max_body_bytes``."""
+    if request.content_type != media_type:
+        raise UnsupportedMediaType(f"send the body as {media_type}")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise TooLarge(
+            f"the body may be at most {request.app[IDP].federation.limits.max_body_bytes} bytes"
+        ) from exc
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
+        raise InputError(
+            "the request body could not be decoded", code="input.body_encoding"
+        ) from exc
+
+
+def json_limits(request: web.Request) -> JsonLimits:
+    limits = request.app[IDP].federation.limits
+    return JsonLimits(
+        max_depth=limits.max_json_depth,
+        max_string=limits.max_string_length,
+        max_members=limits.max_json_members,
+    )
+
+
+# -- handlers --------------------------------------------------------------------------------
+
+
+@public
+async def discovery(request: web.Request) -> web.Response:
+    return json_response(request.app[IDP].discovery(), headers=PUBLIC_CACHE)
+
+
+@public
+async def jwks(request: web.Request) -> web.Response:
+    return json_response(request.app[IDP].jwks(), headers=PUBLIC_CACHE)
+
+
+@public
+@oauth_endpoint
+async def token(request: web.Request) -> web.Response:
+    service = request.app[IDP]
+    # 1. a form body (RFC 6749 §4.4.2) within the body limit, each parameter at most once
+    params = parse_form(await read_body(request, FORM))
+    # 2. client credentials from the Basic header, if sent (client_secret_basic)
+    header = request.headers.get("Authorization")
+    basic = parse_basic(header) if header is not None else None
+    # 3. scrypt runs on the IdP's password threads, never on the event loop
+    loop = asyncio.get_running_loop()
+    issued = await loop.run_in_executor(
+        request.app[IDP_EXECUTOR], functools.partial(service.token, params, basic=basic)
+    )
+    return json_response(issued.to_json(), headers=NO_STORE)
+
+
+async def consents(request: web.Request) -> web.Response:
+    service = request.app[IDP]
+    # 1. the caller's claims (the auth middleware verified the token; this is a cache hit)
+    bearer = parse_authorization(
+        request.headers.get("Authorization"),
+        max_bytes=service.federation.limits.max_token_bytes,
+    )
+    claims = service.validate_access_token(bearer)
+    # 2. the request, strictly parsed
+    body = loads(await read_body(request, JSON), json_limits(request))
+    wanted = parse_consent_request(body)
+    # 3. the grant
+    consent = service.grant_consent(
+        claims,
+        department=wanted.department,
+        matter=wanted.matter,
+        types=wanted.types,
+        until=wanted.until,
+    )
+    return json_response(
+        {"consent": consent, "expires_at": int(wanted.until)}, status=201, headers=NO_STORE
+    )
+
+
+@public
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok", "node": request.app[IDP].node.id})
+
+
+@public
+async def readyz(request: web.Request) -> web.Response:
+    service = request.app[IDP]
+    try:
+        active, upcoming = service.keys.active(), service.next_key()
+    except GatewayError as exc:
+        return json_response({"status": "unavailable", "reason": exc.code}, status=503)
+    return json_response(
+        {"status": "ready", "node": service.node.id, "active": active.kid, "next": upcoming.kid}
+    )
+
+
+@public
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[IDP_METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+@public
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[IDP_OPENAPI])
+
+
+ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
+    ("GET", "/.well-known/openid-configuration", discovery),
+    ("GET", "/jwks", jwks),
+    ("POST", "/token", token),
+    ("POST", "/consents", consents),
+    ("GET", "/healthz", healthz),
+    ("GET", "/readyz", readyz),
+    ("GET", "/metrics", metrics),
+    ("GET", "/openapi.json", openapi),
+)
+
+
+# -- OpenAPI 3.1 -----------------------------------------------------------------------------
+
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+_OBJECT = {"type": "object"}
+
+
+def _ok(schema: dict[str, Any], *, status: int = 200, media: str = JSON) -> dict[str, Any]:
+    return {
+        str(status): {
+            "description": "OK" if status == 200 else "Created",
+            "content": {media: {"schema": schema}},
+        },
+        "default": _PROBLEM,
+    }
+
+
+def build_idp_openapi(service: IdpService) -> dict[str, Any]:
+    """A small OpenAPI 3.1 document for the IdP's routes (a test checks it both ways)."""
+    token_request = {
+        "type": "object",
+        "required": ["grant_type"],
+        "properties": {
+            "grant_type": {"enum": [CLIENT_CREDENTIALS, HOLDER_GRANT]},
+            "scope": {"type": "string", "description": "space-separated; a subset of the client's"},
+            "client_id": {"type": "string", "description": "client_secret_post"},
+            "client_secret": {"type": "string", "description": "client_secret_post"},
+            "username": {"type": "string", "description": "holder login: resident ID number"},
+            "password": {"type": "string", "description": "holder login: password"},
+        },
+    }
+    token_response = {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in", "scope"],
+        "properties": {
+            "access_token": {"type": "string", "description": "RFC 9068 JWT (typ at+jwt)"},
+            "token_type": {"const": "Bearer"},
+            "expires_in": {"type": "integer"},
+            "scope": {"type": "string"},
+        },
+    }
+    consent_request = {
+        "type": "object",
+        "required": ["department", "matter", "types", "until"],
+        "additionalProperties": False,
+        "properties": {
+            "department": {"type": "string"},
+            "matter": {"type": "string"},
+            "types": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "until": {
+                "oneOf": [{"type": "string", "format": "date-time"}, {"type": "integer"}],
+                "description": f"at most {MAX_CONSENT_SECONDS // 86_400} days ahead",
+            },
+        },
+    }
+    consent_response = {
+        "type": "object",
+        "required": ["consent", "expires_at"],
+        "properties": {
+            "consent": {"type": "string", "description": "JWS, typ consent+jwt"},
+            "expires_at": {"type": "integer"},
+        },
+    }
+    ops = {"tags": ["ops"], "security": []}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tongban identity provider",
+            "version": "1",
+            "description": "Single sign-on (一号登录) and holder consent (用证授权).",
+        },
+        "servers": [{"url": service.issuer}],
+        "paths": {
+            "/.well-known/openid-configuration": {
+                "get": {"summary": "Provider metadata", **ops, "responses": _ok(_OBJECT)}
+            },
+            "/jwks": {"get": {"summary": "Signing keys (JWKS)", **ops, "responses": _ok(_OBJECT)}},
+            "/token": {
+                "post": {
+                    "summary": "Access token (client_credentials, holder login)",
+                    "tags": ["oauth"],
+                    "security": [{}, {"basic": []}],
+                    "requestBody": {"required": True, "content": {FORM: {"schema": token_request}}},
+                    "responses": {
+                        **_ok(token_response),
+                        **dict.fromkeys(("400", "401", "403", "413", "415"), _PROBLEM),
+                    },
+                }
+            },
+            "/consents": {
+                "post": {
+                    "summary": "A holder grants a department consent for one matter",
+                    "tags": ["consent"],
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {JSON: {"schema": consent_request}},
+                    },
+                    "responses": {
+                        **_ok(consent_response, status=201),
+                        **dict.fromkeys(("400", "401", "403", "404", "413", "415"), _PROBLEM),
+                    },
+                }
+            },
+            "/healthz": {"get": {"summary": "Liveness", **ops, "responses": _ok(_OBJECT)}},
+            "/readyz": {"get": {"summary": "Readiness", **ops, "responses": _ok(_OBJECT)}},
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    **ops,
+                    "responses": _ok({"type": "string"}, media="text/plain"),
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", **ops, "responses": _ok(_OBJECT)}
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "basic": {"type": "http", "scheme": "basic"},
+            },
+            "responses": {
+                "Problem": {
+                    "description": "RFC 9457 problem; token errors add the RFC 6749 'error'",
+                    "content": {"application/problem+json": {"schema": _OBJECT}},
+                }
+            },
+        },
+    }
