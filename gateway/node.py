@@ -21,7 +21,7 @@ from gateway.auth import Principal, Scope
 from gateway.certificates import IssueContext, build_document, check_identifiers
 from gateway.clock import Clock
 from gateway.config import Department, Federation, NodeConfig
-from gateway.errors import Forbidden, InputError, NotFoundError, SealIndeterminate
+from gateway.errors import Forbidden, InputError, NotFoundError, SealError, SealIndeterminate
 from gateway.holders import holder_digest
 from gateway.identifiers import parse_certificate_id
 from gateway.ids import CertificateId, NodeId
@@ -300,17 +300,26 @@ class NodeService:
         self, principal: Principal, request: Mapping[str, Any]
     ) -> list[VerificationReport]:
         principal.require(Scope.SEAL_VERIFY)
-        self.schemas.validate("exchange:verify-request", request)
-        seals = request["seals"]
-        if len(seals) > self.federation.limits.max_batch:
+        limits = self.federation.limits
+        seals = request.get("seals") if isinstance(request, Mapping) else None
+        # The configured batch limit first, so the answer does not depend on the schema's cap.
+        if isinstance(seals, list) and len(seals) > limits.max_batch:
             raise InputError(
-                f"at most {self.federation.limits.max_batch} seals per request",
-                code="input.batch_too_large",
+                f"at most {limits.max_batch} seals per request", code="input.batch_too_large"
             )
-        reports = [self.verifier.report(token)[0] for token in seals]
+        self.schemas.validate("exchange:verify-request", request)
+        tokens: list[str] = request["seals"]
+        reports = [self._report_within_limit(token, limits.max_seal_bytes) for token in tokens]
         for report in reports:
             self._count(report)
         return reports
+
+    def _report_within_limit(self, token: str, max_bytes: int) -> VerificationReport:
+        if len(token) > max_bytes:
+            error = SealError(f"a seal may be at most {max_bytes} bytes", code="seal.too_large")
+            error.step = "format"
+            return VerificationReport.failed_from(error)
+        return self.verifier.report(token)[0]
 
     def _count(self, report: VerificationReport) -> None:
         self.metrics.verifications.labels(

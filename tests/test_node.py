@@ -465,11 +465,12 @@ def test_verify_batch_over_the_configured_limit_is_refused(
         node.close()
 
 
-def test_verify_batch_over_the_schema_cap_is_refused(service: NodeService) -> None:
-    with pytest.raises(SchemaViolation) as caught:
+def test_verify_batch_over_the_default_limit_is_refused_before_the_schema(
+    service: NodeService,
+) -> None:
+    with pytest.raises(InputError) as caught:
         service.verify_batch(development(), {"seals": ["x"] * 1001})
-    assert caught.value.code == "input.schema"
-    assert caught.value.pointers == ("/seals",)
+    assert caught.value.code == "input.batch_too_large"
 
 
 def test_verify_batch_of_nothing_is_refused(service: NodeService) -> None:
