@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="run the guided tour")
 
+    token = sub.add_parser("token", help="print an access token from the running IdP")
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--client", help="a departmental client (its demo secret)")
+    who.add_argument("--holder", help="a citizen's resident ID number (their demo password)")
+    token.add_argument("--scope", default=None, help="request fewer scopes (clients only)")
+
     verify = sub.add_parser("verify", help="verify a sealed document offline")
     verify.add_argument("file", type=Path, help="file holding one compact JWS")
     verify.add_argument("--jwks", type=Path, required=True, help="the issuing node's JWKS file")
@@ -89,6 +95,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gateway.demo import run_demo
 
         return asyncio.run(run_demo())
+    if args.command == "token":
+        return commands.token(
+            _federation(args), client=args.client, holder=args.holder, scope=args.scope
+        )
     if args.command == "verify":
         return commands.verify_offline(args.file, args.jwks, node=args.node, as_json=args.json)
     if args.command == "seed":

@@ -7,6 +7,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -14,8 +15,12 @@ from gateway._internal.console import table
 from gateway._internal.wire import loads
 from gateway.clock import SystemClock, to_rfc3339
 from gateway.config import Federation
-from gateway.errors import ConfigError, GatewayError, InputError
+from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
+from gateway.http.idp_app import create_idp_app
+from gateway.idp import IdpService, idp_issuer
+from gateway.idp_client import IdpClient
 from gateway.jwks import StaticKeyResolver
+from gateway.keys import federation_holder_secret
 from gateway.node import NodeService
 from gateway.schemas import SchemaCatalog, default_schema_dir
 from gateway.verification import CertificateVerifier
@@ -33,12 +38,22 @@ def serve(federation: Federation, node_id: str, *, host: str | None, port: int |
     from gateway.http.app import create_app
 
     node = federation.node(node_id)
-    if node.kind != "region":
-        raise ConfigError(f"node {node_id!r} is the identity provider; it is not served yet")
-    service = NodeService.open(
-        federation, node_id, clock=SystemClock(), schemas=SchemaCatalog.load(default_schema_dir())
-    )
-    app = create_app(service)
+    app: web.Application
+    if node.kind == "idp":
+        idp = IdpService.open(
+            federation,
+            clock=SystemClock(),
+            holder_secret=federation_holder_secret(federation.keys_dir),
+        )
+        app = create_idp_app(idp)
+    else:
+        service = NodeService.open(
+            federation,
+            node_id,
+            clock=SystemClock(),
+            schemas=SchemaCatalog.load(default_schema_dir()),
+        )
+        app = create_app(service)
     _install_uvloop()
     web.run_app(
         app,
@@ -48,6 +63,38 @@ def serve(federation: Federation, node_id: str, *, host: str | None, port: int |
         print=lambda msg: print(f"tongban: node {node_id} {msg.strip()}", file=sys.stderr),
         handle_signals=True,
     )
+    return 0
+
+
+def token(
+    federation: Federation, *, client: str | None, holder: str | None, scope: str | None
+) -> int:
+    """``tongban token --client ID`` / ``--holder ID``: an access token from the running IdP."""
+    return asyncio.run(_token(federation, client=client, holder=holder, scope=scope))
+
+
+async def _token(
+    federation: Federation, *, client: str | None, holder: str | None, scope: str | None
+) -> int:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        idp = IdpClient(session, idp_issuer(federation))
+        try:
+            if client is not None:
+                entry = next((c for c in federation.clients if c.id == client), None)
+                if entry is None or entry.demo_secret is None:
+                    raise ConfigError(
+                        f"no demo credentials for client {client!r} in the federation file"
+                    )
+                print(await idp.client_credentials(client, entry.demo_secret.reveal(), scope=scope))
+            else:
+                person = next((c for c in federation.citizens if c.id == holder), None)
+                if person is None or person.demo_password is None:
+                    raise ConfigError(
+                        f"no demo credentials for holder {holder!r} in the federation file"
+                    )
+                print(await idp.holder_login(person.id, person.demo_password.reveal()))
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"cannot reach the IdP at {idp.issuer}: {exc}") from exc
     return 0
 
 
@@ -157,4 +204,4 @@ def keys_list(federation: Federation, node_id: str) -> int:
     return 0
 
 
-__all__ = ["export", "format_report", "keys_list", "seed", "serve", "verify_offline"]
+__all__ = ["export", "format_report", "keys_list", "seed", "serve", "token", "verify_offline"]

@@ -131,14 +131,6 @@ class Citizen:
 
 
 @dataclass(frozen=True, slots=True)
-class DevelopmentToken:
-    """A fixed bearer token accepted only while SSO is not configured. Never for production."""
-
-    token: Secret
-    enabled: bool
-
-
-@dataclass(frozen=True, slots=True)
 class Federation:
     name: str
     host: str
@@ -149,7 +141,6 @@ class Federation:
     key_validity_days: int
     key_passphrase: Secret | None
     limits: Limits
-    development: DevelopmentToken
     nodes: tuple[NodeConfig, ...]
     agreements: tuple[Agreement, ...] = ()
     clients: tuple[Client, ...] = ()
@@ -173,6 +164,14 @@ class Federation:
             if dept is not None:
                 return node, dept
         raise ConfigError(f"unknown department {department_id!r}")
+
+    def with_ports(self, ports: Mapping[str, int]) -> Federation:
+        """A copy whose named nodes listen on other ports (demo and tests on free ports)."""
+        nodes = tuple(
+            replace(node, port=ports[node.id], url=None) if node.id in ports else node
+            for node in self.nodes
+        )
+        return replace(self, nodes=nodes)
 
     def with_overrides(self, **changes: Any) -> Federation:
         """A copy with some top-level fields replaced (tests, ``--data-dir`` and such)."""
@@ -269,7 +268,6 @@ class _Parser:
         known = {
             "federation",
             "limits",
-            "development",
             "nodes",
             "agreements",
             "clients",
@@ -305,7 +303,6 @@ class _Parser:
             key_validity_days=validity,
             key_passphrase=Secret(passphrase) if passphrase else None,
             limits=self._limits(),
-            development=self._development(),
             nodes=nodes,
             agreements=tuple(
                 self._agreement(i, a, node_ids) for i, a in enumerate(self._array("agreements"))
@@ -329,15 +326,6 @@ class _Parser:
                 raise self.fail("[limits]", f"{name} must be positive", name)
             values[name] = value
         return Limits(**values)
-
-    def _development(self) -> DevelopmentToken:
-        table = self._table("development")
-        where = "[development]"
-        token = self._get(table, "token", str, where, default="")
-        enabled = self._get(table, "enabled", bool, where, default=bool(token))
-        if enabled and len(token) < 16:
-            raise self.fail(where, "the development token must be at least 16 characters", "token")
-        return DevelopmentToken(token=Secret(token), enabled=enabled)
 
     def _node(self, i: int, table: dict[str, Any]) -> NodeConfig:
         where = f"nodes[{i}]"

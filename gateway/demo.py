@@ -27,8 +27,13 @@ from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.certificates import certificate_date
 from gateway.clock import SystemClock
 from gateway.commands import format_report, verify_offline
-from gateway.config import load_federation
+from gateway.config import Federation, load_federation
 from gateway.http.app import create_app
+from gateway.http.handlers import CONSENT_HEADER
+from gateway.http.idp_app import create_idp_app
+from gateway.idp import IdpService, idp_issuer
+from gateway.idp_client import IdpClient
+from gateway.keys import federation_holder_secret
 from gateway.node import NodeService
 from gateway.schemas import SchemaCatalog, default_schema_dir
 
@@ -55,14 +60,20 @@ def free_port() -> int:
 
 
 class Client:
+    """A departmental system calling a node with its access token."""
+
     def __init__(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
         self.session = session
         self.base = base
         self.headers = {"Authorization": f"Bearer {token}"}
 
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async def call(
+        self, method: str, path: str, body: Any = None, *, consent: str | None = None
+    ) -> tuple[int, Any]:
         data = orjson.dumps(body) if body is not None else None
         headers = dict(self.headers)
+        if consent is not None:
+            headers[CONSENT_HEADER] = consent
         if data is not None:
             headers["Content-Type"] = "application/json"
         async with self.session.request(method, self.base + path, data=data, headers=headers) as r:
@@ -92,29 +103,52 @@ async def run_demo(workdir: Path | None = None) -> int:
 
 
 async def _tour(base: Path) -> None:
-    port = free_port()
-    federation = load_federation().with_overrides(data_dir=base / "var", keys_dir=base / "keys")
-    public_url = f"http://127.0.0.1:{port}"
-    service = NodeService.open(
-        federation,
-        NODE,
-        clock=SystemClock(),
-        schemas=SchemaCatalog.load(default_schema_dir()),
-        public_url=public_url,
+    ports = {"idp": free_port(), NODE: free_port()}
+    federation = (
+        load_federation()
+        .with_ports(ports)
+        .with_overrides(data_dir=base / "var", keys_dir=base / "keys")
     )
-    runner = web.AppRunner(create_app(service), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    clock = SystemClock()
+    idp = IdpService.open(
+        federation, clock=clock, holder_secret=federation_holder_secret(federation.keys_dir)
+    )
+    service = NodeService.open(
+        federation, NODE, clock=clock, schemas=SchemaCatalog.load(default_schema_dir())
+    )
+    runners = [
+        web.AppRunner(create_idp_app(idp), access_log=None),
+        web.AppRunner(create_app(service), access_log=None),
+    ]
+    for runner, port in zip(runners, ports.values(), strict=True):
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         async with aiohttp.ClientSession() as session:
-            client = Client(session, public_url, federation.development.token.reveal())
-            await _steps(client, base, service)
+            await _steps(session, federation, base, service)
     finally:
-        await runner.cleanup()
+        for runner in reversed(runners):
+            await runner.cleanup()
 
 
-async def _steps(client: Client, base: Path, service: NodeService) -> None:
+async def login(
+    session: aiohttp.ClientSession, federation: Federation, idp: IdpClient, client_id: str
+) -> Client:
+    entry = next(c for c in federation.clients if c.id == client_id)
+    secret = entry.demo_secret.reveal() if entry.demo_secret else ""
+    token = await idp.client_credentials(client_id, secret)
+    return Client(session, federation.url(NODE), token)
+
+
+async def _steps(
+    session: aiohttp.ClientSession, federation: Federation, base: Path, service: NodeService
+) -> None:
     node = service.node
+    idp = IdpClient(session, idp_issuer(federation))
+    print(heading("0. One login for the whole network (一号登录、全网漫游)"))
+    security = await login(session, federation, idp, "zhuji-public-security")
+    client = await login(session, federation, idp, "zhuji-civil-affairs")
+    expect(True, "zhuji-public-security and zhuji-civil-affairs got access tokens from the IdP")
     print(heading(f"1. Node {node.id} ({node.name}, region {node.region}) is up"))
     status, jwks = await client.call("GET", "/.well-known/jwks.json")
     expect(status == 200 and len(jwks["keys"]) == 1, "the node publishes its seal key (JWKS)")
@@ -124,7 +158,6 @@ async def _steps(client: Client, base: Path, service: NodeService) -> None:
             ["kid", "alg", "status", "use"], [[key["kid"], key["alg"], key["status"], key["use"]]]
         )
     )
-    print("  (calls carry the federation file's development token until single sign-on lands)")
 
     print(heading("2. Departments issue sealed certificates (电子证照)"))
     today = certificate_date(service.clock.now()).isoformat()
@@ -169,7 +202,8 @@ async def _steps(client: Client, base: Path, service: NodeService) -> None:
     ]
     issued: dict[str, dict[str, Any]] = {}
     for request in requests:
-        status, body = await client.call("POST", "/v1/certificates", request)
+        issuer = client if request["type"] == "marriage" else security
+        status, body = await issuer.call("POST", "/v1/certificates", request)
         expect(status == 201, f"issued {request['type']} ({body.get('code', 'sealed')})")
         issued[request["type"]] = body
     print(
@@ -188,10 +222,27 @@ async def _steps(client: Client, base: Path, service: NodeService) -> None:
         )
     )
 
-    print(heading("3. A window fetches a certificate for a matter"))
+    print(heading("3. The holder's consent (用证授权), then the window fetches for a matter"))
     household = issued["household_register"]
     path = f"/v1/certificates/{household['certificate_id']}?matter=marriage-registration"
     status, body = await client.call("GET", path)
+    expect(
+        status == 403 and body["code"] == "consent.required",
+        "without the holder's consent the personal certificate stays home (consent.required)",
+    )
+    citizen = next(c for c in federation.citizens if c.id == GROOM["id"])
+    holder_token = await idp.holder_login(
+        citizen.id, citizen.demo_password.reveal() if citizen.demo_password else ""
+    )
+    consent = await idp.grant_consent(
+        holder_token,
+        department="zhuji-civil-affairs",
+        matter="marriage-registration",
+        types=["resident_id", "household_register"],
+        until=int(service.clock.now()) + 3600,
+    )
+    expect(True, f"{citizen.name} logged in once and granted zhuji-civil-affairs consent for 1 h")
+    status, body = await client.call("GET", path, consent=consent)
     expect(status == 200, "fetched the household register for marriage registration (结婚登记)")
     print(f"  route: {' → '.join(body['route'])}")
     print(format_report(body["report"]))
@@ -229,12 +280,12 @@ async def _steps(client: Client, base: Path, service: NodeService) -> None:
 
     print(heading("6. Suspension shows up in verification (IETF Token Status List)"))
     cert_id = household["certificate_id"]
-    status, body = await client.call(
+    status, body = await security.call(
         "POST", f"/v1/certificates/{cert_id}/status", {"action": "suspend", "reason": "demo"}
     )
     expect(status == 200 and body["status"] == "suspended", "the household register is suspended")
     status, body = await client.call(
-        "GET", f"/v1/certificates/{cert_id}?matter=marriage-registration"
+        "GET", f"/v1/certificates/{cert_id}?matter=marriage-registration", consent=consent
     )
     expect(
         body["report"]["code"] == "status.suspended", "its verification now fails: status.suspended"
@@ -244,7 +295,7 @@ async def _steps(client: Client, base: Path, service: NodeService) -> None:
         f"/v1/status-lists/{body['certificate']['status']['status_list']['uri'].rsplit('/', 1)[1]}",
     )
     expect(status == 200 and token.count(".") == 2, "the signed status list token is published")
-    status, body = await client.call(
+    status, body = await security.call(
         "POST", f"/v1/certificates/{cert_id}/status", {"action": "reinstate", "reason": "demo"}
     )
     expect(status == 200 and body["status"] == "valid", "reinstated")

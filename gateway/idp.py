@@ -574,7 +574,7 @@ class IdpService:
         """An access token this IdP issued, verified against its own keys (cached until exp)."""
         return self._validator.validate(token, now=self._clock.now())
 
-    def authenticate(self, token: str) -> Principal:
+    async def authenticate(self, token: str) -> Principal:
         """:class:`gateway.auth.Authenticator` over this IdP's own access tokens."""
         return self.validate_access_token(token).to_principal()
 

@@ -21,13 +21,15 @@ from gateway.auth import Principal, Scope
 from gateway.certificates import IssueContext, build_document, check_identifiers
 from gateway.clock import Clock
 from gateway.config import Department, Federation, NodeConfig
+from gateway.consent import ConsentVerifier
 from gateway.errors import Forbidden, InputError, NotFoundError, SealError, SealIndeterminate
 from gateway.holders import holder_digest
 from gateway.identifiers import parse_certificate_id
+from gateway.idp import idp_issuer
 from gateway.ids import CertificateId, NodeId
 from gateway.jwks import KeyResolver
 from gateway.keys import KeyStore
-from gateway.matters import MatterCatalog
+from gateway.matters import Matter, MatterCatalog
 from gateway.metrics import Metrics
 from gateway.registry import (
     CertStatus,
@@ -106,6 +108,7 @@ class NodeService:
         schemas: SchemaCatalog,
         metrics: Metrics,
         public_url: str,
+        idp_keys: KeyResolver | None = None,
     ) -> None:
         self.federation = federation
         self.node = node
@@ -118,6 +121,9 @@ class NodeService:
         self.public_url = public_url.rstrip("/")
         self.status_list_prefix = f"{self.public_url}/v1/status-lists/"
         self._status_tokens: dict[int, tuple[int, float, str]] = {}
+        self._consents: ConsentVerifier | None = None
+        if idp_keys is not None:
+            self.use_idp_keys(idp_keys)
         self._status_lock = threading.Lock()
         self.verifier = CertificateVerifier(
             self.key_resolver(), schemas, clock=clock, statuses=_LocalStatuses(self)
@@ -135,6 +141,7 @@ class NodeService:
         metrics: Metrics | None = None,
         public_url: str | None = None,
         data_dir: Path | None = None,
+        idp_keys: KeyResolver | None = None,
     ) -> NodeService:
         node = federation.node(node_id)
         if node.kind != "region":
@@ -159,10 +166,15 @@ class NodeService:
             schemas=schemas,
             metrics=metrics or Metrics(node.id),
             public_url=public_url or federation.url(node.id),
+            idp_keys=idp_keys,
         )
 
     def close(self) -> None:
         self.registry.close()
+
+    def use_idp_keys(self, keys: KeyResolver) -> None:
+        """Verify consent grants with the IdP's keys (the same set the authenticator uses)."""
+        self._consents = ConsentVerifier(keys, issuer=idp_issuer(self.federation))
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -184,14 +196,6 @@ class NodeService:
     def issuing_department(self, principal: Principal, cert_type: str) -> Department:
         """A department issues only its own certificate types, and only at its own node."""
         principal.require(Scope.CERT_ISSUE)
-        if principal.development:
-            for candidate in self.node.departments:
-                if cert_type in candidate.issues:
-                    return candidate
-            raise Forbidden(
-                f"no department of node {self.node.id!r} issues {cert_type!r}",
-                code="cert.type_not_issued_here",
-            )
         dept = self.node.department(principal.department or "")
         if dept is None:
             raise Forbidden(
@@ -259,15 +263,47 @@ class NodeService:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def fetch(self, principal: Principal, cert_id: str, matter_id: str) -> Fetched:
+    def fetch(
+        self, principal: Principal, cert_id: str, matter_id: str, *, consent: str | None = None
+    ) -> Fetched:
+        """A certificate for a matter: purpose limitation, then the holder's consent (用证授权)."""
         principal.require(Scope.CERT_READ)
         parse_certificate_id(cert_id)
         stored = self.registry.get(CertificateId(cert_id))
-        self.matters.require_type(matter_id, stored.type)
+        matter = self.matters.require_type(matter_id, stored.type)
+        self.check_consent(principal, stored, matter, consent)
         report, verified = self.verifier.report(stored.seal)
         self._count(report)
         document = verified.document if verified else orjson.loads(_payload_of(stored.seal))
         return Fetched(stored, document, report, (self.node.id,))
+
+    def check_consent(
+        self, principal: Principal, stored: StoredCertificate, matter: Matter, consent: str | None
+    ) -> None:
+        """Personal certificates leave this node only with the holder's grant for this matter.
+
+        Organisations' certificates (a business licence) and matters marked consent-free need
+        none. The grant must be the IdP's, unexpired, for this holder, this department, this
+        matter and this certificate type.
+        """
+        personal = self.schemas.certificate_type(stored.type).holder_kind == "person"
+        if not (matter.consent_required and personal):
+            return
+        if consent is None:
+            raise Forbidden(
+                f"matter {matter.id!r} needs the holder's consent grant for {stored.type!r}",
+                code="consent.required",
+            )
+        if self._consents is None or principal.department is None:
+            raise Forbidden("consent cannot be checked for this caller", code="consent.invalid")
+        self._consents.verify(
+            consent,
+            holder_digest=stored.holder_digest,
+            department=principal.department,
+            matter=matter.id,
+            cert_type=stored.type,
+            now=self.clock.now(),
+        )
 
     def change_status(
         self, principal: Principal, cert_id: str, request: Mapping[str, Any]
@@ -276,14 +312,13 @@ class NodeService:
         self.schemas.validate("exchange:status-request", request)
         parse_certificate_id(cert_id)
         stored = self.registry.get(CertificateId(cert_id))
-        if not principal.development:
-            dept = self.node.department(principal.department or "")
-            issuer = parse_certificate_id(cert_id).issuer_code
-            if dept is None or stored.type not in dept.issues or issuer != dept.credit_code:
-                raise Forbidden(
-                    "only the issuing department may change a certificate's status",
-                    code="cert.not_owner",
-                )
+        dept = self.node.department(principal.department or "")
+        issuer = parse_certificate_id(cert_id).issuer_code
+        if dept is None or stored.type not in dept.issues or issuer != dept.credit_code:
+            raise Forbidden(
+                "only the issuing department may change a certificate's status",
+                code="cert.not_owner",
+            )
         updated = self.registry.apply(
             CertificateId(cert_id),
             StatusAction(request["action"]),

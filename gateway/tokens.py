@@ -29,7 +29,6 @@ from typing import Any, Final, Protocol, TypeVar
 import orjson
 
 from gateway.auth import Principal, Scope
-from gateway.clock import Clock
 from gateway.errors import ConfigError, InputError, SealError, TokenError
 from gateway.ids import DepartmentId, RegionCode
 from gateway.jwks import KeyResolver
@@ -68,6 +67,7 @@ class AccessClaims:
             client_id=self.client_id,
             scopes=frozenset(self.scope),
             department=self.department,
+            holder=self.holder,
         )
 
 
@@ -338,14 +338,3 @@ class CachedTokenValidator:
         claims = self._validator.validate(token, now=now)
         self._cache.put(key, claims, now=now)
         return claims
-
-
-class TokenAuthenticator:
-    """:class:`gateway.auth.Authenticator` over access tokens, with an injected clock."""
-
-    def __init__(self, validator: AccessTokenValidator, clock: Clock) -> None:
-        self._validator = validator
-        self._clock = clock
-
-    def authenticate(self, token: str) -> Principal:
-        return self._validator.validate(token, now=self._clock.now()).to_principal()

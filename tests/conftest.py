@@ -11,9 +11,17 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.clock import FixedClock
 from gateway.config import Federation, load_federation
+from gateway.consent import issue_consent
+from gateway.holders import holder_digest
 from gateway.http.app import create_app
+from gateway.idp import idp_issuer
+from gateway.ids import DepartmentId, NodeId
+from gateway.jwks import StaticKeyResolver
+from gateway.keys import KeyStore
 from gateway.node import NodeService
 from gateway.schemas import SchemaCatalog, default_schema_dir
+from gateway.sso import NodeAuthenticator
+from gateway.tokens import issue_access_token
 
 # 2026-11-24T08:00:00Z: fixed, so validity dates and signing times are reproducible.
 NOW = 1_795_507_200.0
@@ -38,17 +46,82 @@ def federation(tmp_path: Path) -> Federation:
     )
 
 
+class Tokens:
+    """Mints real RFC 9068 access tokens and consent grants with the test IdP's own keys."""
+
+    def __init__(self, federation: Federation, clock: FixedClock) -> None:
+        self.federation = federation
+        self.clock = clock
+        self.store = KeyStore.open(federation.keys_dir, NodeId("idp"), clock=clock)
+        self.issuer = idp_issuer(federation)
+        self.resolver = StaticKeyResolver(self.store.verification_keys())
+        self._serial = 0
+
+    def _jti(self) -> str:
+        self._serial += 1
+        return f"test-{self._serial}"
+
+    def client(self, client_id: str = "zhuji-civil-affairs", scopes: Any = None) -> str:
+        """An access token for a departmental client of the federation file."""
+        entry = next(c for c in self.federation.clients if c.id == client_id)
+        node, _ = self.federation.department(entry.department)
+        return issue_access_token(
+            self.store.signer(),
+            issuer=self.issuer,
+            audience=self.federation.audience,
+            subject=client_id,
+            client_id=client_id,
+            scopes=tuple(entry.scopes if scopes is None else scopes),
+            department=entry.department,
+            region=node.region,
+            now=self.clock.now(),
+            jti=self._jti(),
+        )
+
+    def consent(
+        self,
+        holder_id: str = GROOM["id"],
+        *,
+        department: str = "zhuji-civil-affairs",
+        matter: str = "marriage-registration",
+        types: tuple[str, ...] = ("resident_id", "household_register"),
+        until: float | None = None,
+    ) -> str:
+        """A holder's consent grant, as the IdP would issue it."""
+        return issue_consent(
+            self.store.signer(),
+            issuer=self.issuer,
+            holder_digest=holder_digest(self.store.holder_secret, "111", holder_id),
+            department=DepartmentId(department),
+            matter=matter,
+            types=types,
+            now=self.clock.now(),
+            until=until if until is not None else self.clock.now() + 3600,
+            jti=self._jti(),
+        )
+
+    def authenticator(self) -> NodeAuthenticator:
+        return NodeAuthenticator.for_federation(
+            self.federation, self.resolver, clock=self.clock, issuer=self.issuer
+        )
+
+
 @pytest.fixture
-def dev_token(federation: Federation) -> str:
-    return federation.development.token.reveal()
+def tokens(federation: Federation, clock: FixedClock) -> Tokens:
+    return Tokens(federation, clock)
 
 
 @pytest.fixture
 def service(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog
+    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, tokens: Tokens
 ) -> Iterator[NodeService]:
     node = NodeService.open(
-        federation, "zhuji", clock=clock, schemas=schemas, public_url="http://zhuji.test"
+        federation,
+        "zhuji",
+        clock=clock,
+        schemas=schemas,
+        public_url="http://zhuji.test",
+        idp_keys=tokens.resolver,
     )
     yield node
     node.close()
@@ -56,12 +129,18 @@ def service(
 
 @pytest.fixture
 async def client(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog
+    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, tokens: Tokens
 ) -> AsyncIterator[TestClient[Any, Any]]:
     node = NodeService.open(
-        federation, "zhuji", clock=clock, schemas=schemas, public_url="http://zhuji.test"
+        federation,
+        "zhuji",
+        clock=clock,
+        schemas=schemas,
+        public_url="http://zhuji.test",
+        idp_keys=tokens.resolver,
     )
-    async with TestClient(TestServer(create_app(node))) as test_client:
+    app = create_app(node, authenticator=tokens.authenticator())
+    async with TestClient(TestServer(app)) as test_client:
         yield test_client
 
 

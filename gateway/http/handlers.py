@@ -17,6 +17,8 @@ from gateway.http.middleware import principal_of, public
 from gateway.metrics import CONTENT_TYPE
 
 JSON = "application/json"
+CONSENT_HEADER = "Tongban-Consent"
+"""The holder's consent grant (用证授权) for the matter, as issued by the IdP."""
 _LIST_ID = re.compile(r"[0-9]{1,9}")
 """ASCII digits only (``str.isdigit`` accepts ``²``, which ``int`` refuses, and ``١``)."""
 
@@ -135,7 +137,8 @@ async def get_certificate(request: web.Request) -> web.Response:
             "name the matter this certificate is needed for: ?matter=…",
             code="input.matter_required",
         )
-    fetched = request.app[NODE].fetch(principal, request.match_info["id"], matter)
+    consent = request.headers.get(CONSENT_HEADER)
+    fetched = request.app[NODE].fetch(principal, request.match_info["id"], matter, consent=consent)
     return json_response(fetched.to_json())
 
 

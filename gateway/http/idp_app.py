@@ -31,6 +31,7 @@ from gateway._internal.wire import JsonLimits, loads
 from gateway.auth import parse_authorization
 from gateway.errors import GatewayError, InputError, TooLarge, UnsupportedMediaType
 from gateway.http.middleware import (
+    AUTHENTICATOR,
     Handler,
     auth_middleware,
     metrics_middleware,
@@ -83,11 +84,12 @@ def create_idp_app(service: IdpService, *, metrics: Metrics | None = None) -> we
             request_id_middleware,
             problem_middleware(metrics),
             metrics_middleware(metrics),
-            auth_middleware(service, max_token_bytes=limits.max_token_bytes),
+            auth_middleware(max_token_bytes=limits.max_token_bytes),
             oauth_error_middleware(metrics),
         ],
     )
     app[IDP] = service
+    app[AUTHENTICATOR] = service
     app[IDP_METRICS] = metrics
     app[IDP_OPENAPI] = build_idp_openapi(service)
     for method, path, handler in ROUTES:

@@ -23,7 +23,7 @@ import orjson
 from aiohttp import web
 
 from gateway.auth import Authenticator, Principal, parse_authorization
-from gateway.errors import AuthError, GatewayError, SchemaViolation, TokenError
+from gateway.errors import AuthError, GatewayError, SchemaViolation
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
 
@@ -193,19 +193,23 @@ def metrics_middleware(metrics: Metrics) -> Any:
     return middleware
 
 
-def auth_middleware(authenticator: Authenticator, *, max_token_bytes: int) -> Any:
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+"""Set by the app at start-up (a node builds its IdP key cache inside ``cleanup_ctx``)."""
+
+
+def auth_middleware(*, max_token_bytes: int) -> Any:
+    """Authenticate every non-public route with the app's :data:`AUTHENTICATOR`."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if getattr(request.match_info.handler, PUBLIC, False):
             return await handler(request)
         if request.match_info.http_exception is not None:
             raise request.match_info.http_exception
+        # parse_authorization admits only RFC 6750 b64token characters (so never the lone
+        # surrogates aiohttp hands over for header bytes that are not UTF-8).
         token = parse_authorization(request.headers.get("Authorization"), max_bytes=max_token_bytes)
-        if not token.isascii():
-            # A bearer token is ASCII (RFC 6750 b64token). aiohttp hands over header bytes that
-            # are not UTF-8 as lone surrogates, which no authenticator can even encode.
-            raise TokenError("the bearer token is not valid", code="token.invalid")
-        request[PRINCIPAL] = authenticator.authenticate(token)
+        request[PRINCIPAL] = await request.app[AUTHENTICATOR].authenticate(token)
         return await handler(request)
 
     return middleware
