@@ -97,6 +97,12 @@ class NodeConfig:
                 return dept
         return None
 
+    def department_by_code(self, credit_code: str) -> Department | None:
+        for dept in self.departments:
+            if dept.credit_code == credit_code:
+                return dept
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class Agreement:

@@ -1,0 +1,363 @@
+"""Routed mutual-recognition fetches between nodes (跨省通办's heart).
+
+A department asks its own node for a certificate issued anywhere. The node finds the
+holding node from the certificate's issuer (the trust list maps credit codes to nodes) and
+forwards along a route: the point-to-point link when one exists, else up the hierarchy to
+the lowest common ancestor and down, the hierarchy also being the fallback when a link is
+dead. Every hop:
+
+1. authenticates the previous hop by its node-signed proof (method, path, body digest, time,
+   nonce; replays and stale proofs refused) and checks it is that hop's neighbour on the route;
+2. re-validates the caller's access token (the auth middleware does, at every node);
+3. writes an audit record;
+4. forwards within the request's deadline budget (retries with jitter for this idempotent
+   read, a circuit breaker per peer), or, at the holding node, applies purpose limitation
+   and the holder's consent and answers with the sealed certificate.
+
+The requesting node verifies the seal against the trust list (and the holder node's status
+list) itself and answers with the certificate, its report and the route taken. A failure
+answers 502/504 problem+json naming the hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway._internal.wire import JsonLimits, b64url_decode, loads
+from gateway.auth import Principal
+from gateway.clock import Clock
+from gateway.errors import (
+    AuthError,
+    GatewayError,
+    InputError,
+    NetworkError,
+    NotFoundError,
+    VerificationError,
+)
+from gateway.hops import HopVerifier, NonceCache, sign_hop
+from gateway.identifiers import parse_certificate_id
+from gateway.ids import KeyId, NodeId
+from gateway.jwks import KeyResolver, VerificationKey
+from gateway.node import NodeService
+from gateway.reports import VerificationReport
+from gateway.resilience import Breakers, Deadline, RetryPolicy, call_with_retries, hop_label
+from gateway.routing import Route, Topology
+from gateway.trust import TrustListResolver
+from gateway.verification import CertificateVerifier, StatusResolver
+
+log = logging.getLogger("gateway.exchange")
+audit = logging.getLogger("gateway.audit")
+
+EXCHANGE_PATH = "/v1/exchange/fetch"
+HOP_HEADER = "Tongban-Hop"
+CONSENT_HEADER = "Tongban-Consent"
+MAX_ROUTE = 16
+_BODY_LIMITS = JsonLimits(max_depth=4, max_string=4096, max_members=64)
+
+
+class UpstreamProblem(GatewayError):
+    """A peer's own refusal (4xx problem+json), relayed with its status and code."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail, code=code)
+        self.status = status
+        self.title = "Refused by the holding region"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRequest:
+    """What travels between hops (signed by each hop's proof over its exact bytes)."""
+
+    certificate_id: str
+    matter: str
+    route: Route
+    deadline: float
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "certificate_id": self.certificate_id,
+                "matter": self.matter,
+                "route": list(self.route),
+                "deadline": self.deadline,
+            }
+        )
+
+    @classmethod
+    def parse(cls, body: bytes) -> RelayRequest:
+        raw = loads(body, _BODY_LIMITS)
+        if not isinstance(raw, dict) or set(raw) != {
+            "certificate_id", "matter", "route", "deadline"
+        }:  # fmt: skip
+            raise InputError("malformed relay request", code="exchange.bad_request")
+        route = raw["route"]
+        deadline = raw["deadline"]
+        if (
+            not isinstance(raw["certificate_id"], str)
+            or not isinstance(raw["matter"], str)
+            or not isinstance(route, list)
+            or not 2 <= len(route) <= MAX_ROUTE
+            or not all(isinstance(n, str) for n in route)
+            or len(set(route)) != len(route)
+            or not isinstance(deadline, int | float)
+            or isinstance(deadline, bool)
+        ):
+            raise InputError("malformed relay request", code="exchange.bad_request")
+        return cls(raw["certificate_id"], raw["matter"], tuple(NodeId(n) for n in route), deadline)
+
+
+class _Layered:
+    """Own keys first (always current), then the trust list's."""
+
+    def __init__(self, first: KeyResolver, second: KeyResolver) -> None:
+        self._first, self._second = first, second
+
+    def key_for(self, kid: KeyId) -> VerificationKey:
+        try:
+            return self._first.key_for(kid)
+        except VerificationError:
+            return self._second.key_for(kid)
+
+
+class Exchange:
+    """Routed fetches for one node. Lives on the node's app; one ``ClientSession``."""
+
+    def __init__(
+        self,
+        node: NodeService,
+        session: aiohttp.ClientSession,
+        *,
+        trust: Callable[[float], TrustListResolver],
+        statuses: Any,
+        clock: Clock,
+        budget: float,
+        policy: RetryPolicy | None = None,
+        breakers: Breakers | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node = node
+        self.me = node.node.id
+        self.topology = Topology.from_federation(node.federation)
+        self._session = session
+        self._trust = trust
+        self._statuses = statuses
+        self._clock = clock
+        self._budget = budget
+        self._policy = policy or RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.5)
+        self._breakers = breakers or Breakers(clock=clock, failure_threshold=3, open_seconds=2.0)
+        self._rng = rng or random.Random()
+        self._nonces = NonceCache(max_entries=100_000, ttl=60.0)
+
+    # -- routing decisions -----------------------------------------------------------------
+
+    def holder_of(self, cert_id: str) -> NodeId:
+        """The node whose department issued ``cert_id`` (from the trust list)."""
+        ident = parse_certificate_id(cert_id)
+        if self.node.node.department_by_code(ident.issuer_code) is not None:
+            return self.me
+        found = self._trust(self._clock.now()).department_by_credit_code(ident.issuer_code)
+        if found is None:
+            raise NotFoundError(
+                "no node of the federation issues certificates for that authority",
+                code="exchange.unknown_issuer",
+            )
+        return found[0].id
+
+    # -- the requesting node ---------------------------------------------------------------
+
+    async def fetch(
+        self, principal: Principal, bearer: str, cert_id: str, matter: str, consent: str | None
+    ) -> dict[str, Any]:
+        """Fetch ``cert_id`` for ``matter`` from wherever it lives, verified here."""
+        target = self.holder_of(cert_id)
+        if target == self.me:
+            return self.node.fetch(principal, cert_id, matter, consent=consent).to_json()
+        deadline = Deadline(self._budget, self._clock)
+        answer: dict[str, Any] | None = None
+        failure: NetworkError | None = None
+        for route in self.topology.routes(self.me, target):
+            request = RelayRequest(cert_id, matter, route, deadline.expires_at)
+            try:
+                answer = await self._forward(request, bearer, consent, deadline)
+                break
+            except NetworkError as exc:
+                failure = exc  # the link or a hop failed: the next route, if any, is the fallback
+                log.warning("route failed", extra={"route": list(route), "code": exc.code})
+        if answer is None:
+            assert failure is not None  # routes() always yields at least one route
+            raise failure
+        seal = answer.get("seal")
+        if not isinstance(seal, str):
+            raise NetworkError(
+                "the holding node answered without a seal", code="exchange.bad_answer"
+            )
+        report, document = await self.verify(seal)
+        answer_route = answer["route"]
+        self._audit("fetch", principal, cert_id, matter, answer_route, None)
+        return {
+            "certificate_id": cert_id,
+            "node": target,
+            "seal": seal,
+            "certificate": document,
+            "report": report.to_json(),
+            "route": answer_route,
+        }
+
+    async def verify(self, seal: str) -> tuple[VerificationReport, dict[str, Any] | None]:
+        """Verify a (foreign) seal against the trust list and the issuer's status list."""
+        now = self._clock.now()
+        keys = _Layered(self.node.key_resolver(), self._trust(now))
+        uri = _unverified_status_uri(seal)
+        if uri is not None:
+            await self._statuses.prefetch(uri)
+        statuses: StatusResolver = self._statuses
+        verifier = CertificateVerifier(
+            keys, self.node.schemas, clock=self._clock, statuses=statuses
+        )
+        report, verified = verifier.report(seal)
+        return report, (dict(verified.document) if verified else None)
+
+    # -- every hop -------------------------------------------------------------------------
+
+    async def relay(
+        self,
+        principal: Principal,
+        bearer: str,
+        consent: str | None,
+        proof: str | None,
+        body: bytes,
+    ) -> dict[str, Any]:
+        """Handle a forwarded fetch: authenticate the hop, then answer or forward on."""
+        now = self._clock.now()
+        # 1. the previous hop, by its node-signed proof over this exact request
+        if proof is None:
+            raise AuthError("a forwarded request needs a hop proof", code="hop.missing")
+        verifier = HopVerifier(self._trust(now), audience=self.me, nonces=self._nonces)
+        caller = verifier.verify(proof, method="POST", path=EXCHANGE_PATH, body=body, now=now)
+        request = RelayRequest.parse(body)
+        # 2. we are on the route, right after the caller, and they are neighbours
+        route = request.route
+        if self.me not in route[1:] or route[route.index(self.me) - 1] != caller:
+            raise AuthError("this hop is not on the request's route", code="hop.route")
+        if not self.topology.adjacent(caller, self.me):
+            raise AuthError("the previous hop is not a neighbour", code="hop.route")
+        self._audit("relay", principal, request.certificate_id, request.matter, list(route), caller)
+        # 3. the holding node answers; any other forwards within the caller's deadline
+        if route[-1] == self.me:
+            fetched = self.node.fetch(
+                principal, request.certificate_id, request.matter, consent=consent
+            )
+            return {"seal": fetched.certificate.seal, "route": list(route)}
+        local = Deadline(min(self._budget, request.deadline - now), self._clock)
+        return await self._forward(request, bearer, consent, local)
+
+    async def _forward(
+        self, request: RelayRequest, bearer: str, consent: str | None, deadline: Deadline
+    ) -> dict[str, Any]:
+        route = request.route
+        nxt = route[route.index(self.me) + 1]
+        url = self.node.federation.url(nxt) + EXCHANGE_PATH
+        body = request.to_bytes()
+
+        async def attempt(budget: float) -> dict[str, Any]:
+            proof = sign_hop(
+                self.node.keys.signer(),
+                node=self.me,
+                audience=nxt,
+                method="POST",
+                path=EXCHANGE_PATH,
+                body=body,
+                now=self._clock.now(),
+            )
+            headers = {
+                "Authorization": f"Bearer {bearer}",
+                "Content-Type": "application/json",
+                HOP_HEADER: proof,
+            }
+            if consent is not None:
+                headers[CONSENT_HEADER] = consent
+            return await self._post(url, body, headers, budget, nxt)
+
+        return await call_with_retries(
+            attempt,
+            deadline=deadline,
+            policy=self._policy,
+            breaker=self._breakers.for_peer(nxt),
+            idempotent=True,
+            sleep=asyncio.sleep,
+            rng=self._rng,
+            peer=nxt,
+            source=self.me,
+        )
+
+    async def _post(
+        self, url: str, body: bytes, headers: Mapping[str, str], budget: float, peer: NodeId
+    ) -> dict[str, Any]:
+        label = hop_label(peer, self.me)
+        try:
+            async with self._session.post(
+                url, data=body, headers=dict(headers), timeout=aiohttp.ClientTimeout(total=budget)
+            ) as response:
+                raw = await response.content.read(1_048_577)
+                status = response.status
+        except TimeoutError as exc:
+            raise NetworkError(f"{label}: timed out", code="network.timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"{label}: unreachable", code="network.unreachable") from exc
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise NetworkError(f"{label}: answered {status} without JSON") from exc
+        if status == 200 and isinstance(answer, dict):
+            return answer
+        if isinstance(answer, dict) and isinstance(answer.get("code"), str) and status < 500:
+            raise UpstreamProblem(status, answer["code"], str(answer.get("detail", "")))
+        if isinstance(answer, dict) and str(answer.get("code", "")).startswith("network."):
+            # a hop further down failed; relay its verdict (it names the hop) unchanged
+            raise UpstreamProblem(status, answer["code"], str(answer.get("detail", "")))
+        raise NetworkError(f"{label}: answered {status}", code="network.bad_gateway")
+
+    def _audit(  # noqa: PLR0917 - one audit record, one flat call
+        self,
+        event: str,
+        principal: Principal,
+        cert_id: str,
+        matter: str,
+        route: list[str] | list[NodeId],
+        caller: NodeId | None,
+    ) -> None:
+        audit.info(
+            "exchange",
+            extra={
+                "event": event,
+                "node": self.me,
+                "caller_node": caller,
+                "client_id": principal.client_id,
+                "department": principal.department,
+                "certificate_id": cert_id,
+                "matter": matter,
+                "route": list(route),
+            },
+        )
+
+
+def _unverified_status_uri(seal: str) -> str | None:
+    """The status-list uri named in a seal's payload, read BEFORE verification.
+
+    Used only to decide what to prefetch; the uri is fetched only if it belongs to a
+    trusted node (gateway.remote_status), and the verdict comes from the verified payload.
+    """
+    try:
+        unverified_payload = orjson.loads(b64url_decode(seal.split(".")[1]))
+        uri = unverified_payload["status"]["status_list"]["uri"]
+    except (IndexError, KeyError, TypeError, ValueError, GatewayError):
+        return None
+    return uri if isinstance(uri, str) else None
