@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 from aiohttp import web
 
 from gateway.auth import Authenticator
+from gateway.authority import TrustAuthority, collect
+from gateway.catalog import CatalogService, SqliteCatalog
 from gateway.clock import Clock
-from gateway.http.appkeys import EXECUTOR, NODE, OPENAPI, SESSION
+from gateway.errors import GatewayError
+from gateway.exchange import Exchange
+from gateway.http.appkeys import (
+    AUTHORITY,
+    CATALOG,
+    EXCHANGE,
+    EXECUTOR,
+    NODE,
+    OPENAPI,
+    SESSION,
+    TRUST,
+)
 from gateway.http.handlers import ROUTES
 from gateway.http.middleware import (
     AUTHENTICATOR,
@@ -26,7 +40,13 @@ from gateway.idp import idp_issuer
 from gateway.ids import NodeId
 from gateway.keycache import RemoteKeySet
 from gateway.node import NodeService
+from gateway.remote_status import RemoteStatuses
+from gateway.rootkey import RootKey
 from gateway.sso import NodeAuthenticator
+from gateway.trustsync import TrustSync
+
+log = logging.getLogger("gateway.http")
+NATIONAL = "national"
 
 AIOHTTP_MAX_FIELD_SIZE = 8190
 """aiohttp's default bound on one header line; its parser answers a bare 400 beyond it."""
@@ -69,35 +89,131 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle)
     if authenticator is not None:
         app[AUTHENTICATOR] = authenticator
-    else:
-        app.cleanup_ctx.append(_sso(clock or node.clock))
+    app.cleanup_ctx.append(_network(clock or node.clock))
     return app
 
 
-def _sso(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
+def _network(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The node's links to the federation, on ONE ClientSession, started and stopped here.
+
+    - the IdP's keys (unless an authenticator was given): token and consent validation;
+    - the trust list: fetched from ``national`` and refreshed before expiry (``national``
+      authors it: it enrols the nodes' keys and republishes on change or before expiry);
+    - remote status lists and routed fetches (:class:`gateway.exchange.Exchange`);
+    - at ``national``, the catalog of which node holds which holder's certificates.
+    """
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         node = app[NODE]
         federation = node.federation
-        issuer = idp_issuer(federation)
         timeout = aiohttp.ClientTimeout(total=federation.limits.request_timeout_seconds)
+        tasks: list[asyncio.Task[None]] = []
+        closers: list[Callable[[], Awaitable[None]]] = []
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            keys = RemoteKeySet(issuer, session, clock=clock, node=NodeId("idp"))
             app[SESSION] = session
-            app[AUTHENTICATOR] = NodeAuthenticator.for_federation(
-                federation, keys, clock=clock, issuer=issuer
+            if AUTHENTICATOR not in app:
+                issuer = idp_issuer(federation)
+                keys = RemoteKeySet(issuer, session, clock=clock, node=NodeId("idp"))
+                app[AUTHENTICATOR] = NodeAuthenticator.for_federation(
+                    federation, keys, clock=clock, issuer=issuer
+                )
+                node.use_idp_keys(keys)
+                # first load in the background loop: a node may start before its IdP
+                tasks.append(asyncio.create_task(keys.run_background_refresh()))
+                closers.append(keys.aclose)
+            state = federation.data_dir / node.node.id
+            root = (
+                RootKey.open_or_create(
+                    federation.keys_dir,
+                    clock=clock,
+                    passphrase=federation.key_passphrase,
+                    alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
+                )
+                if node.node.id == NATIONAL
+                else None
             )
-            node.use_idp_keys(keys)
-            # The first load happens in the background loop: a node may start before its IdP.
-            refresher = asyncio.create_task(keys.run_background_refresh())
+            trust = TrustSync(
+                federation,
+                session,
+                clock=clock,
+                cache_path=state / "trust-list.jws",
+                keys_dir=federation.keys_dir,
+                national_url=federation.url(NATIONAL),
+            )
+            app[TRUST] = trust
+            if root is not None:
+                authority = TrustAuthority.open(
+                    federation, clock=clock, root=root, state_path=state / "authority.json"
+                )
+                app[AUTHORITY] = authority
+                catalog = SqliteCatalog(state / "catalog.sqlite3")
+                closers.append(_closing(catalog.close))
+                app[CATALOG] = CatalogService(
+                    catalog, clock=clock, types=node.schemas.certificate_types()
+                )
+                tasks.append(asyncio.create_task(_author(authority, trust, node, session, clock)))
+            else:
+                tasks.append(asyncio.create_task(trust.run()))
+            statuses = RemoteStatuses(session, trust.resolver, clock=clock)
+            app[EXCHANGE] = Exchange(
+                node,
+                session,
+                trust=trust.resolver,
+                statuses=statuses,
+                clock=clock,
+                budget=federation.limits.request_timeout_seconds,
+            )
             try:
                 yield
             finally:
-                refresher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
-                await keys.aclose()
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                for close in closers:
+                    await close()
 
     return lifecycle
+
+
+def _closing(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        close()
+
+    return run
+
+
+AUTHOR_INTERVAL = 2.0
+"""How often ``national`` collects the nodes' keys (cheap: one JWKS GET per node)."""
+
+
+async def _author(
+    authority: TrustAuthority,
+    trust: TrustSync,
+    node: NodeService,
+    session: aiohttp.ClientSession,
+    clock: Clock,
+) -> None:
+    """``national``: enrol key changes, republish when needed, trust its own list."""
+    while True:
+        try:
+            await collect(
+                authority,
+                node.federation,
+                session,
+                own=node.jwks(),
+                node_id=node.node.id,
+            )
+            if authority.needs_publish(clock.now()):
+                trust.offer_local(authority.publish())
+            elif authority.token is not None and trust.token != authority.token:
+                trust.offer_local(authority.token)
+        except GatewayError as exc:
+            log.warning("trust list authoring failed", extra={"code": exc.code})
+        except Exception:  # a bug must not silently stop the federation's trust list
+            log.exception("trust list authoring crashed; retrying")
+        await asyncio.sleep(AUTHOR_INTERVAL)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -8,9 +8,17 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gateway.authority import TrustAuthority
+from gateway.catalog import CatalogService
+from gateway.exchange import Exchange
 from gateway.node import NodeService
+from gateway.trustsync import TrustSync
 
 NODE = web.AppKey("node", NodeService)
 EXECUTOR = web.AppKey("writer", ThreadPoolExecutor)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+TRUST = web.AppKey("trust", TrustSync)
+AUTHORITY = web.AppKey("authority", TrustAuthority)
+CATALOG = web.AppKey("catalog", CatalogService)
+EXCHANGE = web.AppKey("exchange", Exchange)

@@ -11,9 +11,10 @@ from aiohttp import web
 
 from gateway._internal.wire import JsonLimits, loads
 from gateway.config import Limits
-from gateway.errors import InputError, UnsupportedMediaType
-from gateway.http.appkeys import EXECUTOR, NODE, OPENAPI
-from gateway.http.middleware import principal_of, public
+from gateway.errors import InputError, SealIndeterminate, UnsupportedMediaType
+from gateway.exchange import EXCHANGE_PATH, HOP_HEADER
+from gateway.http.appkeys import EXCHANGE, EXECUTOR, NODE, OPENAPI, TRUST
+from gateway.http.middleware import BEARER, principal_of, public
 from gateway.metrics import CONTENT_TYPE
 
 JSON = "application/json"
@@ -138,8 +139,37 @@ async def get_certificate(request: web.Request) -> web.Response:
             code="input.matter_required",
         )
     consent = request.headers.get(CONSENT_HEADER)
-    fetched = request.app[NODE].fetch(principal, request.match_info["id"], matter, consent=consent)
-    return json_response(fetched.to_json())
+    cert_id = request.match_info["id"]
+    if EXCHANGE not in request.app:  # pragma: no cover - every node app has one
+        return json_response(
+            request.app[NODE].fetch(principal, cert_id, matter, consent=consent).to_json()
+        )
+    answer = await request.app[EXCHANGE].fetch(principal, request[BEARER], cert_id, matter, consent)
+    return json_response(answer)
+
+
+async def relay(request: web.Request) -> web.Response:
+    """A hop of a routed fetch (node to node; the caller's token is re-validated here)."""
+    principal = principal_of(request)
+    body = await request.read()
+    answer = await request.app[EXCHANGE].relay(
+        principal,
+        request[BEARER],
+        request.headers.get(CONSENT_HEADER),
+        request.headers.get(HOP_HEADER),
+        body,
+    )
+    return json_response(answer)
+
+
+@public
+async def trust_list(request: web.Request) -> web.Response:
+    token = request.app[TRUST].token
+    if token is None:
+        raise SealIndeterminate("no trust list is available yet", code="trust.unavailable")
+    return web.Response(
+        text=token, content_type="application/jwt", headers={"Cache-Control": "public, max-age=30"}
+    )
 
 
 async def change_status(request: web.Request) -> web.Response:
@@ -179,4 +209,6 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/v1/certificates/{id}", get_certificate),
     ("POST", "/v1/certificates/{id}/status", change_status),
     ("POST", "/v1/seals/verify", verify_seals),
+    ("POST", EXCHANGE_PATH, relay),
+    ("GET", "/v1/trust-list", trust_list),
 )

@@ -38,6 +38,8 @@ CLIENT_CLOSED = 499
 """Status recorded in metrics for a request whose caller went away before the answer."""
 
 PRINCIPAL = web.RequestKey("tongban.principal", Principal)
+BEARER = web.RequestKey("tongban.bearer", str)
+"""The caller's validated access token, forwarded on routed hops (re-validated at each)."""
 """Where the auth middleware puts the caller (a typed key: aiohttp ≥ 3.14 warns on str keys)."""
 PUBLIC = "tongban.public"
 
@@ -210,6 +212,7 @@ def auth_middleware(*, max_token_bytes: int) -> Any:
         # surrogates aiohttp hands over for header bytes that are not UTF-8).
         token = parse_authorization(request.headers.get("Authorization"), max_bytes=max_token_bytes)
         request[PRINCIPAL] = await request.app[AUTHENTICATOR].authenticate(token)
+        request[BEARER] = token
         return await handler(request)
 
     return middleware
