@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    up = sub.add_parser("up", help="run every node of the federation in this process")
+    up.add_argument("--host", default=None, help="bind address (default: the federation's)")
+
     serve = sub.add_parser("serve", help="run one node")
     serve.add_argument("--node", required=True)
     serve.add_argument("--host", default=None, help="bind address (default: the federation's)")
@@ -88,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from gateway import commands, logs
 
+    if args.command == "up":
+        logs.configure(args.log_level)
+        return commands.up(_federation(args), host=args.host)
     if args.command == "serve":
         logs.configure(args.log_level)
         return commands.serve(_federation(args), args.node, host=args.host, port=args.port)

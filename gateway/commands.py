@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -13,8 +15,8 @@ from aiohttp import web
 
 from gateway._internal.console import table
 from gateway._internal.wire import loads
-from gateway.clock import SystemClock, to_rfc3339
-from gateway.config import Federation
+from gateway.clock import Clock, SystemClock, to_rfc3339
+from gateway.config import Federation, NodeConfig
 from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
 from gateway.http.idp_app import create_idp_app
 from gateway.idp import IdpService, idp_issuer
@@ -33,27 +35,37 @@ def _install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve(federation: Federation, node_id: str, *, host: str | None, port: int | None) -> int:
-    """Run one regional node until SIGINT/SIGTERM."""
+def node_app(
+    federation: Federation, node_id: str, *, clock: Clock, schemas: SchemaCatalog | None = None
+) -> web.Application:
+    """The aiohttp application of one node of ``federation``: the IdP's or a region's.
+
+    ``serve`` and ``up`` both build their nodes here, so one node behaves the same whether it
+    runs alone or next to the others.
+    """
     from gateway.http.app import create_app
 
     node = federation.node(node_id)
-    app: web.Application
     if node.kind == "idp":
         idp = IdpService.open(
             federation,
-            clock=SystemClock(),
+            clock=clock,
             holder_secret=federation_holder_secret(federation.keys_dir),
         )
-        app = create_idp_app(idp)
-    else:
-        service = NodeService.open(
-            federation,
-            node_id,
-            clock=SystemClock(),
-            schemas=SchemaCatalog.load(default_schema_dir()),
-        )
-        app = create_app(service)
+        return create_idp_app(idp)
+    service = NodeService.open(
+        federation,
+        node_id,
+        clock=clock,
+        schemas=schemas or SchemaCatalog.load(default_schema_dir()),
+    )
+    return create_app(service)
+
+
+def serve(federation: Federation, node_id: str, *, host: str | None, port: int | None) -> int:
+    """Run one regional node until SIGINT/SIGTERM."""
+    node = federation.node(node_id)
+    app = node_app(federation, node_id, clock=SystemClock())
     _install_uvloop()
     web.run_app(
         app,
@@ -63,6 +75,91 @@ def serve(federation: Federation, node_id: str, *, host: str | None, port: int |
         print=lambda msg: print(f"tongban: node {node_id} {msg.strip()}", file=sys.stderr),
         handle_signals=True,
     )
+    return 0
+
+
+def start_order(federation: Federation) -> tuple[NodeConfig, ...]:
+    """The IdP first (every node validates tokens with its keys), then the regions in file order."""
+    return tuple(sorted(federation.nodes, key=lambda node: node.kind != "idp"))  # stable sort
+
+
+async def run_federation(
+    federation: Federation,
+    *,
+    clock: Clock,
+    stop: asyncio.Event,
+    ready: Callable[[dict[str, str]], None] | None = None,
+    host: str | None = None,
+) -> None:
+    """Run every node of ``federation`` in this event loop until ``stop`` is set.
+
+    Each node is its own aiohttp application on its own port (``host``, default the
+    federation's, and the node's port from the file); the nodes still talk to each other only
+    over HTTP, at their federation URLs. ``ready`` receives ``{node id: URL}`` once every node
+    listens. On the way out (``stop``, cancellation, or a node that cannot start) the nodes
+    that did start are shut down in reverse order.
+
+    Raises :class:`ConfigError` (``config.listen``) when a node cannot bind its port, and
+    whatever opening a node raises (a bad key store, say), after shutting down the others.
+    """
+    bind = host or federation.host
+    schemas = SchemaCatalog.load(default_schema_dir())
+    runners: list[web.AppRunner] = []
+    try:
+        for node in start_order(federation):
+            runner = web.AppRunner(
+                node_app(federation, node.id, clock=clock, schemas=schemas), access_log=None
+            )
+            # Tracked before setup: a runner whose start-up failed half way still cleans up
+            # what did start (its store, its executor, its client session).
+            runners.append(runner)
+            await runner.setup()
+            try:
+                await web.TCPSite(runner, bind, node.port).start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"node {node.id}: cannot listen on {bind}:{node.port}: {exc.strerror or exc}",
+                    code="config.listen",
+                ) from exc
+        if ready is not None:
+            ready({node.id: federation.url(node.id) for node in start_order(federation)})
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def up(federation: Federation, *, host: str | None) -> int:
+    """``tongban up``: every node of the federation in this process until SIGINT/SIGTERM."""
+    _install_uvloop()
+    return asyncio.run(_up(federation, host=host))
+
+
+async def _up(federation: Federation, *, host: str | None) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+
+    def announce(urls: dict[str, str]) -> None:
+        width = max(len(node_id) for node_id in urls)
+        for node_id, url in urls.items():
+            node = federation.node(node_id)
+            where = f"region {node.region}" if node.region else "identity provider"
+            print(f"{node_id:<{width}}  {url}  {node.name} ({where})", flush=True)
+        print(
+            f"tongban: federation {federation.name} is up ({len(urls)} nodes); Ctrl-C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        await run_federation(federation, clock=SystemClock(), stop=stop, ready=announce, host=host)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    print(f"tongban: federation {federation.name} stopped", file=sys.stderr)
     return 0
 
 
@@ -204,4 +301,16 @@ def keys_list(federation: Federation, node_id: str) -> int:
     return 0
 
 
-__all__ = ["export", "format_report", "keys_list", "seed", "serve", "token", "verify_offline"]
+__all__ = [
+    "export",
+    "format_report",
+    "keys_list",
+    "node_app",
+    "run_federation",
+    "seed",
+    "serve",
+    "start_order",
+    "token",
+    "up",
+    "verify_offline",
+]

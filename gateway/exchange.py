@@ -22,6 +22,7 @@ answers 502/504 problem+json naming the hop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -57,6 +58,10 @@ log = logging.getLogger("gateway.exchange")
 audit = logging.getLogger("gateway.audit")
 
 EXCHANGE_PATH = "/v1/exchange/fetch"
+CATALOG_ENTRIES_PATH = "/v1/catalog/entries"
+CATALOG_LOOKUPS_PATH = "/v1/catalog/lookups"
+NATIONAL = NodeId("national")
+REGISTRATION_RETRY_SECONDS = 2.0
 HOP_HEADER = "Tongban-Hop"
 CONSENT_HEADER = "Tongban-Consent"
 MAX_ROUTE = 16
@@ -155,6 +160,21 @@ class Exchange:
         self._breakers = breakers or Breakers(clock=clock, failure_threshold=3, open_seconds=2.0)
         self._rng = rng or random.Random()
         self._nonces = NonceCache(max_entries=100_000, ttl=60.0)
+        self._background: set[asyncio.Task[None]] = set()
+
+    def register_later(self, entry: Mapping[str, Any]) -> None:
+        """Register with national's catalog in the background (see :meth:`register`)."""
+        task = asyncio.create_task(self.register(entry))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        """Stop background registrations (shutdown)."""
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # -- routing decisions -----------------------------------------------------------------
 
@@ -224,6 +244,101 @@ class Exchange:
         )
         report, verified = verifier.report(seal)
         return report, (dict(verified.document) if verified else None)
+
+    # -- the catalog at national --------------------------------------------------------------
+
+    def authenticate_hop(self, proof: str | None, *, path: str, body: bytes) -> NodeId:
+        """The node that signed this node-to-node request (hop proof over its exact bytes)."""
+        if proof is None:
+            raise AuthError("a node-to-node request needs a hop proof", code="hop.missing")
+        now = self._clock.now()
+        verifier = HopVerifier(self._trust(now), audience=self.me, nonces=self._nonces)
+        return verifier.verify(proof, method="POST", path=path, body=body, now=now)
+
+    async def register(self, entry: Mapping[str, Any]) -> None:
+        """Tell national's catalog this node holds a certificate (holder as a digest only).
+
+        Retried in the background until national takes it: issuance never waits on it.
+        """
+        body = orjson.dumps(dict(entry))
+        while True:
+            try:
+                await self._signed_post(NATIONAL, CATALOG_ENTRIES_PATH, body, bearer=None)
+                return
+            except UpstreamProblem as exc:
+                log.error("national refused a catalog entry", extra={"code": exc.code})
+                return
+            except NetworkError as exc:
+                log.warning("catalog registration failed; retrying", extra={"code": exc.code})
+                await asyncio.sleep(REGISTRATION_RETRY_SECONDS)
+
+    async def lookup(
+        self,
+        principal: Principal,
+        bearer: str,
+        request: Mapping[str, Any],
+        consent: str | None,
+        holder_digest: str,
+    ) -> dict[str, Any]:
+        """Find the holder's certificates of the wanted types anywhere, and fetch each."""
+        matter = str(request["matter"])
+        types = [str(t) for t in request["types"]]
+        for cert_type in types:  # purpose limitation before anything leaves this node
+            self.node.matters.require_type(matter, cert_type)
+        body = orjson.dumps({"holder_digest": holder_digest, "types": types})
+        listed = await self._signed_post(NATIONAL, CATALOG_LOOKUPS_PATH, body, bearer=bearer)
+        entries = listed.get("entries", [])
+        if not isinstance(entries, list):
+            raise NetworkError("national's catalog answered badly", code="exchange.bad_answer")
+
+        async def one(entry: Mapping[str, Any]) -> dict[str, Any]:
+            cert_id = str(entry.get("certificate_id"))
+            try:
+                answer = await self.fetch(principal, bearer, cert_id, matter, consent)
+            except GatewayError as exc:
+                return {"certificate_id": cert_id, "type": entry.get("type"),
+                        "node": entry.get("node"), "status": exc.status, "code": exc.code,
+                        "detail": exc.detail[:512]}  # fmt: skip
+            return {"certificate_id": cert_id, "type": entry.get("type"), "node": answer["node"],
+                    "seal": answer["seal"], "report": answer["report"],
+                    "route": answer["route"]}  # fmt: skip
+
+        outcomes = await asyncio.gather(*(one(e) for e in entries if isinstance(e, dict)))
+        return {
+            "results": [o for o in outcomes if "seal" in o],
+            "failures": [o for o in outcomes if "seal" not in o],
+        }
+
+    async def _signed_post(
+        self, peer: NodeId, path: str, body: bytes, *, bearer: str | None
+    ) -> dict[str, Any]:
+        deadline = Deadline(self._budget, self._clock)
+
+        async def attempt(budget: float) -> dict[str, Any]:
+            headers = {
+                "Content-Type": "application/json",
+                HOP_HEADER: sign_hop(
+                    self.node.keys.signer(), node=self.me, audience=peer, method="POST",
+                    path=path, body=body, now=self._clock.now(),
+                ),
+            }  # fmt: skip
+            if bearer is not None:
+                headers["Authorization"] = f"Bearer {bearer}"
+            return await self._post(
+                self.node.federation.url(peer) + path, body, headers, budget, peer
+            )
+
+        return await call_with_retries(
+            attempt,
+            deadline=deadline,
+            policy=self._policy,
+            breaker=self._breakers.for_peer(peer),
+            idempotent=True,
+            sleep=asyncio.sleep,
+            rng=self._rng,
+            peer=peer,
+            source=self.me,
+        )
 
     # -- every hop -------------------------------------------------------------------------
 
@@ -316,7 +431,7 @@ class Exchange:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise NetworkError(f"{label}: answered {status} without JSON") from exc
-        if status == 200 and isinstance(answer, dict):
+        if status in (200, 201) and isinstance(answer, dict):
             return answer
         if isinstance(answer, dict) and isinstance(answer.get("code"), str) and status < 500:
             raise UpstreamProblem(status, answer["code"], str(answer.get("detail", "")))

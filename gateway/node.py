@@ -56,6 +56,15 @@ class Fetched:
     report: VerificationReport
     route: tuple[NodeId, ...]
 
+    def catalog_entry(self) -> dict[str, Any]:
+        """What national's catalog learns of it: no personal data but the holder's digest."""
+        return {
+            "certificate_id": self.certificate.id,
+            "type": self.certificate.type,
+            "node": self.route[-1],
+            "holder_digest": self.certificate.holder_digest,
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "certificate_id": self.certificate.id,

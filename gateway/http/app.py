@@ -155,7 +155,7 @@ def _network(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
             else:
                 tasks.append(asyncio.create_task(trust.run()))
             statuses = RemoteStatuses(session, trust.resolver, clock=clock)
-            app[EXCHANGE] = Exchange(
+            exchange = Exchange(
                 node,
                 session,
                 trust=trust.resolver,
@@ -163,6 +163,9 @@ def _network(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
                 clock=clock,
                 budget=federation.limits.request_timeout_seconds,
             )
+            app[EXCHANGE] = exchange
+            closers.append(exchange.aclose)
+            closers.append(statuses.aclose)
             try:
                 yield
             finally:

@@ -10,10 +10,18 @@ import orjson
 from aiohttp import web
 
 from gateway._internal.wire import JsonLimits, loads
+from gateway.auth import Scope
+from gateway.certificates import check_party
 from gateway.config import Limits
-from gateway.errors import InputError, SealIndeterminate, UnsupportedMediaType
-from gateway.exchange import EXCHANGE_PATH, HOP_HEADER
-from gateway.http.appkeys import EXCHANGE, EXECUTOR, NODE, OPENAPI, TRUST
+from gateway.errors import InputError, NotFoundError, SealIndeterminate, UnsupportedMediaType
+from gateway.exchange import (
+    CATALOG_ENTRIES_PATH,
+    CATALOG_LOOKUPS_PATH,
+    EXCHANGE_PATH,
+    HOP_HEADER,
+)
+from gateway.holders import holder_digest
+from gateway.http.appkeys import CATALOG, EXCHANGE, EXECUTOR, NODE, OPENAPI, TRUST
 from gateway.http.middleware import BEARER, principal_of, public
 from gateway.metrics import CONTENT_TYPE
 
@@ -126,6 +134,8 @@ async def issue_certificate(request: web.Request) -> web.Response:
     body = await read_json(request)
     node = request.app[NODE]
     issued = await in_writer(request, node.issue, principal, body)
+    if EXCHANGE in request.app and node.node.id != "national":
+        request.app[EXCHANGE].register_later(issued.catalog_entry())
     location = f"/v1/certificates/{issued.certificate.id}"
     return json_response(issued.to_json(), status=201, headers={"Location": location})
 
@@ -160,6 +170,50 @@ async def relay(request: web.Request) -> web.Response:
         body,
     )
     return json_response(answer)
+
+
+@public
+async def catalog_register(request: web.Request) -> web.Response:
+    """national: a node registers a certificate it holds (hop proof; no user token)."""
+    body = await request.read()
+    caller = request.app[EXCHANGE].authenticate_hop(
+        request.headers.get(HOP_HEADER), path=CATALOG_ENTRIES_PATH, body=body
+    )
+    entry = await in_writer(request, request.app[CATALOG].register, caller, _parse(request, body))
+    return json_response(entry.to_json(), status=201)
+
+
+async def catalog_lookup(request: web.Request) -> web.Response:
+    """national: which nodes hold what for a holder digest (hop proof + the caller's token)."""
+    principal_of(request).require(Scope.CERT_READ)
+    body = await request.read()
+    request.app[EXCHANGE].authenticate_hop(
+        request.headers.get(HOP_HEADER), path=CATALOG_LOOKUPS_PATH, body=body
+    )
+    entries = request.app[CATALOG].lookup(_parse(request, body))
+    return json_response({"entries": [e.to_json() for e in entries]})
+
+
+async def lookups(request: web.Request) -> web.Response:
+    """Find a holder's certificates of the named types, wherever they were issued."""
+    principal = principal_of(request)
+    principal.require(Scope.CERT_READ)
+    body = await read_json(request)
+    node = request.app[NODE]
+    node.schemas.validate("exchange:lookup-request", body)
+    holder = body["holder"]
+    check_party(holder, "/holder")
+    digest = holder_digest(node.keys.holder_secret, holder["id_type"], holder["id"])
+    answer = await request.app[EXCHANGE].lookup(
+        principal, request[BEARER], body, request.headers.get(CONSENT_HEADER), digest
+    )
+    return json_response(answer)
+
+
+def _parse(request: web.Request, body: bytes) -> Any:
+    if CATALOG not in request.app:
+        raise NotFoundError("only national keeps the catalog", code="catalog.not_here")
+    return loads(body, json_limits(request.app[NODE].federation.limits))
 
 
 @public
@@ -210,5 +264,8 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", "/v1/certificates/{id}/status", change_status),
     ("POST", "/v1/seals/verify", verify_seals),
     ("POST", EXCHANGE_PATH, relay),
+    ("POST", "/v1/lookups", lookups),
+    ("POST", CATALOG_ENTRIES_PATH, catalog_register),
+    ("POST", CATALOG_LOOKUPS_PATH, catalog_lookup),
     ("GET", "/v1/trust-list", trust_list),
 )

@@ -9,7 +9,6 @@ from gateway.node import NodeService
 from gateway.schemas import DRAFT_2020_12
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
-_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _op(
@@ -23,7 +22,9 @@ def _op(
     secured: bool = True,
     params: list[dict[str, Any]] | None = None,
     errors: tuple[int, ...] = (),
+    hop: bool = False,
 ) -> dict[str, Any]:
+    """One operation. ``secured``: a bearer token; ``hop``: a node's Tongban-Hop proof too."""
     op: dict[str, Any] = {
         "summary": summary,
         "tags": [tag],
@@ -36,11 +37,14 @@ def _op(
             "default": _PROBLEM,
         },
     }
+    requirement: dict[str, list[str]] = {}
     if secured:
-        op["security"] = _SECURED
+        requirement["bearer"] = []
+    if hop:
+        requirement["hopProof"] = []
+    op["security"] = [requirement] if requirement else []
+    if requirement:
         op["responses"].update({"401": _PROBLEM, "403": _PROBLEM})
-    else:
-        op["security"] = []
     if body:
         op["requestBody"] = {
             "required": True,
@@ -180,9 +184,66 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                     ok_schema=_schema_ref("exchange:verify-response"),
                 )
             },
+            "/v1/lookups": {
+                "post": _op(
+                    "Find a holder's certificates of the named types anywhere in the federation "
+                    "(national's catalog, then routed fetches; consent in Tongban-Consent)",
+                    tag="exchange",
+                    body="exchange:lookup-request",
+                    ok_schema=_schema_ref("exchange:lookup-response"),
+                    errors=(404, 502, 504),
+                )
+            },
+            "/v1/trust-list": {
+                "get": _op(
+                    "The federation trust list this node trusts (JWS signed by the root key)",
+                    tag="trust",
+                    secured=False,
+                    ok_media="application/jwt",
+                    ok_schema={"type": "string"},
+                    errors=(503,),
+                )
+            },
+            "/v1/exchange/fetch": {
+                "post": _op(
+                    "Node to node: one hop of a routed fetch (Tongban-Hop proof, the caller's "
+                    "token, Tongban-Consent)",
+                    tag="federation",
+                    errors=(400, 404, 502, 504),
+                    hop=True,
+                )
+            },
+            "/v1/catalog/entries": {
+                "post": _op(
+                    "Node to national: register a held certificate (Tongban-Hop proof; holder "
+                    "as a keyed digest only)",
+                    tag="federation",
+                    ok=201,
+                    secured=False,
+                    errors=(400, 404, 409),
+                    hop=True,
+                )
+            },
+            "/v1/catalog/lookups": {
+                "post": _op(
+                    "Node to national: which nodes hold a holder digest's certificates",
+                    tag="federation",
+                    errors=(400, 404),
+                    hop=True,
+                )
+            },
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "hopProof": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Tongban-Hop",
+                    "description": "node-to-node only: a JWS (typ hop+jws) signed by the "
+                    "calling node's seal key over method, path, body digest, time and nonce",
+                },
+            },
             "schemas": components,
             "responses": {
                 "Problem": {

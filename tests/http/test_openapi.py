@@ -17,7 +17,7 @@ import referencing
 import referencing.exceptions
 import referencing.jsonschema
 from aiohttp.test_utils import TestClient
-from conftest import marriage_request
+from conftest import Tokens, marriage_request
 
 from gateway import __version__
 from gateway.http.middleware import PUBLIC
@@ -103,9 +103,10 @@ async def test_document_is_openapi_3_1_in_shape(document: dict[str, Any]) -> Non
     assert "zhuji" in document["info"]["title"]
     assert document["info"]["version"] == __version__
     assert document["servers"] == [{"url": "http://zhuji.test"}]
-    assert document["components"]["securitySchemes"] == {
-        "bearer": {"type": "http", "scheme": "bearer"}
-    }
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer"}
+    assert schemes["hopProof"]["type"] == "apiKey"
+    assert schemes["hopProof"]["name"] == "Tongban-Hop"
     assert document["paths"]
     for method, path, operation in operations(document):
         where = f"{method.upper()} {path}"
@@ -146,15 +147,19 @@ async def test_documented_operations_equal_the_routes(
 async def test_secured_operations_are_exactly_the_non_public_handlers(
     client: Client, document: dict[str, Any]
 ) -> None:
-    secured = {(m, p) for m, p, op in operations(document) if op["security"]}
-    public = {(m, p) for m, p, op in operations(document) if op["security"] == []}
+    def bearer(op: dict[str, Any]) -> bool:
+        return any("bearer" in requirement for requirement in op["security"])
+
+    # bearer-secured = the auth middleware's routes; hop-only routes check their proof themselves
+    secured = {(m, p) for m, p, op in operations(document) if bearer(op)}
+    public = {(m, p) for m, p, op in operations(document) if not bearer(op)}
     handlers = routes(client)
     protected = {key for key, handler in handlers.items() if not getattr(handler, PUBLIC, False)}
     assert secured == protected
     assert public == set(handlers) - protected
     for method, path, operation in operations(document):
         if (method, path) in secured:
-            assert operation["security"] == [{"bearer": []}]
+            assert operation["security"] in ([{"bearer": []}], [{"bearer": [], "hopProof": []}])
             assert "401" in operation["responses"]
 
 
@@ -238,14 +243,14 @@ async def test_request_body_schemas_validate_offline(
 
 
 async def test_verify_response_schema_describes_real_answers(
-    client: Client, document: dict[str, Any], dev_token: str
+    client: Client, document: dict[str, Any], tokens: Tokens
 ) -> None:
     ok = document["paths"]["/v1/seals/verify"]["post"]["responses"]["200"]
     schema = resolve_pointer(document, ok["content"]["application/json"]["schema"]["$ref"][1:])
     response = await client.post(
         "/v1/seals/verify",
         json={"seals": ["x", "a.b.c"]},
-        headers={"Authorization": f"Bearer {dev_token}"},
+        headers={"Authorization": f"Bearer {tokens.client('zhuji-civil-affairs')}"},
     )
     validator = jsonschema.Draft202012Validator(schema, registry=offline_registry(document))
     assert list(validator.iter_errors(await response.json())) == []
