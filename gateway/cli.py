@@ -57,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="verify a sealed document offline")
     verify.add_argument("file", type=Path, help="file holding one compact JWS")
-    verify.add_argument("--jwks", type=Path, required=True, help="the issuing node's JWKS file")
+    key_source = verify.add_mutually_exclusive_group(required=True)
+    key_source.add_argument("--trust-list", type=Path, help="the federation trust list (JWS)")
+    key_source.add_argument("--jwks", type=Path, help="the issuing node's JWKS file")
+    verify.add_argument(
+        "--root-key", type=Path, help="the federation root public key (root.jwk.json)"
+    )
     verify.add_argument("--node", default=None, help="the issuing node (default: from the JWKS)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -100,13 +105,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from gateway.demo import run_demo
 
+        logs.configure("ERROR")  # the tour prints what a newcomer needs; the logs only errors
         return asyncio.run(run_demo())
     if args.command == "token":
         return commands.token(
             _federation(args), client=args.client, holder=args.holder, scope=args.scope
         )
     if args.command == "verify":
-        return commands.verify_offline(args.file, args.jwks, node=args.node, as_json=args.json)
+        return commands.verify_offline(
+            args.file,
+            jwks_file=args.jwks,
+            trust_list_file=args.trust_list,
+            root_key=args.root_key,
+            node=args.node,
+            as_json=args.json,
+        )
     if args.command == "seed":
         return commands.seed(_federation(args), args.node, args.count, seed=args.seed)
     if args.command == "export":

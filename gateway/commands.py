@@ -21,10 +21,13 @@ from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
 from gateway.http.idp_app import create_idp_app
 from gateway.idp import IdpService, idp_issuer
 from gateway.idp_client import IdpClient
-from gateway.jwks import StaticKeyResolver
+from gateway.ids import NodeId
+from gateway.jwks import KeyResolver, StaticKeyResolver
 from gateway.keys import federation_holder_secret
 from gateway.node import NodeService
+from gateway.rootkey import load_root_public
 from gateway.schemas import SchemaCatalog, default_schema_dir
+from gateway.trust import TrustListResolver, read_trust_list_file, verify_trust_list
 from gateway.verification import CertificateVerifier
 
 
@@ -195,20 +198,44 @@ async def _token(
     return 0
 
 
-def verify_offline(file: Path, jwks_file: Path, *, node: str | None, as_json: bool) -> int:
-    """``tongban verify FILE --jwks FILE``: exit 0 only when the seal passed."""
-    from gateway.ids import NodeId
+def verify_offline(
+    file: Path,
+    *,
+    jwks_file: Path | None = None,
+    trust_list_file: Path | None = None,
+    root_key: Path | None = None,
+    node: str | None = None,
+    as_json: bool = False,
+) -> int:
+    """``tongban verify FILE --trust-list FILE [--root-key FILE]`` or ``--jwks FILE``.
 
+    With a trust list, the seal is verified against every node's keys and their status
+    history, the list itself against the pinned federation root key (``root.jwk.json``).
+    Exit status 0 only when the seal passed.
+    """
     try:
         token = file.read_text(encoding="ascii").strip()
-        jwks_bytes = jwks_file.read_bytes()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the input: {exc}") from exc
-    try:
-        jwks = loads(jwks_bytes)  # strict: a duplicate "keys" or "kid" is refused, not merged
-    except InputError as exc:
-        raise ConfigError(f"{jwks_file}: not a strict JSON JWKS: {exc.detail}") from exc
-    keys = StaticKeyResolver.from_jwks(jwks, node=NodeId(node) if node else None)
+        raise ConfigError(f"cannot read {file}: {exc}") from exc
+    keys: KeyResolver
+    if trust_list_file is not None:
+        if root_key is None:
+            raise ConfigError("--trust-list needs --root-key (the federation's root.jwk.json)")
+        root = load_root_public(root_key)
+        trust_list = verify_trust_list(
+            read_trust_list_file(trust_list_file), root, now=SystemClock().now()
+        )
+        keys = TrustListResolver(trust_list)
+    elif jwks_file is not None:
+        try:
+            jwks = loads(jwks_file.read_bytes())  # strict: duplicate members refused
+        except OSError as exc:
+            raise ConfigError(f"cannot read {jwks_file}: {exc.strerror}") from exc
+        except InputError as exc:
+            raise ConfigError(f"{jwks_file}: not a strict JSON JWKS: {exc.detail}") from exc
+        keys = StaticKeyResolver.from_jwks(jwks, node=NodeId(node) if node else None)
+    else:
+        raise ConfigError("name the keys: --trust-list FILE --root-key FILE, or --jwks FILE")
     verifier = CertificateVerifier(
         keys, SchemaCatalog.load(default_schema_dir()), clock=SystemClock(), statuses=None
     )

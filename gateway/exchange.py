@@ -48,6 +48,7 @@ from gateway.identifiers import parse_certificate_id
 from gateway.ids import KeyId, NodeId
 from gateway.jwks import KeyResolver, VerificationKey
 from gateway.node import NodeService
+from gateway.registry import CertStatus
 from gateway.reports import VerificationReport
 from gateway.resilience import Breakers, Deadline, RetryPolicy, call_with_retries, hop_label
 from gateway.routing import Route, Topology
@@ -130,6 +131,17 @@ class _Layered:
             return self._first.key_for(kid)
         except VerificationError:
             return self._second.key_for(kid)
+
+
+class _Statuses:
+    """This node's own registry for its own lists; prefetched remote lists for the others."""
+
+    def __init__(self, prefix: str, local: StatusResolver, remote: StatusResolver) -> None:
+        self._prefix, self._local, self._remote = prefix, local, remote
+
+    def status_of(self, uri: str, index: int) -> CertStatus:
+        chosen = self._local if uri.startswith(self._prefix) else self._remote
+        return chosen.status_of(uri, index)
 
 
 class Exchange:
@@ -233,17 +245,30 @@ class Exchange:
 
     async def verify(self, seal: str) -> tuple[VerificationReport, dict[str, Any] | None]:
         """Verify a (foreign) seal against the trust list and the issuer's status list."""
-        now = self._clock.now()
-        keys = _Layered(self.node.key_resolver(), self._trust(now))
-        uri = _unverified_status_uri(seal)
-        if uri is not None:
-            await self._statuses.prefetch(uri)
-        statuses: StatusResolver = self._statuses
-        verifier = CertificateVerifier(
-            keys, self.node.schemas, clock=self._clock, statuses=statuses
-        )
+        verifier = await self._federation_verifier([seal])
         report, verified = verifier.report(seal)
         return report, (dict(verified.document) if verified else None)
+
+    async def verify_batch(
+        self, principal: Principal, request: Mapping[str, Any]
+    ) -> list[VerificationReport]:
+        """``POST /v1/seals/verify``: any node's seals, against the trust list."""
+        tokens = self.node.verify_request(principal, request)
+        return self.node.verify_tokens(tokens, await self._federation_verifier(tokens))
+
+    async def _federation_verifier(self, seals: list[str]) -> CertificateVerifier:
+        """Own keys and registry first, then the trust list's keys and remote status lists."""
+        now = self._clock.now()
+        try:
+            trusted: KeyResolver = _Layered(self.node.key_resolver(), self._trust(now))
+        except VerificationError as exc:  # no (valid) trust list yet: own seals still verify
+            log.warning("verifying without a trust list", extra={"code": exc.code})
+            trusted = self.node.key_resolver()
+        uris = {uri for seal in seals if (uri := _unverified_status_uri(seal)) is not None}
+        foreign = [u for u in uris if not u.startswith(self.node.status_list_prefix)]
+        await asyncio.gather(*(self._statuses.prefetch(uri) for uri in foreign))
+        statuses = _Statuses(self.node.status_list_prefix, self.node.local_statuses, self._statuses)
+        return CertificateVerifier(trusted, self.node.schemas, clock=self._clock, statuses=statuses)
 
     # -- the catalog at national --------------------------------------------------------------
 

@@ -134,8 +134,9 @@ class NodeService:
         if idp_keys is not None:
             self.use_idp_keys(idp_keys)
         self._status_lock = threading.Lock()
+        self.local_statuses = _LocalStatuses(self)
         self.verifier = CertificateVerifier(
-            self.key_resolver(), schemas, clock=clock, statuses=_LocalStatuses(self)
+            self.key_resolver(), schemas, clock=clock, statuses=self.local_statuses
         )
         self._update_key_metrics()
 
@@ -343,6 +344,12 @@ class NodeService:
     def verify_batch(
         self, principal: Principal, request: Mapping[str, Any]
     ) -> list[VerificationReport]:
+        """Verify a batch with this node's own keys and registry (see also the exchange)."""
+        tokens = self.verify_request(principal, request)
+        return self.verify_tokens(tokens, self.verifier)
+
+    def verify_request(self, principal: Principal, request: Mapping[str, Any]) -> list[str]:
+        """The seals of a valid ``POST /v1/seals/verify`` body, within every limit."""
         principal.require(Scope.SEAL_VERIFY)
         limits = self.federation.limits
         seals = request.get("seals") if isinstance(request, Mapping) else None
@@ -353,17 +360,26 @@ class NodeService:
             )
         self.schemas.validate("exchange:verify-request", request)
         tokens: list[str] = request["seals"]
-        reports = [self._report_within_limit(token, limits.max_seal_bytes) for token in tokens]
+        return tokens
+
+    def verify_tokens(
+        self, tokens: list[str], verifier: CertificateVerifier
+    ) -> list[VerificationReport]:
+        limit = self.federation.limits.max_seal_bytes
+        reports = [self._report_within_limit(token, limit, verifier) for token in tokens]
         for report in reports:
             self._count(report)
         return reports
 
-    def _report_within_limit(self, token: str, max_bytes: int) -> VerificationReport:
+    @staticmethod
+    def _report_within_limit(
+        token: str, max_bytes: int, verifier: CertificateVerifier
+    ) -> VerificationReport:
         if len(token) > max_bytes:
             error = SealError(f"a seal may be at most {max_bytes} bytes", code="seal.too_large")
             error.step = "format"
             return VerificationReport.failed_from(error)
-        return self.verifier.report(token)[0]
+        return verifier.report(token)[0]
 
     def _count(self, report: VerificationReport) -> None:
         self.metrics.verifications.labels(

@@ -246,7 +246,7 @@ async def change_status(request: web.Request) -> web.Response:
 async def verify_seals(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body = await read_json(request)
-    reports = request.app[NODE].verify_batch(principal, body)
+    reports = await request.app[EXCHANGE].verify_batch(principal, body)
     return json_response({"reports": [r.to_json() for r in reports]})
 
 
