@@ -1,0 +1,267 @@
+"""The federation as real processes: one ``tongban serve --node`` per node, on loopback.
+
+A node is killed with SIGKILL in the middle of traffic. The tests show that no request
+outlives its deadline, that a dead point-to-point link falls back to the hierarchy, and
+that service returns within seconds of the node's restart (the circuit breaker probes it
+back in; there is no backoff cliff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from gateway._internal.wire import b64url_decode
+from gateway.config import DEFAULT_FEDERATION_FILE, Federation, load_federation
+from gateway.idp import idp_issuer
+from gateway.idp_client import IdpClient
+
+BUDGET = 2.0  # request_timeout_seconds: each routed request's deadline budget
+SLACK = 1.0  # scheduling slack on a loaded 2-core machine
+STARTUP_TIMEOUT = 60.0
+GROOM = {"name": "陈思远", "id": "31010419950312123X", "id_type": "111"}
+BRIDE = {"name": "王晓燕", "id": "341221199607082464", "id_type": "111"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def federation_file(path: Path, ports: dict[str, int], base: Path, **urls: str) -> Path:
+    """The default federation on ``ports``, state under ``base``; ``urls`` override nodes'."""
+    text = DEFAULT_FEDERATION_FILE.read_text(encoding="utf-8")
+    for node, port in ports.items():
+        text = re.sub(
+            rf'(id = "{node}"\n(?:[^\[]*?\n)*?port = )\d+', rf"\g<1>{port}", text, count=1
+        )
+    for node, url in urls.items():
+        text = text.replace(f'id = "{node}"\n', f'id = "{node}"\nurl = "{url}"\n', 1)
+    text = text.replace('data_dir = "var"', f'data_dir = "{base / "var"}"')
+    text = text.replace('keys_dir = "keys"', f'keys_dir = "{base / "keys"}"')
+    text = text.replace("request_timeout_seconds = 10.0", f"request_timeout_seconds = {BUDGET}")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class Cluster:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        default = load_federation(env={})
+        self.ports = {n.id: free_port() for n in default.nodes}
+        self.file = federation_file(base / "federation.toml", self.ports, base)
+        # Zhuji's own copy of the file points its direct link to Linquan at a dead port:
+        # the point-to-point link is down, Linquan itself is up.
+        self.zhuji_file = federation_file(
+            base / "zhuji.toml", self.ports, base, linquan=f"http://127.0.0.1:{free_port()}"
+        )
+        self.federation: Federation = load_federation(self.file, env={})
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, node: str) -> None:
+        file = self.zhuji_file if node == "zhuji" else self.file
+        with (self.base / f"{node}.log").open("ab") as log:  # the child keeps its own fd
+            self.procs[node] = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "--federation", str(file)]
+                + ["serve", "--node", node],
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def kill(self, node: str) -> None:
+        proc = self.procs.pop(node)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+    def url(self, node: str) -> str:
+        return self.federation.url(node)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("federation"))
+    for node in cluster.federation.nodes:
+        cluster.start(node.id)
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+async def wait_until_enrolled(session: aiohttp.ClientSession, cluster: Cluster) -> None:
+    """Every region node trusts a list that holds every region node's keys."""
+    regions = {n.id for n in cluster.federation.nodes if n.kind == "region"}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_TIMEOUT
+    pending = set(regions)
+    while pending and loop.time() < deadline:
+        for node in sorted(pending):
+            try:
+                async with session.get(cluster.url(node) + "/v1/trust-list") as response:
+                    if response.status != 200:
+                        continue
+                    claims = orjson.loads(b64url_decode((await response.text()).split(".")[1]))
+            except aiohttp.ClientError:
+                continue
+            if regions <= {n["id"] for n in claims["nodes"] if n["keys"]}:
+                pending.discard(node)
+        await asyncio.sleep(0.2)
+    assert not pending, f"no complete trust list yet at {sorted(pending)}"
+
+
+async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_TIMEOUT
+    while loop.time() < deadline:
+        try:
+            async with session.get(url + "/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} did not come up")
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+        yield s
+
+
+class Scenario:
+    """Certificates at Shanghai and Linquan, and Zhuji's window ready to fetch them."""
+
+    def __init__(self, cluster: Cluster, session: aiohttp.ClientSession) -> None:
+        self.cluster = cluster
+        self.session = session
+        self.idp = IdpClient(session, idp_issuer(cluster.federation))
+
+    async def token(self, client_id: str) -> str:
+        entry = next(c for c in self.cluster.federation.clients if c.id == client_id)
+        assert entry.demo_secret is not None
+        return await self.idp.client_credentials(client_id, entry.demo_secret.reveal())
+
+    async def consent(self, person: dict[str, str]) -> str:
+        citizen = next(c for c in self.cluster.federation.citizens if c.id == person["id"])
+        assert citizen.demo_password is not None
+        holder = await self.idp.holder_login(citizen.id, citizen.demo_password.reveal())
+        return await self.idp.grant_consent(
+            holder,
+            department="zhuji-civil-affairs",
+            matter="marriage-registration",
+            types=["household_register"],
+            until=int(time.time()) + 3600,
+        )
+
+    async def issue(self, node: str, client_id: str, person: dict[str, str]) -> str:
+        body = {
+            "type": "household_register",
+            "holder": person,
+            "valid_from": "2008-05-12",
+            "valid_until": None,
+            "data": {
+                "household_number": person["id"][:9],
+                "household_type": "家庭户",
+                "relation_to_head": "户主",
+                "address": "户籍地址",
+                "registration_office": "公安局户政科",
+            },
+        }
+        headers = {"Authorization": f"Bearer {await self.token(client_id)}"}
+        async with self.session.post(
+            self.cluster.url(node) + "/v1/certificates", json=body, headers=headers
+        ) as response:
+            answer = await response.json()
+            assert response.status == 201, answer
+            return str(answer["certificate_id"])
+
+    async def fetch(self, token: str, cert_id: str, consent: str) -> tuple[int, Any, float]:
+        url = f"{self.cluster.url('zhuji')}/v1/certificates/{cert_id}?matter=marriage-registration"
+        headers = {"Authorization": f"Bearer {token}", "Tongban-Consent": consent}
+        started = time.monotonic()
+        async with self.session.get(url, headers=headers) as response:
+            body = await response.json(content_type=None)
+            return response.status, body, time.monotonic() - started
+
+
+async def test_a_dead_point_to_point_link_falls_back_to_the_hierarchy(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    await wait_until_enrolled(session, cluster)
+    scenario = Scenario(cluster, session)
+    cert_id = await scenario.issue("linquan", "linquan-public-security", BRIDE)
+    token = await scenario.token("zhuji-civil-affairs")
+    status, body, _ = await scenario.fetch(token, cert_id, await scenario.consent(BRIDE))
+    assert status == 200, body
+    assert body["report"]["indication"] == "PASSED"
+    # the direct link (zhuji → linquan) is down: the hierarchy carried it instead
+    assert body["route"] == ["zhuji", "shaoxing", "zhejiang", "national", "anhui", "linquan"]
+
+
+async def test_a_killed_node_fails_fast_within_the_deadline_and_returns_after_restart(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    await wait_until_enrolled(session, cluster)
+    scenario = Scenario(cluster, session)
+    cert_id = await scenario.issue("shanghai", "shanghai-public-security", GROOM)
+    token = await scenario.token("zhuji-civil-affairs")
+    consent = await scenario.consent(GROOM)
+    status, body, _ = await scenario.fetch(token, cert_id, consent)
+    assert status == 200, body
+    assert body["route"] == ["zhuji", "shaoxing", "zhejiang", "national", "shanghai"]
+
+    # traffic, then SIGKILL in the middle of it
+    outcomes: list[tuple[int, Any, float]] = []
+    for i in range(30):
+        if i == 10:
+            cluster.kill("shanghai")
+        outcomes.append(await scenario.fetch(token, cert_id, consent))
+    before, after = outcomes[:10], outcomes[10:]
+    assert all(status == 200 for status, _, _ in before)
+    failures = [(status, body) for status, body, _ in after if status != 200]
+    assert failures, "killing the holding node must show"
+    for status, body in failures:
+        assert status in (502, 504), body
+        assert body["code"].startswith("network."), body
+        assert "shanghai" in body["detail"], body  # names the hop that failed
+    # no request outlived its deadline budget
+    assert max(elapsed for _, _, elapsed in outcomes) < BUDGET + SLACK
+
+    # restart: service returns within seconds (breaker probes the peer back in)
+    cluster.start("shanghai")
+    await wait_healthy(session, cluster.url("shanghai"))
+    restarted = time.monotonic()
+    while True:
+        status, body, _ = await scenario.fetch(token, cert_id, consent)
+        if status == 200:
+            break
+        assert time.monotonic() - restarted < 5.0, body
+        await asyncio.sleep(0.1)
+    assert body["report"]["indication"] == "PASSED"
