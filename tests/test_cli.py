@@ -18,7 +18,7 @@ from gateway.auth import Principal, Scope
 from gateway.cli import main
 from gateway.clock import SystemClock, from_rfc3339
 from gateway.config import DEFAULT_FEDERATION_FILE, load_federation
-from gateway.ids import NodeId
+from gateway.ids import DepartmentId, NodeId
 from gateway.jwks import StaticKeyResolver
 from gateway.keys import KeyStore
 from gateway.node import NodeService
@@ -30,13 +30,14 @@ from tests.conftest import household_request
 CERTIFICATE_CHECKS = [*SEAL_CHECKS, "schema", "identifier", "validity", "status"]
 COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 DAY = 86_400
-DEVELOPMENT = Principal(
-    subject="development",
-    client_id="development",
+PUBLIC_SECURITY = Principal(
+    subject="zhuji-public-security",
+    client_id="zhuji-public-security",
     scopes=frozenset(s.value for s in Scope),
+    department=DepartmentId("zhuji-public-security"),
     node=NodeId("zhuji"),
-    development=True,
 )
+"""Zhuji's public-security bureau, which issues household registers."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def sealed(tmp_path: Path, schemas: SchemaCatalog) -> Sealed:
     )
     service = NodeService.open(federation, "zhuji", clock=SystemClock(), schemas=schemas)
     try:
-        token = service.issue(DEVELOPMENT, household_request()).certificate.seal
+        token = service.issue(PUBLIC_SECURITY, household_request()).certificate.seal
         jwks = service.jwks()
     finally:
         service.close()

@@ -50,10 +50,19 @@ def test_default_federation_matches_design() -> None:
     assert fed.source == DEFAULT_FEDERATION_FILE
 
 
-def test_limits_and_development_token_are_read(tmp_path: Path) -> None:
+def test_limits_are_read(tmp_path: Path) -> None:
     fed = load_federation(write(tmp_path, MINIMAL + "\n[limits]\nmax_batch = 7\n"), env={})
     assert fed.limits.max_batch == 7
-    assert fed.development.enabled is False
+
+
+def test_a_development_token_section_is_refused(tmp_path: Path) -> None:
+    # There is no development bearer token any more: a file that still configures one fails
+    # at start-up instead of silently running without it.
+    path = write(tmp_path, MINIMAL + '\n[development]\nenabled = true\ntoken = "dev"\n')
+    with pytest.raises(ConfigError) as info:
+        load_federation(path, env={})
+    assert "unknown section" in info.value.detail
+    assert "development" in info.value.detail
 
 
 def test_passphrase_comes_from_env_and_is_hidden(tmp_path: Path) -> None:

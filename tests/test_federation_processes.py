@@ -75,10 +75,10 @@ class Cluster:
 
     def start(self, node: str) -> None:
         file = self.zhuji_file if node == "zhuji" else self.file
+        command = [sys.executable, "-m", "gateway", "--federation", str(file)]
         with (self.base / f"{node}.log").open("ab") as log:  # the child keeps its own fd
             self.procs[node] = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "--federation", str(file)]
-                + ["serve", "--node", node],
+                [*command, "serve", "--node", node],
                 stdout=log,
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

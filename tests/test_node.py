@@ -35,25 +35,15 @@ from gateway.registry import CertStatus
 from gateway.schemas import SchemaCatalog
 from gateway.seals import SEAL_TYP, seal, verify_compact
 from gateway.status_list import STATUS_LIST_TYP, parse_status_list
-from tests.conftest import BRIDE, GROOM, NOW, household_request, marriage_request
+from tests.conftest import BRIDE, GROOM, NOW, Tokens, household_request, marriage_request
 
 CIVIL_AFFAIRS_CODE = "11330681002521002U"
 PUBLIC_SECURITY_CODE = "113306810025211840"
 ALL_SCOPES = frozenset(scope.value for scope in Scope)
 
 
-def development() -> Principal:
-    return Principal(
-        subject="development",
-        client_id="development",
-        scopes=ALL_SCOPES,
-        node=NodeId("zhuji"),
-        development=True,
-    )
-
-
 def department(dept: str | None, scopes: frozenset[str] = ALL_SCOPES) -> Principal:
-    """A real (non-development) departmental caller, as the SSO layer will produce."""
+    """A departmental caller, as :class:`gateway.sso.NodeAuthenticator` produces it."""
     return Principal(
         subject=dept or "nobody",
         client_id=dept or "nobody",
@@ -61,6 +51,16 @@ def department(dept: str | None, scopes: frozenset[str] = ALL_SCOPES) -> Princip
         department=DepartmentId(dept) if dept else None,
         node=NodeId("zhuji"),
     )
+
+
+def civil_affairs() -> Principal:
+    """Zhuji's civil-affairs bureau: it issues (and owns) marriage certificates."""
+    return department("zhuji-civil-affairs")
+
+
+def public_security() -> Principal:
+    """Zhuji's public-security bureau: it issues resident ID records and household registers."""
+    return department("zhuji-public-security")
 
 
 def business_licence_request() -> dict[str, Any]:
@@ -109,17 +109,21 @@ def tamper(token: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("request_", "issuer_name", "issuer_code"),
+    ("dept", "request_", "issuer_name", "issuer_code"),
     [
-        (marriage_request(), "诸暨市民政局", CIVIL_AFFAIRS_CODE),
-        (household_request(), "诸暨市公安局", PUBLIC_SECURITY_CODE),
+        ("zhuji-civil-affairs", marriage_request(), "诸暨市民政局", CIVIL_AFFAIRS_CODE),
+        ("zhuji-public-security", household_request(), "诸暨市公安局", PUBLIC_SECURITY_CODE),
     ],
     ids=["marriage", "household_register"],
 )
-def test_development_principal_issues_through_the_department_that_issues_the_type(
-    service: NodeService, request_: dict[str, Any], issuer_name: str, issuer_code: str
+def test_a_department_issues_its_own_type_under_its_name_and_code(
+    service: NodeService,
+    dept: str,
+    request_: dict[str, Any],
+    issuer_name: str,
+    issuer_code: str,
 ) -> None:
-    issued = service.issue(development(), request_)
+    issued = service.issue(department(dept), request_)
 
     document = issued.document
     assert document["issuer"] == {"name": issuer_name, "code": issuer_code}
@@ -132,19 +136,20 @@ def test_development_principal_issues_through_the_department_that_issues_the_typ
     assert service.registry.get(issued.certificate.id).seal == issued.certificate.seal
 
 
-def test_development_principal_cannot_issue_a_type_no_department_here_issues(
-    service: NodeService,
-) -> None:
+@pytest.mark.parametrize(
+    "dept",
+    [
+        "zhuji-civil-affairs",
+        "zhuji-public-security",
+        "zhuji-human-resources",
+        "zhuji-healthcare-security",
+    ],
+)
+def test_no_department_here_issues_a_business_licence(service: NodeService, dept: str) -> None:
     with pytest.raises(Forbidden) as caught:
-        service.issue(development(), business_licence_request())
+        service.issue(department(dept), business_licence_request())
     assert caught.value.code == "cert.type_not_issued_here"
     assert service.registry.count() == 0
-
-
-def test_department_principal_issues_its_own_type(service: NodeService) -> None:
-    issued = service.issue(department("zhuji-civil-affairs"), marriage_request())
-    assert issued.document["issuer"]["code"] == CIVIL_AFFAIRS_CODE
-    assert issued.report.indication is Indication.PASSED
 
 
 def test_department_principal_cannot_issue_another_departments_type(
@@ -189,7 +194,7 @@ def test_issue_refuses_a_request_that_breaks_the_envelope_schema(service: NodeSe
     del request["valid_from"]
     request["iss"] = "shanghai"  # the node sets iss; a caller may not
     with pytest.raises(SchemaViolation) as caught:
-        service.issue(development(), request)
+        service.issue(civil_affairs(), request)
     assert caught.value.code == "input.schema"
     assert "/valid_from" in caught.value.pointers
     assert "/iss" in caught.value.pointers
@@ -206,15 +211,15 @@ def test_issue_refuses_a_wrong_check_character_with_its_pointer(
     party = request["holder"] if where == "holder" else request["data"]["spouse"]
     party["id"] = party["id"][:17] + ("1" if party["id"][17] != "1" else "2")
     with pytest.raises(InvalidIdentifier) as caught:
-        service.issue(development(), request)
+        service.issue(civil_affairs(), request)
     assert caught.value.code == "input.identifier.check"
     assert caught.value.pointers == (pointer,)
     assert service.registry.count() == 0
 
 
 def test_issued_identifiers_parse_and_serials_are_unique(service: NodeService) -> None:
-    issued = [service.issue(development(), marriage_request()) for _ in range(5)]
-    issued.append(service.issue(development(), household_request()))
+    issued = [service.issue(civil_affairs(), marriage_request()) for _ in range(5)]
+    issued.append(service.issue(public_security(), household_request()))
 
     idents = [parse_certificate_id(f.document["id"]) for f in issued]
     for fetched, ident in zip(issued, idents, strict=True):
@@ -229,7 +234,7 @@ def test_issued_identifiers_parse_and_serials_are_unique(service: NodeService) -
 def test_registry_keeps_the_holder_only_as_a_keyed_digest(
     service: NodeService, federation: Federation
 ) -> None:
-    issued = service.issue(development(), marriage_request())
+    issued = service.issue(civil_affairs(), marriage_request())
 
     stored = service.registry.get(issued.certificate.id)
     assert re.fullmatch(r"[0-9a-f]{64}", stored.holder_digest)
@@ -250,11 +255,12 @@ def test_registry_keeps_the_holder_only_as_a_keyed_digest(
 
 
 def test_fetch_returns_the_certificate_for_a_matter_that_uses_its_type(
-    service: NodeService,
+    service: NodeService, tokens: Tokens
 ) -> None:
-    issued = service.issue(development(), household_request())
+    issued = service.issue(public_security(), household_request())
+    consent = tokens.consent(GROOM["id"], types=("household_register",))
     fetched = service.fetch(
-        department("zhuji-civil-affairs"), issued.certificate.id, "marriage-registration"
+        civil_affairs(), issued.certificate.id, "marriage-registration", consent=consent
     )
     assert fetched.document == issued.document
     assert fetched.report.indication is Indication.PASSED
@@ -263,48 +269,53 @@ def test_fetch_returns_the_certificate_for_a_matter_that_uses_its_type(
 
 
 def test_fetch_refuses_a_type_the_matter_does_not_use(service: NodeService) -> None:
-    issued = service.issue(development(), marriage_request())
+    issued = service.issue(civil_affairs(), marriage_request())
     with pytest.raises(Forbidden) as caught:
-        service.fetch(development(), issued.certificate.id, "social-insurance-record-query")
+        service.fetch(civil_affairs(), issued.certificate.id, "social-insurance-record-query")
     assert caught.value.code == "matter.type_not_allowed"
 
 
 def test_fetch_refuses_an_unknown_matter(service: NodeService) -> None:
-    issued = service.issue(development(), marriage_request())
+    issued = service.issue(civil_affairs(), marriage_request())
     with pytest.raises(NotFoundError) as caught:
-        service.fetch(development(), issued.certificate.id, "no-such-matter")
+        service.fetch(civil_affairs(), issued.certificate.id, "no-such-matter")
     assert caught.value.code == "matter.unknown"
 
 
 def test_fetch_of_an_unknown_certificate_is_not_found(service: NodeService) -> None:
-    issued = service.issue(development(), marriage_request())
+    issued = service.issue(civil_affairs(), marriage_request())
     ident = parse_certificate_id(issued.certificate.id)
     unknown = _with_valid_check(ident.type_code, ident.issuer_code, "29990000000000")
     with pytest.raises(NotFoundError) as caught:
-        service.fetch(development(), unknown, "marriage-registration")
+        service.fetch(civil_affairs(), unknown, "marriage-registration")
     assert caught.value.code == "cert.not_found"
 
 
 def test_fetch_of_a_malformed_identifier_is_a_bad_request(service: NodeService) -> None:
     with pytest.raises(InvalidIdentifier) as caught:
-        service.fetch(development(), "1.2.156.3005.2.nonsense", "marriage-registration")
+        service.fetch(civil_affairs(), "1.2.156.3005.2.nonsense", "marriage-registration")
     assert caught.value.code == "input.identifier.format"
 
 
 def test_fetch_without_the_read_scope_is_refused(service: NodeService) -> None:
-    issued = service.issue(development(), marriage_request())
+    issued = service.issue(civil_affairs(), marriage_request())
     caller = department("zhuji-civil-affairs", ALL_SCOPES - {Scope.CERT_READ.value})
     with pytest.raises(Forbidden) as caught:
         service.fetch(caller, issued.certificate.id, "marriage-registration")
     assert caught.value.code == "auth.scope"
 
 
-def test_fetch_of_a_suspended_certificate_reports_the_suspension(service: NodeService) -> None:
-    issued = service.issue(development(), marriage_request())
+def test_fetch_of_a_suspended_certificate_reports_the_suspension(
+    service: NodeService, tokens: Tokens
+) -> None:
+    issued = service.issue(civil_affairs(), marriage_request())
     service.change_status(
-        development(), issued.certificate.id, {"action": "suspend", "reason": "x"}
+        civil_affairs(), issued.certificate.id, {"action": "suspend", "reason": "x"}
     )
-    fetched = service.fetch(development(), issued.certificate.id, "divorce-registration")
+    consent = tokens.consent(GROOM["id"], matter="divorce-registration", types=("marriage",))
+    fetched = service.fetch(
+        civil_affairs(), issued.certificate.id, "divorce-registration", consent=consent
+    )
     assert fetched.certificate.status is CertStatus.SUSPENDED
     assert fetched.report.indication is Indication.FAILED
     assert fetched.report.code == "status.suspended"
@@ -350,11 +361,11 @@ def test_owning_department_walks_the_status_lifecycle(service: NodeService) -> N
 def test_impossible_transitions_conflict(
     service: NodeService, first: str | None, then: str
 ) -> None:
-    cert_id = service.issue(development(), marriage_request()).certificate.id
+    cert_id = service.issue(civil_affairs(), marriage_request()).certificate.id
     if first is not None:
-        service.change_status(development(), cert_id, {"action": first, "reason": "first"})
+        service.change_status(civil_affairs(), cert_id, {"action": first, "reason": "first"})
     with pytest.raises(ConflictError) as caught:
-        service.change_status(development(), cert_id, {"action": then, "reason": "then"})
+        service.change_status(civil_affairs(), cert_id, {"action": then, "reason": "then"})
     assert caught.value.code == "cert.status_transition"
     assert caught.value.status == 409
 
@@ -363,7 +374,7 @@ def test_impossible_transitions_conflict(
 def test_only_the_owning_department_changes_a_status(
     service: NodeService, dept: str | None
 ) -> None:
-    cert_id = service.issue(development(), marriage_request()).certificate.id
+    cert_id = service.issue(civil_affairs(), marriage_request()).certificate.id
     with pytest.raises(Forbidden) as caught:
         service.change_status(department(dept), cert_id, _suspend())
     assert caught.value.code == "cert.not_owner"
@@ -394,7 +405,7 @@ def test_a_department_issuing_the_same_type_is_not_the_owner(
 
 
 def test_change_status_without_the_status_scope_is_refused(service: NodeService) -> None:
-    cert_id = service.issue(development(), marriage_request()).certificate.id
+    cert_id = service.issue(civil_affairs(), marriage_request()).certificate.id
     caller = department("zhuji-civil-affairs", ALL_SCOPES - {Scope.CERT_STATUS.value})
     with pytest.raises(Forbidden) as caught:
         service.change_status(caller, cert_id, _suspend())
@@ -413,18 +424,18 @@ def test_change_status_without_the_status_scope_is_refused(service: NodeService)
 def test_change_status_refuses_a_malformed_request(
     service: NodeService, request_: dict[str, Any]
 ) -> None:
-    cert_id = service.issue(development(), marriage_request()).certificate.id
+    cert_id = service.issue(civil_affairs(), marriage_request()).certificate.id
     with pytest.raises(SchemaViolation) as caught:
-        service.change_status(development(), cert_id, request_)
+        service.change_status(civil_affairs(), cert_id, request_)
     assert caught.value.code == "input.schema"
 
 
 def test_change_status_of_an_unknown_certificate_is_not_found(service: NodeService) -> None:
-    issued = service.issue(development(), marriage_request())
+    issued = service.issue(civil_affairs(), marriage_request())
     ident = parse_certificate_id(issued.certificate.id)
     unknown = _with_valid_check(ident.type_code, ident.issuer_code, "29990000000000")
     with pytest.raises(NotFoundError) as caught:
-        service.change_status(development(), unknown, _suspend())
+        service.change_status(civil_affairs(), unknown, _suspend())
     assert caught.value.code == "cert.not_found"
 
 
@@ -432,9 +443,9 @@ def test_change_status_of_an_unknown_certificate_is_not_found(service: NodeServi
 
 
 def test_verify_batch_reports_each_seal_in_order(service: NodeService) -> None:
-    genuine = service.issue(development(), marriage_request()).certificate.seal
+    genuine = service.issue(civil_affairs(), marriage_request()).certificate.seal
     reports = service.verify_batch(
-        development(), {"seals": [genuine, tamper(genuine), "not-a-seal"]}
+        civil_affairs(), {"seals": [genuine, tamper(genuine), "not-a-seal"]}
     )
     assert [(r.indication, r.code) for r in reports] == [
         (Indication.PASSED, "ok"),
@@ -455,10 +466,10 @@ def test_verify_batch_over_the_configured_limit_is_refused(
     limited = federation.with_overrides(limits=Limits(max_batch=2))
     node = open_service(limited, clock, schemas, tmp_path / "limited")
     try:
-        genuine = node.issue(development(), marriage_request()).certificate.seal
-        assert len(node.verify_batch(development(), {"seals": [genuine] * 2})) == 2
+        genuine = node.issue(civil_affairs(), marriage_request()).certificate.seal
+        assert len(node.verify_batch(civil_affairs(), {"seals": [genuine] * 2})) == 2
         with pytest.raises(InputError) as caught:
-            node.verify_batch(development(), {"seals": [genuine] * 3})
+            node.verify_batch(civil_affairs(), {"seals": [genuine] * 3})
         assert caught.value.code == "input.batch_too_large"
         assert caught.value.status == 400
     finally:
@@ -469,13 +480,13 @@ def test_verify_batch_over_the_default_limit_is_refused_before_the_schema(
     service: NodeService,
 ) -> None:
     with pytest.raises(InputError) as caught:
-        service.verify_batch(development(), {"seals": ["x"] * 1001})
+        service.verify_batch(civil_affairs(), {"seals": ["x"] * 1001})
     assert caught.value.code == "input.batch_too_large"
 
 
 def test_verify_batch_of_nothing_is_refused(service: NodeService) -> None:
     with pytest.raises(SchemaViolation) as caught:
-        service.verify_batch(development(), {"seals": []})
+        service.verify_batch(civil_affairs(), {"seals": []})
     assert caught.value.code == "input.schema"
 
 
@@ -490,9 +501,9 @@ def test_a_seal_naming_a_status_list_this_node_does_not_have_is_indeterminate(
     service: NodeService,
 ) -> None:
     # e.g. a certificate sealed before the registry was reset, the keys kept
-    document = dict(service.issue(development(), marriage_request()).document)
+    document = dict(service.issue(civil_affairs(), marriage_request()).document)
     document["status"] = {"status_list": {"idx": 0, "uri": "http://zhuji.test/v1/status-lists/7"}}
-    (report,) = service.verify_batch(development(), {"seals": [reseal(service, document)]})
+    (report,) = service.verify_batch(civil_affairs(), {"seals": [reseal(service, document)]})
     assert report.indication is Indication.INDETERMINATE
     assert report.code == "status.unavailable"
 
@@ -514,20 +525,20 @@ def _published_status(service: NodeService, token: str, uri: str, index: int) ->
 
 
 def test_status_list_token_is_cached_until_a_status_changes(service: NodeService) -> None:
-    cert_id = service.issue(development(), marriage_request()).certificate.id
+    cert_id = service.issue(civil_affairs(), marriage_request()).certificate.id
     list_id, index, uri = _list_of(service, cert_id)
 
     first = service.status_list_token(list_id)
     assert service.status_list_token(list_id) == first
     assert _published_status(service, first, uri, index) is CertStatus.VALID
 
-    service.change_status(development(), cert_id, _suspend())
+    service.change_status(civil_affairs(), cert_id, _suspend())
     suspended = service.status_list_token(list_id)
     assert suspended != first
     assert service.status_list_token(list_id) == suspended
     assert _published_status(service, suspended, uri, index) is CertStatus.SUSPENDED
 
-    service.change_status(development(), cert_id, {"action": "revoke", "reason": "fraud"})
+    service.change_status(civil_affairs(), cert_id, {"action": "revoke", "reason": "fraud"})
     revoked = service.status_list_token(list_id)
     assert revoked not in (first, suspended)
     assert _published_status(service, revoked, uri, index) is CertStatus.REVOKED
@@ -537,7 +548,7 @@ def test_status_list_token_is_renewed_before_it_expires(
     service: NodeService, clock: FixedClock
 ) -> None:
     list_id, _, _ = _list_of(
-        service, service.issue(development(), marriage_request()).certificate.id
+        service, service.issue(civil_affairs(), marriage_request()).certificate.id
     )
     first = service.status_list_token(list_id)
     assert _claims(first)["exp"] == NOW + 2 * STATUS_LIST_TTL
@@ -560,7 +571,7 @@ def _claims(token: str) -> dict[str, Any]:
 
 def test_status_list_token_is_not_a_seal(service: NodeService) -> None:
     list_id, _, _ = _list_of(
-        service, service.issue(development(), marriage_request()).certificate.id
+        service, service.issue(civil_affairs(), marriage_request()).certificate.id
     )
     token = service.status_list_token(list_id)
     with pytest.raises(SealError) as caught:
@@ -572,7 +583,7 @@ def test_status_list_token_is_not_a_seal(service: NodeService) -> None:
 def test_status_list_token_of_an_unknown_list_is_not_found(
     service: NodeService, list_id: int
 ) -> None:
-    service.issue(development(), marriage_request())
+    service.issue(civil_affairs(), marriage_request())
     with pytest.raises(NotFoundError) as caught:
         service.status_list_token(list_id)
     assert caught.value.code == "status_list.not_found"
@@ -615,8 +626,8 @@ def test_a_node_refuses_another_nodes_keys_seal(
     two_services: tuple[NodeService, NodeService],
 ) -> None:
     first, second = two_services
-    token = first.issue(development(), marriage_request()).certificate.seal
-    (report,) = second.verify_batch(development(), {"seals": [token]})
+    token = first.issue(civil_affairs(), marriage_request()).certificate.seal
+    (report,) = second.verify_batch(civil_affairs(), {"seals": [token]})
     assert report.indication is Indication.INDETERMINATE
     assert report.code == "seal.unknown_kid"
 

@@ -31,7 +31,6 @@ from gateway.tokens import (
     MAX_TOKEN_BYTES,
     AccessClaims,
     CachedTokenValidator,
-    TokenAuthenticator,
     TokenCache,
     TokenValidator,
     issue_access_token,
@@ -243,17 +242,6 @@ def test_pyjwt_interop() -> None:
             leeway=0,
         )
         assert decoded["client_id"] == "zhuji-civil-affairs"
-
-
-def test_authenticator_uses_its_clock() -> None:
-    clock = FixedClock(NOW)
-    auth = TokenAuthenticator(validator(), clock)
-    token = issue()
-    assert auth.authenticate(token).subject == "zhuji-civil-affairs"
-    clock.advance(DEFAULT_LIFETIME + CLOCK_SKEW + 1)
-    with pytest.raises(TokenError) as info:
-        auth.authenticate(token)
-    assert info.value.code == "token.expired"
 
 
 # --- size and JWS-level attacks (verify_compact, re-coded token.*) --------------------------

@@ -14,7 +14,7 @@ from gateway.auth import Principal, Scope
 from gateway.clock import FixedClock
 from gateway.errors import Indication, SealIndeterminate
 from gateway.identifiers import build_certificate_id, parse_certificate_id
-from gateway.ids import NodeId
+from gateway.ids import DepartmentId, NodeId
 from gateway.jwks import StaticKeyResolver
 from gateway.node import NodeService
 from gateway.registry import CertStatus
@@ -31,13 +31,22 @@ from tests.conftest import GROOM, NOW, marriage_request
 CERTIFICATE_CHECKS = [*SEAL_CHECKS, "schema", "identifier", "validity", "status"]
 SHANGHAI_CIVIL_AFFAIRS = "11310000002452019W"
 DIVORCE_TYPE_CODE = "111000000000MCA07A004"
-DEVELOPMENT = Principal(
-    subject="development",
-    client_id="development",
+CIVIL_AFFAIRS = Principal(
+    subject="zhuji-civil-affairs",
+    client_id="zhuji-civil-affairs",
     scopes=frozenset(s.value for s in Scope),
+    department=DepartmentId("zhuji-civil-affairs"),
     node=NodeId("zhuji"),
-    development=True,
 )
+"""Zhuji's civil-affairs bureau: it issues and owns marriage certificates."""
+PUBLIC_SECURITY = Principal(
+    subject="zhuji-public-security",
+    client_id="zhuji-public-security",
+    scopes=frozenset(s.value for s in Scope),
+    department=DepartmentId("zhuji-public-security"),
+    node=NodeId("zhuji"),
+)
+"""Zhuji's public-security bureau: it issues resident ID records."""
 
 
 def utc(*parts: int) -> float:
@@ -93,7 +102,7 @@ def resident_id_request(valid_until: str) -> dict[str, Any]:
 @pytest.fixture
 def document(service: NodeService) -> dict[str, Any]:
     """A genuine marriage certificate issued by zhuji (a fresh, mutable copy)."""
-    return orjson.loads(orjson.dumps(service.issue(DEVELOPMENT, marriage_request()).document))
+    return orjson.loads(orjson.dumps(service.issue(CIVIL_AFFAIRS, marriage_request()).document))
 
 
 def reseal(service: NodeService, document: dict[str, Any]) -> str:
@@ -250,7 +259,7 @@ def test_a_certificate_not_yet_valid_fails_until_its_first_day_in_china(
 def test_a_certificate_expires_after_its_last_day_in_china(
     service: NodeService, clock: FixedClock
 ) -> None:
-    issued = service.issue(DEVELOPMENT, resident_id_request(valid_until="2026-12-31"))
+    issued = service.issue(PUBLIC_SECURITY, resident_id_request(valid_until="2026-12-31"))
     status = Statuses({status_ref(dict(issued.document)): CertStatus.VALID})
     check = verifier(service, clock, status)
 
@@ -288,9 +297,9 @@ def test_a_revoked_or_suspended_certificate_fails_at_the_status_step(
 def test_the_nodes_own_verifier_reads_status_from_its_registry(
     service: NodeService, action: str, code: str
 ) -> None:
-    issued = service.issue(DEVELOPMENT, marriage_request())
+    issued = service.issue(CIVIL_AFFAIRS, marriage_request())
     assert service.verifier.report(issued.certificate.seal)[0].indication is Indication.PASSED
-    service.change_status(DEVELOPMENT, issued.certificate.id, {"action": action, "reason": "t"})
+    service.change_status(CIVIL_AFFAIRS, issued.certificate.id, {"action": action, "reason": "t"})
     report, _ = service.verifier.report(issued.certificate.seal)
     assert_failed_at(report, "status", code)
 

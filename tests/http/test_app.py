@@ -14,11 +14,12 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import BRIDE, GROOM, NOW, household_request, marriage_request
+from conftest import BRIDE, GROOM, NOW, Tokens, household_request, marriage_request
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.config import Federation
+from gateway.http.handlers import CONSENT_HEADER
 from gateway.identifiers import build_certificate_id
 from gateway.ids import NodeId
 from gateway.jwks import StaticKeyResolver
@@ -48,6 +49,8 @@ PUBLIC_PATHS = (
 CERT_ID = str(
     build_certificate_id("111000000000MCA07A003", ZHUJI_PUBLIC_SECURITY, "2026000", "001")
 )
+ISSUER_OF = {"marriage": "zhuji-civil-affairs", "household_register": "zhuji-public-security"}
+"""The zhuji department whose system issues (and owns) each certificate type used here."""
 PROTECTED = (
     ("POST", "/v1/certificates"),
     ("GET", f"/v1/certificates/{CERT_ID}?matter=marriage-registration"),
@@ -70,22 +73,43 @@ async def problem_of(response: Any, status: int, code: str) -> dict[str, Any]:
     return body
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest.fixture
-def auth(dev_token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_token}"}
+def auth(tokens: Tokens) -> dict[str, str]:
+    """The civil-affairs bureau's system: it issues marriage certificates, fetches, verifies."""
+    return bearer(tokens.client("zhuji-civil-affairs"))
 
 
-async def issue(client: Client, auth: dict[str, str], request: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post("/v1/certificates", json=request, headers=auth)
+@pytest.fixture
+def security(tokens: Tokens) -> dict[str, str]:
+    """The public-security bureau's system: it issues (and owns) household registers."""
+    return bearer(tokens.client("zhuji-public-security"))
+
+
+async def issue(client: Client, tokens: Tokens, request: dict[str, Any]) -> dict[str, Any]:
+    """Issue ``request`` with a token of the department that issues its type."""
+    headers = bearer(tokens.client(ISSUER_OF[request["type"]]))
+    response = await client.post("/v1/certificates", json=request, headers=headers)
     body: dict[str, Any] = orjson.loads(await response.read())
     assert response.status == 201, body
     return body
 
 
 async def fetch(
-    client: Client, auth: dict[str, str], cert_id: str, matter: str = "marriage-registration"
+    client: Client,
+    auth: dict[str, str],
+    cert_id: str,
+    matter: str = "marriage-registration",
+    *,
+    consent: str | None = None,
 ) -> Any:
-    return await client.get(f"/v1/certificates/{cert_id}", params={"matter": matter}, headers=auth)
+    headers = auth if consent is None else {**auth, CONSENT_HEADER: consent}
+    return await client.get(
+        f"/v1/certificates/{cert_id}", params={"matter": matter}, headers=headers
+    )
 
 
 async def change_status(client: Client, auth: dict[str, str], cert_id: str, action: str) -> Any:
@@ -148,12 +172,12 @@ async def test_healthz(client: Client) -> None:
     assert await response.json() == {"status": "ok", "node": "zhuji"}
 
 
-async def test_readyz_counts_certificates(client: Client, auth: dict[str, str]) -> None:
+async def test_readyz_counts_certificates(client: Client, tokens: Tokens) -> None:
     before = await client.get("/readyz")
     assert before.status == 200
     assert await before.json() == {"status": "ready", "node": "zhuji", "certificates": 0}
-    await issue(client, auth, household_request())
-    await issue(client, auth, marriage_request())
+    await issue(client, tokens, household_request())
+    await issue(client, tokens, marriage_request())
     after = await client.get("/readyz")
     assert (await after.json())["certificates"] == 2
 
@@ -183,13 +207,14 @@ async def test_metrics_count_requests_by_route_template(
 
 
 async def test_metrics_count_a_caller_who_hangs_up_as_499_not_500(
-    client: Client, dev_token: str
+    client: Client, tokens: Tokens
 ) -> None:
+    token = tokens.client("zhuji-civil-affairs")
     # The body promises 100 bytes; the caller sends 9 and closes its side.
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(
         b"POST /v1/seals/verify HTTP/1.1\r\nHost: zhuji.test\r\n"
-        + f"Authorization: Bearer {dev_token}\r\n".encode()
+        + f"Authorization: Bearer {token}\r\n".encode()
         + b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"seals":'
     )
     writer.write_eof()
@@ -258,7 +283,7 @@ async def test_matters_catalog(client: Client) -> None:
 
 
 async def test_issue_returns_a_sealed_certificate_that_verifies(
-    client: Client, auth: dict[str, str]
+    client: Client, auth: dict[str, str], tokens: Tokens
 ) -> None:
     response = await client.post("/v1/certificates", json=marriage_request(), headers=auth)
     assert response.status == 201
@@ -280,15 +305,17 @@ async def test_issue_returns_a_sealed_certificate_that_verifies(
     verified = verify_seal(body["seal"], await node_keys(client), now=NOW)
     assert dict(verified.payload) == document
     assert verified.node == "zhuji"
-    # and the Location answers
-    assert (await fetch(client, auth, cert_id, "household-transfer")).status == 200
+    # and the Location answers (with the groom's consent to use it for his household transfer)
+    consent = tokens.consent(GROOM["id"], matter="household-transfer", types=("marriage",))
+    assert (await fetch(client, auth, cert_id, "household-transfer", consent=consent)).status == 200
 
 
 async def test_fetch_returns_the_certificate_with_a_passed_report(
-    client: Client, auth: dict[str, str]
+    client: Client, auth: dict[str, str], tokens: Tokens
 ) -> None:
-    issued = await issue(client, auth, household_request())
-    response = await fetch(client, auth, issued["certificate_id"])
+    issued = await issue(client, tokens, household_request())
+    consent = tokens.consent(GROOM["id"], types=("household_register",))
+    response = await fetch(client, auth, issued["certificate_id"], consent=consent)
     assert response.status == 200
     body = await response.json()
     assert body["route"] == ["zhuji"]
@@ -300,53 +327,57 @@ async def test_fetch_returns_the_certificate_with_a_passed_report(
 
 
 async def test_suspend_reinstate_revoke_show_in_fetch_reports(
-    client: Client, auth: dict[str, str]
+    client: Client, auth: dict[str, str], security: dict[str, str], tokens: Tokens
 ) -> None:
-    cert_id = (await issue(client, auth, household_request()))["certificate_id"]
+    cert_id = (await issue(client, tokens, household_request()))["certificate_id"]
+    consent = tokens.consent(GROOM["id"], types=("household_register",))
 
     async def report() -> tuple[str, str]:
-        response = await fetch(client, auth, cert_id)
+        response = await fetch(client, auth, cert_id, consent=consent)
         assert response.status == 200
         body = (await response.json())["report"]
         return body["indication"], body["code"]
 
-    suspended = await change_status(client, auth, cert_id, "suspend")
+    # the public-security bureau owns the household register: it changes the status
+    suspended = await change_status(client, security, cert_id, "suspend")
     assert suspended.status == 200
     assert (await suspended.json())["status"] == "suspended"
     assert await report() == ("FAILED", "status.suspended")
 
-    reinstated = await change_status(client, auth, cert_id, "reinstate")
+    reinstated = await change_status(client, security, cert_id, "reinstate")
     assert (await reinstated.json())["status"] == "valid"
     assert await report() == ("PASSED", "ok")
 
-    revoked = await change_status(client, auth, cert_id, "revoke")
+    revoked = await change_status(client, security, cert_id, "revoke")
     assert (await revoked.json())["status"] == "revoked"
     assert await report() == ("FAILED", "status.revoked")
 
     # revocation is final
     for action in ("reinstate", "suspend", "revoke"):
         await problem_of(
-            await change_status(client, auth, cert_id, action), 409, "cert.status_transition"
+            await change_status(client, security, cert_id, action), 409, "cert.status_transition"
         )
     assert await report() == ("FAILED", "status.revoked")
 
 
-async def test_status_change_validates_its_request(client: Client, auth: dict[str, str]) -> None:
-    cert_id = (await issue(client, auth, household_request()))["certificate_id"]
+async def test_status_change_validates_its_request(
+    client: Client, security: dict[str, str], tokens: Tokens
+) -> None:
+    cert_id = (await issue(client, tokens, household_request()))["certificate_id"]
     response = await client.post(
-        f"/v1/certificates/{cert_id}/status", json={"action": "delete"}, headers=auth
+        f"/v1/certificates/{cert_id}/status", json={"action": "delete"}, headers=security
     )
     body = await problem_of(response, 422, "input.schema")
     assert {error["pointer"] for error in body["errors"]} == {"/action", "/reason"}
-    missing = await change_status(client, auth, CERT_ID, "suspend")
+    missing = await change_status(client, security, CERT_ID, "suspend")
     await problem_of(missing, 404, "cert.not_found")
 
 
 async def test_status_list_token_verifies_and_shows_the_suspension(
-    client: Client, auth: dict[str, str]
+    client: Client, auth: dict[str, str], tokens: Tokens
 ) -> None:
-    kept = (await issue(client, auth, household_request()))["certificate_id"]
-    issued = await issue(client, auth, marriage_request())
+    kept = (await issue(client, tokens, household_request()))["certificate_id"]
+    issued = await issue(client, tokens, marriage_request())
     changed = await change_status(client, auth, issued["certificate_id"], "suspend")
     slot = await changed.json()
     uri = f"{STATUS_LIST_URI}{slot['status_list']}"
@@ -360,7 +391,9 @@ async def test_status_list_token_verifies_and_shows_the_suspension(
     )
     statuses = parse_status_list(verified.payload, uri=uri, now=NOW)
     assert statuses.status(slot["index"]) is CertStatus.SUSPENDED
-    kept_index = (await (await fetch(client, auth, kept)).json())["certificate"]["status"]
+    consent = tokens.consent(GROOM["id"], types=("household_register",))
+    kept_fetch = await fetch(client, auth, kept, consent=consent)
+    kept_index = (await kept_fetch.json())["certificate"]["status"]
     assert statuses.status(kept_index["status_list"]["idx"]) is CertStatus.VALID
 
 
@@ -375,9 +408,9 @@ async def test_unknown_status_list(client: Client) -> None:
 
 
 async def test_verify_batch_reports_each_seal_in_order(
-    client: Client, auth: dict[str, str], schemas: SchemaCatalog
+    client: Client, auth: dict[str, str], tokens: Tokens, schemas: SchemaCatalog
 ) -> None:
-    genuine = (await issue(client, auth, marriage_request()))["seal"]
+    genuine = (await issue(client, tokens, marriage_request()))["seal"]
     tampered = forge(genuine, lambda document: document["holder"].update(name="王五"))
     payload = b64url_decode(genuine.split(".")[1])
     stranger = seal(PrivateKeySigner(Ed25519PrivateKey.generate()), payload, signed_at=NOW)
@@ -422,27 +455,51 @@ async def test_wrong_scheme_is_refused(client: Client, method: str, path: str, h
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
 async def test_wrong_token_is_refused(client: Client, method: str, path: str) -> None:
-    response = await client.request(
-        method, path, headers={"Authorization": "Bearer not-the-development-token"}
-    )
-    await problem_of(response, 401, "token.invalid")
+    # b64token characters, so past the header parser, but not a JWS at all
+    response = await client.request(method, path, headers=bearer("not-an-access-token"))
+    await problem_of(response, 401, "token.malformed")
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="tongban"'
 
 
-async def test_dev_token_scheme_is_case_insensitive(client: Client, dev_token: str) -> None:
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+async def test_a_forged_token_is_refused(
+    client: Client, tokens: Tokens, method: str, path: str
+) -> None:
+    # a genuine token whose claims were edited (more scopes, another department)
+    header, _, signature = tokens.client("zhuji-civil-affairs", scopes=["cert:read"]).split(".")
+    claims = {
+        "iss": tokens.issuer,
+        "sub": "zhuji-public-security",
+        "aud": tokens.federation.audience,
+        "exp": int(NOW) + 300,
+        "iat": int(NOW),
+        "jti": "forged",
+        "client_id": "zhuji-public-security",
+        "scope": "cert:read cert:issue cert:status seal:verify",
+        "department": "zhuji-public-security",
+    }
+    forged = f"{header}.{b64url_encode(orjson.dumps(claims))}.{signature}"
+    response = await client.request(method, path, headers=bearer(forged))
+    await problem_of(response, 401, "token.bad_signature")
+
+
+async def test_bearer_scheme_is_case_insensitive(client: Client, tokens: Tokens) -> None:
+    token = tokens.client("zhuji-civil-affairs")
     response = await client.post(
-        "/v1/seals/verify", json={"seals": ["x"]}, headers={"Authorization": f"bEaReR {dev_token}"}
+        "/v1/seals/verify", json={"seals": ["x"]}, headers={"Authorization": f"bEaReR {token}"}
     )
     assert response.status == 200
 
 
 async def test_oversized_token_is_refused(
-    client: Client, dev_token: str, federation: Federation
+    client: Client, tokens: Tokens, federation: Federation
 ) -> None:
     limit = federation.limits.max_token_bytes
+    token = tokens.client("zhuji-civil-affairs")
     response = await client.post(
         "/v1/seals/verify",
         json={"seals": ["x"]},
-        headers={"Authorization": f"Bearer {dev_token}{'x' * limit}"},
+        headers={"Authorization": f"Bearer {token}{'x' * limit}"},
     )
     await problem_of(response, 401, "token.too_large")
 
@@ -464,8 +521,8 @@ async def test_public_endpoints_need_no_token(client: Client, path: str) -> None
     assert (await client.get(path, headers={"Authorization": "Bearer wrong"})).status == 200
 
 
-async def test_public_status_list_needs_no_token(client: Client, auth: dict[str, str]) -> None:
-    await issue(client, auth, household_request())
+async def test_public_status_list_needs_no_token(client: Client, tokens: Tokens) -> None:
+    await issue(client, tokens, household_request())
     assert (await client.get("/v1/status-lists/0")).status == 200
 
 
@@ -521,13 +578,15 @@ async def test_fetch_names_its_matter(client: Client, auth: dict[str, str], quer
     await problem_of(response, 400, "input.matter_required")
 
 
-async def test_unknown_matter(client: Client, auth: dict[str, str]) -> None:
-    cert_id = (await issue(client, auth, household_request()))["certificate_id"]
+async def test_unknown_matter(client: Client, auth: dict[str, str], tokens: Tokens) -> None:
+    cert_id = (await issue(client, tokens, household_request()))["certificate_id"]
     await problem_of(await fetch(client, auth, cert_id, "no-such-matter"), 404, "matter.unknown")
 
 
-async def test_type_outside_the_matter_is_forbidden(client: Client, auth: dict[str, str]) -> None:
-    cert_id = (await issue(client, auth, household_request()))["certificate_id"]
+async def test_type_outside_the_matter_is_forbidden(
+    client: Client, auth: dict[str, str], tokens: Tokens
+) -> None:
+    cert_id = (await issue(client, tokens, household_request()))["certificate_id"]
     response = await fetch(client, auth, cert_id, "business-registration")
     await problem_of(response, 403, "matter.type_not_allowed")
 

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import marriage_request
+from conftest import NOW, Tokens, marriage_request
 
 from gateway._internal.wire import b64url_encode
 from gateway.clock import FixedClock
@@ -28,6 +28,9 @@ from gateway.http.app import create_app
 from gateway.identifiers import build_certificate_id
 from gateway.node import NodeService
 from gateway.schemas import SchemaCatalog
+from gateway.seals import sign_compact
+from gateway.sso import NodeAuthenticator
+from gateway.tokens import ACCESS_TOKEN_TYP
 
 Client = TestClient[Any, Any]
 PROBLEM = "application/problem+json"
@@ -45,8 +48,9 @@ async def problem_of(response: Any, status: int, code: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def auth(dev_token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_token}"}
+def auth(tokens: Tokens) -> dict[str, str]:
+    """The civil-affairs bureau's system: it issues marriage certificates and verifies seals."""
+    return {"Authorization": f"Bearer {tokens.client('zhuji-civil-affairs')}"}
 
 
 @pytest.fixture
@@ -56,14 +60,29 @@ def json_auth(auth: dict[str, str]) -> dict[str, str]:
 
 @asynccontextmanager
 async def node_with(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, **limits: Any
+    federation: Federation,
+    clock: FixedClock,
+    schemas: SchemaCatalog,
+    tokens: Tokens,
+    **limits: Any,
 ) -> AsyncIterator[Client]:
-    """A zhuji node whose limits differ from the federation file's by ``limits``."""
+    """A zhuji node whose limits differ from the federation file's by ``limits``.
+
+    Its authenticator is built for the changed federation too, so the token limits apply.
+    """
     changed = federation.with_overrides(limits=dataclasses.replace(federation.limits, **limits))
     node = NodeService.open(
-        changed, "zhuji", clock=clock, schemas=schemas, public_url="http://zhuji.test"
+        changed,
+        "zhuji",
+        clock=clock,
+        schemas=schemas,
+        public_url="http://zhuji.test",
+        idp_keys=tokens.resolver,
     )
-    async with TestClient(TestServer(create_app(node))) as client:
+    authenticator = NodeAuthenticator.for_federation(
+        changed, tokens.resolver, clock=clock, issuer=tokens.issuer
+    )
+    async with TestClient(TestServer(create_app(node, authenticator=authenticator))) as client:
         yield client
 
 
@@ -244,9 +263,13 @@ async def test_members_over_the_limit_are_413(
 
 
 async def test_batch_at_and_over_max_batch(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, json_auth: dict[str, str]
+    federation: Federation,
+    clock: FixedClock,
+    schemas: SchemaCatalog,
+    tokens: Tokens,
+    json_auth: dict[str, str],
 ) -> None:
-    async with node_with(federation, clock, schemas, max_batch=3) as client:
+    async with node_with(federation, clock, schemas, tokens, max_batch=3) as client:
         at_limit = await verify(client, json_auth, orjson.dumps({"seals": ["x"] * 3}))
         assert at_limit.status == 200
         assert len((await at_limit.json())["reports"]) == 3
@@ -302,9 +325,10 @@ async def test_configured_max_seal_bytes_fails_longer_seals(
     federation: Federation,
     clock: FixedClock,
     schemas: SchemaCatalog,
+    tokens: Tokens,
     json_auth: dict[str, str],
 ) -> None:
-    async with node_with(federation, clock, schemas, max_seal_bytes=512) as client:
+    async with node_with(federation, clock, schemas, tokens, max_seal_bytes=512) as client:
         issued = await client.post("/v1/certificates", json=marriage_request(), headers=json_auth)
         token = (await issued.json())["seal"]
         assert len(token) > 512
@@ -316,10 +340,49 @@ async def test_configured_max_seal_bytes_fails_longer_seals(
 # --- max_token_bytes -------------------------------------------------------------------------
 
 
+def token_of_length(tokens: Tokens, length: int) -> str:
+    """A genuine access token, padded with an extra claim to exactly ``length`` characters."""
+    claims: dict[str, Any] = {
+        "iss": tokens.issuer,
+        "sub": "zhuji-civil-affairs",
+        "aud": tokens.federation.audience,
+        "exp": int(NOW) + 300,
+        "iat": int(NOW),
+        "jti": "padded",
+        "client_id": "zhuji-civil-affairs",
+        "scope": "seal:verify",
+        "department": "zhuji-civil-affairs",
+        "pad": "",
+    }
+    signer = tokens.store.signer()
+
+    def signed() -> str:
+        return sign_compact(signer, orjson.dumps(claims), typ=ACCESS_TOKEN_TYP, signed_at=NOW)
+
+    # base64url turns 3 bytes into 4 characters: start just below the length, then step up
+    claims["pad"] = "x" * max(0, (length - len(signed())) * 3 // 4 - 3)
+    token = signed()
+    while len(token) < length:
+        claims["pad"] += "x"
+        token = signed()
+    assert len(token) == length, "base64url skips this length; the header decides which"
+    return token
+
+
+async def test_token_at_max_token_bytes_is_accepted(
+    client: Client, tokens: Tokens, federation: Federation
+) -> None:
+    token = token_of_length(tokens, federation.limits.max_token_bytes)
+    headers = {"Authorization": f"Bearer {token}", **JSON_HEADERS}
+    response = await verify(client, headers, b'{"seals": ["x"]}')
+    assert response.status == 200, await response.read()
+
+
 async def test_token_at_max_token_bytes_is_checked(client: Client, federation: Federation) -> None:
+    # at the limit the token reaches the validator, which finds it is no JWS at all
     token = "t" * federation.limits.max_token_bytes
     response = await verify(client, {"Authorization": f"Bearer {token}"}, b"{}")
-    await problem_of(response, 401, "token.invalid")
+    await problem_of(response, 401, "token.malformed")
 
 
 @pytest.mark.parametrize("extra", [1, 1000])
@@ -332,11 +395,24 @@ async def test_token_over_max_token_bytes_is_refused(
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="tongban"'
 
 
-async def test_smaller_max_token_bytes_is_applied(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog
+async def test_a_genuine_token_one_byte_over_the_limit_is_refused(
+    client: Client, tokens: Tokens, federation: Federation
 ) -> None:
-    async with node_with(federation, clock, schemas, max_token_bytes=32) as client:
+    token = token_of_length(tokens, federation.limits.max_token_bytes + 1)
+    headers = {"Authorization": f"Bearer {token}", **JSON_HEADERS}
+    response = await verify(client, headers, b'{"seals": ["x"]}')
+    await problem_of(response, 401, "token.too_large")
+
+
+async def test_smaller_max_token_bytes_is_applied(
+    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, tokens: Tokens
+) -> None:
+    async with node_with(federation, clock, schemas, tokens, max_token_bytes=32) as client:
         response = await verify(client, {"Authorization": f"Bearer {'t' * 33}"}, b"{}")
+        await problem_of(response, 401, "token.too_large")
+        # a genuine token is far longer than 32 bytes: refused for its size, not its content
+        genuine = {"Authorization": f"Bearer {tokens.client('zhuji-civil-affairs')}"}
+        response = await verify(client, {**genuine, **JSON_HEADERS}, b'{"seals": ["x"]}')
         await problem_of(response, 401, "token.too_large")
 
 

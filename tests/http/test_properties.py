@@ -28,11 +28,12 @@ from urllib.parse import quote
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import NOW, household_request, marriage_request
+from conftest import NOW, Tokens, household_request, marriage_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
+from gateway.auth import Authenticator
 from gateway.clock import FixedClock
 from gateway.config import load_federation
 from gateway.http.app import create_app
@@ -69,18 +70,29 @@ class Answer:
 
 
 class LiveNode:
-    """A zhuji node served from a private event loop in a background thread."""
+    """A zhuji node served from a private event loop in a background thread.
 
-    def __init__(self, node: NodeService, token: str) -> None:
-        self.auth = {"Authorization": f"Bearer {token}"}
+    ``tokens`` holds a real access token per department, minted by the test IdP whose keys
+    ``authenticator`` trusts; ``auth`` is the civil-affairs bureau's (marriage certificates).
+    """
+
+    def __init__(
+        self, node: NodeService, authenticator: Authenticator, tokens: dict[str, str]
+    ) -> None:
+        self.tokens = tokens
+        self.auth = self.auth_of("zhuji-civil-affairs")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="live-node")
         self._thread.start()
-        self._client: TestClient[Any, Any] = self._run(self._start(node))
+        self._client: TestClient[Any, Any] = self._run(self._start(node, authenticator))
+
+    def auth_of(self, department: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[department]}"}
 
     @staticmethod
-    async def _start(node: NodeService) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(node)))
+    async def _start(node: NodeService, authenticator: Authenticator) -> TestClient[Any, Any]:
+        app = create_app(node, authenticator=authenticator)
+        client: TestClient[Any, Any] = TestClient(TestServer(app))
         await client.start_server()
         return client
 
@@ -139,10 +151,18 @@ class LiveNode:
 def live(tmp_path_factory: pytest.TempPathFactory, schemas: SchemaCatalog) -> Iterator[LiveNode]:
     tmp: Path = tmp_path_factory.mktemp("properties")
     federation = load_federation(env={}).with_overrides(data_dir=tmp / "var", keys_dir=tmp / "keys")
+    clock = FixedClock(NOW)  # never advanced: the tokens stay valid for the whole module
+    idp = Tokens(federation, clock)
     node = NodeService.open(
-        federation, "zhuji", clock=FixedClock(NOW), schemas=schemas, public_url="http://zhuji.test"
+        federation,
+        "zhuji",
+        clock=clock,
+        schemas=schemas,
+        public_url="http://zhuji.test",
+        idp_keys=idp.resolver,
     )
-    server = LiveNode(node, federation.development.token.reveal())
+    departments = ("zhuji-civil-affairs", "zhuji-public-security")
+    server = LiveNode(node, idp.authenticator(), {d: idp.client(d) for d in departments})
     try:
         yield server
     finally:
@@ -151,8 +171,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, schemas: SchemaCatalog) -> It
 
 @pytest.fixture(scope="module")
 def genuine(live: LiveNode) -> dict[str, Any]:
-    """One certificate the live node issued: its id and seal."""
-    answer = live.post_json("/v1/certificates", orjson.dumps(household_request()))
+    """One household register the live node issued (by public security): its id and seal."""
+    owner = live.auth_of("zhuji-public-security")
+    answer = live.post_json("/v1/certificates", orjson.dumps(household_request()), owner)
     assert answer.status == 201
     body: dict[str, Any] = answer.json()
     return body
@@ -320,21 +341,34 @@ def test_arbitrary_compressed_bodies(live: LiveNode, encoding: str) -> None:
 def test_arbitrary_status_change_bodies(live: LiveNode, genuine: dict[str, Any]) -> None:
     # only "reason"-less or malformed actions: a valid revoke would end the fixture's life
     path = f"/v1/certificates/{genuine['certificate_id']}/status"
+    owner = live.auth_of("zhuji-public-security")
     bodies = json_values.filter(lambda v: not (isinstance(v, dict) and v.get("action")))
-    check(live, bodies, lambda value: assert_answered(live.post_json(path, json_bytes(value))))
+    check(
+        live,
+        bodies,
+        lambda value: assert_answered(live.post_json(path, json_bytes(value), owner)),
+    )
 
 
 def test_mutated_issue_requests(live: LiveNode, node_keys: StaticKeyResolver) -> None:
+    issued_types: set[str] = set()
+
     def send(request: dict[str, Any]) -> None:
-        answer = live.post_json("/v1/certificates", json_bytes(request))
+        # sent by the department that issues the type, so acceptable requests get issued
+        issuer = "zhuji-public-security" if request.get("type") == "household_register" else None
+        headers = live.auth_of(issuer) if issuer else None
+        answer = live.post_json("/v1/certificates", json_bytes(request), headers)
         assert_answered(answer)
         if answer.status == 201:
             # whatever the node accepted, it sealed: the seal verifies with its JWKS
             issued = answer.json()
             verified = verify_seal(issued["seal"], node_keys, now=NOW)
             assert verified.payload["id"] == issued["certificate_id"]
+            issued_types.add(issued["type"])
 
     check(live, mutated_issue_requests(), send)
+    # the property reached the sealing path for both types, not only the refusals
+    assert issued_types == {"marriage", "household_register"}
 
 
 # --- seals -----------------------------------------------------------------------------------
