@@ -52,6 +52,8 @@ from gateway.tokens import AccessClaims, AccessTokenValidator
 log = logging.getLogger("gateway.keycache")
 
 DISCOVERY_PATH: Final = "/.well-known/openid-configuration"
+ROTATION_REFRESH_FLOOR = 1.0
+"""Seconds between refreshes caused by a key we hold as ``next`` starting to sign."""
 MIN_REFRESH_INTERVAL: Final = 10.0
 """A ``Cache-Control: max-age`` shorter than this (or ``no-cache``) is raised to it."""
 BACKOFF_BASE: Final = 1.0
@@ -144,6 +146,7 @@ class RemoteKeySet:
         self._last_refreshed: float | None = None
         self._failures = 0
         self._unknown_kid_refresh_at: float | None = None
+        self._rotation_refresh_at: float | None = None
         self._inflight: asyncio.Task[bool] | None = None
 
     # --- the snapshot (synchronous) ---------------------------------------------------------
@@ -205,6 +208,24 @@ class RemoteKeySet:
                 return False
             self._unknown_kid_refresh_at = now
         await self.refresh(reason="unknown_kid")
+        return self._usable(kid)
+
+    async def refresh_for_rotation(self, kid: KeyId) -> bool:
+        """Refresh because a token verified against a key we still hold as ``next``.
+
+        That signature proves the IdP rotated, so the unknown-kid cooldown does not apply
+        (an attacker cannot forge it); a short floor still keeps a down IdP from being
+        fetched on every request. Single-flight like every refresh.
+        """
+        if self._usable(kid):
+            return True
+        if self._inflight is None:
+            now = self._clock.now()
+            last = self._rotation_refresh_at
+            if last is not None and now < last + ROTATION_REFRESH_FLOOR:
+                return False
+            self._rotation_refresh_at = now
+        await self.refresh(reason="rotation")
         return self._usable(kid)
 
     def _usable(self, kid: KeyId) -> bool:
@@ -403,8 +424,13 @@ async def validate_with_refresh(
         unverified_kid = _unverified_kid(token)
         if unverified_kid is None:  # pragma: no cover - the verifier read a kid to get here
             raise
+        refresh = (
+            keys.refresh_for_rotation
+            if exc.code == "token.key_not_active"
+            else keys.refresh_for_unknown_kid
+        )
         try:
-            known = await keys.refresh_for_unknown_kid(unverified_kid)
+            known = await refresh(unverified_kid)
         except NetworkError as network_error:
             log.warning(
                 "could not refresh keys for an unknown kid",

@@ -13,8 +13,8 @@ Claims::
      "iat": 1795507200, "jti": "…", "client_id": "…", "scope": "cert:read seal:verify",
      "department": "zhuji-civil-affairs", "region": "330681", "holder": false}
 
-Nothing here reads a clock: ``now`` is passed in; :class:`TokenAuthenticator` binds a
-:class:`~gateway.clock.Clock` for the HTTP layer.
+Nothing here reads a clock: ``now`` is passed in; :class:`gateway.sso.NodeAuthenticator`
+binds a :class:`~gateway.clock.Clock` for the HTTP layer.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from gateway.auth import Principal, Scope, parse_authorization
 from gateway.errors import AuthError, Forbidden, TokenError
 from gateway.ids import DepartmentId
 
-
 # --- principals ------------------------------------------------------------------------------
 
 

@@ -345,9 +345,10 @@ def test_verify_with_a_bad_jwks_exits_2(
 
 
 def test_verify_a_missing_file_exits_2(tongban: TongBan, sealed: Sealed, tmp_path: Path) -> None:
-    result = tongban("verify", str(tmp_path / "nothing.jws"), "--jwks", str(sealed.jwks))
+    missing = tmp_path / "nothing.jws"
+    result = tongban("verify", str(missing), "--jwks", str(sealed.jwks))
     assert result.code == 2
-    assert result.err.startswith("tongban: cannot read the input")
+    assert result.err.startswith(f"tongban: cannot read {missing}")
 
 
 def test_python_dash_m_gateway_verifies_offline(sealed: Sealed) -> None:

@@ -19,4 +19,4 @@ async def test_the_demo_tour_passes_every_step(
     assert out.count("✔") >= 15
     # the tour's offline step wrote its files where it was told to
     assert (tmp_path / "marriage.jws").is_file()
-    assert (tmp_path / "zhuji-jwks.json").is_file()
+    assert (tmp_path / "trust-list.jws").is_file()
