@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     key_source.add_argument("--trust-list", type=Path, help="the federation trust list (JWS)")
     key_source.add_argument("--jwks", type=Path, help="the issuing node's JWKS file")
     verify.add_argument(
-        "--root-key", type=Path, help="the federation root public key (root.jwk.json)"
+        "--root-key",
+        type=Path,
+        help="the federation root public key (default: <keys_dir>/_federation/root.jwk.json)",
     )
     verify.add_argument("--node", default=None, help="the issuing node (default: from the JWKS)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -112,11 +114,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             _federation(args), client=args.client, holder=args.holder, scope=args.scope
         )
     if args.command == "verify":
+        root_key = args.root_key
+        if args.trust_list is not None and root_key is None:
+            # the federation's pinned root key, where this machine's key store keeps it
+            root_key = _federation(args).keys_dir / "_federation" / "root.jwk.json"
         return commands.verify_offline(
             args.file,
             jwks_file=args.jwks,
             trust_list_file=args.trust_list,
-            root_key=args.root_key,
+            root_key=root_key,
             node=args.node,
             as_json=args.json,
         )

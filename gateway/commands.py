@@ -221,7 +221,7 @@ def verify_offline(
     if trust_list_file is not None:
         if root_key is None:
             raise ConfigError("--trust-list needs --root-key (the federation's root.jwk.json)")
-        root = load_root_public(root_key)
+        root = load_root_public(root_key)  # pinned out of band, never taken from the list
         trust_list = verify_trust_list(
             read_trust_list_file(trust_list_file), root, now=SystemClock().now()
         )

@@ -40,7 +40,6 @@ from gateway.errors import (
     GatewayError,
     InputError,
     NetworkError,
-    NotFoundError,
     VerificationError,
 )
 from gateway.hops import HopVerifier, NonceCache, sign_hop
@@ -196,12 +195,11 @@ class Exchange:
         if self.node.node.department_by_code(ident.issuer_code) is not None:
             return self.me
         found = self._trust(self._clock.now()).department_by_credit_code(ident.issuer_code)
-        if found is None:
-            raise NotFoundError(
-                "no node of the federation issues certificates for that authority",
-                code="exchange.unknown_issuer",
-            )
-        return found[0].id
+        if found is not None:
+            return found[0].id
+        # An authority the trust list does not name: the node whose region is the longest
+        # match of the authority's registered region (GB 32100 characters 3-8).
+        return self.topology.target_for(ident.issuer_code[2:8])
 
     # -- the requesting node ---------------------------------------------------------------
 
