@@ -129,6 +129,23 @@ class ConsentVerifier:
         cert_type: str,
         now: float,
     ) -> ConsentGrant:
+        """The full check, at the node that holds the certificate."""
+        grant = self.verify_in_transit(token, department=department, matter=matter, now=now)
+        # 5. bound to this holder and this type
+        if not hmac.compare_digest(grant.holder_digest.encode(), holder_digest.encode()):
+            raise Forbidden("the consent grant is for another holder", code="consent.wrong_holder")
+        if cert_type not in grant.types:
+            raise Forbidden(
+                "the consent grant does not cover this certificate type",
+                code="consent.type_not_granted",
+            )
+        return grant
+
+    def verify_in_transit(
+        self, token: str, *, department: DepartmentId, matter: str, now: float
+    ) -> ConsentGrant:
+        """Every check a relaying hop can make: it never sees the certificate, so the holder
+        and the type are left to the holding node (:meth:`verify`)."""
         # 1. bounded, then the JWS (typ consent+jwt, the IdP's keys); the reason is logged
         if not isinstance(token, str) or len(token) > MAX_CONSENT_BYTES:
             raise _invalid("the consent grant is too large", "token.too_large")
@@ -152,20 +169,13 @@ class ConsentVerifier:
             raise Forbidden("the consent grant has expired", code="consent.expired")
         if iat > now + self.skew:
             raise Forbidden("the consent grant is not yet valid", code="consent.not_yet_valid")
-        # 4. bound to this holder, this department, this matter, and this type
-        if not hmac.compare_digest(sub.encode("utf-8"), holder_digest.encode("utf-8")):
-            raise Forbidden("the consent grant is for another holder", code="consent.wrong_holder")
+        # 4. for this department and this matter
         if aud != department:
             raise Forbidden(
                 "the consent grant is for another department", code="consent.wrong_department"
             )
         if grant_matter != matter:
             raise Forbidden("the consent grant is for another matter", code="consent.wrong_matter")
-        if cert_type not in types:
-            raise Forbidden(
-                "the consent grant does not cover this certificate type",
-                code="consent.type_not_granted",
-            )
         return ConsentGrant(
             issuer=iss,
             holder_digest=sub,

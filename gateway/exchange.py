@@ -388,12 +388,14 @@ class Exchange:
         if not self.topology.adjacent(caller, self.me):
             raise AuthError("the previous hop is not a neighbour", code="hop.route")
         self._audit("relay", principal, request.certificate_id, request.matter, list(route), caller)
-        # 3. the holding node answers; any other forwards within the caller's deadline
+        # 3. the holding node answers; any other re-checks the grant it carries, then forwards
+        #    within the caller's deadline
         if route[-1] == self.me:
             fetched = self.node.fetch(
                 principal, request.certificate_id, request.matter, consent=consent
             )
             return {"seal": fetched.certificate.seal, "route": list(route)}
+        self.node.check_consent_in_transit(principal, request.matter, consent)
         local = Deadline(min(self._budget, request.deadline - now), self._clock)
         return await self._forward(request, bearer, consent, local)
 

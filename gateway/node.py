@@ -315,6 +315,20 @@ class NodeService:
             now=self.clock.now(),
         )
 
+    def check_consent_in_transit(
+        self, principal: Principal, matter_id: str, consent: str | None
+    ) -> None:
+        """A relaying hop re-checks a grant it carries as far as it can see (the holding node
+        checks holder and type): the IdP's signature, in force, this department and matter."""
+        if consent is None:
+            return  # whether the matter needs one is the holding node's call
+        if self._consents is None or principal.department is None:
+            raise Forbidden("consent cannot be checked for this caller", code="consent.invalid")
+        matter = self.matters.get(matter_id)
+        self._consents.verify_in_transit(
+            consent, department=principal.department, matter=matter.id, now=self.clock.now()
+        )
+
     def change_status(
         self, principal: Principal, cert_id: str, request: Mapping[str, Any]
     ) -> StoredCertificate:

@@ -63,15 +63,29 @@ class Cluster:
     def __init__(self, base: Path) -> None:
         self.base = base
         default = load_federation(env={})
-        self.ports = {n.id: free_port() for n in default.nodes}
+        # Zhuji's own copy of the file points its direct link to Linquan at a port held bound
+        # (never listening) for the whole test: the point-to-point link is down, Linquan is up.
+        self.dead = socket.socket()
+        self.dead.bind(("127.0.0.1", 0))
+        dead_port = self.dead.getsockname()[1]
+        ports: set[int] = {dead_port}
+        self.ports: dict[str, int] = {}
+        for node in default.nodes:
+            port = free_port()
+            while port in ports:
+                port = free_port()
+            ports.add(port)
+            self.ports[node.id] = port
         self.file = federation_file(base / "federation.toml", self.ports, base)
-        # Zhuji's own copy of the file points its direct link to Linquan at a dead port:
-        # the point-to-point link is down, Linquan itself is up.
         self.zhuji_file = federation_file(
-            base / "zhuji.toml", self.ports, base, linquan=f"http://127.0.0.1:{free_port()}"
+            base / "zhuji.toml", self.ports, base, linquan=f"http://127.0.0.1:{dead_port}"
         )
         self.federation: Federation = load_federation(self.file, env={})
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def close(self) -> None:
+        self.stop_all()
+        self.dead.close()
 
     def start(self, node: str) -> None:
         file = self.zhuji_file if node == "zhuji" else self.file
@@ -111,7 +125,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
-        cluster.stop_all()
+        cluster.close()
 
 
 async def wait_until_enrolled(session: aiohttp.ClientSession, cluster: Cluster) -> None:
