@@ -145,6 +145,8 @@ class Federation:
     keys_dir: Path
     seal_alg: str
     key_validity_days: int
+    clock_skew_seconds: int
+    """Tolerance on token and grant times between machines (RFC 8725 §3.10 style leeway)."""
     key_passphrase: Secret | None
     limits: Limits
     nodes: tuple[NodeConfig, ...]
@@ -290,6 +292,9 @@ class _Parser:
         seal_alg = self._get(fed, "seal_alg", str, where, default="EdDSA")
         if seal_alg not in ("EdDSA", "ES256"):
             raise self.fail(where, "seal_alg must be EdDSA or ES256", "seal_alg")
+        skew = self._get(fed, "clock_skew_seconds", int, where, default=60)
+        if not 0 <= skew <= 300:
+            raise self.fail(where, "clock_skew_seconds must be 0..300", "clock_skew_seconds")
         validity = self._get(fed, "key_validity_days", int, where, default=365)
         if not 1 <= validity <= 3650:
             raise self.fail(where, "key_validity_days must be 1..3650", "key_validity_days")
@@ -307,6 +312,7 @@ class _Parser:
             keys_dir=keys_dir,
             seal_alg=seal_alg,
             key_validity_days=validity,
+            clock_skew_seconds=skew,
             key_passphrase=Secret(passphrase) if passphrase else None,
             limits=self._limits(),
             nodes=nodes,

@@ -310,6 +310,7 @@ class IdpService:
                 keys,
                 issuer=self.issuer,
                 audience=federation.audience,
+                skew=federation.clock_skew_seconds,
                 max_bytes=federation.limits.max_token_bytes,
             ),
             TokenCache(TOKEN_CACHE_ENTRIES),

@@ -184,7 +184,9 @@ class NodeService:
 
     def use_idp_keys(self, keys: KeyResolver) -> None:
         """Verify consent grants with the IdP's keys (the same set the authenticator uses)."""
-        self._consents = ConsentVerifier(keys, issuer=idp_issuer(self.federation))
+        self._consents = ConsentVerifier(
+            keys, issuer=idp_issuer(self.federation), skew=self.federation.clock_skew_seconds
+        )
 
     # -- keys ------------------------------------------------------------------------------
 

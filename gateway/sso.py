@@ -47,6 +47,7 @@ class NodeAuthenticator:
             keys,
             issuer=issuer,
             audience=federation.audience,
+            skew=federation.clock_skew_seconds,
             max_bytes=federation.limits.max_token_bytes,
         )
         departments = {d.id: n.id for n in federation.nodes for d in n.departments}

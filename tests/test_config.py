@@ -127,3 +127,14 @@ def test_parent_cycle_is_refused(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_federation(Path("/nonexistent/federation.toml"), env={})
+
+
+def test_clock_skew_is_configurable_and_bounded(tmp_path: Path) -> None:
+    text = MINIMAL.replace('name = "t"', 'name = "t"\nclock_skew_seconds = 30')
+    assert load_federation(write(tmp_path, text), env={}).clock_skew_seconds == 30
+    assert load_federation(write(tmp_path, MINIMAL), env={}).clock_skew_seconds == 60
+    with pytest.raises(ConfigError, match="clock_skew_seconds must be 0..300"):
+        load_federation(
+            write(tmp_path, MINIMAL.replace('name = "t"', 'name = "t"\nclock_skew_seconds = 301')),
+            env={},
+        )
