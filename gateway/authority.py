@@ -36,7 +36,15 @@ from gateway._internal.files import atomic_write
 from gateway._internal.wire import loads
 from gateway.clock import Clock
 from gateway.config import Federation
-from gateway.errors import ConfigError, GatewayError, NotFoundError, SealError, StorageError
+from gateway.errors import (
+    ConfigError,
+    ConflictError,
+    GatewayError,
+    InputError,
+    NotFoundError,
+    SealError,
+    StorageError,
+)
 from gateway.ids import KeyId, NodeId
 from gateway.jwks import KeyState, VerificationKey, parse_jwk, parse_jwks, public_jwk
 from gateway.rootkey import RootKey
@@ -163,6 +171,10 @@ class TrustAuthority:
         parsed = parse_jwks(jwks, node=node)
         now = int(self._clock.now())
         known = self._keys.setdefault(node, {})
+        if known and not self.unsafe_follow_jwks:
+            # Enrolled: from now on this node's keys change only through key-change
+            # requests signed by its current key (:meth:`apply_key_change`).
+            return False
         changed = False
         for kid, key in parsed.items():
             changed |= self._observe_key(node, known, kid, key, now)
@@ -170,6 +182,66 @@ class TrustAuthority:
             self._changed = True
             self._save()
         return changed
+
+    unsafe_follow_jwks: bool = False
+    """Follow nodes' JWKS status changes after enrolment too. Off: once a node is enrolled,
+    only its signed key-change requests change its keys (anyone able to answer for its URL
+    could otherwise publish keys in its name)."""
+
+    def apply_key_change(
+        self,
+        node: NodeId,
+        action: str,
+        kid: KeyId,
+        *,
+        jwk: Mapping[str, Any] | None = None,
+        at: float | None = None,
+    ) -> None:
+        """A node's signed key-change request (the caller authenticated it as ``node``).
+
+        ``prepublish`` a new key as ``next``; ``activate`` a ``next`` key (the node's other
+        active keys become ``retired``); ``retire``; ``revoke`` from a time (default now).
+        Raises :class:`InputError` / :class:`ConflictError` for impossible changes.
+        """
+        now = int(self._clock.now())
+        known = self._keys.setdefault(node, {})
+        entry = known.get(kid)
+        if action == "prepublish":
+            if entry is not None:
+                raise ConflictError("that key is already published", code="keys.exists")
+            if jwk is None:
+                raise InputError("prepublish needs the public JWK", code="keys.bad_change")
+            key = parse_jwk(dict(jwk), node=node)
+            if key.kid != kid:
+                raise InputError("the JWK is not that kid's", code="keys.bad_change")
+            known[kid] = _Key(jwk=public_jwk(key), history=[KeyHistory(KeyState.NEXT, now)])
+        else:
+            if entry is None:
+                raise NotFoundError("no such key of that node", code="keys.not_found")
+            state = entry.history[-1].state
+            if state is KeyState.REVOKED:
+                raise ConflictError("a revoked key cannot change", code="keys.revoked")
+            if action == "activate":
+                if state is not KeyState.NEXT:
+                    raise ConflictError("only a next key can be activated", code="keys.state")
+                for other in known.values():
+                    if other is not entry and other.history[-1].state is KeyState.ACTIVE:
+                        other.history.append(KeyHistory(KeyState.RETIRED, now))
+                entry.history.append(KeyHistory(KeyState.ACTIVE, now))
+            elif action == "retire":
+                entry.history.append(KeyHistory(KeyState.RETIRED, now))
+            elif action == "revoke":
+                # From ``at``: a compromise found late. Later changes (a retirement) are
+                # superseded, so the history stays in time order and says what is true.
+                since = max(int(at) if at is not None else now, entry.history[0].since)
+                while len(entry.history) > 1 and entry.history[-1].since > since:
+                    entry.history.pop()
+                entry.history.append(KeyHistory(KeyState.REVOKED, since))
+            else:
+                raise InputError(f"unknown key change {action[:32]!r}", code="keys.bad_change")
+        log.info("key change", extra={"node": node, "kid": kid, "action": action})
+        self._changed = True
+        self._save()
 
     def _observe_key(
         self,

@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--node", required=True)
     serve.add_argument("--host", default=None, help="bind address (default: the federation's)")
     serve.add_argument("--port", type=int, default=None, help="port (default: the federation's)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+    )
 
     sub.add_parser("demo", help="run the guided tour")
 
@@ -81,6 +84,18 @@ def _parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     keys_list = keys_sub.add_parser("list", help="list a node's seal keys")
     keys_list.add_argument("--node", required=True)
+    keys_list.add_argument(
+        "--offline", action="store_true", help="read the local key store, not the running node"
+    )
+    keys_rotate = keys_sub.add_parser("rotate", help="rotate a running node's seal key")
+    keys_rotate.add_argument("--node", required=True)
+    keys_retire = keys_sub.add_parser("retire", help="retire a key (it keeps verifying)")
+    keys_retire.add_argument("--node", required=True)
+    keys_retire.add_argument("kid")
+    keys_revoke = keys_sub.add_parser("revoke", help="revoke a key from a time")
+    keys_revoke.add_argument("--node", required=True)
+    keys_revoke.add_argument("kid")
+    keys_revoke.add_argument("--at", type=int, default=None, help="NumericDate (default: now)")
     return parser
 
 
@@ -103,7 +118,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.up(_federation(args), host=args.host)
     if args.command == "serve":
         logs.configure(args.log_level)
-        return commands.serve(_federation(args), args.node, host=args.host, port=args.port)
+        return commands.serve(
+            _federation(args), args.node, host=args.host, port=args.port, workers=args.workers
+        )
     if args.command == "demo":
         from gateway.demo import run_demo
 
@@ -131,5 +148,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "export":
         return commands.export(_federation(args), args.node, args.output)
     if args.command == "keys":
-        return commands.keys_list(_federation(args), args.node)
+        federation = _federation(args)
+        if args.keys_command == "list" and args.offline:
+            return commands.keys_list(federation, args.node)
+        return commands.keys_admin(
+            federation,
+            args.node,
+            args.keys_command,
+            kid=getattr(args, "kid", None),
+            at=getattr(args, "at", None),
+        )
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts commands

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -65,8 +66,33 @@ def node_app(
     return create_app(service)
 
 
-def serve(federation: Federation, node_id: str, *, host: str | None, port: int | None) -> int:
-    """Run one regional node until SIGINT/SIGTERM."""
+def serve(
+    federation: Federation,
+    node_id: str,
+    *,
+    host: str | None,
+    port: int | None,
+    workers: int = 1,
+) -> int:
+    """Run one node until SIGINT/SIGTERM, from ``workers`` processes sharing its port.
+
+    With more than one worker each is a forked process running its own event loop and its
+    own copy of the node, all bound to the same port with ``SO_REUSEPORT`` (the kernel
+    spreads connections over them). The parent only supervises: it forwards SIGTERM/SIGINT
+    to the workers, and when one dies on its own it stops the others and fails.
+    """
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    federation.node(node_id)  # an unknown node fails here, before any fork
+    if workers == 1:
+        _serve_one(federation, node_id, host=host, port=port, reuse_port=False)
+        return 0
+    return _supervise(federation, node_id, host=host, port=port, workers=workers)
+
+
+def _serve_one(
+    federation: Federation, node_id: str, *, host: str | None, port: int | None, reuse_port: bool
+) -> None:
     node = federation.node(node_id)
     app = node_app(federation, node_id, clock=SystemClock())
     _install_uvloop()
@@ -77,8 +103,65 @@ def serve(federation: Federation, node_id: str, *, host: str | None, port: int |
         access_log=None,
         print=lambda msg: print(f"tongban: node {node_id} {msg.strip()}", file=sys.stderr),
         handle_signals=True,
+        reuse_port=reuse_port or None,
     )
-    return 0
+
+
+def _supervise(
+    federation: Federation, node_id: str, *, host: str | None, port: int | None, workers: int
+) -> int:
+    children: set[int] = set()
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    failed = False
+    try:
+        for _ in range(workers):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the worker process (covered by a process test)
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+                code = 0
+                try:
+                    _serve_one(federation, node_id, host=host, port=port, reuse_port=True)
+                except BaseException as exc:  # a worker reports anything, then exits
+                    print(f"tongban: worker {os.getpid()}: {exc}", file=sys.stderr)
+                    code = 1
+                finally:
+                    sys.stderr.flush()
+                    os._exit(code)
+            children.add(pid)
+        print(
+            f"tongban: node {node_id} serving from {workers} worker processes",
+            file=sys.stderr,
+            flush=True,
+        )
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            children.discard(pid)
+            if not stopping:  # a worker died on its own: take the node down, loudly
+                failed = True
+                print(
+                    f"tongban: worker {pid} exited ({os.waitstatus_to_exitcode(status)});"
+                    " stopping the node",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                forward(signal.SIGTERM, None)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 1 if failed else 0
 
 
 def start_order(federation: Federation) -> tuple[NodeConfig, ...]:
@@ -300,7 +383,89 @@ def export(federation: Federation, node_id: str, output: Path | None) -> int:
     return 0
 
 
+KEY_COLUMNS = ["state", "kid", "alg", "created", "activates", "expires"]
+EXPIRY_WARNING_DAYS = 30
+
+
+def keys_admin(
+    federation: Federation,
+    node_id: str,
+    action: str,
+    *,
+    kid: str | None = None,
+    at: int | None = None,
+) -> int:
+    """``tongban keys list|rotate|retire|revoke --node N``: the running node's admin API,
+    called with the node's ops client's demo credentials (scope ``keys:admin``)."""
+    return asyncio.run(_keys_admin(federation, node_id, action, kid=kid, at=at))
+
+
+async def _keys_admin(
+    federation: Federation, node_id: str, action: str, *, kid: str | None, at: int | None
+) -> int:
+    node = federation.node(node_id)
+    ops = next(
+        (
+            c
+            for c in federation.clients
+            if "keys:admin" in c.scopes and c.node == node.id and c.demo_secret is not None
+        ),
+        None,
+    )
+    if ops is None or ops.demo_secret is None:
+        raise ConfigError(
+            f"the federation file has no ops client with demo credentials for {node_id!r}"
+        )
+    base = federation.url(node.id) + "/v1/admin/keys"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        try:
+            token = await IdpClient(session, idp_issuer(federation)).client_credentials(
+                ops.id, ops.demo_secret.reveal()
+            )
+            headers = {"Authorization": f"Bearer {token}"}
+            if action == "list":
+                request = session.get(base, headers=headers)
+            elif action == "rotate":
+                request = session.post(f"{base}/rotate", headers=headers)
+                print(
+                    f"tongban: rotating {node_id}'s seal key (waits for the trust list "
+                    "to reach every node)…",
+                    file=sys.stderr,
+                )
+            else:
+                body = {"at": at} if at is not None else None
+                request = session.post(f"{base}/{kid}/{action}", headers=headers, json=body)
+            async with request as response:
+                answer = await response.json(content_type=None)
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"cannot reach node {node_id}: {exc}") from exc
+    if response.status >= 400:
+        raise GatewayError(f"{answer.get('code')}: {answer.get('detail')}")
+    if action == "list":
+        rows = [
+            [
+                k["state"],
+                k["kid"],
+                k["alg"],
+                k["created"],
+                k["activates"],
+                k["expires"]
+                + (
+                    f"  ⚠ in {k['expires_in_days']} d"
+                    if k["expires_in_days"] < EXPIRY_WARNING_DAYS
+                    else ""
+                ),
+            ]
+            for k in answer["keys"]
+        ]
+        print(table(KEY_COLUMNS, rows))
+    else:
+        print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def keys_list(federation: Federation, node_id: str) -> int:
+    """``tongban keys list --node N --offline``: read the local key store directly."""
     from gateway.keys import KeyStore
 
     node = federation.node(node_id)
@@ -324,13 +489,14 @@ def keys_list(federation: Federation, node_id: str) -> int:
         ]
         for r in store.records()
     ]
-    print(table(["state", "kid", "alg", "created", "activates", "expires"], rows))
+    print(table(KEY_COLUMNS, rows))
     return 0
 
 
 __all__ = [
     "export",
     "format_report",
+    "keys_admin",
     "keys_list",
     "node_app",
     "run_federation",

@@ -146,6 +146,8 @@ class Federation:
     seal_alg: str
     key_validity_days: int
     clock_skew_seconds: int
+    key_propagation_seconds: float
+    """How long a rotation waits for every node to hold a new trust list before going on."""
     """Tolerance on token and grant times between machines (RFC 8725 §3.10 style leeway)."""
     key_passphrase: Secret | None
     limits: Limits
@@ -295,6 +297,9 @@ class _Parser:
         skew = self._get(fed, "clock_skew_seconds", int, where, default=60)
         if not 0 <= skew <= 300:
             raise self.fail(where, "clock_skew_seconds must be 0..300", "clock_skew_seconds")
+        propagation = self._get(fed, "key_propagation_seconds", float, where, default=30.0)
+        if not 0 < propagation <= 3600:
+            raise self.fail(where, "key_propagation_seconds must be in (0, 3600]", "propagation")
         validity = self._get(fed, "key_validity_days", int, where, default=365)
         if not 1 <= validity <= 3650:
             raise self.fail(where, "key_validity_days must be 1..3650", "key_validity_days")
@@ -313,6 +318,7 @@ class _Parser:
             seal_alg=seal_alg,
             key_validity_days=validity,
             clock_skew_seconds=skew,
+            key_propagation_seconds=propagation,
             key_passphrase=Secret(passphrase) if passphrase else None,
             limits=self._limits(),
             nodes=nodes,

@@ -286,7 +286,7 @@ class Exchange:
         body = orjson.dumps(dict(entry))
         while True:
             try:
-                await self._signed_post(NATIONAL, CATALOG_ENTRIES_PATH, body, bearer=None)
+                await self.signed_post(NATIONAL, CATALOG_ENTRIES_PATH, body, bearer=None)
                 return
             except UpstreamProblem as exc:
                 log.error("national refused a catalog entry", extra={"code": exc.code})
@@ -309,7 +309,7 @@ class Exchange:
         for cert_type in types:  # purpose limitation before anything leaves this node
             self.node.matters.require_type(matter, cert_type)
         body = orjson.dumps({"holder_digest": holder_digest, "types": types})
-        listed = await self._signed_post(NATIONAL, CATALOG_LOOKUPS_PATH, body, bearer=bearer)
+        listed = await self.signed_post(NATIONAL, CATALOG_LOOKUPS_PATH, body, bearer=bearer)
         entries = listed.get("entries", [])
         if not isinstance(entries, list):
             raise NetworkError("national's catalog answered badly", code="exchange.bad_answer")
@@ -332,9 +332,10 @@ class Exchange:
             "failures": [o for o in outcomes if "seal" not in o],
         }
 
-    async def _signed_post(
+    async def signed_post(
         self, peer: NodeId, path: str, body: bytes, *, bearer: str | None
     ) -> dict[str, Any]:
+        """POST ``body`` to ``peer`` with this node's hop proof (and the caller's token)."""
         deadline = Deadline(self._budget, self._clock)
 
         async def attempt(budget: float) -> dict[str, Any]:

@@ -138,7 +138,7 @@ class NodeService:
         self.verifier = CertificateVerifier(
             self.key_resolver(), schemas, clock=clock, statuses=self.local_statuses
         )
-        self._update_key_metrics()
+        self.refresh_key_metrics()
 
     @classmethod
     def open(
@@ -196,7 +196,7 @@ class NodeService:
     def jwks(self) -> dict[str, Any]:
         return self.keys.jwks()
 
-    def _update_key_metrics(self) -> None:
+    def refresh_key_metrics(self) -> None:
         now = self.clock.now()
         for record in self.keys.records():
             self.metrics.key_expiry.labels(kid=record.kid, state=record.state.value).set(

@@ -125,6 +125,7 @@ def test_status_changes_append_to_the_history(
     open_authority: Callable[[], TrustAuthority], clock: FixedClock
 ) -> None:
     authority = open_authority()
+    authority.unsafe_follow_jwks = True  # this test follows JWKS states
     authority.observe(ZHUJI, jwks(jwk(A, ZHUJI, KeyState.NEXT)))
     clock.advance(100)
     assert authority.observe(ZHUJI, jwks(jwk(A, ZHUJI, KeyState.ACTIVE)))
@@ -169,6 +170,7 @@ def test_history_never_goes_back_in_time(
     open_authority: Callable[[], TrustAuthority],
 ) -> None:
     authority = open_authority()
+    authority.unsafe_follow_jwks = True  # this test follows JWKS states
     authority.observe(ZHUJI, jwks(jwk(A, ZHUJI, KeyState.ACTIVE, nbf=NOW)))
     # revoked "before" it became active: the entry is placed no earlier than the last one
     authority.observe(ZHUJI, jwks(jwk(A, ZHUJI, KeyState.REVOKED, nbf=NOW, revoked_at=NOW - 9)))

@@ -185,7 +185,7 @@ def test_a_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_keys_list_shows_state_kid_alg_and_times(tongban: TongBan) -> None:
-    result = tongban("keys", "list", "--node", "zhuji")
+    result = tongban("keys", "list", "--node", "zhuji", "--offline")
     assert result.code == 0
     header, rule, *rows = result.out.splitlines()
     assert header.split() == ["state", "kid", "alg", "created", "activates", "expires"]
@@ -208,7 +208,7 @@ def test_keys_follow_the_federation_files_algorithm_and_validity(
             "key_validity_days = 365": "key_validity_days = 30",
         },
     )
-    listed = tongban("keys", "list", "--node", "zhuji", federation=custom)
+    listed = tongban("keys", "list", "--node", "zhuji", "--offline", federation=custom)
     assert listed.code == 0
     [row] = [line.split() for line in listed.out.splitlines()[2:]]
     assert row[2] == "ES256"
@@ -237,7 +237,7 @@ def test_a_bad_federation_file_exits_2_naming_the_problem(
 ) -> None:
     path = tmp_path / "federation.toml"
     path.write_text(content, encoding="utf-8")
-    result = tongban("keys", "list", "--node", "zhuji", federation=path)
+    result = tongban("keys", "list", "--node", "zhuji", "--offline", federation=path)
     assert result.code == 2
     assert result.err.startswith(f"tongban: {path}")
     assert message in result.err

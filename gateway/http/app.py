@@ -22,6 +22,7 @@ from gateway.http.appkeys import (
     CATALOG,
     EXCHANGE,
     EXECUTOR,
+    LIFECYCLE,
     NODE,
     OPENAPI,
     SESSION,
@@ -39,6 +40,7 @@ from gateway.http.openapi import build_openapi
 from gateway.idp import idp_issuer
 from gateway.ids import NodeId
 from gateway.keycache import RemoteKeySet
+from gateway.lifecycle import KeyLifecycle
 from gateway.node import NodeService
 from gateway.remote_status import RemoteStatuses
 from gateway.rootkey import RootKey
@@ -164,6 +166,9 @@ def _network(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
                 budget=federation.limits.request_timeout_seconds,
             )
             app[EXCHANGE] = exchange
+            app[LIFECYCLE] = KeyLifecycle(
+                node, exchange, session, clock=clock, window=federation.key_propagation_seconds
+            )
             closers.append(exchange.aclose)
             closers.append(statuses.aclose)
             try:

@@ -11,6 +11,7 @@ from aiohttp import web
 from gateway.authority import TrustAuthority
 from gateway.catalog import CatalogService
 from gateway.exchange import Exchange
+from gateway.lifecycle import KeyLifecycle
 from gateway.node import NodeService
 from gateway.trustsync import TrustSync
 
@@ -22,3 +23,4 @@ TRUST = web.AppKey("trust", TrustSync)
 AUTHORITY = web.AppKey("authority", TrustAuthority)
 CATALOG = web.AppKey("catalog", CatalogService)
 EXCHANGE = web.AppKey("exchange", Exchange)
+LIFECYCLE = web.AppKey("lifecycle", KeyLifecycle)

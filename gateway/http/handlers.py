@@ -10,10 +10,16 @@ import orjson
 from aiohttp import web
 
 from gateway._internal.wire import JsonLimits, loads
-from gateway.auth import Scope
+from gateway.auth import Principal, Scope
 from gateway.certificates import check_party
 from gateway.config import Limits
-from gateway.errors import InputError, NotFoundError, SealIndeterminate, UnsupportedMediaType
+from gateway.errors import (
+    Forbidden,
+    InputError,
+    NotFoundError,
+    SealIndeterminate,
+    UnsupportedMediaType,
+)
 from gateway.exchange import (
     CATALOG_ENTRIES_PATH,
     CATALOG_LOOKUPS_PATH,
@@ -21,8 +27,19 @@ from gateway.exchange import (
     HOP_HEADER,
 )
 from gateway.holders import holder_digest
-from gateway.http.appkeys import CATALOG, EXCHANGE, EXECUTOR, NODE, OPENAPI, TRUST
+from gateway.http.appkeys import (
+    AUTHORITY,
+    CATALOG,
+    EXCHANGE,
+    EXECUTOR,
+    LIFECYCLE,
+    NODE,
+    OPENAPI,
+    TRUST,
+)
 from gateway.http.middleware import BEARER, principal_of, public
+from gateway.ids import KeyId
+from gateway.lifecycle import KEY_CHANGES_PATH
 from gateway.metrics import CONTENT_TYPE
 
 JSON = "application/json"
@@ -217,6 +234,66 @@ def _parse(request: web.Request, body: bytes) -> Any:
 
 
 @public
+async def key_change(request: web.Request) -> web.Response:
+    """national: a node's key-change request, signed (hop proof) by its current key."""
+    body = await request.read()
+    caller = request.app[EXCHANGE].authenticate_hop(
+        request.headers.get(HOP_HEADER), path=KEY_CHANGES_PATH, body=body
+    )
+    if AUTHORITY not in request.app:
+        raise NotFoundError("only national authors the trust list", code="keys.not_here")
+    change = loads(body, json_limits(request.app[NODE].federation.limits))
+    if not isinstance(change, dict) or change.get("node") != caller:
+        raise Forbidden("a node changes only its own keys", code="keys.not_owner")
+    action, kid, at = change.get("action"), change.get("kid"), change.get("at")
+    jwk = change.get("jwk")
+    if not isinstance(action, str) or not isinstance(kid, str):
+        raise InputError("a key change names an action and a kid", code="keys.bad_change")
+    if (jwk is not None and not isinstance(jwk, dict)) or (
+        at is not None and (not isinstance(at, int) or isinstance(at, bool))
+    ):
+        raise InputError("malformed key change", code="keys.bad_change")
+    authority = request.app[AUTHORITY]
+    authority.apply_key_change(caller, action, KeyId(kid), jwk=jwk, at=at)
+    request.app[TRUST].offer_local(authority.publish())
+    return json_response({"trust_list_seq": authority.seq})
+
+
+def _admin(request: web.Request) -> Principal:
+    """Keys are administered by the node's own ops department (``keys:admin``)."""
+    principal = principal_of(request)
+    principal.require(Scope.KEYS_ADMIN)
+    if principal.node != request.app[NODE].node.id:
+        raise Forbidden("only this node's operators administer its keys", code="keys.not_owner")
+    return principal
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    _admin(request)
+    return json_response({"keys": request.app[LIFECYCLE].listing()})
+
+
+async def rotate_key(request: web.Request) -> web.Response:
+    _admin(request)
+    return json_response(await request.app[LIFECYCLE].rotate())
+
+
+async def retire_key(request: web.Request) -> web.Response:
+    _admin(request)
+    return json_response(await request.app[LIFECYCLE].retire(KeyId(request.match_info["kid"])))
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    _admin(request)
+    body = await read_json(request) if request.can_read_body else {}
+    at = body.get("at") if isinstance(body, dict) else None
+    if at is not None and (not isinstance(at, int) or isinstance(at, bool)):
+        raise InputError("'at' is a NumericDate (integer seconds)", code="keys.bad_change")
+    kid = KeyId(request.match_info["kid"])
+    return json_response(await request.app[LIFECYCLE].revoke(kid, at=at))
+
+
+@public
 async def trust_list(request: web.Request) -> web.Response:
     token = request.app[TRUST].token
     if token is None:
@@ -268,4 +345,9 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", CATALOG_ENTRIES_PATH, catalog_register),
     ("POST", CATALOG_LOOKUPS_PATH, catalog_lookup),
     ("GET", "/v1/trust-list", trust_list),
+    ("POST", KEY_CHANGES_PATH, key_change),
+    ("GET", "/v1/admin/keys", list_keys),
+    ("POST", "/v1/admin/keys/rotate", rotate_key),
+    ("POST", "/v1/admin/keys/{kid}/retire", retire_key),
+    ("POST", "/v1/admin/keys/{kid}/revoke", revoke_key),
 )

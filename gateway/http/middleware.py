@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import secrets
 import time
@@ -97,6 +98,10 @@ def public(handler: Handler) -> Handler:
     return handler
 
 
+WORKER_HEADER = "Tongban-Worker"
+"""The id of the process that answered (``serve --workers N`` runs N of them)."""
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("X-Request-Id", "")
@@ -105,6 +110,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     try:
         response = await handler(request)
         response.headers["X-Request-Id"] = request_id
+        response.headers[WORKER_HEADER] = str(os.getpid())
         return response
     finally:
         request_id_var.reset(token)

@@ -71,6 +71,7 @@ def _path_param(name: str, description: str, schema: dict[str, Any]) -> dict[str
     }
 
 
+_KID = _path_param("kid", "RFC 7638 thumbprint", {"type": "string", "maxLength": 128})
 _CERT_ID = _path_param(
     "id", "GB/T 36904 certificate identifier", {"type": "string", "maxLength": 128}
 )
@@ -222,6 +223,42 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                     secured=False,
                     errors=(400, 404, 409),
                     hop=True,
+                )
+            },
+            "/v1/admin/key-changes": {
+                "post": _op(
+                    "Node to national: a key change (prepublish, activate, retire, revoke) "
+                    "signed by the node's current key; national republishes the trust list",
+                    tag="federation",
+                    secured=False,
+                    errors=(400, 404, 409),
+                    hop=True,
+                )
+            },
+            "/v1/admin/keys": {
+                "get": _op("This node's seal keys (keys:admin, this node's ops)", tag="admin")
+            },
+            "/v1/admin/keys/rotate": {
+                "post": _op(
+                    "Rotate: pre-publish a next key, activate it once every node trusts it",
+                    tag="admin",
+                    errors=(502, 504),
+                )
+            },
+            "/v1/admin/keys/{kid}/retire": {
+                "post": _op(
+                    "Retire a key (it keeps verifying)",
+                    tag="admin",
+                    params=[_KID],
+                    errors=(404, 409),
+                )
+            },
+            "/v1/admin/keys/{kid}/revoke": {
+                "post": _op(
+                    'Revoke a key from a time (body {"at": NumericDate}, default now)',
+                    tag="admin",
+                    params=[_KID],
+                    errors=(404, 409),
                 )
             },
             "/v1/catalog/lookups": {

@@ -31,6 +31,7 @@ _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 EXAMPLE_PARAMS = {
     "id": "1.2.156.3005.2.111000000000MCA07A003.113306810025211840.2026000.001.N",
     "list": "0",
+    "kid": "ebFfQyg12CSq2SYbkjYEn_v55fT5HUTmMaKsZFyDpeA",
 }
 
 

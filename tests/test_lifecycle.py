@@ -1,0 +1,215 @@
+"""Key lifecycle on a running federation: rotation never fails a verification anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from gateway._internal.wire import b64url_decode
+from gateway.clock import SystemClock
+from gateway.commands import run_federation
+from gateway.config import Federation, load_federation
+from gateway.idp import idp_issuer
+from gateway.idp_client import IdpClient
+
+GROOM = {"name": "赵立新", "id": "330681199001010015", "id_type": "111"}
+BRIDE = {"name": "王晓燕", "id": "341221199607082464", "id_type": "111"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Running:
+    def __init__(self, federation: Federation, session: aiohttp.ClientSession) -> None:
+        self.federation = federation
+        self.session = session
+        self.idp = IdpClient(session, idp_issuer(federation))
+
+    async def token(self, client_id: str) -> str:
+        entry = next(c for c in self.federation.clients if c.id == client_id)
+        assert entry.demo_secret is not None
+        return await self.idp.client_credentials(client_id, entry.demo_secret.reveal())
+
+    async def call(
+        self, node: str, method: str, path: str, token: str, body: Any = None
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.session.request(
+            method, self.federation.url(node) + path, json=body, headers=headers
+        ) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def jwks(self, node: str) -> list[dict[str, Any]]:
+        async with self.session.get(self.federation.url(node) + "/.well-known/jwks.json") as r:
+            keys: list[dict[str, Any]] = (await r.json())["keys"]
+            return keys
+
+
+async def enrolled(running: Running) -> None:
+    regions = {n.id for n in running.federation.nodes if n.kind == "region"}
+    pending = set(regions)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while pending and loop.time() < deadline:
+        for node in sorted(pending):
+            async with running.session.get(running.federation.url(node) + "/v1/trust-list") as r:
+                if r.status != 200:
+                    continue
+                claims = orjson.loads(b64url_decode((await r.text()).split(".")[1]))
+            if regions <= {n["id"] for n in claims["nodes"] if n["keys"]}:
+                pending.discard(node)
+        await asyncio.sleep(0.2)
+    assert not pending
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    default = load_federation(env={})
+    federation = default.with_ports({n.id: free_port() for n in default.nodes}).with_overrides(
+        data_dir=tmp_path / "var", keys_dir=tmp_path / "keys"
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        run_federation(federation, clock=SystemClock(), stop=stop, ready=lambda _: ready.set())
+    )
+    await ready.wait()
+    async with aiohttp.ClientSession() as session:
+        result = Running(federation, session)
+        await enrolled(result)
+        try:
+            yield result
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def marriage(holder: dict[str, str], spouse: dict[str, str]) -> dict[str, Any]:
+    return {
+        "type": "marriage",
+        "holder": holder,
+        "valid_from": "2026-01-01",
+        "valid_until": None,
+        "data": {
+            "registration_date": "2026-01-01",
+            "spouse": spouse,
+            "registration_office": "诸暨市民政局婚姻登记处",
+        },
+    }
+
+
+async def test_rotation_under_cross_region_traffic_fails_no_verification(
+    running: Running,
+) -> None:
+    clerk = await running.token("zhuji-civil-affairs")
+    checker = await running.token("shanghai-public-security")
+    ops = await running.token("zhuji-ops")
+    old_kid = next(k["kid"] for k in await running.jwks("zhuji") if k["status"] == "active")
+    seals: list[str] = []
+    failures: list[Any] = []
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        # Zhuji keeps issuing; Shanghai keeps verifying everything Zhuji ever sealed.
+        n = 0
+        while not stop.is_set():
+            status, body = await running.call(
+                "zhuji",
+                "POST",
+                "/v1/certificates",
+                clerk,
+                marriage(GROOM, BRIDE) if n % 2 else marriage(BRIDE, GROOM),
+            )
+            if status != 201 or body["report"]["indication"] != "PASSED":
+                failures.append(("issue", status, body))
+            else:
+                seals.append(body["seal"])
+            batch = seals[-20:]
+            status, body = await running.call(
+                "shanghai", "POST", "/v1/seals/verify", checker, {"seals": batch}
+            )
+            bad = [r for r in body.get("reports", []) if r["indication"] != "PASSED"]
+            if status != 200 or bad:
+                failures.append(("verify", status, bad or body))
+            n += 1
+
+    worker = asyncio.create_task(traffic())
+    await asyncio.sleep(0.5)  # traffic flowing before the rotation starts
+    started = time.monotonic()
+    status, rotated = await running.call("zhuji", "POST", "/v1/admin/keys/rotate", ops)
+    assert status == 200, rotated
+    await asyncio.sleep(1.0)  # traffic flowing after it
+    stop.set()
+    await worker
+
+    assert failures == []
+    assert rotated["previous"] == old_kid != rotated["active"]
+    states = {k["kid"]: k["status"] for k in await running.jwks("zhuji")}
+    assert states[old_kid] == "retired"
+    assert states[rotated["active"]] == "active"
+    kids = {orjson.loads(b64url_decode(s.split(".")[0]))["kid"] for s in seals}
+    assert kids == {old_kid, rotated["active"]}, "seals by both keys were verified"
+    # every seal, old key and new, still verifies after the rotation, at every node
+    status, body = await running.call(
+        "shanghai", "POST", "/v1/seals/verify", checker, {"seals": seals[:1000]}
+    )
+    assert {r["indication"] for r in body["reports"]} == {"PASSED"}
+    assert time.monotonic() - started < 120
+
+
+async def test_only_the_nodes_own_operators_administer_its_keys(running: Running) -> None:
+    other_ops = await running.token("shanghai-ops")
+    status, body = await running.call("zhuji", "POST", "/v1/admin/keys/rotate", other_ops)
+    assert (status, body["code"]) == (403, "keys.not_owner")
+    clerk = await running.token("zhuji-civil-affairs")
+    status, body = await running.call("zhuji", "GET", "/v1/admin/keys", clerk)
+    assert (status, body["code"]) == (403, "auth.scope")
+    ops = await running.token("zhuji-ops")
+    status, body = await running.call("zhuji", "GET", "/v1/admin/keys", ops)
+    assert status == 200
+    assert [k["state"] for k in body["keys"]] == ["active"]
+    assert set(body["keys"][0]) >= {"kid", "alg", "created", "activates", "expires"}
+
+
+async def test_revocation_fails_later_seals_and_keeps_the_node_signing(running: Running) -> None:
+    clerk = await running.token("zhuji-civil-affairs")
+    checker = await running.token("shanghai-public-security")
+    ops = await running.token("zhuji-ops")
+    _, issued = await running.call(
+        "zhuji", "POST", "/v1/certificates", clerk, marriage(GROOM, BRIDE)
+    )
+    old_kid = next(k["kid"] for k in await running.jwks("zhuji") if k["status"] == "active")
+    status, revoked = await running.call(
+        "zhuji", "POST", f"/v1/admin/keys/{old_kid}/revoke", ops, {"at": int(time.time()) - 3600}
+    )
+    assert status == 200, revoked
+    assert revoked["rotated"]["previous"] == old_kid  # the node rotated first: it still signs
+    # wait until Shanghai holds the list with the revocation
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while loop.time() < deadline:
+        _, body = await running.call(
+            "shanghai", "POST", "/v1/seals/verify", checker, {"seals": [issued["seal"]]}
+        )
+        if body["reports"][0]["code"] == "seal.key_revoked":
+            break
+        await asyncio.sleep(0.25)
+    # the seal was made after the revocation time: it fails
+    assert body["reports"][0]["code"] == "seal.key_revoked"
+    _, fresh = await running.call(
+        "zhuji", "POST", "/v1/certificates", clerk, marriage(BRIDE, GROOM)
+    )
+    assert fresh["report"]["indication"] == "PASSED"
