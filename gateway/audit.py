@@ -42,9 +42,11 @@ from gateway.errors import (
     ConfigError,
     GatewayError,
     InputError,
+    InvalidIdentifier,
     StorageError,
     VerificationError,
 )
+from gateway.identifiers import parse_certificate_id
 from gateway.ids import NodeId
 from gateway.jwks import KeyResolver
 from gateway.merkle import (
@@ -154,8 +156,24 @@ def _check_no_clear_holder(value: Any, where: str) -> None:
                 stack.append((child, f"{path}/{name}"))
         elif isinstance(node, list):
             stack.extend((child, f"{path}/{i}") for i, child in enumerate(node))
-        elif isinstance(node, str) and _ID_NUMBER.search(node):
+        elif isinstance(node, str) and _has_id_number(node):
             raise _clear_holder(path)
+
+
+def _has_id_number(text: str) -> bool:
+    """Something shaped like a resident ID number in clear somewhere in ``text``.
+
+    A GB/T 36904 certificate identifier is not one, though its all-digit issuer credit code
+    can look like one: identifiers are recognised and allowed whole.
+    """
+    try:
+        parse_certificate_id(text)
+    except InvalidIdentifier:
+        pass
+    else:
+        return False
+    # shape alone: a mistyped number is still personal data
+    return _ID_NUMBER.search(text) is not None
 
 
 def _check_finite(value: Any) -> None:
@@ -205,7 +223,7 @@ def _check_text(value: str | None, what: str) -> None:
         raise InputError(f"audit {what} is required", code="audit.bad_record")
     if not isinstance(value, str) or not value or len(value) > 256:
         raise InputError(f"audit {what} must be a short string", code="audit.bad_record")
-    if _ID_NUMBER.search(value):
+    if _has_id_number(value):
         raise _clear_holder(what)
 
 

@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--node", required=True)
     export.add_argument("--output", "-o", type=Path, default=None, help="default: stdout")
 
+    audit = sub.add_parser("audit", help="a node's tamper-evident audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    audit_verify = audit_sub.add_parser(
+        "verify", help="check a node's log end to end (altered, removed or reordered entries)"
+    )
+    audit_verify.add_argument("--node", required=True)
+
     keys = sub.add_parser("keys", help="seal keys of a node")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     keys_list = keys_sub.add_parser("list", help="list a node's seal keys")
@@ -147,6 +154,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.seed(_federation(args), args.node, args.count, seed=args.seed)
     if args.command == "export":
         return commands.export(_federation(args), args.node, args.output)
+    if args.command == "audit":
+        return commands.audit_verify(_federation(args), args.node)
     if args.command == "keys":
         federation = _federation(args)
         if args.keys_command == "list" and args.offline:

@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from gateway._internal.console import table
-from gateway._internal.wire import loads
+from gateway._internal.wire import b64url_encode, loads
 from gateway.clock import Clock, SystemClock, to_rfc3339
 from gateway.config import Federation, NodeConfig
 from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
@@ -383,6 +383,31 @@ def export(federation: Federation, node_id: str, output: Path | None) -> int:
     return 0
 
 
+def audit_verify(federation: Federation, node_id: str) -> int:
+    """``tongban audit verify --node N``: re-read the node's whole log, recompute every leaf
+    and every signed tree head; exit 0 only when nothing was altered, removed or reordered."""
+    from gateway.audit import verify_log
+    from gateway.keys import KeyStore
+
+    node = federation.node(node_id)
+    path = federation.data_dir / node.id / "audit.sqlite3"
+    if not path.exists():
+        raise ConfigError(f"node {node_id!r} has no audit log at {path}")
+    store = KeyStore.open(
+        federation.keys_dir, node.id, clock=SystemClock(), passphrase=federation.key_passphrase
+    )
+    try:
+        summary = verify_log(path, store, node=node.id, now=SystemClock().now())
+    except GatewayError as exc:
+        print(f"tongban: audit log of {node_id} FAILED: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+    print(
+        f"audit log of {node_id}: {summary.size} entries, {summary.heads_checked} signed tree "
+        f"heads checked, root {b64url_encode(summary.root_hash)}: OK"
+    )
+    return 0
+
+
 KEY_COLUMNS = ["state", "kid", "alg", "created", "activates", "expires"]
 EXPIRY_WARNING_DAYS = 30
 
@@ -494,6 +519,7 @@ def keys_list(federation: Federation, node_id: str) -> int:
 
 
 __all__ = [
+    "audit_verify",
     "export",
     "format_report",
     "keys_admin",

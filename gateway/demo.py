@@ -15,8 +15,10 @@ over HTTP. The tour follows DESIGN.md "The demo":
 5. Shanghai's node verifies the new seal; ``tongban verify`` verifies it offline from the
    trust list alone. A forged seal and an algorithm-confusion attack fail with their reasons.
 
-Key rotation and the audit trail join the tour with the key-lifecycle work. Every step
-checks its outcome; the tour exits non-zero at the first surprise.
+6. Ops rotate Zhuji's seal key: the old certificate still verifies, new ones use the new key.
+7. The case's audit trail is printed and each entry is proven in Zhuji's signed tree head.
+
+Every step checks its outcome; the tour exits non-zero at the first surprise.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from gateway.config import Federation, load_federation
 from gateway.http.handlers import CONSENT_HEADER
 from gateway.idp import idp_issuer
 from gateway.idp_client import IdpClient
+from gateway.merkle import leaf_hash, verify_inclusion
 from gateway.rootkey import ROOT_JWK_FILE
 
 WINDOW = "zhuji"
@@ -321,6 +324,81 @@ async def _steps(session: aiohttp.ClientSession, federation: Federation, base: P
     )
     code = verify_offline(seal_file, trust_list_file=trust_file, root_key=root)
     expect(code == 0, "offline, from the root key and the trust list alone: exit 0, PASSED")
+
+    print(heading("6. Ops rotate Zhuji's seal key (no verification ever fails)"))
+    ops = await login(session, federation, idp, "zhuji-ops")
+    old_kid = orjson.loads(b64url_decode(seal.split(".")[0]))["kid"]
+    status, rotated = await ops.call("POST", "/v1/admin/keys/rotate")
+    expect(
+        status == 200 and rotated["previous"] == old_kid,
+        f"next key pre-published, then activated once every node trusted it "
+        f"(trust list #{rotated.get('trust_list_seq')})",
+    )
+    status, body = await shanghai.call("POST", "/v1/seals/verify", {"seals": [seal]})
+    expect(
+        body["reports"][0]["indication"] == "PASSED",
+        "the marriage certificate sealed with the old (now retired) key still verifies",
+    )
+    status, body = await window.call(
+        "POST",
+        "/v1/certificates",
+        {
+            "type": "marriage",
+            "holder": GROOM,
+            "valid_from": today,
+            "valid_until": None,
+            "data": {
+                "registration_date": today,
+                "spouse": BRIDE,
+                "registration_office": "诸暨市民政局婚姻登记处",
+            },
+        },
+    )
+    new_kid = orjson.loads(b64url_decode(body["seal"].split(".")[0]))["kid"]
+    expect(new_kid == rotated["active"] != old_kid, "new certificates are sealed with the new key")
+    status, keys = await ops.call("GET", "/v1/admin/keys")
+    print(
+        table(
+            ["state", "kid", "alg", "activates", "expires"],
+            [[k["state"], k["kid"], k["alg"], k["activates"], k["expires"]] for k in keys["keys"]],
+        )
+    )
+
+    print(heading("7. The case's audit trail at Zhuji (tamper-evident, RFC 9162)"))
+    status, head = await ops.call("GET", "/v1/audit/head")
+    status, page = await ops.call("GET", f"/v1/audit/entries?start=0&end={head['tree_size']}")
+    case = [
+        e for e in page["entries"] if e["kind"] in ("fetch", "consent_use", "issuance", "key_event")
+    ]
+    print(
+        table(
+            ["seq", "kind", "actor", "subject"],
+            [[e["seq"], e["kind"], e["actor"], (e["subject"] or "")[-28:]] for e in case],
+        )
+    )
+    for entry in case:
+        status, proof = await ops.call(
+            "GET", f"/v1/audit/proofs/inclusion?seq={entry['seq']}&tree_size={head['tree_size']}"
+        )
+        verify_inclusion(
+            leaf_hash(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)),
+            entry["seq"],
+            head["tree_size"],
+            [b64url_decode(p) for p in proof["proof"]],
+            b64url_decode(head["root_hash"]),
+        )
+    expect(
+        True,
+        f"each of the {len(case)} entries is proven in the signed tree head "
+        f"(size {head['tree_size']})",
+    )
+    expect(
+        not any(
+            GROOM["id"] in orjson.dumps(e).decode() or BRIDE["id"] in orjson.dumps(e).decode()
+            for e in page["entries"]
+        ),
+        "no holder ID number in clear anywhere in the log (keyed digests only)",
+    )
 
 
 def home_certificates(person: dict[str, str], address: str) -> list[dict[str, Any]]:

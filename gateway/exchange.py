@@ -33,6 +33,7 @@ import aiohttp
 import orjson
 
 from gateway._internal.wire import JsonLimits, b64url_decode, loads
+from gateway.audit import AuditKind
 from gateway.auth import Principal
 from gateway.clock import Clock
 from gateway.errors import (
@@ -55,7 +56,6 @@ from gateway.trust import TrustListResolver
 from gateway.verification import CertificateVerifier, StatusResolver
 
 log = logging.getLogger("gateway.exchange")
-audit = logging.getLogger("gateway.audit")
 
 EXCHANGE_PATH = "/v1/exchange/fetch"
 CATALOG_ENTRIES_PATH = "/v1/catalog/entries"
@@ -100,8 +100,11 @@ class RelayRequest:
     def parse(cls, body: bytes) -> RelayRequest:
         raw = loads(body, _BODY_LIMITS)
         if not isinstance(raw, dict) or set(raw) != {
-            "certificate_id", "matter", "route", "deadline"
-        }:  # fmt: skip
+            "certificate_id",
+            "matter",
+            "route",
+            "deadline",
+        }:
             raise InputError("malformed relay request", code="exchange.bad_request")
         route = raw["route"]
         deadline = raw["deadline"]
@@ -319,12 +322,22 @@ class Exchange:
             try:
                 answer = await self.fetch(principal, bearer, cert_id, matter, consent)
             except GatewayError as exc:
-                return {"certificate_id": cert_id, "type": entry.get("type"),
-                        "node": entry.get("node"), "status": exc.status, "code": exc.code,
-                        "detail": exc.detail[:512]}  # fmt: skip
-            return {"certificate_id": cert_id, "type": entry.get("type"), "node": answer["node"],
-                    "seal": answer["seal"], "report": answer["report"],
-                    "route": answer["route"]}  # fmt: skip
+                return {
+                    "certificate_id": cert_id,
+                    "type": entry.get("type"),
+                    "node": entry.get("node"),
+                    "status": exc.status,
+                    "code": exc.code,
+                    "detail": exc.detail[:512],
+                }
+            return {
+                "certificate_id": cert_id,
+                "type": entry.get("type"),
+                "node": answer["node"],
+                "seal": answer["seal"],
+                "report": answer["report"],
+                "route": answer["route"],
+            }
 
         outcomes = await asyncio.gather(*(one(e) for e in entries if isinstance(e, dict)))
         return {
@@ -342,10 +355,15 @@ class Exchange:
             headers = {
                 "Content-Type": "application/json",
                 HOP_HEADER: sign_hop(
-                    self.node.keys.signer(), node=self.me, audience=peer, method="POST",
-                    path=path, body=body, now=self._clock.now(),
+                    self.node.keys.signer(),
+                    node=self.me,
+                    audience=peer,
+                    method="POST",
+                    path=path,
+                    body=body,
+                    now=self._clock.now(),
                 ),
-            }  # fmt: skip
+            }
             if bearer is not None:
                 headers["Authorization"] = f"Bearer {bearer}"
             return await self._post(
@@ -475,19 +493,16 @@ class Exchange:
         route: list[str] | list[NodeId],
         caller: NodeId | None,
     ) -> None:
-        audit.info(
-            "exchange",
-            extra={
-                "event": event,
-                "node": self.me,
-                "caller_node": caller,
-                "client_id": principal.client_id,
-                "department": principal.department,
-                "certificate_id": cert_id,
-                "matter": matter,
-                "route": list(route),
-            },
-        )
+        kind = AuditKind.LOOKUP_HOP if event == "relay" else AuditKind.FETCH
+        details = {
+            "matter": matter,
+            "route": list(route),
+            "department": principal.department,
+            "routed": True,
+        }
+        if caller is not None:
+            details["from"] = caller
+        self.node.record(kind, principal.client_id, cert_id, details)
 
 
 def _unverified_status_uri(seal: str) -> str | None:

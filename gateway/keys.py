@@ -212,6 +212,10 @@ class KeyStore:
         record = self.active()
         return PrivateKeySigner(self._private[record.kid], kid=record.kid)
 
+    def current_signer(self) -> ActiveKeySigner:
+        """A signer that always signs with whatever key is active now (survives rotation)."""
+        return ActiveKeySigner(self)
+
     def verification_key(self, record: KeyRecord) -> VerificationKey:
         return VerificationKey(
             node=self.node,
@@ -284,6 +288,24 @@ class KeyStore:
             option=orjson.OPT_INDENT_2,
         )
         atomic_write(self.directory / _KEYRING, body)
+
+
+class ActiveKeySigner:
+    """:class:`gateway.seals.Signer` over a key store's active key, looked up at each use."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+
+    @property
+    def kid(self) -> KeyId:
+        return self._store.active().kid
+
+    @property
+    def alg(self) -> Alg:
+        return self._store.active().alg
+
+    def sign(self, data: bytes) -> bytes:
+        return self._store.signer().sign(data)
 
 
 # -- files -------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 
 from gateway._internal.wire import b64url_decode
+from gateway.audit import AuditKind
 from gateway.clock import Clock, to_rfc3339
 from gateway.errors import ConflictError, GatewayError, NetworkError
 from gateway.exchange import Exchange
@@ -91,6 +92,12 @@ class KeyLifecycle:
             keys.set_state(new.kid, KeyState.ACTIVE)
             keys.set_state(old.kid, KeyState.RETIRED)
             self.node.refresh_key_metrics()
+            self.node.record(
+                AuditKind.KEY_EVENT,
+                "ops",
+                new.kid,
+                {"action": "rotate", "previous": old.kid, "trust_list_seq": seq},
+            )
             log.info("seal key rotated", extra={"old": old.kid, "new": new.kid})
             return {"previous": old.kid, "active": new.kid, "trust_list_seq": seq}
 
@@ -103,6 +110,9 @@ class KeyLifecycle:
                 )
             seq = await self._change("retire", record.kid)
             self.node.keys.set_state(record.kid, KeyState.RETIRED)
+            self.node.record(
+                AuditKind.KEY_EVENT, "ops", record.kid, {"action": "retire", "trust_list_seq": seq}
+            )
             return {"retired": record.kid, "trust_list_seq": seq}
 
     async def revoke(self, kid: KeyId, *, at: float | None = None) -> dict[str, Any]:
@@ -118,8 +128,18 @@ class KeyLifecycle:
             seq = await self._change("revoke", record.kid, at=when)
             self.node.keys.set_state(record.kid, KeyState.REVOKED, at=when)
             self.node.refresh_key_metrics()
-            return {"revoked": record.kid, "from": to_rfc3339(when), "rotated": rotated,
-                    "trust_list_seq": seq}  # fmt: skip
+            self.node.record(
+                AuditKind.KEY_EVENT,
+                "ops",
+                record.kid,
+                {"action": "revoke", "from": int(when), "trust_list_seq": seq},
+            )
+            return {
+                "revoked": record.kid,
+                "from": to_rfc3339(when),
+                "rotated": rotated,
+                "trust_list_seq": seq,
+            }
 
     async def _change(
         self,

@@ -17,11 +17,12 @@ from typing import Any
 import orjson
 
 from gateway._internal.wire import b64url_decode
+from gateway.audit import AuditKind, SqliteAuditLog
 from gateway.auth import Principal, Scope
 from gateway.certificates import IssueContext, build_document, check_identifiers
 from gateway.clock import Clock
 from gateway.config import Department, Federation, NodeConfig
-from gateway.consent import ConsentVerifier
+from gateway.consent import ConsentGrant, ConsentVerifier
 from gateway.errors import Forbidden, InputError, NotFoundError, SealError, SealIndeterminate
 from gateway.holders import holder_digest
 from gateway.identifiers import parse_certificate_id
@@ -118,6 +119,7 @@ class NodeService:
         metrics: Metrics,
         public_url: str,
         idp_keys: KeyResolver | None = None,
+        audit: SqliteAuditLog,
     ) -> None:
         self.federation = federation
         self.node = node
@@ -131,6 +133,7 @@ class NodeService:
         self.status_list_prefix = f"{self.public_url}/v1/status-lists/"
         self._status_tokens: dict[int, tuple[int, float, str]] = {}
         self._consents: ConsentVerifier | None = None
+        self.audit = audit
         if idp_keys is not None:
             self.use_idp_keys(idp_keys)
         self._status_lock = threading.Lock()
@@ -167,6 +170,9 @@ class NodeService:
         directory = (data_dir or federation.data_dir) / node.id
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         registry = SqliteRegistry(directory / "registry.sqlite3")
+        audit = SqliteAuditLog(
+            directory / "audit.sqlite3", node=node.id, signer=keys.current_signer(), clock=clock
+        )
         return cls(
             federation,
             node,
@@ -177,10 +183,22 @@ class NodeService:
             metrics=metrics or Metrics(node.id),
             public_url=public_url or federation.url(node.id),
             idp_keys=idp_keys,
+            audit=audit,
         )
 
     def close(self) -> None:
         self.registry.close()
+        self.audit.close()
+
+    def record(
+        self,
+        kind: AuditKind,
+        actor: str,
+        subject: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append to this node's audit log; returns once durable (holders as digests only)."""
+        self.audit.append(kind, actor, subject, details)
 
     def use_idp_keys(self, keys: KeyResolver) -> None:
         """Verify consent grants with the IdP's keys (the same set the authenticator uses)."""
@@ -234,6 +252,17 @@ class NodeService:
         now = self.clock.now()
         new, document = self.mint(request, department, self.registry.reserve_slot(), now)
         self.registry.add(new)
+        self.record(
+            AuditKind.ISSUANCE,
+            principal.client_id,
+            new.id,
+            {
+                "type": new.type,
+                "holder": new.holder_digest,
+                "kid": new.kid,
+                "department": department.id,
+            },
+        )
         self.metrics.issued.inc()
         stored = self.registry.get(new.id)
         report, _ = self.verifier.report(new.seal)
@@ -283,15 +312,34 @@ class NodeService:
         parse_certificate_id(cert_id)
         stored = self.registry.get(CertificateId(cert_id))
         matter = self.matters.require_type(matter_id, stored.type)
-        self.check_consent(principal, stored, matter, consent)
+        grant = self.check_consent(principal, stored, matter, consent)
         report, verified = self.verifier.report(stored.seal)
         self._count(report)
+        released = {
+            "matter": matter.id,
+            "department": principal.department,
+            "holder": stored.holder_digest,
+            "indication": report.indication.value,
+        }
+        records: list[tuple[AuditKind, str, str | None, Mapping[str, Any] | None]] = [
+            (AuditKind.FETCH, principal.client_id, stored.id, released)
+        ]
+        if grant is not None:
+            records.append(
+                (
+                    AuditKind.CONSENT_USE,
+                    principal.client_id,
+                    stored.id,
+                    {"consent": grant.jti, "matter": grant.matter, "holder": grant.holder_digest},
+                )
+            )
+        self.audit.append_many(records)
         document = verified.document if verified else orjson.loads(_payload_of(stored.seal))
         return Fetched(stored, document, report, (self.node.id,))
 
     def check_consent(
         self, principal: Principal, stored: StoredCertificate, matter: Matter, consent: str | None
-    ) -> None:
+    ) -> ConsentGrant | None:
         """Personal certificates leave this node only with the holder's grant for this matter.
 
         Organisations' certificates (a business licence) and matters marked consent-free need
@@ -300,7 +348,7 @@ class NodeService:
         """
         personal = self.schemas.certificate_type(stored.type).holder_kind == "person"
         if not (matter.consent_required and personal):
-            return
+            return None
         if consent is None:
             raise Forbidden(
                 f"matter {matter.id!r} needs the holder's consent grant for {stored.type!r}",
@@ -308,7 +356,7 @@ class NodeService:
             )
         if self._consents is None or principal.department is None:
             raise Forbidden("consent cannot be checked for this caller", code="consent.invalid")
-        self._consents.verify(
+        return self._consents.verify(
             consent,
             holder_digest=stored.holder_digest,
             department=principal.department,
@@ -353,6 +401,12 @@ class NodeService:
         )
         with self._status_lock:
             self._status_tokens.pop(updated.slot.list_id, None)
+        self.record(
+            AuditKind.STATUS,
+            principal.client_id,
+            updated.id,
+            {"action": request["action"], "status": updated.status.value},
+        )
         return updated
 
     # -- verifying -------------------------------------------------------------------------
@@ -383,8 +437,11 @@ class NodeService:
     ) -> list[VerificationReport]:
         limit = self.federation.limits.max_seal_bytes
         reports = [self._report_within_limit(token, limit, verifier) for token in tokens]
+        tally: dict[str, int] = {}
         for report in reports:
             self._count(report)
+            tally[report.indication.value] = tally.get(report.indication.value, 0) + 1
+        self.record(AuditKind.VERIFICATION, "seals/verify", None, {"seals": len(reports), **tally})
         return reports
 
     @staticmethod

@@ -76,8 +76,11 @@ _SEAL_CHECKS: Final = tuple(Check(name, Indication.PASSED) for name in SEAL_CHEC
 class Signer(Protocol):
     """Signs with one seal key. The key store implements it; private keys stay inside."""
 
-    kid: KeyId
-    alg: Alg
+    @property
+    def kid(self) -> KeyId: ...
+
+    @property
+    def alg(self) -> Alg: ...
 
     def sign(self, data: bytes) -> bytes:
         """The raw JWS signature: 64 bytes (Ed25519, or ES256 r || s)."""

@@ -24,7 +24,9 @@ from typing import Any
 
 from gateway.errors import DuplicateMember, InputError, MalformedJSON, TooDeep, TooLarge
 
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"", b"==", b"=")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -53,15 +55,25 @@ def b64url_decode(text: str, *, max_length: int | None = None) -> bytes:
     """Decode unpadded, canonical base64url. Raises :class:`Base64Error` or :class:`TooLarge`."""
     if max_length is not None and len(text) > max_length:
         raise TooLarge(f"base64url segment longer than {max_length} characters")
-    if not _B64URL.fullmatch(text):
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise Base64Error("base64url segment has characters outside the alphabet") from exc
+    # a2b_base64's strict mode refuses anything outside the standard alphabet, so the two
+    # characters the URL alphabet replaces, and padding, are refused before translating
+    if b"+" in raw or b"/" in raw or b"=" in raw:
         raise Base64Error("base64url segment has padding or characters outside the alphabet")
-    if len(text) % 4 == 1:
+    rest = len(raw) % 4
+    if rest == 1:
         raise Base64Error("base64url segment has an impossible length")
     try:
-        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:  # pragma: no cover - the regex rules these out
-        raise Base64Error("base64url segment does not decode") from exc
-    if b64url_encode(data) != text:
+        data = binascii.a2b_base64(raw.translate(_TO_STANDARD) + _PADDING[rest], strict_mode=True)
+    except binascii.Error as exc:
+        raise Base64Error(
+            "base64url segment has padding or characters outside the alphabet"
+        ) from exc
+    # canonical: the bits of the last character beyond the data are zero
+    if rest and _B64URL_ALPHABET.index(text[-1]) & (0x0F if rest == 2 else 0x03):
         raise Base64Error("base64url segment is not canonical (trailing bits set)")
     return data
 

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway._internal.wire import JsonLimits, loads
+from gateway._internal.wire import JsonLimits, b64url_encode, loads
+from gateway.audit import AuditKind
 from gateway.auth import Principal, Scope
 from gateway.certificates import check_party
 from gateway.config import Limits
@@ -256,7 +257,67 @@ async def key_change(request: web.Request) -> web.Response:
     authority = request.app[AUTHORITY]
     authority.apply_key_change(caller, action, KeyId(kid), jwk=jwk, at=at)
     request.app[TRUST].offer_local(authority.publish())
+    request.app[NODE].record(
+        AuditKind.TRUST_LIST, caller, kid, {"action": action, "seq": authority.seq}
+    )
     return json_response({"trust_list_seq": authority.seq})
+
+
+# -- audit (audit:read) -------------------------------------------------------------------------
+
+
+def _int_param(request: web.Request, name: str, default: int | None = None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise InputError(f"query parameter {name!r} is required", code="input.query")
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+        raise InputError(f"query parameter {name!r} is a non-negative integer", code="input.query")
+    return int(raw)
+
+
+def _auditor(request: web.Request) -> None:
+    principal_of(request).require(Scope.AUDIT_READ)
+
+
+async def audit_head(request: web.Request) -> web.Response:
+    _auditor(request)
+    head = request.app[NODE].audit.tree_head()
+    return json_response(
+        {
+            "node": head.node,
+            "tree_size": head.tree_size,
+            "root_hash": b64url_encode(head.root_hash),
+            "signed_tree_head": head.token,
+        }
+    )
+
+
+async def audit_entries(request: web.Request) -> web.Response:
+    _auditor(request)
+    start = _int_param(request, "start", 0)
+    end = _int_param(request, "end", start + 100)
+    records = request.app[NODE].audit.entries(start, end)
+    return json_response({"entries": [orjson.loads(r.entry()) for r in records]})
+
+
+async def audit_inclusion(request: web.Request) -> web.Response:
+    _auditor(request)
+    seq, size = _int_param(request, "seq"), _int_param(request, "tree_size")
+    proof = request.app[NODE].audit.inclusion_proof(seq, size)
+    return json_response(
+        {"seq": seq, "tree_size": size, "proof": [b64url_encode(p) for p in proof]}
+    )
+
+
+async def audit_consistency(request: web.Request) -> web.Response:
+    _auditor(request)
+    first, second = _int_param(request, "first"), _int_param(request, "second")
+    proof = request.app[NODE].audit.consistency_proof(first, second)
+    return json_response(
+        {"first": first, "second": second, "proof": [b64url_encode(p) for p in proof]}
+    )
 
 
 def _admin(request: web.Request) -> Principal:
@@ -346,6 +407,10 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("POST", CATALOG_LOOKUPS_PATH, catalog_lookup),
     ("GET", "/v1/trust-list", trust_list),
     ("POST", KEY_CHANGES_PATH, key_change),
+    ("GET", "/v1/audit/head", audit_head),
+    ("GET", "/v1/audit/entries", audit_entries),
+    ("GET", "/v1/audit/proofs/inclusion", audit_inclusion),
+    ("GET", "/v1/audit/proofs/consistency", audit_consistency),
     ("GET", "/v1/admin/keys", list_keys),
     ("POST", "/v1/admin/keys/rotate", rotate_key),
     ("POST", "/v1/admin/keys/{kid}/retire", retire_key),

@@ -71,6 +71,15 @@ def _path_param(name: str, description: str, schema: dict[str, Any]) -> dict[str
     }
 
 
+def _query(name: str, required: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"},
+    }
+
+
 _KID = _path_param("kid", "RFC 7638 thumbprint", {"type": "string", "maxLength": 128})
 _CERT_ID = _path_param(
     "id", "GB/T 36904 certificate identifier", {"type": "string", "maxLength": 128}
@@ -259,6 +268,33 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                     tag="admin",
                     params=[_KID],
                     errors=(404, 409),
+                )
+            },
+            "/v1/audit/head": {
+                "get": _op("The audit log's signed tree head (audit:read)", tag="audit")
+            },
+            "/v1/audit/entries": {
+                "get": _op(
+                    "Audit entries [start, end), at most 1000 (audit:read)",
+                    tag="audit",
+                    params=[_query("start"), _query("end")],
+                    errors=(400,),
+                )
+            },
+            "/v1/audit/proofs/inclusion": {
+                "get": _op(
+                    "RFC 9162 inclusion proof of entry seq in the tree of tree_size",
+                    tag="audit",
+                    params=[_query("seq", True), _query("tree_size", True)],
+                    errors=(400,),
+                )
+            },
+            "/v1/audit/proofs/consistency": {
+                "get": _op(
+                    "RFC 9162 consistency proof between two tree sizes",
+                    tag="audit",
+                    params=[_query("first", True), _query("second", True)],
+                    errors=(400,),
                 )
             },
             "/v1/catalog/lookups": {
