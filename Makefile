@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint clean venv
+.PHONY: demo test lint bench clean venv
 
 venv: $(STAMP)
 
@@ -21,9 +21,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check gateway tests
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy
+
+# Figures A-D of docs/benchmarks.md (BENCH_QUICK=1: figure D with 200,000 certificates).
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

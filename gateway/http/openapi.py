@@ -271,7 +271,7 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                 )
             },
             "/v1/audit/head": {
-                "get": _op("The audit log's signed tree head (audit:read)", tag="audit")
+                "get": _op("The audit log's signed tree head (public)", tag="audit", secured=False)
             },
             "/v1/audit/entries": {
                 "get": _op(
@@ -291,8 +291,9 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
             },
             "/v1/audit/proofs/consistency": {
                 "get": _op(
-                    "RFC 9162 consistency proof between two tree sizes",
+                    "RFC 9162 consistency proof between two tree sizes (public)",
                     tag="audit",
+                    secured=False,
                     params=[_query("first", True), _query("second", True)],
                     errors=(400,),
                 )
