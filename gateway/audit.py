@@ -678,6 +678,28 @@ class SqliteAuditLog:
             )
         return head
 
+    def find_issuance(self, certificate_id: str) -> AuditRecord | None:
+        """The issuance record of ``certificate_id`` in this log, if any."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT entry FROM entries WHERE json_extract(CAST(entry AS TEXT), '$.kind') = ?"
+                " AND json_extract(CAST(entry AS TEXT), '$.subject') = ? ORDER BY seq LIMIT 1",
+                (AuditKind.ISSUANCE.value, certificate_id),
+            ).fetchone()
+        return None if row is None else parse_entry(bytes(row[0]))
+
+    def head_covering(self, seq: int, *, signed_before: float) -> SignedTreeHead | None:
+        """The oldest signed head that includes entry ``seq``, signed before a time."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT tree_size, root_hash, issued_at, token FROM heads"
+                " WHERE tree_size > ? AND issued_at < ? ORDER BY issued_at LIMIT 1",
+                (seq, signed_before),
+            ).fetchone()
+        if row is None:
+            return None
+        return SignedTreeHead(self._node, int(row[0]), bytes(row[1]), float(row[2]), str(row[3]))
+
     def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
         if not 0 <= seq < tree_size:
             raise _bad_range(f"entry {seq} is not in a tree of {tree_size} entries")

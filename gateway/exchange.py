@@ -33,7 +33,7 @@ import aiohttp
 import orjson
 
 from gateway._internal.wire import JsonLimits, b64url_decode, loads
-from gateway.audit import AuditKind
+from gateway.audit import AuditKind, SignedTreeHead
 from gateway.auth import Principal
 from gateway.clock import Clock
 from gateway.errors import (
@@ -51,6 +51,12 @@ from gateway.node import NodeService
 from gateway.registry import CertStatus
 from gateway.reports import VerificationReport
 from gateway.resilience import Breakers, Deadline, RetryPolicy, call_with_retries, hop_label
+from gateway.revocation import (
+    PROOF_PATH,
+    IssuanceProof,
+    check_issuance_proof,
+    make_issuance_proof,
+)
 from gateway.routing import Route, Topology
 from gateway.trust import TrustListResolver
 from gateway.verification import CertificateVerifier, StatusResolver
@@ -269,7 +275,60 @@ class Exchange:
         foreign = [u for u in uris if not u.startswith(self.node.status_list_prefix)]
         await asyncio.gather(*(self._statuses.prefetch(uri) for uri in foreign))
         statuses = _Statuses(self.node.status_list_prefix, self.node.local_statuses, self._statuses)
-        return CertificateVerifier(trusted, self.node.schemas, clock=self._clock, statuses=statuses)
+        proven = await self._revocation_proofs(seals, trusted, now)
+        return CertificateVerifier(
+            trusted, self.node.schemas, clock=self._clock, statuses=statuses, proven=proven
+        )
+
+    async def _revocation_proofs(
+        self, seals: list[str], keys: KeyResolver, now: float
+    ) -> dict[str, SignedTreeHead]:
+        """For seals by revoked keys that claim to predate the revocation: the issuing node's
+        audit-log proof of issuance, checked here (see :mod:`gateway.revocation`)."""
+        wanted: list[tuple[str, VerificationKey]] = []
+        for seal in seals:
+            unverified = _unverified_parts(seal)
+            if unverified is None:
+                continue
+            unverified_kid, unverified_id = unverified
+            try:
+                key = keys.key_for(KeyId(unverified_kid))
+            except VerificationError:
+                continue
+            if key.revoked_at is not None:
+                wanted.append((unverified_id, key))
+        proven: dict[str, SignedTreeHead] = {}
+        for cert_id, key in wanted:
+            assert key.revoked_at is not None
+            try:
+                proof = await self._issuance_proof(key.node, cert_id, key.revoked_at)
+                proven[cert_id] = check_issuance_proof(
+                    proof,
+                    keys=keys,
+                    node=key.node,
+                    certificate_id=cert_id,
+                    revoked_at=key.revoked_at,
+                    now=now,
+                )
+            except GatewayError as exc:
+                log.info("no proof of issuance before revocation", extra={"code": exc.code})
+        return proven
+
+    async def _issuance_proof(self, node: NodeId, cert_id: str, revoked_at: float) -> IssuanceProof:
+        if node == self.me:
+            return make_issuance_proof(self.node.audit, cert_id, revoked_at=revoked_at)
+        url = self.node.federation.url(node) + PROOF_PATH
+        params = {"certificate_id": cert_id, "before": str(int(revoked_at))}
+        try:
+            async with self._session.get(
+                url, params=params, timeout=aiohttp.ClientTimeout(total=2)
+            ) as response:
+                raw = await response.content.read(1_048_577)
+                if response.status != 200:
+                    raise NetworkError(f"{node} has no proof ({response.status})")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise NetworkError(f"{node} unreachable for an issuance proof") from exc
+        return IssuanceProof.from_json(orjson.loads(raw))
 
     # -- the catalog at national --------------------------------------------------------------
 
@@ -503,6 +562,20 @@ class Exchange:
         if caller is not None:
             details["from"] = caller
         self.node.record(kind, principal.client_id, cert_id, details)
+
+
+def _unverified_parts(seal: str) -> tuple[str, str] | None:
+    """(kid, certificate id) read BEFORE verification: only to decide what proof to fetch."""
+    try:
+        parts = seal.split(".")
+        unverified_header = orjson.loads(b64url_decode(parts[0]))
+        unverified_payload = orjson.loads(b64url_decode(parts[1]))
+        kid, cert_id = unverified_header["kid"], unverified_payload["id"]
+    except (IndexError, KeyError, TypeError, ValueError, GatewayError):
+        return None
+    if isinstance(kid, str) and isinstance(cert_id, str):
+        return kid, cert_id
+    return None
 
 
 def _unverified_status_uri(seal: str) -> str | None:

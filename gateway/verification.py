@@ -26,6 +26,7 @@ from gateway.identifiers import parse_certificate_id
 from gateway.jwks import KeyResolver
 from gateway.registry import CertStatus
 from gateway.reports import Check, VerificationReport, checks_before
+from gateway.revocation import ProvenIssuances, RevocationSetAside, describe
 from gateway.schemas import SchemaCatalog
 from gateway.seals import VerifiedSeal, verify_seal
 
@@ -80,11 +81,13 @@ class CertificateVerifier:
         *,
         clock: Clock,
         statuses: StatusResolver | None = None,
+        proven: ProvenIssuances | None = None,
     ) -> None:
         self._keys = keys
         self._schemas = schemas
         self._clock = clock
         self._statuses = statuses
+        self._proven = proven or {}
 
     def verify(self, token: str) -> VerifiedCertificate:
         """Verify a sealed certificate; raises :class:`VerificationFailed`."""
@@ -97,8 +100,13 @@ class CertificateVerifier:
     def _verify(self, token: str, progress: _Progress) -> VerifiedCertificate:
         now = self._clock.now()
         # 1. The seal: format, header, key, signature, key validity and revocation.
-        seal = verify_seal(token, self._keys, now=now)
-        progress.checks.extend(seal.checks)
+        try:
+            seal = verify_seal(token, self._keys, now=now)
+            progress.checks.extend(seal.checks)
+        except SealError as exc:
+            if exc.code != "seal.revocation_unproven" or not self._proven:
+                raise
+            seal = self._proven_before_revocation(token, now, exc, progress)
         document = seal.payload
         # 2. The document matches the schema of its certificate type (a missing or unknown
         #    type is checked against the generic certificate schema, which refuses it).
@@ -170,6 +178,21 @@ class CertificateVerifier:
             )
         progress.passed("status", status.value)
         return status
+
+    def _proven_before_revocation(
+        self, token: str, now: float, unproven: SealError, progress: _Progress
+    ) -> VerifiedSeal:
+        """A revoked key's seal whose issuance the audit log proves predates the revocation."""
+        # Every other check of the seal, with only the key's revocation set aside...
+        seal = verify_seal(token, RevocationSetAside(self._keys), now=now)
+        head = self._proven.get(str(seal.payload.get("id")))
+        if head is None:  # ...and without a proof for this certificate, still unproven
+            raise unproven
+        progress.checks.extend(
+            Check("revocation", Indication.PASSED, describe(head)) if c.name == "revocation" else c
+            for c in seal.checks
+        )
+        return seal
 
     def report(self, token: str) -> tuple[VerificationReport, VerifiedCertificate | None]:
         """Verify and describe the outcome; never raises for a bad document."""

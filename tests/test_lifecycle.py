@@ -213,3 +213,39 @@ async def test_revocation_fails_later_seals_and_keeps_the_node_signing(running: 
         "zhuji", "POST", "/v1/certificates", clerk, marriage(BRIDE, GROOM)
     )
     assert fresh["report"]["indication"] == "PASSED"
+
+
+async def test_a_seal_proven_to_predate_its_keys_revocation_stays_valid(
+    running: Running,
+) -> None:
+    clerk = await running.token("zhuji-civil-affairs")
+    checker = await running.token("shanghai-public-security")
+    ops = await running.token("zhuji-ops")
+    _, issued = await running.call(
+        "zhuji", "POST", "/v1/certificates", clerk, marriage(GROOM, BRIDE)
+    )
+    # the node signs a tree head that includes the issuance...
+    async with running.session.get(running.federation.url("zhuji") + "/v1/audit/head") as r:
+        head = await r.json()
+    assert head["tree_size"] >= 1
+    await asyncio.sleep(1.1)  # ...strictly before the revocation time (whole seconds)
+    old_kid = next(k["kid"] for k in await running.jwks("zhuji") if k["status"] == "active")
+    status, revoked = await running.call(
+        "zhuji", "POST", f"/v1/admin/keys/{old_kid}/revoke", ops, {"at": int(time.time())}
+    )
+    assert status == 200, revoked
+    # Shanghai, once it holds the revocation, asks Zhuji's log for the proof and keeps trusting
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    report: dict[str, Any] = {}
+    while loop.time() < deadline:
+        _, body = await running.call(
+            "shanghai", "POST", "/v1/seals/verify", checker, {"seals": [issued["seal"]]}
+        )
+        report = body["reports"][0]
+        revocation = next(c for c in report["checks"] if c["name"] == "revocation")
+        if "proven" in revocation.get("detail", ""):
+            break
+        await asyncio.sleep(0.25)
+    assert report["indication"] == "PASSED", report
+    assert "signed tree head" in revocation["detail"]

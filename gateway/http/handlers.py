@@ -39,9 +39,11 @@ from gateway.http.appkeys import (
     TRUST,
 )
 from gateway.http.middleware import BEARER, principal_of, public
+from gateway.identifiers import parse_certificate_id
 from gateway.ids import KeyId
 from gateway.lifecycle import KEY_CHANGES_PATH
 from gateway.metrics import CONTENT_TYPE
+from gateway.revocation import PROOF_PATH, make_issuance_proof
 
 JSON = "application/json"
 CONSENT_HEADER = "Tongban-Consent"
@@ -313,6 +315,17 @@ async def audit_inclusion(request: web.Request) -> web.Response:
 
 
 @public
+async def issuance_proof(request: web.Request) -> web.Response:
+    """Public: proof that a certificate's issuance is in a tree head signed before a time
+    (whoever holds the seal may ask; the answer adds nothing the seal does not say)."""
+    cert_id = request.query.get("certificate_id", "")
+    parse_certificate_id(cert_id)
+    before = _int_param(request, "before")
+    proof = make_issuance_proof(request.app[NODE].audit, cert_id, revoked_at=before)
+    return json_response(proof.to_json())
+
+
+@public
 async def audit_consistency(request: web.Request) -> web.Response:
     """Public: hashes only, so partners can check the log only ever grew."""
     first, second = _int_param(request, "first"), _int_param(request, "second")
@@ -413,6 +426,7 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/v1/audit/entries", audit_entries),
     ("GET", "/v1/audit/proofs/inclusion", audit_inclusion),
     ("GET", "/v1/audit/proofs/consistency", audit_consistency),
+    ("GET", PROOF_PATH, issuance_proof),
     ("GET", "/v1/admin/keys", list_keys),
     ("POST", "/v1/admin/keys/rotate", rotate_key),
     ("POST", "/v1/admin/keys/{kid}/retire", retire_key),

@@ -298,6 +298,24 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                     errors=(400,),
                 )
             },
+            "/v1/audit/issuance-proof": {
+                "get": _op(
+                    "Proof that a certificate's issuance is in a signed tree head older than a "
+                    "time (for seals by a key revoked later)",
+                    tag="audit",
+                    secured=False,
+                    params=[
+                        {
+                            "name": "certificate_id",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "maxLength": 128},
+                        },
+                        _query("before", True),
+                    ],
+                    errors=(400, 404),
+                )
+            },
             "/v1/catalog/lookups": {
                 "post": _op(
                     "Node to national: which nodes hold a holder digest's certificates",
