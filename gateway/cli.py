@@ -103,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     keys_revoke.add_argument("--node", required=True)
     keys_revoke.add_argument("kid")
     keys_revoke.add_argument("--at", type=int, default=None, help="NumericDate (default: now)")
+    keys_revoke.add_argument(
+        "--reseal",
+        action="store_true",
+        help="then re-seal the node's live certificates with its active key (resumable)",
+    )
     return parser
 
 
@@ -160,11 +165,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         federation = _federation(args)
         if args.keys_command == "list" and args.offline:
             return commands.keys_list(federation, args.node)
-        return commands.keys_admin(
+        status = commands.keys_admin(
             federation,
             args.node,
             args.keys_command,
             kid=getattr(args, "kid", None),
             at=getattr(args, "at", None),
         )
+        if status == 0 and getattr(args, "reseal", False):
+            return commands.reseal(federation, args.node, args.kid)
+        return status
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts commands

@@ -408,6 +408,24 @@ def audit_verify(federation: Federation, node_id: str) -> int:
     return 0
 
 
+def reseal(federation: Federation, node_id: str, kid: str) -> int:
+    """Re-seal a node's live certificates away from ``kid`` (resumes after a crash)."""
+    from gateway.ids import KeyId
+    from gateway.lifecycle import reseal as reseal_node
+
+    service = NodeService.open(
+        federation, node_id, clock=SystemClock(), schemas=SchemaCatalog.load(default_schema_dir())
+    )
+    try:
+        done = reseal_node(service, KeyId(kid), progress=True)
+    finally:
+        service.close()
+    print(
+        f"tongban: re-sealed {done} certificates of node {node_id} away from {kid}", file=sys.stderr
+    )
+    return 0
+
+
 KEY_COLUMNS = ["state", "kid", "alg", "created", "activates", "expires"]
 EXPIRY_WARNING_DAYS = 30
 
@@ -525,6 +543,7 @@ __all__ = [
     "keys_admin",
     "keys_list",
     "node_app",
+    "reseal",
     "run_federation",
     "seed",
     "serve",

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from tqdm import tqdm
 
 from gateway._internal.wire import b64url_decode
 from gateway.audit import AuditKind
@@ -32,6 +33,7 @@ from gateway.exchange import Exchange
 from gateway.ids import KeyId, NodeId
 from gateway.jwks import KeyState, public_jwk
 from gateway.node import NodeService
+from gateway.seals import seal
 
 log = logging.getLogger("gateway.lifecycle")
 
@@ -191,3 +193,43 @@ class KeyLifecycle:
             return -1
         seq = unverified_claims.get("seq") if isinstance(unverified_claims, dict) else None
         return seq if isinstance(seq, int) else -1
+
+
+RESEAL_BATCH = 500
+
+
+def reseal(node: NodeService, kid: KeyId, *, progress: bool = False) -> int:
+    """Re-seal the node's live certificates still sealed with ``kid`` with its active key.
+
+    Each batch is committed before the next is read, and only certificates still carrying
+    ``kid`` are picked up, so a reseal interrupted by a crash resumes where it stopped when
+    run again. Returns how many certificates were re-sealed by this run.
+    """
+    total = node.registry.count_sealed_with(kid)
+    bar = tqdm(total=total, unit="cert", desc=f"reseal {node.node.id}", disable=not progress)
+    done = 0
+    with bar:
+        while batch := node.registry.sealed_with(kid, limit=RESEAL_BATCH):
+            now = node.clock.now()
+            signer = node.keys.signer()
+            if signer.kid == kid:
+                raise ConflictError(
+                    "the key to reseal away from is still active", code="keys.state"
+                )
+            resealed = []
+            for cert_id, old_seal in batch:
+                document = orjson.loads(b64url_decode(old_seal.split(".")[1]))
+                document["iat"] = int(now)
+                resealed.append(
+                    (cert_id, signer.kid, seal(signer, orjson.dumps(document), signed_at=now))
+                )
+            node.registry.reseal(resealed, at=now)
+            node.record(
+                AuditKind.KEY_EVENT,
+                "ops",
+                kid,
+                {"action": "reseal", "certificates": len(resealed), "new_kid": signer.kid},
+            )
+            done += len(resealed)
+            bar.update(len(resealed))
+    return done

@@ -732,6 +732,33 @@ class SqliteRegistry:
         with self._read() as conn:
             return int(conn.execute("SELECT count(*) FROM certificates").fetchone()[0])
 
+    def sealed_with(self, kid: KeyId, *, limit: int = 1000) -> list[tuple[CertificateId, str]]:
+        """Live (not revoked) certificates still sealed with ``kid``: what a reseal has left."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, seal FROM certificates WHERE kid = ? AND status != 'revoked'"
+                " ORDER BY seq LIMIT ?",
+                (kid, limit),
+            ).fetchall()
+        return [(CertificateId(row[0]), str(row[1])) for row in rows]
+
+    def count_sealed_with(self, kid: KeyId) -> int:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM certificates WHERE kid = ? AND status != 'revoked'", (kid,)
+            ).fetchone()
+        return int(row[0])
+
+    def reseal(self, resealed: Iterable[tuple[CertificateId, KeyId, str]], *, at: float) -> int:
+        """Replace seals (same certificate, a new key's seal) in one transaction."""
+        items = list(resealed)
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE certificates SET kid = ?, seal = ?, updated_at = ? WHERE id = ?",
+                [(kid, seal, at, cert_id) for cert_id, kid, seal in items],
+            )
+        return len(items)
+
     def iter_seals(self, *, batch: int = 10_000) -> Iterator[str]:
         """Every seal in insertion order, read ``batch`` rows at a time.
 
