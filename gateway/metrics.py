@@ -47,6 +47,18 @@ class Metrics:
             ["kid", "state"],
             registry=self.registry,
         )
+        self.audit_partner_forks = Gauge(
+            "tongban_audit_partner_forks",
+            "1 once a partner's audit log was seen to fork, shrink or be rewritten",
+            ["partner"],
+            registry=self.registry,
+        )
+        self.audit_partner_checks = Counter(
+            "tongban_audit_partner_checks",
+            "Checks of partners' signed tree heads, by partner and result",
+            ["partner", "result"],
+            registry=self.registry,
+        )
         self.info = Gauge("tongban_node_info", "Node identity", ["node"], registry=self.registry)
         self.info.labels(node=node).set(1)
 

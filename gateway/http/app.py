@@ -42,6 +42,7 @@ from gateway.ids import NodeId
 from gateway.keycache import RemoteKeySet
 from gateway.lifecycle import KeyLifecycle
 from gateway.node import NodeService
+from gateway.partners import PartnerWatch
 from gateway.remote_status import RemoteStatuses
 from gateway.rootkey import RootKey
 from gateway.sso import NodeAuthenticator
@@ -171,6 +172,16 @@ def _network(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
             )
             closers.append(exchange.aclose)
             closers.append(statuses.aclose)
+            partners = PartnerWatch(
+                node.node.id,
+                exchange.topology,
+                session,
+                trust=trust.resolver,
+                clock=clock,
+                metrics=node.metrics,
+                federation=federation,
+            )
+            tasks.append(asyncio.create_task(partners.run()))
             try:
                 yield
             finally:
@@ -224,9 +235,32 @@ async def _author(
         await asyncio.sleep(AUTHOR_INTERVAL)
 
 
+HEAD_INTERVAL = 5.0
+"""How often a node signs a tree head of its audit log when it grew: partners watch them,
+and a head older than a key's revocation is what proves a seal predates it."""
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tongban-writer")
     app[EXECUTOR] = executor
+    heads = asyncio.create_task(_sign_heads(app[NODE], executor))
     yield
+    heads.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await heads
     executor.shutdown(wait=True)
     app[NODE].close()
+
+
+async def _sign_heads(node: NodeService, executor: ThreadPoolExecutor) -> None:
+    loop = asyncio.get_running_loop()
+    signed = -1
+    while True:
+        try:
+            size = node.audit.size()
+            if size != signed:
+                await loop.run_in_executor(executor, node.audit.tree_head)
+                signed = size
+        except GatewayError as exc:
+            log.warning("could not sign an audit tree head", extra={"code": exc.code})
+        await asyncio.sleep(HEAD_INTERVAL)
