@@ -133,7 +133,7 @@ def test_clock_skew_is_configurable_and_bounded(tmp_path: Path) -> None:
     text = MINIMAL.replace('name = "t"', 'name = "t"\nclock_skew_seconds = 30')
     assert load_federation(write(tmp_path, text), env={}).clock_skew_seconds == 30
     assert load_federation(write(tmp_path, MINIMAL), env={}).clock_skew_seconds == 60
-    with pytest.raises(ConfigError, match="clock_skew_seconds must be 0..300"):
+    with pytest.raises(ConfigError, match=r"clock_skew_seconds must be 0\.\.300"):
         load_federation(
             write(tmp_path, MINIMAL.replace('name = "t"', 'name = "t"\nclock_skew_seconds = 301')),
             env={},
