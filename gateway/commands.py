@@ -447,11 +447,12 @@ async def _keys_admin(
     federation: Federation, node_id: str, action: str, *, kid: str | None, at: int | None
 ) -> int:
     node = federation.node(node_id)
+    operator = "national" if node.kind == "idp" else node.id  # national operates the IdP
     ops = next(
         (
             c
             for c in federation.clients
-            if "keys:admin" in c.scopes and c.node == node.id and c.demo_secret is not None
+            if "keys:admin" in c.scopes and c.node == operator and c.demo_secret is not None
         ),
         None,
     )

@@ -367,6 +367,9 @@ class IdpService:
             raise KeyStoreError("the IdP has no pre-published next key")
         return max(pending, key=lambda r: r.created)
 
+    def now(self) -> float:
+        return self._clock.now()
+
     def rotate(self) -> KeyRecord:
         """``next`` -> ``active``, old ``active`` -> ``retired``, then a fresh ``next``.
 

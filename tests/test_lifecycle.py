@@ -249,3 +249,24 @@ async def test_a_seal_proven_to_predate_its_keys_revocation_stays_valid(
         await asyncio.sleep(0.25)
     assert report["indication"] == "PASSED", report
     assert "signed tree head" in revocation["detail"]
+
+
+async def test_the_idp_key_is_rotated_by_nationals_operators_without_rejecting_tokens(
+    running: Running,
+) -> None:
+    clerk_before = await running.token("zhuji-civil-affairs")
+    national_ops = await running.token("national-ops")
+    zhuji_ops = await running.token("zhuji-ops")
+    status, body = await running.call("idp", "POST", "/v1/admin/keys/rotate", zhuji_ops)
+    assert (status, body["code"]) == (403, "keys.not_owner")
+    status, keys = await running.call("idp", "GET", "/v1/admin/keys", national_ops)
+    upcoming = next(k["kid"] for k in keys["keys"] if k["state"] == "next")
+    status, rotated = await running.call("idp", "POST", "/v1/admin/keys/rotate", national_ops)
+    assert status == 200
+    assert rotated["active"] == upcoming  # the pre-published key signs now
+    clerk_after = await running.token("zhuji-civil-affairs")
+    for token in (clerk_before, clerk_after):  # old tokens and new ones both still work
+        status, body = await running.call(
+            "zhuji", "POST", "/v1/seals/verify", token, {"seals": ["x.y.z"]}
+        )
+        assert status == 200, body

@@ -28,13 +28,15 @@ import orjson
 from aiohttp import web
 
 from gateway._internal.wire import JsonLimits, loads
-from gateway.auth import parse_authorization
-from gateway.errors import GatewayError, InputError, TooLarge, UnsupportedMediaType
+from gateway.auth import Scope, parse_authorization
+from gateway.clock import to_rfc3339
+from gateway.errors import Forbidden, GatewayError, InputError, TooLarge, UnsupportedMediaType
 from gateway.http.middleware import (
     AUTHENTICATOR,
     Handler,
     auth_middleware,
     metrics_middleware,
+    principal_of,
     problem,
     problem_middleware,
     public,
@@ -217,6 +219,55 @@ async def token(request: web.Request) -> web.Response:
     return json_response(issued.to_json(), headers=NO_STORE)
 
 
+# -- key administration (keys:admin, the federation operator at national) ---------------------
+
+IDP_OPERATOR_NODE = "national"
+
+
+def _idp_admin(request: web.Request) -> None:
+    principal = principal_of(request)
+    principal.require(Scope.KEYS_ADMIN)
+    federation = request.app[IDP].federation
+    owner = next(
+        (n.id for n in federation.nodes if n.department(principal.department or "") is not None),
+        None,
+    )
+    if owner != IDP_OPERATOR_NODE:
+        raise Forbidden(
+            "the IdP's keys are administered by national's operators", code="keys.not_owner"
+        )
+
+
+def _key_rows(service: IdpService) -> list[dict[str, Any]]:
+    now = service.now()
+    return [
+        {
+            "state": r.state.value,
+            "kid": r.kid,
+            "alg": r.alg,
+            "created": to_rfc3339(r.created),
+            "activates": to_rfc3339(r.not_before),
+            "expires": to_rfc3339(r.not_after),
+            "expires_in_days": int((r.not_after - now) // 86_400),
+        }
+        for r in service.keys.records()
+    ]
+
+
+async def admin_keys(request: web.Request) -> web.Response:
+    _idp_admin(request)
+    return json_response({"keys": _key_rows(request.app[IDP])})
+
+
+async def admin_rotate(request: web.Request) -> web.Response:
+    """Rotate the IdP's signing key: the pre-published ``next`` key signs from now on."""
+    _idp_admin(request)
+    service = request.app[IDP]
+    previous = service.keys.active().kid
+    active = service.rotate()
+    return json_response({"previous": previous, "active": active.kid})
+
+
 async def consents(request: web.Request) -> web.Response:
     service = request.app[IDP]
     # 1. the caller's claims (the auth middleware verified the token; this is a cache hit)
@@ -274,6 +325,8 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/jwks", jwks),
     ("POST", "/token", token),
     ("POST", "/consents", consents),
+    ("GET", "/v1/admin/keys", admin_keys),
+    ("POST", "/v1/admin/keys/rotate", admin_rotate),
     ("GET", "/healthz", healthz),
     ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),
@@ -367,6 +420,22 @@ def build_idp_openapi(service: IdpService) -> dict[str, Any]:
                         **_ok(token_response),
                         **dict.fromkeys(("400", "401", "403", "413", "415"), _PROBLEM),
                     },
+                }
+            },
+            "/v1/admin/keys": {
+                "get": {
+                    "summary": "The IdP's signing keys (keys:admin, national's operators)",
+                    "tags": ["admin"],
+                    "security": [{"bearer": []}],
+                    "responses": {**_ok(_OBJECT), **dict.fromkeys(("401", "403"), _PROBLEM)},
+                }
+            },
+            "/v1/admin/keys/rotate": {
+                "post": {
+                    "summary": "Rotate: the pre-published next key signs from now on",
+                    "tags": ["admin"],
+                    "security": [{"bearer": []}],
+                    "responses": {**_ok(_OBJECT), **dict.fromkeys(("401", "403"), _PROBLEM)},
                 }
             },
             "/consents": {
