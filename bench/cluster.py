@@ -1,0 +1,146 @@
+"""The processes a benchmark measures: nodes of a temporary federation, pinned to cores."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from gateway.config import DEFAULT_FEDERATION_FILE, Federation, load_federation
+
+STARTUP_TIMEOUT = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def split_cores() -> tuple[set[int], set[int]]:
+    """(server cores, load generator cores): disjoint halves when there are two or more."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return set(cores), set(cores)
+    half = len(cores) // 2
+    return set(cores[half:]), set(cores[:half])
+
+
+def pin_command(cores: set[int]) -> list[str]:
+    return ["taskset", "-c", ",".join(map(str, sorted(cores)))] if _has_taskset() else []
+
+
+def _has_taskset() -> bool:
+    return any(
+        os.access(os.path.join(d, "taskset"), os.X_OK)
+        for d in os.environ.get("PATH", "").split(":")
+    )
+
+
+def wait_http(url: str, timeout: float = STARTUP_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+class Cluster:
+    """The default federation on free loopback ports, state in ``base``, one process a node."""
+
+    def __init__(self, base: Path, server_cores: set[int]) -> None:
+        self.base = base
+        self.server_cores = server_cores
+        default = load_federation(env={})
+        self.ports = {node.id: free_port() for node in default.nodes}
+        text = DEFAULT_FEDERATION_FILE.read_text(encoding="utf-8")
+        for node, port in self.ports.items():
+            text = re.sub(
+                rf'(id = "{node}"\n(?:[^\[]*?\n)*?port = )\d+', rf"\g<1>{port}", text, count=1
+            )
+        text = text.replace('data_dir = "var"', f'data_dir = "{base / "var"}"')
+        text = text.replace('keys_dir = "keys"', f'keys_dir = "{base / "keys"}"')
+        self.file = base / "federation.toml"
+        self.file.write_text(text, encoding="utf-8")
+        self.federation: Federation = load_federation(self.file, env={})
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def command(self, *args: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--federation",
+            str(self.file),
+            "--log-level",
+            "WARNING",
+            *args,
+        ]
+
+    def run(self, *args: str) -> None:
+        """A one-shot ``tongban`` command (``seed``), on the server cores."""
+        subprocess.run(
+            [*pin_command(self.server_cores), *self.command(*args)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self, node: str, *, workers: int = 1, cores: set[int] | None = None) -> None:
+        pin = pin_command(cores or self.server_cores)
+        with (self.base / f"{node}.log").open("ab") as log:
+            self.procs[node] = subprocess.Popen(
+                [*pin, *self.command("serve", "--node", node, "--workers", str(workers))],
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        wait_http(self.url(node) + "/healthz")
+
+    def stop(self, node: str) -> None:
+        proc = self.procs.pop(node)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for node in list(self.procs):
+            self.stop(node)
+
+    def url(self, node: str) -> str:
+        return self.federation.url(node)
+
+    def registry(self, node: str) -> Path:
+        return self.federation.data_dir / node / "registry.sqlite3"
+
+
+class Process:
+    """Any other server process (the bare reference), pinned, stopped with SIGTERM."""
+
+    def __init__(self, args: list[str], cores: set[int], log: Path) -> None:
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen([*pin_command(cores), *args], stdout=out, stderr=out)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
