@@ -22,7 +22,6 @@ reader connection, each behind its own lock.
 from __future__ import annotations
 
 import math
-import os
 import re
 import sqlite3
 import threading
@@ -36,6 +35,7 @@ from typing import Any, Final
 
 import orjson
 
+from gateway._internal.sqlite import create_private, storage_error, write_transaction
 from gateway._internal.wire import JsonLimits, b64url_decode, b64url_encode, loads
 from gateway.clock import Clock
 from gateway.errors import (
@@ -367,17 +367,7 @@ _SCHEMA = (
 
 
 def _storage_error(exc: sqlite3.Error) -> GatewayError:
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-        return StorageError("the audit log is busy", code="audit.busy", log_detail=str(exc))
-    return StorageError("the audit log failed", code="audit.storage", log_detail=repr(exc))
-
-
-def _create_private(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
+    return storage_error(exc, prefix="audit", store="audit log")
 
 
 def _connect(path: Path, busy_timeout: float, *, read_only: bool = False) -> sqlite3.Connection:
@@ -432,7 +422,7 @@ class SqliteAuditLog:
         self._last_at = 0.0
         self._closed = False
         try:
-            _create_private(path)
+            create_private(path)
             self._writer = _connect(path, busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the audit log at {path}", code="audit.open") from exc
@@ -507,25 +497,8 @@ class SqliteAuditLog:
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._write_lock:
             self._check_open()
-            conn = self._writer
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
-            try:
+            with write_transaction(self._writer, _storage_error) as conn:
                 yield conn
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise _storage_error(exc) from exc
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise _storage_error(exc) from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

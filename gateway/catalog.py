@@ -20,7 +20,6 @@ strictly and stamps registrations with the injected clock.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -32,6 +31,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Protocol
 
+from gateway._internal.sqlite import create_private, storage_error, write_transaction
 from gateway.clock import Clock, to_rfc3339
 from gateway.errors import (
     ConfigError,
@@ -147,18 +147,7 @@ _Row = tuple[str, str, str, str, float, str]
 
 
 def _storage_error(exc: sqlite3.Error) -> GatewayError:
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-        return StorageError("the catalog is busy", code="catalog.busy", log_detail=str(exc))
-    return StorageError("the catalog store failed", code="catalog.storage", log_detail=repr(exc))
-
-
-def _create_private(path: Path) -> None:
-    """Create the database file readable by its owner only (SQLite's -wal/-shm copy it)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
+    return storage_error(exc, prefix="catalog", store="catalog")
 
 
 def _require_digest(holder_digest: object) -> str:
@@ -213,7 +202,7 @@ class SqliteCatalog:
         self._read_lock = threading.Lock()
         self._closed = False
         try:
-            _create_private(path)
+            create_private(path)
             self._writer = self._connect(path, busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the catalog at {path}", code="catalog.open") from exc
@@ -304,25 +293,8 @@ class SqliteCatalog:
         """One write transaction under the write lock; sqlite3 errors translated."""
         with self._write_lock:
             self._check_open()
-            conn = self._writer
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
-            try:
+            with write_transaction(self._writer, _storage_error) as conn:
                 yield conn
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise _storage_error(exc) from exc
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise _storage_error(exc) from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

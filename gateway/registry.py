@@ -23,7 +23,6 @@ up: a slot is never reused, even if the certificate it was reserved for is never
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -36,6 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, overload
 
+from gateway._internal.sqlite import create_private, storage_error, write_transaction
 from gateway.errors import (
     ConfigError,
     ConflictError,
@@ -293,22 +293,7 @@ _InsertRow = tuple[str, str, str, str, int, int, str, float, float, str]
 
 
 def _storage_error(exc: sqlite3.Error) -> GatewayError:
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-        return StorageError(
-            "the certificate store is busy", code="registry.busy", log_detail=str(exc)
-        )
-    return StorageError(
-        "the certificate store failed", code="registry.storage", log_detail=repr(exc)
-    )
-
-
-def _create_private(path: Path) -> None:
-    """Create the database file readable by its owner only (SQLite's -wal/-shm copy it)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
+    return storage_error(exc, prefix="registry", store="certificate store")
 
 
 class SqliteRegistry:
@@ -342,7 +327,7 @@ class SqliteRegistry:
         self._read_lock = threading.Lock()
         self._closed = False
         try:
-            _create_private(path)
+            create_private(path)
             self._writer = self._connect(path, busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
@@ -458,25 +443,8 @@ class SqliteRegistry:
         """One write transaction under the write lock; sqlite3 errors translated."""
         with self._write_lock:
             self._check_open()
-            conn = self._writer
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
-            try:
+            with write_transaction(self._writer, _storage_error) as conn:
                 yield conn
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise _storage_error(exc) from exc
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise _storage_error(exc) from exc
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
