@@ -40,6 +40,7 @@ from gateway.consent import MAX_TYPES, issue_consent
 from gateway.errors import (
     AuthError,
     ConfigError,
+    ConflictError,
     Forbidden,
     InputError,
     InvalidIdentifier,
@@ -389,6 +390,29 @@ class IdpService:
             extra={"kid": active.kid, "retired": old.kid, "next": upcoming.kid},
         )
         return active
+
+    def retire(self, kid: str) -> KeyRecord:
+        """Retire a key that is not the active one (it still verifies what it signed)."""
+        record = self.keys.record(kid)
+        if record.state in (KeyState.ACTIVE, KeyState.REVOKED):
+            raise ConflictError(
+                f"a {record.state.value} key cannot be retired; rotate instead",
+                code="keys.state",
+            )
+        retired = self.keys.set_state(record.kid, KeyState.RETIRED)
+        self._ensure_next()
+        return retired
+
+    def revoke(self, kid: str, *, at: float | None = None) -> KeyRecord:
+        """Revoke a key from ``at`` (default now); the active one is rotated away first."""
+        record = self.keys.record(kid)
+        if record.state is KeyState.REVOKED:
+            raise ConflictError("that key is already revoked", code="keys.revoked")
+        if record.state is KeyState.ACTIVE:
+            self.rotate()
+        revoked = self.keys.set_state(record.kid, KeyState.REVOKED, at=at)
+        self._ensure_next()
+        return revoked
 
     def jwks(self) -> dict[str, Any]:
         """The IdP's public keys: active, next, revoked, and retired ones still needed."""

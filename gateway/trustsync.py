@@ -153,6 +153,8 @@ class TrustSync:
         self._cache_path = cache_path
         self._keys_dir = keys_dir
         self._cache: TrustListCache | None = None
+        self.on_change: Callable[[int, int | None], None] | None = None
+        """Called with (new seq, previous seq) whenever a newer list becomes current."""
         self._open_cache()
 
     @property
@@ -183,7 +185,11 @@ class TrustSync:
         cache = self._open_cache()
         if cache is None:
             raise KeyStoreError("no federation root public key", code="keys.root_missing")
-        return cache.offer(token, now=self._clock.now())
+        before = cache.seq
+        trust_list = cache.offer(token, now=self._clock.now())
+        if trust_list.seq != before and self.on_change is not None:
+            self.on_change(trust_list.seq, before)
+        return trust_list
 
     async def refresh(self) -> bool:
         """Fetch the list from ``national`` and offer it. True if a newer list became current.
@@ -220,6 +226,8 @@ class TrustSync:
         changed = trust_list.seq != before
         if changed:
             log.info("trust list updated", extra={"seq": trust_list.seq, "previous": before})
+            if self.on_change is not None:
+                self.on_change(trust_list.seq, before)
         return changed
 
     async def run(self, sleep: Sleep = asyncio.sleep) -> None:

@@ -270,3 +270,28 @@ async def test_the_idp_key_is_rotated_by_nationals_operators_without_rejecting_t
             "zhuji", "POST", "/v1/seals/verify", token, {"seals": ["x.y.z"]}
         )
         assert status == 200, body
+
+
+async def test_idp_keys_retire_and_revoke_through_the_admin_api(running: Running) -> None:
+    national_ops = await running.token("national-ops")
+    status, keys = await running.call("idp", "GET", "/v1/admin/keys", national_ops)
+    active = next(k["kid"] for k in keys["keys"] if k["state"] == "active")
+    status, body = await running.call(
+        "idp", "POST", f"/v1/admin/keys/{active}/retire", national_ops
+    )
+    assert (status, body["code"]) == (409, "keys.state")
+    status, body = await running.call(
+        "idp", "POST", f"/v1/admin/keys/{active}/revoke", national_ops
+    )
+    assert status == 200 and body["revoked"] == active
+    _, keys = await running.call("idp", "GET", "/v1/admin/keys", national_ops)
+    states = {k["kid"]: k["state"] for k in keys["keys"]}
+    assert states[active] == "revoked"
+    assert sorted(states.values()).count("active") == 1
+    assert "next" in states.values()  # a next key is always pre-published
+    # tokens signed by the new active key work at the nodes
+    fresh = await running.token("zhuji-civil-affairs")
+    status, body = await running.call(
+        "zhuji", "POST", "/v1/seals/verify", fresh, {"seals": ["x.y.z"]}
+    )
+    assert status == 200, body

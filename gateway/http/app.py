@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 from aiohttp import web
 
+from gateway.audit import AuditKind
 from gateway.auth import Authenticator
 from gateway.authority import TrustAuthority, collect
 from gateway.catalog import CatalogService, SqliteCatalog
@@ -144,6 +145,9 @@ def _network(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
                 national_url=federation.url(NATIONAL),
             )
             app[TRUST] = trust
+            trust.on_change = lambda seq, before: node.record(
+                AuditKind.TRUST_LIST, "national", None, {"seq": seq, "previous": before}
+            )
             if root is not None:
                 authority = TrustAuthority.open(
                     federation, clock=clock, root=root, state_path=state / "authority.json"

@@ -259,8 +259,8 @@ async def key_change(request: web.Request) -> web.Response:
     authority = request.app[AUTHORITY]
     authority.apply_key_change(caller, action, KeyId(kid), jwk=jwk, at=at)
     request.app[TRUST].offer_local(authority.publish())
-    request.app[NODE].record(
-        AuditKind.TRUST_LIST, caller, kid, {"action": action, "seq": authority.seq}
+    request.app[NODE].record(  # the trust-list change itself is recorded by the sync hook
+        AuditKind.KEY_EVENT, caller, kid, {"action": action, "seq": authority.seq}
     )
     return json_response({"trust_list_seq": authority.seq})
 

@@ -268,6 +268,23 @@ async def admin_rotate(request: web.Request) -> web.Response:
     return json_response({"previous": previous, "active": active.kid})
 
 
+async def admin_retire(request: web.Request) -> web.Response:
+    _idp_admin(request)
+    record = request.app[IDP].retire(request.match_info["kid"])
+    return json_response({"retired": record.kid})
+
+
+async def admin_revoke(request: web.Request) -> web.Response:
+    _idp_admin(request)
+    body = await request.read()
+    raw = loads(body, JsonLimits(max_depth=2, max_string=64, max_members=4)) if body else {}
+    at = raw.get("at") if isinstance(raw, dict) else None
+    if at is not None and (not isinstance(at, int) or isinstance(at, bool)):
+        raise InputError("'at' is a NumericDate (integer seconds)", code="keys.bad_change")
+    record = request.app[IDP].revoke(request.match_info["kid"], at=at)
+    return json_response({"revoked": record.kid, "from": record.revoked_at})
+
+
 async def consents(request: web.Request) -> web.Response:
     service = request.app[IDP]
     # 1. the caller's claims (the auth middleware verified the token; this is a cache hit)
@@ -327,12 +344,21 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/consents", consents),
     ("GET", "/v1/admin/keys", admin_keys),
     ("POST", "/v1/admin/keys/rotate", admin_rotate),
+    ("POST", "/v1/admin/keys/{kid}/retire", admin_retire),
+    ("POST", "/v1/admin/keys/{kid}/revoke", admin_revoke),
     ("GET", "/healthz", healthz),
     ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),
     ("GET", "/openapi.json", openapi),
 )
 
+
+_KID = {
+    "name": "kid",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": 128},
+}
 
 # -- OpenAPI 3.1 -----------------------------------------------------------------------------
 
@@ -436,6 +462,30 @@ def build_idp_openapi(service: IdpService) -> dict[str, Any]:
                     "tags": ["admin"],
                     "security": [{"bearer": []}],
                     "responses": {**_ok(_OBJECT), **dict.fromkeys(("401", "403"), _PROBLEM)},
+                }
+            },
+            "/v1/admin/keys/{kid}/retire": {
+                "post": {
+                    "summary": "Retire a key that no longer signs (it keeps verifying)",
+                    "tags": ["admin"],
+                    "security": [{"bearer": []}],
+                    "parameters": [_KID],
+                    "responses": {
+                        **_ok(_OBJECT),
+                        **dict.fromkeys(("401", "403", "404", "409"), _PROBLEM),
+                    },
+                }
+            },
+            "/v1/admin/keys/{kid}/revoke": {
+                "post": {
+                    "summary": "Revoke a key from a time (the active key is rotated away first)",
+                    "tags": ["admin"],
+                    "security": [{"bearer": []}],
+                    "parameters": [_KID],
+                    "responses": {
+                        **_ok(_OBJECT),
+                        **dict.fromkeys(("401", "403", "404", "409"), _PROBLEM),
+                    },
                 }
             },
             "/consents": {
