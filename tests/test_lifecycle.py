@@ -283,7 +283,8 @@ async def test_idp_keys_retire_and_revoke_through_the_admin_api(running: Running
     status, body = await running.call(
         "idp", "POST", f"/v1/admin/keys/{active}/revoke", national_ops
     )
-    assert status == 200 and body["revoked"] == active
+    assert status == 200
+    assert body["revoked"] == active
     _, keys = await running.call("idp", "GET", "/v1/admin/keys", national_ops)
     states = {k["kid"]: k["state"] for k in keys["keys"]}
     assert states[active] == "revoked"
