@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway._internal.sqlite import create_private, storage_error, write_transaction
+from gateway._internal.sqlite import connect, create_private, storage_error, write_transaction
 from gateway._internal.wire import JsonLimits, b64url_decode, b64url_encode, loads
 from gateway.clock import Clock
 from gateway.errors import (
@@ -60,6 +60,9 @@ from gateway.merkle import (
 )
 from gateway.seals import Signer, sign_compact, verify_compact
 
+# FULL: a commit is on disk when append returns, so an acknowledged record survives
+# kill -9 and power loss (NORMAL in WAL mode may lose the last commits on power loss).
+_SYNCHRONOUS = "FULL"
 STH_TYP: Final = "audit-sth+jws"
 MAX_PAGE: Final = 1000
 MAX_DETAILS_BYTES: Final = 4096
@@ -370,26 +373,6 @@ def _storage_error(exc: sqlite3.Error) -> GatewayError:
     return storage_error(exc, prefix="audit", store="audit log")
 
 
-def _connect(path: Path, busy_timeout: float, *, read_only: bool = False) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-    )
-    try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL not supported")
-        # FULL: a commit is on disk when append returns, so an acknowledged record survives
-        # kill -9 and power loss (NORMAL in WAL mode may lose the last commits on power loss).
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        if read_only:
-            conn.execute("PRAGMA query_only = ON")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
 def _bad_range(detail: str) -> InputError:
     return InputError(detail, code="audit.bad_range")
 
@@ -423,12 +406,12 @@ class SqliteAuditLog:
         self._closed = False
         try:
             create_private(path)
-            self._writer = _connect(path, busy_timeout)
+            self._writer = connect(path, busy_timeout, synchronous=_SYNCHRONOUS)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the audit log at {path}", code="audit.open") from exc
         try:
             self._migrate()
-            self._reader = _connect(path, busy_timeout, read_only=True)
+            self._reader = connect(path, busy_timeout, synchronous=_SYNCHRONOUS, read_only=True)
         except sqlite3.Error as exc:
             self._writer.close()
             raise ConfigError(f"cannot open the audit log at {path}", code="audit.open") from exc

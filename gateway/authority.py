@@ -39,6 +39,7 @@ from gateway.config import Federation
 from gateway.errors import (
     ConfigError,
     ConflictError,
+    Forbidden,
     GatewayError,
     InputError,
     NotFoundError,
@@ -187,6 +188,25 @@ class TrustAuthority:
     """Follow nodes' JWKS status changes after enrolment too. Off: once a node is enrolled,
     only its signed key-change requests change its keys (anyone able to answer for its URL
     could otherwise publish keys in its name)."""
+
+    def apply_request(self, caller: NodeId, change: object) -> tuple[str, KeyId]:
+        """A key-change request body, from ``caller`` (authenticated by its hop proof).
+
+        ``{"node", "action", "kid", "jwk"?, "at"?}``; a node changes only its own keys.
+        Returns the action and kid applied.
+        """
+        if not isinstance(change, dict) or change.get("node") != caller:
+            raise Forbidden("a node changes only its own keys", code="keys.not_owner")
+        action, kid, at = change.get("action"), change.get("kid"), change.get("at")
+        jwk = change.get("jwk")
+        if not isinstance(action, str) or not isinstance(kid, str):
+            raise InputError("a key change names an action and a kid", code="keys.bad_change")
+        if (jwk is not None and not isinstance(jwk, dict)) or (
+            at is not None and (not isinstance(at, int) or isinstance(at, bool))
+        ):
+            raise InputError("malformed key change", code="keys.bad_change")
+        self.apply_key_change(caller, action, KeyId(kid), jwk=jwk, at=at)
+        return action, KeyId(kid)
 
     def apply_key_change(
         self,

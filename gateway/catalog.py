@@ -31,7 +31,7 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Protocol
 
-from gateway._internal.sqlite import create_private, storage_error, write_transaction
+from gateway._internal.sqlite import connect, create_private, storage_error, write_transaction
 from gateway.clock import Clock, to_rfc3339
 from gateway.errors import (
     ConfigError,
@@ -49,6 +49,8 @@ from gateway.ids import CertificateId, NodeId
 from gateway.registry import CertStatus
 from gateway.schemas import CertificateTypeInfo
 
+# NORMAL in WAL mode: a commit survives a process crash (kill -9).
+_SYNCHRONOUS = "NORMAL"
 SCHEMA_VERSION: Final = 1
 MAX_LOOKUP_TYPES: Final = 16
 """A lookup names 1 to this many certificate types."""
@@ -203,12 +205,12 @@ class SqliteCatalog:
         self._closed = False
         try:
             create_private(path)
-            self._writer = self._connect(path, busy_timeout)
+            self._writer = connect(path, busy_timeout, synchronous=_SYNCHRONOUS)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the catalog at {path}", code="catalog.open") from exc
         try:
             self._migrate()
-            self._reader = self._connect(path, busy_timeout, read_only=True)
+            self._reader = connect(path, busy_timeout, synchronous=_SYNCHRONOUS, read_only=True)
         except sqlite3.Error as exc:
             self._writer.close()
             raise ConfigError(f"cannot open the catalog at {path}", code="catalog.open") from exc
@@ -217,24 +219,6 @@ class SqliteCatalog:
             raise
 
     # --- lifecycle ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _connect(path: Path, busy_timeout: float, *, read_only: bool = False) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL not supported")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            if read_only:
-                conn.execute("PRAGMA query_only = ON")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     def _migrate(self) -> None:
         """Create the schema in a new file, or check an existing file's version."""

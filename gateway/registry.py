@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, overload
 
-from gateway._internal.sqlite import create_private, storage_error, write_transaction
+from gateway._internal.sqlite import connect, create_private, storage_error, write_transaction
 from gateway.errors import (
     ConfigError,
     ConflictError,
@@ -46,6 +46,8 @@ from gateway.errors import (
 )
 from gateway.ids import CertificateId, KeyId, RegionCode
 
+# NORMAL in WAL mode: a commit survives a process crash (kill -9).
+_SYNCHRONOUS = "NORMAL"
 SCHEMA_VERSION = 1
 DEFAULT_LIST_SIZE = 131_072
 MAX_LIST_BY_HOLDER = 1_000
@@ -328,14 +330,16 @@ class SqliteRegistry:
         self._closed = False
         try:
             create_private(path)
-            self._writer = self._connect(path, busy_timeout)
+            self._writer = connect(path, busy_timeout, synchronous=_SYNCHRONOUS, foreign_keys=True)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"cannot open the certificate store at {path}", code="registry.open"
             ) from exc
         try:
             self._list_size = self._migrate(list_size)
-            self._reader = self._connect(path, busy_timeout, read_only=True)
+            self._reader = connect(
+                path, busy_timeout, synchronous=_SYNCHRONOUS, read_only=True, foreign_keys=True
+            )
         except sqlite3.Error as exc:
             self._writer.close()
             raise ConfigError(
@@ -346,25 +350,6 @@ class SqliteRegistry:
             raise
 
     # --- lifecycle ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _connect(path: Path, busy_timeout: float, *, read_only: bool = False) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL not supported")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            if read_only:
-                conn.execute("PRAGMA query_only = ON")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     def _migrate(self, list_size: int) -> int:
         """Create or check the schema; returns the list size the file was created with."""

@@ -13,12 +13,7 @@ node serves an acknowledged certificate.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import time
 from asyncio.subprocess import PIPE
@@ -28,13 +23,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from processes import Processes, federation_file, free_ports, wait_healthy
 
 from gateway.audit import AuditKind, AuditRecord, parse_entry
-from gateway.config import DEFAULT_FEDERATION_FILE, Federation, load_federation
+from gateway.config import load_federation
 from gateway.idp import idp_issuer
 from gateway.idp_client import IdpClient
 
-STARTUP_TIMEOUT = 60.0
 ISSUERS = 8  # concurrent issuing workers
 CHANGERS = 2  # concurrent status-changing workers
 WATCHERS = 1  # a partner fetching signed tree heads (each one written to the log's store)
@@ -45,74 +40,15 @@ READER_CLIENT = "zhuji-civil-affairs"
 MATTER = "marriage-registration"
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports (all bound at once, so none repeats)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def federation_file(path: Path, ports: dict[str, int], base: Path) -> Path:
-    """The default federation on ``ports``, state under ``base``."""
-    text = DEFAULT_FEDERATION_FILE.read_text(encoding="utf-8")
-    for node, port in ports.items():
-        text = re.sub(
-            rf'(id = "{node}"\n(?:[^\[]*?\n)*?port = )\d+', rf"\g<1>{port}", text, count=1
-        )
-    text = text.replace('data_dir = "var"', f'data_dir = "{base / "var"}"')
-    text = text.replace('keys_dir = "keys"', f'keys_dir = "{base / "keys"}"')
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-class Nodes:
-    """Node processes of one federation file, logs and state under ``base``."""
+class Nodes(Processes):
+    """Node processes of the default federation on free ports, state under ``base``."""
 
     def __init__(self, base: Path) -> None:
-        self.base = base
         default = load_federation(env={})
-        ports = free_ports(len(default.nodes))
-        self.file = federation_file(
-            base / "federation.toml",
-            {node.id: port for node, port in zip(default.nodes, ports, strict=True)},
-            base,
+        ports = dict(
+            zip((n.id for n in default.nodes), free_ports(len(default.nodes)), strict=True)
         )
-        self.federation: Federation = load_federation(self.file, env={})
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, node: str) -> None:
-        command = [sys.executable, "-m", "gateway", "--federation", str(self.file)]
-        with (self.base / f"{node}.log").open("ab") as log:  # the child keeps its own fd
-            self.procs[node] = subprocess.Popen(
-                [*command, "serve", "--node", node],
-                stdout=log,
-                stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-
-    def kill(self, node: str) -> None:
-        proc = self.procs.pop(node)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        assert proc.returncode == -signal.SIGKILL
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.procs.clear()
-
-    def url(self, node: str) -> str:
-        return self.federation.url(node)
+        super().__init__(base, federation_file(base / "federation.toml", ports, base))
 
     def node_dir(self, node: str) -> Path:
         return self.federation.data_dir / node
@@ -134,20 +70,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         connector=connector, timeout=aiohttp.ClientTimeout(total=30)
     ) as s:
         yield s
-
-
-async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STARTUP_TIMEOUT
-    while loop.time() < deadline:
-        try:
-            async with session.get(url + "/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} did not come up")
 
 
 def issue_request() -> dict[str, object]:

@@ -9,12 +9,7 @@ back in; there is no backoff cliff).
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,98 +18,50 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from processes import Processes, federation_file, free_ports, wait_healthy
 
 from gateway._internal.wire import b64url_decode
-from gateway.config import DEFAULT_FEDERATION_FILE, Federation, load_federation
+from gateway.config import load_federation
 from gateway.idp import idp_issuer
 from gateway.idp_client import IdpClient
 
 BUDGET = 2.0  # request_timeout_seconds: each routed request's deadline budget
 SLACK = 1.0  # scheduling slack on a loaded 2-core machine
-STARTUP_TIMEOUT = 60.0
+STARTUP_TIMEOUT = 60.0  # for the whole federation to enrol
 GROOM = {"name": "陈思远", "id": "31010419950312123X", "id_type": "111"}
 BRIDE = {"name": "王晓燕", "id": "341221199607082464", "id_type": "111"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+class Cluster(Processes):
+    """The whole federation; Zhuji's own copy of the file points its direct link to Linquan
+    at a port held bound (never listening) for the whole test: the point-to-point link is
+    down, Linquan itself is up."""
 
-
-def federation_file(path: Path, ports: dict[str, int], base: Path, **urls: str) -> Path:
-    """The default federation on ``ports``, state under ``base``; ``urls`` override nodes'."""
-    text = DEFAULT_FEDERATION_FILE.read_text(encoding="utf-8")
-    for node, port in ports.items():
-        text = re.sub(
-            rf'(id = "{node}"\n(?:[^\[]*?\n)*?port = )\d+', rf"\g<1>{port}", text, count=1
-        )
-    for node, url in urls.items():
-        text = text.replace(f'id = "{node}"\n', f'id = "{node}"\nurl = "{url}"\n', 1)
-    text = text.replace('data_dir = "var"', f'data_dir = "{base / "var"}"')
-    text = text.replace('keys_dir = "keys"', f'keys_dir = "{base / "keys"}"')
-    text = text.replace("request_timeout_seconds = 10.0", f"request_timeout_seconds = {BUDGET}")
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-class Cluster:
     def __init__(self, base: Path) -> None:
-        self.base = base
-        default = load_federation(env={})
-        # Zhuji's own copy of the file points its direct link to Linquan at a port held bound
-        # (never listening) for the whole test: the point-to-point link is down, Linquan is up.
         self.dead = socket.socket()
         self.dead.bind(("127.0.0.1", 0))
-        dead_port = self.dead.getsockname()[1]
-        ports: set[int] = {dead_port}
-        self.ports: dict[str, int] = {}
-        for node in default.nodes:
-            port = free_port()
-            while port in ports:
-                port = free_port()
-            ports.add(port)
-            self.ports[node.id] = port
-        self.file = federation_file(base / "federation.toml", self.ports, base)
-        self.zhuji_file = federation_file(
-            base / "zhuji.toml", self.ports, base, linquan=f"http://127.0.0.1:{dead_port}"
+        dead_port = int(self.dead.getsockname()[1])
+        default = load_federation(env={})
+        ports = dict(
+            zip(
+                (n.id for n in default.nodes),
+                free_ports(len(default.nodes), avoid=frozenset({dead_port})),
+                strict=True,
+            )
         )
-        self.federation: Federation = load_federation(self.file, env={})
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        file = federation_file(base / "federation.toml", ports, base, request_timeout=BUDGET)
+        zhuji = federation_file(
+            base / "zhuji.toml",
+            ports,
+            base,
+            request_timeout=BUDGET,
+            urls={"linquan": f"http://127.0.0.1:{dead_port}"},
+        )
+        super().__init__(base, file, files={"zhuji": zhuji})
 
     def close(self) -> None:
         self.stop_all()
         self.dead.close()
-
-    def start(self, node: str) -> None:
-        file = self.zhuji_file if node == "zhuji" else self.file
-        command = [sys.executable, "-m", "gateway", "--federation", str(file)]
-        with (self.base / f"{node}.log").open("ab") as log:  # the child keeps its own fd
-            self.procs[node] = subprocess.Popen(
-                [*command, "serve", "--node", node],
-                stdout=log,
-                stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-
-    def kill(self, node: str) -> None:
-        proc = self.procs.pop(node)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.procs.clear()
-
-    def url(self, node: str) -> str:
-        return self.federation.url(node)
 
 
 @pytest.fixture(scope="module")
@@ -147,20 +94,6 @@ async def wait_until_enrolled(session: aiohttp.ClientSession, cluster: Cluster) 
                 pending.discard(node)
         await asyncio.sleep(0.2)
     assert not pending, f"no complete trust list yet at {sorted(pending)}"
-
-
-async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STARTUP_TIMEOUT
-    while loop.time() < deadline:
-        try:
-            async with session.get(url + "/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} did not come up")
 
 
 @pytest.fixture

@@ -53,3 +53,37 @@ def write_transaction(
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise translate(exc) from exc
+
+
+def connect(
+    path: Path,
+    busy_timeout: float,
+    *,
+    synchronous: str,
+    read_only: bool = False,
+    foreign_keys: bool = False,
+) -> sqlite3.Connection:
+    """A WAL-mode connection in autocommit (transactions are explicit), shareable by threads.
+
+    ``synchronous``: ``NORMAL`` survives a process crash; ``FULL`` also a power cut.
+    Raises ``sqlite3.Error`` (callers translate it) when the file cannot use WAL.
+    """
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError(f"unsupported synchronous mode {synchronous!r}")
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL not supported")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        if foreign_keys:
+            conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -246,18 +246,8 @@ async def key_change(request: web.Request) -> web.Response:
     if AUTHORITY not in request.app:
         raise NotFoundError("only national authors the trust list", code="keys.not_here")
     change = loads(body, json_limits(request.app[NODE].federation.limits))
-    if not isinstance(change, dict) or change.get("node") != caller:
-        raise Forbidden("a node changes only its own keys", code="keys.not_owner")
-    action, kid, at = change.get("action"), change.get("kid"), change.get("at")
-    jwk = change.get("jwk")
-    if not isinstance(action, str) or not isinstance(kid, str):
-        raise InputError("a key change names an action and a kid", code="keys.bad_change")
-    if (jwk is not None and not isinstance(jwk, dict)) or (
-        at is not None and (not isinstance(at, int) or isinstance(at, bool))
-    ):
-        raise InputError("malformed key change", code="keys.bad_change")
     authority = request.app[AUTHORITY]
-    authority.apply_key_change(caller, action, KeyId(kid), jwk=jwk, at=at)
+    action, kid = authority.apply_request(caller, change)
     request.app[TRUST].offer_local(authority.publish())
     request.app[NODE].record(  # the trust-list change itself is recorded by the sync hook
         AuditKind.KEY_EVENT, caller, kid, {"action": action, "seq": authority.seq}
