@@ -157,6 +157,29 @@ def passing_fetch(cluster: Cluster, minter: Minter, node: str) -> Request:
     raise RuntimeError(f"no seeded certificate of {node} passes")
 
 
+def passing_batch(cluster: Cluster, minter: Minter) -> Request:
+    """``POST /v1/seals/verify`` of 100 of zhuji's seeded seals whose every check passes
+    (seeding also makes expired and revoked ones)."""
+    with sqlite3.connect(f"file:{cluster.registry('zhuji')}?mode=ro", uri=True) as db:
+        candidates = [
+            row[0]
+            for row in db.execute("SELECT seal FROM certificates WHERE status = 'valid' LIMIT 500")
+        ]
+    token = minter.token(CLIENT)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    url = cluster.url("zhuji") + "/v1/seals/verify"
+    status, answer = asyncio.run(
+        get(Request("POST", url, headers, orjson.dumps({"seals": candidates})))
+    )
+    if status != 200:
+        raise RuntimeError(f"batch verification failed: {status} {answer[:300]!r}")
+    reports = orjson.loads(answer)["reports"]
+    seals = [s for s, r in zip(candidates, reports, strict=True) if r["indication"] == "PASSED"]
+    if len(seals) < 100:
+        raise RuntimeError(f"only {len(seals)} of {len(candidates)} seeded seals pass")
+    return Request("POST", url, headers, orjson.dumps({"seals": seals[:100]}))
+
+
 async def get(request: Request) -> tuple[int, bytes]:
     async with (
         aiohttp.ClientSession() as session,
@@ -255,27 +278,8 @@ class Bench:
 
     def figure_b(self) -> float:
         log("\nB  POST /v1/seals/verify, batches of 100 seals")
-        with sqlite3.connect(f"file:{self.cluster.registry('zhuji')}?mode=ro", uri=True) as db:
-            candidates = [
-                row[0]
-                for row in db.execute(
-                    "SELECT seal FROM certificates WHERE status = 'valid' LIMIT 500"
-                )
-            ]
-        token = self.minter.token(CLIENT)
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        url = self.cluster.url("zhuji") + "/v1/seals/verify"
-        probe = Request("POST", url, headers, orjson.dumps({"seals": candidates}))
-        status, answer = asyncio.run(get(probe))
-        if status != 200:
-            raise RuntimeError(f"batch verification failed: {status} {answer[:300]!r}")
-        reports = orjson.loads(answer)["reports"]
-        # seals whose every check passes (seeding also makes expired and revoked ones)
-        seals = [s for s, r in zip(candidates, reports, strict=True) if r["indication"] == "PASSED"]
-        seals = seals[:100]
-        if len(seals) != 100:
-            raise RuntimeError(f"only {len(seals)} of {len(candidates)} seeded seals pass")
-        request = Request("POST", url, headers, orjson.dumps({"seals": seals}))
+        request = passing_batch(self.cluster, self.minter)
+        seals = orjson.loads(request.body)["seals"]
         raw = raw_verifier(seals, self.jwks())
         self.rate(request, 2, connections=4)
         gateway = repeat(
