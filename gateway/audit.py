@@ -21,6 +21,7 @@ reader connection, each behind its own lock.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sqlite3
@@ -85,6 +86,20 @@ class AuditKind(StrEnum):
     CONSENT_USE = "consent_use"
     KEY_EVENT = "key_event"
     TRUST_LIST = "trust_list"
+
+
+AuditItem = tuple[AuditKind, str, str | None, Mapping[str, Any] | None]
+"""A record to append: (kind, actor, subject, details)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedItem:
+    """A record :meth:`SqliteAuditLog.check` accepted; its details are a private copy."""
+
+    kind: AuditKind
+    actor: str
+    subject: str | None
+    details: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +184,18 @@ def _has_id_number(text: str) -> bool:
     A GB/T 36904 certificate identifier is not one, though its all-digit issuer credit code
     can look like one: identifiers are recognised and allowed whole.
     """
+    # shape alone: a mistyped number is still personal data
+    return _ID_NUMBER.search(text) is not None and not _is_certificate_id(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_certificate_id(text: str) -> bool:
+    """Memoised: every exchange's records name a certificate, often the same ones."""
     try:
         parse_certificate_id(text)
     except InvalidIdentifier:
-        pass
-    else:
         return False
-    # shape alone: a mistyped number is still personal data
-    return _ID_NUMBER.search(text) is not None
+    return True
 
 
 def _check_finite(value: Any) -> None:
@@ -561,28 +580,34 @@ class SqliteAuditLog:
         """Append one record; returns it once durably committed."""
         return self.append_many([(kind, actor, subject, details)])[0]
 
-    def append_many(
-        self,
-        items: Iterable[tuple[AuditKind, str, str | None, Mapping[str, Any] | None]],
-    ) -> list[AuditRecord]:
+    def append_many(self, items: Iterable[AuditItem]) -> list[AuditRecord]:
         """Append records in one transaction, in order; returns them once committed."""
-        # 1. validate everything before touching the store
-        checked: list[tuple[AuditKind, str, str | None, dict[str, Any]]] = []
+        return self.append_checked(self.check(items))
+
+    @staticmethod
+    def check(items: Iterable[AuditItem]) -> list[CheckedItem]:
+        """Records validated (and their details copied) before anything touches the store;
+        raises :class:`InputError` ``audit.bad_record`` for the first bad one."""
+        checked: list[CheckedItem] = []
         for kind, actor, subject, details in items:
             if not isinstance(kind, AuditKind):
                 raise InputError("unknown audit record kind", code="audit.bad_record")
             _check_text(actor, "actor")
             _check_text(subject, "subject")
-            checked.append((kind, actor, subject, _canonical_details(details)))
+            checked.append(CheckedItem(kind, actor, subject, _canonical_details(details)))
+        return checked
+
+    def append_checked(self, checked: Sequence[CheckedItem]) -> list[AuditRecord]:
+        """Append records :meth:`check` returned, in one transaction; once committed."""
         if not checked:
             return []
         with self._write() as conn:
-            # 2. catch up with any other writer, then number after the table's last entry
+            # catch up with any other writer, then number after the table's last entry
             start = self._sync(conn)
             at = max(self._clock.now(), self._last_at)  # timestamps never go back
             records = [
-                AuditRecord(start + i, at, kind, self._node, actor, subject, details)
-                for i, (kind, actor, subject, details) in enumerate(checked)
+                AuditRecord(start + i, at, c.kind, self._node, c.actor, c.subject, c.details)
+                for i, c in enumerate(checked)
             ]
             rows = [(r.seq, r.entry()) for r in records]
             leaves = [leaf_hash(entry) for _, entry in rows]
@@ -590,7 +615,7 @@ class SqliteAuditLog:
                 "INSERT INTO entries (seq, entry, leaf_hash) VALUES (?, ?, ?)",
                 [(seq, entry, leaf) for (seq, entry), leaf in zip(rows, leaves, strict=True)],
             )
-        # 3. committed: only now does the cache move
+        # committed: only now does the cache move
         with self._cache_lock:
             if len(self._leaves) == start:
                 self._leaves.extend(leaves)

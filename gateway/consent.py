@@ -24,12 +24,15 @@ import orjson
 from gateway.errors import Forbidden, InputError, SealError
 from gateway.ids import DepartmentId
 from gateway.jwks import KeyResolver
-from gateway.seals import Signer, sign_compact, verify_compact
+from gateway.seals import SignatureMemo, Signer, sign_compact, verify_compact
 
 CONSENT_TYP: Final = "consent+jwt"
 CLOCK_SKEW: Final = 60
 MAX_CONSENT_BYTES: Final = 8192
 MAX_TYPES: Final = 64
+MEMO_ENTRIES: Final = 16_384
+"""Grants whose verified signatures a verifier remembers (a grant is used for every
+certificate of a matter, at every hop)."""
 _MAX_STRING: Final = 512
 
 
@@ -118,6 +121,9 @@ class ConsentVerifier:
         self._keys = keys
         self.issuer = issuer
         self.skew = skew
+        # only the signature arithmetic is remembered: the key's state, the claims and the
+        # times are checked on every use
+        self._memo = SignatureMemo(MEMO_ENTRIES)
 
     def verify(
         self,
@@ -150,7 +156,9 @@ class ConsentVerifier:
         if not isinstance(token, str) or len(token) > MAX_CONSENT_BYTES:
             raise _invalid("the consent grant is too large", "token.too_large")
         try:
-            verified = verify_compact(token, self._keys, typ=CONSENT_TYP, now=now, skew=self.skew)
+            verified = verify_compact(
+                token, self._keys, typ=CONSENT_TYP, now=now, skew=self.skew, memo=self._memo
+            )
         except SealError as exc:
             raise _invalid("the consent grant is not valid", exc.code) from exc
         payload = verified.payload

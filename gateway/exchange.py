@@ -33,7 +33,7 @@ import aiohttp
 import orjson
 
 from gateway._internal.wire import JsonLimits, b64url_decode, loads
-from gateway.audit import AuditKind, SignedTreeHead
+from gateway.audit import AuditItem, AuditKind, SignedTreeHead
 from gateway.auth import Principal
 from gateway.clock import Clock
 from gateway.errors import (
@@ -43,6 +43,7 @@ from gateway.errors import (
     NetworkError,
     VerificationError,
 )
+from gateway.groupcommit import GroupCommit
 from gateway.hops import HopVerifier, NonceCache, sign_hop
 from gateway.identifiers import parse_certificate_id
 from gateway.ids import KeyId, NodeId
@@ -58,6 +59,7 @@ from gateway.revocation import (
     make_issuance_proof,
 )
 from gateway.routing import Route, Topology
+from gateway.seals import SignatureMemo
 from gateway.trust import TrustListResolver
 from gateway.verification import CertificateVerifier, StatusResolver
 
@@ -68,6 +70,8 @@ CATALOG_ENTRIES_PATH = "/v1/catalog/entries"
 CATALOG_LOOKUPS_PATH = "/v1/catalog/lookups"
 NATIONAL = NodeId("national")
 REGISTRATION_RETRY_SECONDS = 2.0
+FETCHED_SEAL_MEMO = 65_536
+"""Foreign seals whose verified signatures a node remembers (about 100 bytes each)."""
 HOP_HEADER = "Tongban-Hop"
 CONSENT_HEADER = "Tongban-Consent"
 MAX_ROUTE = 16
@@ -162,6 +166,7 @@ class Exchange:
         *,
         trust: Callable[[float], TrustListResolver],
         statuses: Any,
+        journal: GroupCommit,
         clock: Clock,
         budget: float,
         policy: RetryPolicy | None = None,
@@ -174,12 +179,16 @@ class Exchange:
         self._session = session
         self._trust = trust
         self._statuses = statuses
+        self._journal = journal
         self._clock = clock
         self._budget = budget
         self._policy = policy or RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.5)
         self._breakers = breakers or Breakers(clock=clock, failure_threshold=3, open_seconds=2.0)
         self._rng = rng or random.Random()
         self._nonces = NonceCache(max_entries=100_000, ttl=60.0)
+        # foreign seals fetched for callers: the same certificates again and again (a batch
+        # handed in to POST /v1/seals/verify is verified afresh, seal by seal)
+        self._fetched = SignatureMemo(FETCHED_SEAL_MEMO)
         self._background: set[asyncio.Task[None]] = set()
 
     def register_later(self, entry: Mapping[str, Any]) -> None:
@@ -218,7 +227,9 @@ class Exchange:
         """Fetch ``cert_id`` for ``matter`` from wherever it lives, verified here."""
         target = self.holder_of(cert_id)
         if target == self.me:
-            return self.node.fetch(principal, cert_id, matter, consent=consent).to_json()
+            fetched, records = self.node.release(principal, cert_id, matter, consent=consent)
+            await self._journal.append(records)  # audited before it is answered
+            return fetched.to_json()
         deadline = Deadline(self._budget, self._clock)
         answer: dict[str, Any] | None = None
         failure: NetworkError | None = None
@@ -238,9 +249,11 @@ class Exchange:
             raise NetworkError(
                 "the holding node answered without a seal", code="exchange.bad_answer"
             )
-        report, document = await self.verify(seal)
+        report, document = await self.verify(seal, memo=self._fetched)
         answer_route = answer["route"]
-        self._audit("fetch", principal, cert_id, matter, answer_route, None)
+        await self._journal.append(
+            [_routed_record("fetch", principal, cert_id, matter, answer_route, None)]
+        )
         return {
             "certificate_id": cert_id,
             "node": target,
@@ -250,9 +263,11 @@ class Exchange:
             "route": answer_route,
         }
 
-    async def verify(self, seal: str) -> tuple[VerificationReport, dict[str, Any] | None]:
+    async def verify(
+        self, seal: str, *, memo: SignatureMemo | None = None
+    ) -> tuple[VerificationReport, dict[str, Any] | None]:
         """Verify a (foreign) seal against the trust list and the issuer's status list."""
-        verifier = await self._federation_verifier([seal])
+        verifier = await self._federation_verifier([seal], memo=memo)
         report, verified = verifier.report(seal)
         return report, (dict(verified.document) if verified else None)
 
@@ -263,7 +278,9 @@ class Exchange:
         tokens = self.node.verify_request(principal, request)
         return self.node.verify_tokens(tokens, await self._federation_verifier(tokens))
 
-    async def _federation_verifier(self, seals: list[str]) -> CertificateVerifier:
+    async def _federation_verifier(
+        self, seals: list[str], *, memo: SignatureMemo | None = None
+    ) -> CertificateVerifier:
         """Own keys and registry first, then the trust list's keys and remote status lists."""
         now = self._clock.now()
         try:
@@ -277,7 +294,12 @@ class Exchange:
         statuses = _Statuses(self.node.status_list_prefix, self.node.local_statuses, self._statuses)
         proven = await self._revocation_proofs(seals, trusted, now)
         return CertificateVerifier(
-            trusted, self.node.schemas, clock=self._clock, statuses=statuses, proven=proven
+            trusted,
+            self.node.schemas,
+            clock=self._clock,
+            statuses=statuses,
+            proven=proven,
+            memo=memo,
         )
 
     async def _revocation_proofs(
@@ -465,14 +487,22 @@ class Exchange:
             raise AuthError("this hop is not on the request's route", code="hop.route")
         if not self.topology.adjacent(caller, self.me):
             raise AuthError("the previous hop is not a neighbour", code="hop.route")
-        self._audit("relay", principal, request.certificate_id, request.matter, list(route), caller)
+        hop = _routed_record(
+            "relay", principal, request.certificate_id, request.matter, list(route), caller
+        )
         # 3. the holding node answers; any other re-checks the grant it carries, then forwards
-        #    within the caller's deadline
+        #    within the caller's deadline. The hop is audited, answered or refused.
         if route[-1] == self.me:
-            fetched = self.node.fetch(
-                principal, request.certificate_id, request.matter, consent=consent
-            )
+            try:
+                fetched, records = self.node.release(
+                    principal, request.certificate_id, request.matter, consent=consent
+                )
+            except GatewayError:
+                await self._journal.append([hop])
+                raise
+            await self._journal.append([hop, *records])
             return {"seal": fetched.certificate.seal, "route": list(route)}
+        await self._journal.append([hop])
         self.node.check_consent_in_transit(principal, request.matter, consent)
         local = Deadline(min(self._budget, request.deadline - now), self._clock)
         return await self._forward(request, bearer, consent, local)
@@ -543,25 +573,25 @@ class Exchange:
             raise UpstreamProblem(status, answer["code"], str(answer.get("detail", "")))
         raise NetworkError(f"{label}: answered {status}", code="network.bad_gateway")
 
-    def _audit(  # noqa: PLR0917 - one audit record, one flat call
-        self,
-        event: str,
-        principal: Principal,
-        cert_id: str,
-        matter: str,
-        route: list[str] | list[NodeId],
-        caller: NodeId | None,
-    ) -> None:
-        kind = AuditKind.LOOKUP_HOP if event == "relay" else AuditKind.FETCH
-        details = {
-            "matter": matter,
-            "route": list(route),
-            "department": principal.department,
-            "routed": True,
-        }
-        if caller is not None:
-            details["from"] = caller
-        self.node.record(kind, principal.client_id, cert_id, details)
+
+def _routed_record(  # noqa: PLR0917 - one audit record, one flat call
+    event: str,
+    principal: Principal,
+    cert_id: str,
+    matter: str,
+    route: list[str] | list[NodeId],
+    caller: NodeId | None,
+) -> AuditItem:
+    kind = AuditKind.LOOKUP_HOP if event == "relay" else AuditKind.FETCH
+    details: dict[str, Any] = {
+        "matter": matter,
+        "route": list(route),
+        "department": principal.department,
+        "routed": True,
+    }
+    if caller is not None:
+        details["from"] = caller
+    return (kind, principal.client_id, cert_id, details)
 
 
 def _unverified_parts(seal: str) -> tuple[str, str] | None:

@@ -61,6 +61,31 @@ class Metrics:
         )
         self.info = Gauge("tongban_node_info", "Node identity", ["node"], registry=self.registry)
         self.info.labels(node=node).set(1)
+        # labelled series of the per-request metrics, each looked up once (``labels()`` costs
+        # a lock and a tuple a call; the set is the one Prometheus keeps anyway)
+        self._requests: dict[tuple[str, str, str], Counter] = {}
+        self._latency: dict[str, Histogram] = {}
+        self._verifications: dict[tuple[str, str], Counter] = {}
+
+    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One HTTP request answered."""
+        key = (route, method, str(status))
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.requests.labels(*key)
+        counter.inc()
+        timer = self._latency.get(route)
+        if timer is None:
+            timer = self._latency[route] = self.latency.labels(route)
+        timer.observe(seconds)
+
+    def verified(self, indication: str, code: str) -> None:
+        """One seal verified, with its report's indication and code."""
+        key = (indication, code)
+        counter = self._verifications.get(key)
+        if counter is None:
+            counter = self._verifications[key] = self.verifications.labels(*key)
+        counter.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from gateway._internal.wire import b64url_decode
-from gateway.audit import AuditKind, SqliteAuditLog
+from gateway.audit import AuditItem, AuditKind, SqliteAuditLog
 from gateway.auth import Principal, Scope
 from gateway.certificates import IssueContext, build_document, check_identifiers
 from gateway.clock import Clock
@@ -42,11 +42,13 @@ from gateway.registry import (
 )
 from gateway.reports import VerificationReport
 from gateway.schemas import SchemaCatalog
-from gateway.seals import seal, sign_compact
+from gateway.seals import SignatureMemo, seal, sign_compact
 from gateway.status_list import STATUS_LIST_TYP, StatusList, status_list_claims
 from gateway.verification import CertificateVerifier
 
 STATUS_LIST_TTL = 300
+STORED_SEAL_MEMO = 65_536
+"""Own seals whose verified signatures a node remembers (about 100 bytes each)."""
 _LIST_ID = re.compile(r"[0-9]{1,9}")
 
 
@@ -140,6 +142,14 @@ class NodeService:
         self.local_statuses = _LocalStatuses(self)
         self.verifier = CertificateVerifier(
             self.key_resolver(), schemas, clock=clock, statuses=self.local_statuses
+        )
+        # the node's own stored seals, verified on every fetch: the same bytes again and again
+        self._stored = CertificateVerifier(
+            self.key_resolver(),
+            schemas,
+            clock=clock,
+            statuses=self.local_statuses,
+            memo=SignatureMemo(STORED_SEAL_MEMO),
         )
         self.refresh_key_metrics()
 
@@ -307,13 +317,25 @@ class NodeService:
     def fetch(
         self, principal: Principal, cert_id: str, matter_id: str, *, consent: str | None = None
     ) -> Fetched:
-        """A certificate for a matter: purpose limitation, then the holder's consent (用证授权)."""
+        """A certificate for a matter (see :meth:`release`), its audit records committed."""
+        fetched, records = self.release(principal, cert_id, matter_id, consent=consent)
+        self.audit.append_many(records)
+        return fetched
+
+    def release(
+        self, principal: Principal, cert_id: str, matter_id: str, *, consent: str | None = None
+    ) -> tuple[Fetched, list[AuditItem]]:
+        """A certificate for a matter: purpose limitation, then the holder's consent (用证授权).
+
+        Returns it with the audit records of its release, which the caller commits before
+        it answers (:meth:`fetch` does; the gateway commits them in groups).
+        """
         principal.require(Scope.CERT_READ)
         parse_certificate_id(cert_id)
         stored = self.registry.get(CertificateId(cert_id))
         matter = self.matters.require_type(matter_id, stored.type)
         grant = self.check_consent(principal, stored, matter, consent)
-        report, verified = self.verifier.report(stored.seal)
+        report, verified = self._stored.report(stored.seal)
         self._count(report)
         released = {
             "matter": matter.id,
@@ -321,9 +343,7 @@ class NodeService:
             "holder": stored.holder_digest,
             "indication": report.indication.value,
         }
-        records: list[tuple[AuditKind, str, str | None, Mapping[str, Any] | None]] = [
-            (AuditKind.FETCH, principal.client_id, stored.id, released)
-        ]
+        records: list[AuditItem] = [(AuditKind.FETCH, principal.client_id, stored.id, released)]
         if grant is not None:
             records.append(
                 (
@@ -333,9 +353,8 @@ class NodeService:
                     {"consent": grant.jti, "matter": grant.matter, "holder": grant.holder_digest},
                 )
             )
-        self.audit.append_many(records)
         document = verified.document if verified else orjson.loads(_payload_of(stored.seal))
-        return Fetched(stored, document, report, (self.node.id,))
+        return Fetched(stored, document, report, (self.node.id,)), records
 
     def check_consent(
         self, principal: Principal, stored: StoredCertificate, matter: Matter, consent: str | None
@@ -455,9 +474,7 @@ class NodeService:
         return verifier.report(token)[0]
 
     def _count(self, report: VerificationReport) -> None:
-        self.metrics.verifications.labels(
-            indication=report.indication.value, code=report.code
-        ).inc()
+        self.metrics.verified(report.indication.value, report.code)
 
     # -- status lists ----------------------------------------------------------------------
 

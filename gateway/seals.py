@@ -14,7 +14,10 @@ with a stable code and the report check (``step``) it failed at.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -29,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway._internal.wire import JsonLimits, b64url_decode, b64url_encode, loads
 from gateway.clock import from_rfc3339, to_rfc3339
@@ -211,6 +215,59 @@ def verify_signature(
     raise SealError("the key cannot verify this algorithm", code="seal.alg_mismatch")
 
 
+class SignatureMemo:
+    """Signatures that verified, remembered so the same bytes need not be verified again.
+
+    Signature verification is deterministic: the same signature over the same signing input
+    under the same public key verifies every time. An entry is the SHA-256 of exactly those
+    (algorithm, public key bytes, signing input, signature), recorded only after
+    :func:`verify_signature` accepted them; least recently used entries go first. A memo
+    replaces only that arithmetic: :func:`verify_compact` runs every other check (format,
+    header, the key's current state and validity, revocation, the payload) on every call,
+    so a key revoked after an entry was made still fails the seal.
+
+    The gateway gives one to the paths that see the same bytes again and again (a caller's
+    consent grant, the node's own stored seals on fetch); a batch verification of seals
+    handed in by a caller verifies each one afresh.
+    """
+
+    def __init__(self, max_entries: int = 65_536) -> None:
+        if max_entries < 1:
+            raise ValueError("a signature memo needs at least one entry")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def verify(
+        self, alg: Alg, public_key: PublicKey, signing_input: bytes, signature: bytes
+    ) -> None:
+        """:func:`verify_signature`, skipped when these exact bytes verified before."""
+        digest = hashlib.sha256(alg.encode("ascii"))
+        digest.update(_public_bytes(public_key))
+        digest.update(len(signing_input).to_bytes(8, "big"))
+        digest.update(signing_input)
+        digest.update(signature)
+        entry = digest.digest()
+        with self._lock:
+            if entry in self._entries:
+                self._entries.move_to_end(entry)
+                return
+        verify_signature(alg, public_key, signing_input, signature)
+        with self._lock:
+            self._entries[entry] = None
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
+def _public_bytes(public_key: PublicKey) -> bytes:
+    if isinstance(public_key, Ed25519PublicKey):
+        return b"ed25519:" + public_key.public_bytes_raw()
+    return b"p256:" + public_key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+
 # --- verification ---------------------------------------------------------------------------
 
 
@@ -282,6 +339,7 @@ def verify_compact(
     typ: str,
     now: float,
     skew: float = CLOCK_SKEW_SECONDS,
+    memo: SignatureMemo | None = None,
 ) -> VerifiedSeal:
     """Verify a compact JWS of type ``typ`` against ``keys`` at time ``now``.
 
@@ -348,7 +406,9 @@ def verify_compact(
         step = "signature"
         # 14. the signature over ASCII(header_b64 "." payload_b64), with the key's algorithm
         signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
-        verify_signature(key.alg, key.public_key, signing_input, signature)
+        (verify_signature if memo is None else memo.verify)(
+            key.alg, key.public_key, signing_input, signature
+        )
         header, signed_at = unverified_header, unverified_signed_at
 
         step = "time"
@@ -405,9 +465,11 @@ def _check_claims(verified: VerifiedSeal) -> None:
         raise SealError("the seal's iat does not match its signing time", code="seal.bad_claims")
 
 
-def verify_seal(token: str, keys: KeyResolver, *, now: float) -> VerifiedSeal:
+def verify_seal(
+    token: str, keys: KeyResolver, *, now: float, memo: SignatureMemo | None = None
+) -> VerifiedSeal:
     """Verify a seal: :func:`verify_compact` with the seal ``typ``, then ``iss`` and ``iat``."""
-    verified = verify_compact(token, keys, typ=SEAL_TYP, now=now)
+    verified = verify_compact(token, keys, typ=SEAL_TYP, now=now, memo=memo)
     try:
         # 18. claims: iss is the key's node, iat an integer matching the signing time
         _check_claims(verified)

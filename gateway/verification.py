@@ -28,7 +28,7 @@ from gateway.registry import CertStatus
 from gateway.reports import Check, VerificationReport, checks_before
 from gateway.revocation import ProvenIssuances, RevocationSetAside, describe
 from gateway.schemas import SchemaCatalog
-from gateway.seals import VerifiedSeal, verify_seal
+from gateway.seals import SignatureMemo, VerifiedSeal, verify_seal
 
 
 class StatusResolver(Protocol):
@@ -82,8 +82,12 @@ class CertificateVerifier:
         clock: Clock,
         statuses: StatusResolver | None = None,
         proven: ProvenIssuances | None = None,
+        memo: SignatureMemo | None = None,
     ) -> None:
+        """``memo``: remembers signatures that verified (see :class:`SignatureMemo`); only
+        for seals this verifier sees again and again, such as a node's own stored ones."""
         self._keys = keys
+        self._memo = memo
         self._schemas = schemas
         self._clock = clock
         self._statuses = statuses
@@ -101,7 +105,7 @@ class CertificateVerifier:
         now = self._clock.now()
         # 1. The seal: format, header, key, signature, key validity and revocation.
         try:
-            seal = verify_seal(token, self._keys, now=now)
+            seal = verify_seal(token, self._keys, now=now, memo=self._memo)
             progress.checks.extend(seal.checks)
         except SealError as exc:
             if exc.code != "seal.revocation_unproven" or not self._proven:

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway import seals as seals_module
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.clock import to_rfc3339
 from gateway.errors import (
@@ -40,6 +41,7 @@ from gateway.seals import (
     MAX_SEAL_BYTES,
     SEAL_TYP,
     PrivateKeySigner,
+    SignatureMemo,
     Signer,
     VerifiedSeal,
     seal,
@@ -955,3 +957,85 @@ def test_crafted_default_token_verifies() -> None:
 def test_rejects_helper_checks_the_code() -> None:
     with pytest.raises(AssertionError):
         rejects(craft(header(kid="../x")), "seal.unknown_kid", "header")
+
+
+# --- the signature memo ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def arithmetic(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts the signature verifications actually computed (by the memo or without one)."""
+    done: list[str] = []
+    real = seals_module.verify_signature
+
+    def counting(alg: Any, public_key: Any, signing_input: bytes, signature: bytes) -> None:
+        done.append(alg)
+        real(alg, public_key, signing_input, signature)
+
+    monkeypatch.setattr(seals_module, "verify_signature", counting)
+    return done
+
+
+@pytest.mark.parametrize("signer", [ED, EC], ids=["EdDSA", "ES256"])
+def test_memo_computes_a_signature_once(signer: PrivateKeySigner, arithmetic: list[str]) -> None:
+    memo = SignatureMemo()
+    token = craft(header(signer), signer=signer)
+    for _ in range(3):
+        assert verify_seal(token, KEYS, now=NOW, memo=memo).kid == signer.kid
+    assert arithmetic == [signer.alg]
+    assert len(memo) == 1
+
+
+def test_memo_does_not_remember_a_bad_signature(arithmetic: list[str]) -> None:
+    memo = SignatureMemo()
+    forged = swap_segment(craft(), 2, b64url_encode(bytes(64)))
+    for _ in range(2):
+        with pytest.raises(SealError) as info:
+            verify_seal(forged, KEYS, now=NOW, memo=memo)
+        assert info.value.code == "seal.bad_signature"
+    assert len(arithmetic) == 2
+    assert len(memo) == 0
+
+
+def test_memo_still_checks_the_key_state_on_every_use() -> None:
+    memo = SignatureMemo()
+    token = craft()
+    verify_seal(token, KEYS, now=NOW, memo=memo)
+    revoked = resolver(vkey(ED, state=KeyState.REVOKED, revoked_at=NOW - 3_600))
+    with pytest.raises(SealError) as info:
+        verify_seal(token, revoked, now=NOW, memo=memo)
+    assert (info.value.code, info.value.step) == ("seal.key_revoked", "revocation")
+    retired = resolver(vkey(ED, not_after=NOW - 86_400 * 2))
+    with pytest.raises(SealError) as info:
+        verify_seal(token, retired, now=NOW, memo=memo)
+    assert info.value.code == "seal.key_expired"
+
+
+def test_memo_entry_is_bound_to_the_public_key(arithmetic: list[str]) -> None:
+    """Another key published under the same kid does not inherit the first key's entry."""
+    memo = SignatureMemo()
+    token = craft()
+    verify_seal(token, KEYS, now=NOW, memo=memo)
+    impostor = resolver(vkey(ED, public_key=OTHER_ED.public_key))
+    with pytest.raises(SealError) as info:
+        verify_seal(token, impostor, now=NOW, memo=memo)
+    assert info.value.code == "seal.bad_signature"
+    assert len(arithmetic) == 2
+
+
+def test_memo_is_bounded_least_recently_used_first(arithmetic: list[str]) -> None:
+    memo = SignatureMemo(max_entries=2)
+    tokens = [craft(payload=claims(n=n)) for n in range(3)]
+    for token in (tokens[0], tokens[1], tokens[0], tokens[2]):
+        verify_seal(token, KEYS, now=NOW, memo=memo)
+    assert len(memo) == 2
+    assert len(arithmetic) == 3
+    verify_seal(tokens[0], KEYS, now=NOW, memo=memo)  # kept: used more recently than tokens[1]
+    assert len(arithmetic) == 3
+    verify_seal(tokens[1], KEYS, now=NOW, memo=memo)  # evicted: computed again
+    assert len(arithmetic) == 4
+
+
+def test_memo_needs_an_entry() -> None:
+    with pytest.raises(ValueError, match="at least one entry"):
+        SignatureMemo(max_entries=0)

@@ -18,6 +18,7 @@ from gateway.catalog import CatalogService, SqliteCatalog
 from gateway.clock import Clock
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
+from gateway.groupcommit import GroupCommit
 from gateway.http.appkeys import (
     AUTHORITY,
     CATALOG,
@@ -162,11 +163,13 @@ def _network(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
             else:
                 tasks.append(asyncio.create_task(trust.run()))
             statuses = RemoteStatuses(session, trust.resolver, clock=clock)
+            journal = GroupCommit(node.audit)
             exchange = Exchange(
                 node,
                 session,
                 trust=trust.resolver,
                 statuses=statuses,
+                journal=journal,
                 clock=clock,
                 budget=federation.limits.request_timeout_seconds,
             )
@@ -176,6 +179,7 @@ def _network(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
             )
             closers.append(exchange.aclose)
             closers.append(statuses.aclose)
+            closers.append(journal.aclose)  # after the exchange: its last records are committed
             partners = PartnerWatch(
                 node.node.id,
                 exchange.topology,

@@ -195,8 +195,7 @@ def metrics_middleware(metrics: Metrics) -> Any:
             status = CLIENT_CLOSED  # the caller hung up: not a failure of the gateway
             raise
         finally:
-            metrics.requests.labels(route=name, method=request.method, status=str(status)).inc()
-            metrics.latency.labels(route=name).observe(time.perf_counter() - started)
+            metrics.request_done(name, request.method, status, time.perf_counter() - started)
 
     return middleware
 

@@ -1,0 +1,150 @@
+"""Group commit: concurrent requests' audit records share transactions, each caller resumes
+once its own records are durable, and a failure reaches exactly the callers it concerns."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.audit import AuditItem, AuditKind, SqliteAuditLog
+from gateway.clock import FixedClock
+from gateway.errors import InputError, StorageError
+from gateway.groupcommit import GroupCommit
+from gateway.ids import NodeId
+from gateway.seals import PrivateKeySigner
+
+NOW = 1_795_507_200.0
+SIGNER = PrivateKeySigner(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
+DIGEST = "ab" * 32
+
+
+def fetch(n: int) -> list[AuditItem]:
+    """One request's records: a fetch and the consent it used."""
+    return [
+        (AuditKind.FETCH, f"client-{n}", f"cert-{n}", {"holder": DIGEST}),
+        (AuditKind.CONSENT_USE, f"client-{n}", f"cert-{n}", {"consent": f"grant-{n}"}),
+    ]
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> SqliteAuditLog:
+    return SqliteAuditLog(
+        tmp_path / "audit.sqlite", node=NodeId("zhuji"), signer=SIGNER, clock=FixedClock(NOW)
+    )
+
+
+@pytest.fixture
+async def journal(log: SqliteAuditLog) -> AsyncIterator[GroupCommit]:
+    commits = GroupCommit(log)
+    yield commits
+    await commits.aclose()
+    log.close()
+
+
+async def test_concurrent_requests_share_one_commit(
+    journal: GroupCommit, log: SqliteAuditLog
+) -> None:
+    results = await asyncio.gather(*(journal.append(fetch(n)) for n in range(50)))
+    assert journal.commits == 1
+    assert log.size() == 100
+    for n, records in enumerate(results):
+        # each caller's records, in its order, side by side
+        assert [r.actor for r in records] == [f"client-{n}"] * 2
+        assert [r.kind for r in records] == [AuditKind.FETCH, AuditKind.CONSENT_USE]
+        assert records[1].seq == records[0].seq + 1
+    stored = log.entries(0, 100)
+    assert [(r.seq, r.actor, r.kind) for r in stored] == [
+        (r.seq, r.actor, r.kind) for records in results for r in records
+    ]
+
+
+async def test_each_caller_resumes_after_its_records_are_durable(
+    journal: GroupCommit, log: SqliteAuditLog
+) -> None:
+    records = await journal.append(fetch(1))
+    assert log.size() == 2
+    assert [r.seq for r in records] == [0, 1]
+    # read back by another connection: committed, not only in this process's cache
+    again = SqliteAuditLog(log.path, node=NodeId("zhuji"), signer=SIGNER, clock=FixedClock(NOW))
+    try:
+        assert [r.subject for r in again.entries(0, 2)] == ["cert-1", "cert-1"]
+    finally:
+        again.close()
+
+
+async def test_a_bad_record_fails_only_its_own_request(
+    journal: GroupCommit, log: SqliteAuditLog
+) -> None:
+    bad: list[AuditItem] = [(AuditKind.FETCH, "", "cert-x", None)]  # empty actor
+    outcomes = await asyncio.gather(
+        journal.append(fetch(1)),
+        journal.append(bad),
+        journal.append(fetch(2)),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], InputError)
+    assert outcomes[1].code == "audit.bad_record"
+    assert not isinstance(outcomes[0], BaseException)
+    assert not isinstance(outcomes[2], BaseException)
+    assert log.size() == 4
+
+
+async def test_a_failed_commit_fails_every_request_it_carried(
+    journal: GroupCommit, log: SqliteAuditLog
+) -> None:
+    log.close()  # the store goes away under the writer
+    outcomes = await asyncio.gather(
+        journal.append(fetch(1)), journal.append(fetch(2)), return_exceptions=True
+    )
+    assert [getattr(o, "code", None) for o in outcomes] == ["audit.closed", "audit.closed"]
+    assert all(isinstance(o, StorageError) for o in outcomes)
+    assert journal.commits == 0
+
+
+async def test_a_group_is_bounded_and_never_splits_a_request(log: SqliteAuditLog) -> None:
+    journal = GroupCommit(log, max_batch=5)
+    try:
+        results = await asyncio.gather(*(journal.append(fetch(n)) for n in range(5)))
+    finally:
+        await journal.aclose()
+    # 2 + 2 records a commit (a third request would make 6 > 5), the last one alone
+    assert journal.commits == 3
+    assert [r.seq for records in results for r in records] == list(range(10))
+
+
+async def test_a_caller_that_goes_away_still_has_its_records_committed(
+    journal: GroupCommit, log: SqliteAuditLog
+) -> None:
+    gone = asyncio.ensure_future(journal.append(fetch(1)))
+    await asyncio.sleep(0)  # queued
+    gone.cancel()
+    await journal.append(fetch(2))
+    assert gone.cancelled()
+    assert [r.subject for r in log.entries(0, 4)] == ["cert-1", "cert-1", "cert-2", "cert-2"]
+
+
+async def test_close_commits_what_waits_then_refuses(log: SqliteAuditLog) -> None:
+    journal = GroupCommit(log)
+    waiting = asyncio.ensure_future(journal.append(fetch(1)))
+    await asyncio.sleep(0)
+    await journal.aclose()
+    assert [r.seq for r in await waiting] == [0, 1]
+    with pytest.raises(StorageError) as info:
+        await journal.append(fetch(2))
+    assert info.value.code == "audit.closed"
+    log.close()
+
+
+async def test_nothing_to_append_touches_nothing(journal: GroupCommit, log: SqliteAuditLog) -> None:
+    assert await journal.append([]) == []
+    assert journal.commits == 0
+    assert log.size() == 0
+
+
+def test_a_group_holds_a_record() -> None:
+    with pytest.raises(ValueError, match="at least one record"):
+        GroupCommit(object(), max_batch=0)  # type: ignore[arg-type]
