@@ -21,7 +21,6 @@ reader connection, each behind its own lock.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import sqlite3
@@ -185,17 +184,13 @@ def _has_id_number(text: str) -> bool:
     can look like one: identifiers are recognised and allowed whole.
     """
     # shape alone: a mistyped number is still personal data
-    return _ID_NUMBER.search(text) is not None and not _is_certificate_id(text)
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_certificate_id(text: str) -> bool:
-    """Memoised: every exchange's records name a certificate, often the same ones."""
+    if _ID_NUMBER.search(text) is None:
+        return False
     try:
         parse_certificate_id(text)
     except InvalidIdentifier:
-        return False
-    return True
+        return True
+    return False
 
 
 def _check_finite(value: Any) -> None:

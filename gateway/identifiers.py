@@ -25,6 +25,7 @@ data); ``log_detail`` names the offending position at most.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,6 +47,8 @@ CERTIFICATE_ROOT = "1.2.156.3005.2"
 """GB/T 36904 root arc of every electronic certificate identifier."""
 
 MAX_CERTIFICATE_ID_LENGTH = 128
+PARSED_IDS = 65_536
+"""Valid certificate identifiers :func:`parse_certificate_id` remembers (LRU)."""
 MAX_SERIAL_LENGTH = 32
 
 _RESIDENT_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)  # 2^(17-i) mod 11
@@ -427,7 +430,21 @@ def parse_certificate_id(text: str) -> CertificateIdentifier:
     1. At most 128 characters, checked before anything else;
     2. the root ``1.2.156.3005.2.`` and exactly five dot-separated parts;
     3. each part and the check character (see :class:`CertificateIdentifier`).
+
+    Identifiers that parsed are remembered (an exchange reads the same one several times:
+    routing, the fetch, the sealed document, the audit record); failures never are.
     """
+    if type(text) is str and len(text) <= MAX_CERTIFICATE_ID_LENGTH:
+        return _parse_remembered(text)
+    return _parse_certificate_id(text)
+
+
+@functools.lru_cache(maxsize=PARSED_IDS)
+def _parse_remembered(text: str) -> CertificateIdentifier:
+    return _parse_certificate_id(text)
+
+
+def _parse_certificate_id(text: str) -> CertificateIdentifier:
     raw = _require_str(text, "certificate identifier")
     # 1. Bound the work.
     if len(raw) > MAX_CERTIFICATE_ID_LENGTH:

@@ -43,7 +43,7 @@ from gateway.registry import (
 from gateway.reports import VerificationReport
 from gateway.schemas import SchemaCatalog
 from gateway.seals import SignatureMemo, seal, sign_compact
-from gateway.status_list import STATUS_LIST_TYP, StatusList, status_list_claims
+from gateway.status_list import STATUS_LIST_TYP, status_list_claims
 from gateway.verification import CertificateVerifier
 
 STATUS_LIST_TTL = 300
@@ -98,12 +98,11 @@ class _LocalStatuses:
         if not _LIST_ID.fullmatch(suffix):
             raise SealIndeterminate("malformed status list uri", code="status.unavailable")
         try:
-            bits = self._node.registry.status_bits(int(suffix))
+            return self._node.registry.slot_status(int(suffix), index)
         except NotFoundError as exc:
             raise SealIndeterminate(
                 "the certificate's status list does not exist here", code="status.unavailable"
             ) from exc
-        return StatusList.from_bits(bits, bits=2).status(index)
 
 
 class NodeService:

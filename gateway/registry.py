@@ -42,6 +42,7 @@ from gateway.errors import (
     GatewayError,
     InputError,
     NotFoundError,
+    SealIndeterminate,
     StorageError,
 )
 from gateway.ids import CertificateId, KeyId, RegionCode
@@ -665,6 +666,27 @@ class SqliteRegistry:
         for index, status in rows:
             bits[index // per_byte] |= code[status] << ((index % per_byte) * _LIST_BITS)
         return bytes(bits)
+
+    def slot_status(self, list_id: int, index: int) -> CertStatus:
+        """The status at one entry of a status list, as :meth:`status_bits` would show it
+        (``valid`` where no certificate holds the entry), read from that one row.
+
+        Raises :class:`NotFoundError` ``status_list.not_found`` for a list that does not
+        exist, and :class:`SealIndeterminate` ``status.unknown_index`` for an entry outside it.
+        """
+        with self._read() as conn:
+            if not 0 <= list_id < self._list_count(conn):
+                raise NotFoundError("no such status list", code="status_list.not_found")
+            if isinstance(index, bool) or not 0 <= index < self._list_size:
+                raise SealIndeterminate(
+                    "the status list has no entry for this certificate",
+                    code="status.unknown_index",
+                    log_detail=f"index {index!r} outside a list of {self._list_size} entries",
+                )
+            row = conn.execute(
+                "SELECT status FROM certificates WHERE list_id = ? AND idx = ?", (list_id, index)
+            ).fetchone()
+        return CertStatus.VALID if row is None else CertStatus(row[0])
 
     def list_ids(self) -> list[int]:
         """Every status list with at least one reserved slot."""

@@ -373,6 +373,18 @@ def test_build_and_parse_round_trip() -> None:
     assert parse_certificate_id(text) == cid
 
 
+def test_parsing_remembers_only_what_parsed() -> None:
+    text = str(_built())
+    assert parse_certificate_id(text) is parse_certificate_id(text)
+    wrong = text[:-1] + ("0" if text[-1] != "0" else "1")
+    for _ in range(2):  # a failure is never remembered: it fails again, whole
+        with pytest.raises(InvalidIdentifier) as info:
+            parse_certificate_id(wrong)
+        assert info.value.code == CHECK
+    with pytest.raises(InvalidIdentifier):
+        parse_certificate_id(["not", "hashable"])  # type: ignore[arg-type]
+
+
 def _reference_mod37_36(payload: str) -> str:
     """An independent formulation of ISO 7064 MOD 37,36 (the recurrence folded differently)."""
     check = 18

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ConfigError, ConflictError, GatewayError, InputError, NotFoundError
+from gateway.errors import (
+    ConfigError,
+    ConflictError,
+    GatewayError,
+    InputError,
+    NotFoundError,
+    SealIndeterminate,
+)
 from gateway.holders import holder_digest
 from gateway.ids import CertificateId, KeyId, RegionCode
 from gateway.registry import (
@@ -526,6 +533,26 @@ def test_status_bits_match_a_naive_reference(registry: SqliteRegistry) -> None:
         claims = status_list_claims(uri="u", bits_bytes=bits, iat=0, exp=10, ttl=5)
         parsed = parse_status_list(claims, uri="u", now=1)
         assert {i: parsed.status(i) for i in in_list} == in_list
+        # one entry at a time, as a node's own fetch reads it, agrees with the whole list
+        assert [registry.slot_status(list_id, i) for i in range(SMALL)] == [
+            in_list.get(i, CertStatus.VALID) for i in range(SMALL)
+        ]
+
+
+@pytest.mark.parametrize("index", [-1, SMALL, True])
+def test_slot_status_outside_the_list(registry: SqliteRegistry, index: int) -> None:
+    issue(registry, 1)
+    with pytest.raises(SealIndeterminate) as info:
+        registry.slot_status(0, index)
+    assert info.value.code == "status.unknown_index"
+
+
+@pytest.mark.parametrize("list_id", [-1, 1, 99])
+def test_slot_status_of_an_unknown_list(registry: SqliteRegistry, list_id: int) -> None:
+    issue(registry, 1)
+    with pytest.raises(NotFoundError) as info:
+        registry.slot_status(list_id, 0)
+    assert info.value.code == "status_list.not_found"
 
 
 def test_status_bits_of_a_fresh_default_list(tmp_path: Path) -> None:
