@@ -51,11 +51,9 @@ from gateway.ids import NodeId
 from gateway.jwks import KeyResolver
 from gateway.merkle import (
     HASH_BYTES,
+    MerkleLog,
     TreeBuilder,
-    consistency_proof,
-    inclusion_proof,
     leaf_hash,
-    root,
     verify_consistency,
 )
 from gateway.seals import Signer, sign_compact, verify_compact
@@ -415,7 +413,7 @@ class SqliteAuditLog:
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._leaves: list[bytes] = []
+        self._leaves = MerkleLog()  # every leaf hash, with its subtrees' roots
         self._last_at = 0.0
         self._closed = False
         try:
@@ -541,7 +539,7 @@ class SqliteAuditLog:
                     raise VerificationError(
                         "the audit log has a gap in its sequence", code="audit.removed"
                     )
-                self._leaves.extend(bytes(leaf) for _, leaf, _ in rows)
+                self._leaves.extend([bytes(leaf) for _, leaf, _ in rows])
                 self._last_at = max(self._last_at, parse_entry(bytes(rows[-1][2])).at)
             return size
 
@@ -555,13 +553,13 @@ class SqliteAuditLog:
         finally:
             conn.close()
 
-    def _leaves_upto(self, upto: int) -> list[bytes]:
+    def _checked_size(self, upto: int) -> int:
+        """The log's size, having checked that ``upto`` is within it."""
         with self._read() as conn:
             size = self._sync(conn)
         if not 0 <= upto <= size:
             raise _bad_range(f"the audit log has {size} entries, not {upto}")
-        with self._cache_lock:
-            return self._leaves[:upto]
+        return size
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -635,7 +633,9 @@ class SqliteAuditLog:
         return [parse_entry(bytes(entry)) for (entry,) in rows]
 
     def leaf_hashes(self, upto: int) -> list[bytes]:
-        return self._leaves_upto(upto)
+        self._checked_size(upto)
+        with self._cache_lock:
+            return self._leaves.prefix(upto)
 
     # --- heads and proofs --------------------------------------------------------------------
 
@@ -644,8 +644,9 @@ class SqliteAuditLog:
         with self._read() as conn:
             current = self._sync(conn)
         tree_size = current if size is None else size
-        leaves = self._leaves_upto(tree_size)
-        root_hash = root(leaves)
+        self._checked_size(tree_size)
+        with self._cache_lock:
+            root_hash = self._leaves.root(tree_size)
         with self._write() as conn:
             # A head already signed for this size is the head: same size, same root.
             row = conn.execute(
@@ -693,12 +694,16 @@ class SqliteAuditLog:
     def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
         if not 0 <= seq < tree_size:
             raise _bad_range(f"entry {seq} is not in a tree of {tree_size} entries")
-        return inclusion_proof(self._leaves_upto(tree_size), seq)
+        self._checked_size(tree_size)
+        with self._cache_lock:
+            return self._leaves.inclusion_proof(seq, tree_size)
 
     def consistency_proof(self, m: int, n: int) -> list[bytes]:
         if not 0 <= m <= n:
             raise _bad_range(f"cannot prove a tree of {m} entries consistent with one of {n}")
-        return consistency_proof(self._leaves_upto(n), m)
+        self._checked_size(n)
+        with self._cache_lock:
+            return self._leaves.consistency_proof(m, n)
 
 
 # --- verifying a whole log ------------------------------------------------------------------

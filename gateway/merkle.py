@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from gateway.errors import InputError, VerificationError
@@ -95,7 +95,14 @@ def _mth(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:
 
 def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
     """PATH(index, D[n]) of RFC 9162 §2.1.3.1, leaf to root."""
-    n = len(leaf_hashes)
+    return _inclusion_path(len(leaf_hashes), index, lambda lo, hi: _mth(leaf_hashes, lo, hi))
+
+
+Subtree = Callable[[int, int], bytes]
+"""MTH(D[lo:hi]) of one tree's leaves."""
+
+
+def _inclusion_path(n: int, index: int, mth: Subtree) -> list[bytes]:
     if not 0 <= index < n:
         raise InputError(
             f"leaf index {index} is outside a tree of {n} leaves", code="audit.bad_range"
@@ -106,10 +113,10 @@ def inclusion_proof(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
     while hi - lo > 1:
         k = _split(hi - lo)
         if m < k:
-            path.append(_mth(leaf_hashes, lo + k, hi))
+            path.append(mth(lo + k, hi))
             hi = lo + k
         else:
-            path.append(_mth(leaf_hashes, lo, lo + k))
+            path.append(mth(lo, lo + k))
             lo, m = lo + k, m - k
     path.reverse()
     return path
@@ -159,7 +166,10 @@ def verify_inclusion(
 
 def consistency_proof(leaf_hashes: Sequence[bytes], m: int) -> list[bytes]:
     """PROOF(m, D[n]) of RFC 9162 §2.1.4.1: the tree of ``m`` leaves is a prefix of this one."""
-    n = len(leaf_hashes)
+    return _consistency_path(len(leaf_hashes), m, lambda lo, hi: _mth(leaf_hashes, lo, hi))
+
+
+def _consistency_path(n: int, m: int, mth: Subtree) -> list[bytes]:
     if not 0 <= m <= n:
         raise InputError(
             f"cannot prove a tree of {m} leaves consistent with one of {n}", code="audit.bad_range"
@@ -172,13 +182,13 @@ def consistency_proof(leaf_hashes: Sequence[bytes], m: int) -> list[bytes]:
     while m != hi - lo:
         k = _split(hi - lo)
         if m <= k:
-            proof.append(_mth(leaf_hashes, lo + k, hi))
+            proof.append(mth(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(_mth(leaf_hashes, lo, lo + k))
+            proof.append(mth(lo, lo + k))
             lo, m, complete = lo + k, m - k, False
     if not complete:
-        proof.append(_mth(leaf_hashes, lo, hi))
+        proof.append(mth(lo, hi))
     proof.reverse()
     return proof
 
@@ -243,3 +253,87 @@ def verify_consistency(
         raise _bad_consistency("the consistency proof does not lead to the older root")
     if not hmac.compare_digest(sr, root_n):
         raise _bad_consistency("the consistency proof does not lead to the newer root")
+
+
+# --- a growing log --------------------------------------------------------------------------
+
+CHUNK_BITS: Final = 8
+"""Subtrees of 2**CHUNK_BITS leaves and more have their roots remembered by :class:`MerkleLog`."""
+
+
+class MerkleLog:
+    """A log's leaf hashes, appended to only, with the roots of its aligned perfect subtrees
+    of 256 leaves and more remembered as they complete.
+
+    Every subtree RFC 9162 splits a tree into is either perfect and aligned (remembered once
+    it has 256 leaves or more) or lies on the tree's right edge, so a root, an inclusion
+    proof or a consistency proof at any size costs O(log n) look-ups and at most a few
+    hundred hashes, not a pass over every leaf. About 2n/256 extra hashes are kept.
+    Not thread-safe: its owner serialises access.
+    """
+
+    __slots__ = ("_leaves", "_levels")
+
+    def __init__(self) -> None:
+        self._leaves: list[bytes] = []
+        # _levels[h][i]: MTH of leaves [i * 2**(CHUNK_BITS + h), (i + 1) * 2**(CHUNK_BITS + h))
+        self._levels: list[list[bytes]] = []
+
+    def __len__(self) -> int:
+        return len(self._leaves)
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        chunk = 1 << CHUNK_BITS
+        for leaf in leaves:
+            self._leaves.append(leaf)
+            n = len(self._leaves)
+            if n % chunk:
+                continue
+            value, height = _mth(self._leaves, n - chunk, n), 0
+            while True:
+                if height == len(self._levels):
+                    self._levels.append([])
+                level = self._levels[height]
+                level.append(value)
+                if len(level) % 2:
+                    break
+                value, height = node_hash(level[-2], value), height + 1
+
+    def prefix(self, size: int) -> list[bytes]:
+        """The first ``size`` leaf hashes (a copy)."""
+        return self._leaves[:size]
+
+    def subtree(self, lo: int, hi: int) -> bytes:
+        """MTH(D[lo:hi]) for ``0 <= lo < hi <= len(self)``."""
+        size = hi - lo
+        if size == 1:
+            return self._leaves[lo]
+        if size & (size - 1) == 0 and lo % size == 0:
+            height = size.bit_length() - 1 - CHUNK_BITS
+            if 0 <= height < len(self._levels) and (lo >> (height + CHUNK_BITS)) < len(
+                self._levels[height]
+            ):
+                return self._levels[height][lo >> (height + CHUNK_BITS)]
+        k = _split(size)
+        return node_hash(self.subtree(lo, lo + k), self.subtree(lo + k, hi))
+
+    def _check_size(self, size: int) -> None:
+        if not 0 <= size <= len(self._leaves):
+            raise InputError(
+                f"the log has {len(self._leaves)} leaves, not {size}", code="audit.bad_range"
+            )
+
+    def root(self, size: int) -> bytes:
+        """MTH(D[size]): the root of the tree of the first ``size`` leaves."""
+        self._check_size(size)
+        return EMPTY_ROOT if size == 0 else self.subtree(0, size)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """PATH(index, D[size]), as :func:`inclusion_proof` over the first ``size`` leaves."""
+        self._check_size(size)
+        return _inclusion_path(size, index, self.subtree)
+
+    def consistency_proof(self, m: int, size: int) -> list[bytes]:
+        """PROOF(m, D[size]), as :func:`consistency_proof` over the first ``size`` leaves."""
+        self._check_size(size)
+        return _consistency_path(size, m, self.subtree)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from gateway.errors import InputError, VerificationError
 from gateway.merkle import (
     EMPTY_ROOT,
+    MerkleLog,
     TreeBuilder,
     consistency_proof,
     inclusion_proof,
@@ -230,3 +231,57 @@ def test_consistency_proof_refuses_sizes_out_of_order() -> None:
     with pytest.raises(InputError) as err:
         consistency_proof(LEAVES[:3], 4)
     assert err.value.code == "audit.bad_range"
+
+
+# --- MerkleLog: remembered subtrees give the same answers as the plain functions -------------
+
+LOG_SIZE = 1_300  # past 4 * 256 leaves: remembered subtrees of 256, 512 and 1024 leaves
+
+
+@pytest.fixture(scope="module")
+def grown() -> tuple[MerkleLog, list[bytes]]:
+    leaves = [leaf_hash(n.to_bytes(4, "big")) for n in range(LOG_SIZE)]
+    log = MerkleLog()
+    for start in range(0, LOG_SIZE, 97):  # appended in uneven batches
+        log.extend(leaves[start : start + 97])
+    return log, leaves
+
+
+def test_merkle_log_roots_match_at_every_size(grown: tuple[MerkleLog, list[bytes]]) -> None:
+    log, leaves = grown
+    assert len(log) == LOG_SIZE
+    assert log.root(0) == EMPTY_ROOT
+    builder = TreeBuilder()
+    for size in range(1, LOG_SIZE + 1):
+        builder.append(leaves[size - 1])
+        assert log.root(size) == builder.root(), size
+    assert log.root(LOG_SIZE) == root(leaves)
+    assert log.prefix(10) == leaves[:10]
+
+
+@given(data=st.data())
+def test_merkle_log_proofs_match_the_plain_functions(
+    grown: tuple[MerkleLog, list[bytes]], data: st.DataObject
+) -> None:
+    log, leaves = grown
+    size = data.draw(st.sampled_from([1, 255, 256, 257, 511, 512, 513, 1024, 1025, LOG_SIZE]))
+    index = data.draw(st.integers(0, size - 1))
+    m = data.draw(st.integers(0, size))
+    assert log.inclusion_proof(index, size) == inclusion_proof(leaves[:size], index)
+    assert log.consistency_proof(m, size) == consistency_proof(leaves[:size], m)
+    verify_inclusion(leaves[index], index, size, log.inclusion_proof(index, size), log.root(size))
+    verify_consistency(m, size, log.root(m), log.root(size), log.consistency_proof(m, size))
+
+
+@pytest.mark.parametrize("size", [-1, LOG_SIZE + 1])
+def test_merkle_log_refuses_sizes_it_does_not_have(
+    grown: tuple[MerkleLog, list[bytes]], size: int
+) -> None:
+    log, _ = grown
+    for ask in (lambda: log.root(size), lambda: log.consistency_proof(0, size)):
+        with pytest.raises(InputError) as info:
+            ask()
+        assert info.value.code == "audit.bad_range"
+    with pytest.raises(InputError) as info:
+        log.inclusion_proof(LOG_SIZE, LOG_SIZE)
+    assert info.value.code == "audit.bad_range"
