@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Final, Protocol
+
+_RFC3339_UTC: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+"""The one form :func:`to_rfc3339` writes: ASCII digits, every field at full width."""
 
 
 class Clock(Protocol):
@@ -36,11 +40,15 @@ class FixedClock:
 
 def to_rfc3339(ts: float) -> str:
     """Format a timestamp as RFC 3339 UTC with second precision (``2026-11-24T08:00:00Z``)."""
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(ts), UTC).isoformat()[:-6] + "Z"  # less "+00:00"
 
 
 def from_rfc3339(text: str) -> float:
-    """Parse the strict form written by :func:`to_rfc3339`. Raises ``ValueError``."""
-    if len(text) != 20 or not text.endswith("Z"):
+    """Parse the strict form written by :func:`to_rfc3339`. Raises ``ValueError``.
+
+    The form is matched first (ASCII digits only, no padding with spaces, ``Z`` only), so
+    ``fromisoformat`` only has to check that the date and time exist.
+    """
+    if _RFC3339_UTC.fullmatch(text) is None:
         raise ValueError("not an RFC 3339 UTC timestamp of the form YYYY-MM-DDTHH:MM:SSZ")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    return datetime.fromisoformat(text).timestamp()

@@ -27,7 +27,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass
-from typing import Literal
+from operator import mul
+from typing import Final, Literal
 
 from gateway.errors import InvalidIdentifier
 from gateway.ids import CertificateId, RegionCode
@@ -54,10 +55,12 @@ MAX_SERIAL_LENGTH = 32
 _RESIDENT_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)  # 2^(17-i) mod 11
 _CREDIT_CODE_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)  # 3^i
 _ORG_CODE_WEIGHTS = (3, 7, 9, 10, 5, 8, 4, 2)
+_RESIDENT_ID_SUM = sum(_RESIDENT_ID_WEIGHTS)
 _MIN_BIRTH_YEAR = 1900
 
 _DIGIT_SET = frozenset(DIGITS)
 _ALNUM36_SET = frozenset(ALNUM36)
+_CREDIT_SET = frozenset(CREDIT_CODE_ALPHABET)
 _CREDIT_VALUES = {ch: i for i, ch in enumerate(CREDIT_CODE_ALPHABET)}
 _ALNUM36_VALUES = {ch: i for i, ch in enumerate(ALNUM36)}
 
@@ -74,36 +77,66 @@ def _require_str(text: object, what: str) -> str:
     return text
 
 
-def _first_outside(text: str, allowed: frozenset[str] | dict[str, int]) -> int | None:
+def _first_outside(text: str, allowed: frozenset[str]) -> int | None:
+    if allowed.issuperset(text):
+        return None
     for i, ch in enumerate(text):
         if ch not in allowed:
             return i
-    return None
+    return None  # pragma: no cover - issuperset said otherwise
 
 
 # --- ISO 7064 hybrid systems (MOD M+1,M) ----------------------------------------------------
 
-
-def _hybrid_values(text: str, alphabet: str) -> list[int]:
-    values = []
-    for i, ch in enumerate(text):
-        v = alphabet.find(ch)
-        if v < 0:
-            raise _format_error(
-                "character outside the check alphabet", log_detail=f"position {i + 1}"
-            )
-        values.append(v)
-    return values
+_OUTSIDE: Final = 255
 
 
-def _hybrid_run(values: list[int], m: int) -> int:
-    p = m
-    for v in values:
-        p = (p + v) % m
-        if p == 0:
-            p = m
-        p = (2 * p) % (m + 1)
-    return p
+class _Hybrid:
+    """ISO 7064 MOD M+1,M over one ASCII alphabet, as two tables: each byte's value
+    (:data:`_OUTSIDE` if not in the alphabet), and each step's next ``p`` by (``p``, value)."""
+
+    __slots__ = ("_steps", "_values", "alphabet", "m")
+
+    def __init__(self, alphabet: str) -> None:
+        if not alphabet or not alphabet.isascii():
+            raise ValueError("an ISO 7064 alphabet is ASCII and not empty")
+        self.alphabet = alphabet
+        self.m = m = len(alphabet)
+        values = bytearray([_OUTSIDE]) * 256
+        for i, ch in reversed(list(enumerate(alphabet))):  # the first occurrence, as find()
+            values[ord(ch)] = i
+        self._values = bytes(values)
+        self._steps = tuple(
+            tuple(2 * ((p + v) % m or m) % (m + 1) for v in range(m)) for p in range(m + 1)
+        )
+
+    def values(self, text: str) -> bytes:
+        """Each character's value; ``input.identifier.format`` naming the first outside."""
+        if text.isascii():
+            values = text.encode("ascii").translate(self._values)
+            if _OUTSIDE not in values:
+                return values
+        i = next(i for i, ch in enumerate(text) if self.alphabet.find(ch) < 0)
+        raise _format_error("character outside the check alphabet", log_detail=f"position {i + 1}")
+
+    def run(self, values: bytes) -> int:
+        p = self.m
+        steps = self._steps
+        for v in values:
+            p = steps[p][v]
+        return p
+
+
+_MOD37_36: Final = _Hybrid(ALNUM36)
+_MOD11_10: Final = _Hybrid(DIGITS)
+
+
+def _hybrid(alphabet: str) -> _Hybrid:
+    if alphabet == ALNUM36:
+        return _MOD37_36
+    if alphabet == DIGITS:
+        return _MOD11_10
+    return _Hybrid(alphabet)
 
 
 def iso7064_hybrid_check(payload: str, alphabet: str) -> str:
@@ -113,9 +146,9 @@ def iso7064_hybrid_check(payload: str, alphabet: str) -> str:
     :data:`DIGITS` gives MOD 11,10. Raises ``input.identifier.format`` for a character
     outside the alphabet.
     """
-    m = len(alphabet)
-    p = _hybrid_run(_hybrid_values(payload, alphabet), m)
-    return alphabet[(m + 1 - p) % m]
+    system = _hybrid(alphabet)
+    p = system.run(system.values(payload))
+    return alphabet[(system.m + 1 - p) % system.m]
 
 
 def iso7064_hybrid_verify(text: str, alphabet: str, *, what: str = "identifier") -> None:
@@ -127,10 +160,10 @@ def iso7064_hybrid_verify(text: str, alphabet: str, *, what: str = "identifier")
     """
     if not text:
         raise _format_error(f"{what} is empty")
-    m = len(alphabet)
-    values = _hybrid_values(text, alphabet)
-    p = _hybrid_run(values[:-1], m)
-    if (p + values[-1]) % m != 1:
+    system = _hybrid(alphabet)
+    values = system.values(text)
+    p = system.run(values[:-1])
+    if (p + values[-1]) % system.m != 1:
         raise InvalidIdentifier(f"{what} check character is wrong", code=CHECK)
 
 
@@ -175,7 +208,7 @@ def resident_id_check(first17: str) -> str:
 
 
 def _resident_id_check(first17: str) -> str:
-    total = sum((ord(ch) - 48) * w for ch, w in zip(first17, _RESIDENT_ID_WEIGHTS, strict=True))
+    total = sum(map(mul, first17.encode("ascii"), _RESIDENT_ID_WEIGHTS)) - 48 * _RESIDENT_ID_SUM
     value = (12 - total % 11) % 11
     return "X" if value == 10 else DIGITS[value]
 
@@ -246,13 +279,13 @@ class CreditCode:
 
 
 def _org_code_check(org8: str) -> str:
-    total = sum(_ALNUM36_VALUES[ch] * w for ch, w in zip(org8, _ORG_CODE_WEIGHTS, strict=True))
+    total = sum(map(mul, map(_ALNUM36_VALUES.__getitem__, org8), _ORG_CODE_WEIGHTS))
     value = 11 - total % 11
     return "X" if value == 10 else "0" if value == 11 else DIGITS[value]
 
 
 def _credit_code_check(first17: str) -> str:
-    total = sum(_CREDIT_VALUES[ch] * w for ch, w in zip(first17, _CREDIT_CODE_WEIGHTS, strict=True))
+    total = sum(map(mul, map(_CREDIT_VALUES.__getitem__, first17), _CREDIT_CODE_WEIGHTS))
     return CREDIT_CODE_ALPHABET[(31 - total % 31) % 31]
 
 
@@ -261,7 +294,7 @@ def credit_code_check(first17: str) -> str:
     text = _require_str(first17, "credit code body")
     if len(text) != 17:
         raise _format_error("credit code body must be 17 characters")
-    bad = _first_outside(text, _CREDIT_VALUES)
+    bad = _first_outside(text, _CREDIT_SET)
     if bad is not None:
         raise _format_error(
             "credit code body has a character outside 0-9 and A-Z without I, O, S, V, Z",
@@ -271,11 +304,22 @@ def credit_code_check(first17: str) -> str:
 
 
 def _validate_credit_code(text: object, what: str) -> CreditCode:
+    code = _check_credit_code(text, what)
+    return CreditCode(
+        value=code,
+        authority=code[0],
+        kind=code[1],
+        region=RegionCode(code[2:8]),
+        org_code=code[8:17],
+    )
+
+
+def _check_credit_code(text: object, what: str) -> str:
     code = _require_str(text, what)
     # 1. Length and alphabet; the region (characters 3-8) is six digits.
     if len(code) != 18:
         raise _format_error(f"{what} must be 18 characters")
-    bad = _first_outside(code, _CREDIT_VALUES)
+    bad = _first_outside(code, _CREDIT_SET)
     if bad is not None:
         raise _format_error(
             f"{what} has a character outside 0-9 and A-Z without I, O, S, V, Z",
@@ -293,13 +337,7 @@ def _validate_credit_code(text: object, what: str) -> CreditCode:
     # 3. The MOD 31 check character over the first 17.
     if code[17] != _credit_code_check(code[:17]):
         raise InvalidIdentifier(f"{what} check character is wrong", code=CHECK)
-    return CreditCode(
-        value=code,
-        authority=code[0],
-        kind=code[1],
-        region=RegionCode(code[2:8]),
-        org_code=code[8:17],
-    )
+    return code
 
 
 def validate_credit_code(text: str) -> CreditCode:
@@ -325,7 +363,7 @@ def make_credit_code(authority: str, kind: str, region: str, org8: str) -> str:
     )
     for value, length, what in parts:
         text = _require_str(value, what)
-        if len(text) != length or _first_outside(text, _CREDIT_VALUES) is not None:
+        if len(text) != length or _first_outside(text, _CREDIT_SET) is not None:
             raise _format_error(
                 f"{what} must be {length} character(s) of 0-9 and A-Z without I, O, S, V, Z"
             )
@@ -345,7 +383,7 @@ def _validate_type_code(text: object) -> None:
         raise _format_error(
             "certificate type code must be 21 characters: a credit code and a 3-digit number"
         )
-    _validate_credit_code(code[:18], "certificate type code's credit code")
+    _check_credit_code(code[:18], "certificate type code's credit code")
     if _first_outside(code[18:], _DIGIT_SET) is not None:
         raise _format_error("certificate type code must end with a 3-digit number")
 
@@ -387,7 +425,7 @@ class CertificateIdentifier:
     def __post_init__(self) -> None:
         # 1. Each part on its own (format, and the embedded credit codes' checks).
         _validate_type_code(self.type_code)
-        _validate_credit_code(self.issuer_code, "certificate issuer credit code")
+        _check_credit_code(self.issuer_code, "certificate issuer credit code")
         _validate_serial(self.serial)
         _validate_version(self.version)
         check = _require_str(self.check, "certificate identifier check character")
@@ -417,7 +455,7 @@ def build_certificate_id(
     """Build an identifier from its parts, computing the MOD 37,36 check character."""
     # Validate the parts before computing over them so errors name the right part.
     _validate_type_code(type_code)
-    _validate_credit_code(issuer_code, "certificate issuer credit code")
+    _check_credit_code(issuer_code, "certificate issuer credit code")
     _validate_serial(serial)
     _validate_version(version)
     check = mod37_36_check(type_code + issuer_code + serial + version)

@@ -137,6 +137,29 @@ def test_hybrid_rejects_characters_outside_the_alphabet() -> None:
     assert_rejected(lambda t: iso7064_hybrid_verify(t, DIGITS), "794623x", FORMAT)
 
 
+def test_hybrid_names_the_first_character_outside_the_alphabet() -> None:
+    for text, position in (("79A62", 3), ("79\uff1962", 3), ("\u0664\u0664x", 1), ("7946x", 5)):
+        exc = assert_rejected(lambda t: iso7064_hybrid_check(t, DIGITS), text, FORMAT)
+        assert exc.log_detail == f"position {position}"
+
+
+def _textbook_hybrid_check(payload: str, alphabet: str) -> str:
+    """ISO 7064 hybrid MOD M+1,M as the standard writes it, for comparison."""
+    m = len(alphabet)
+    p = m
+    for ch in payload:
+        s = (p + alphabet.index(ch)) % m
+        p = (2 * (s if s else m)) % (m + 1)
+    return alphabet[(m + 1 - p) % m]
+
+
+@HYPOTHESIS
+@given(st.text(alphabet=ALNUM36, max_size=80), st.sampled_from([ALNUM36, DIGITS]))
+def test_hybrid_check_is_the_textbook_one(payload: str, alphabet: str) -> None:
+    payload = "".join(ch for ch in payload if ch in alphabet)
+    assert iso7064_hybrid_check(payload, alphabet) == _textbook_hybrid_check(payload, alphabet)
+
+
 def test_hybrid_verify_rejects_empty_text() -> None:
     exc = assert_rejected(lambda t: iso7064_hybrid_verify(t, DIGITS, what="number"), "", FORMAT)
     assert exc.detail == "number is empty"

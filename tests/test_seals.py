@@ -549,7 +549,8 @@ def test_longest_kid_reaches_lookup() -> None:
     "sig_t",
     [REMOVE, NOW, int(NOW), None, True, "", "2026-11-24T08:00:00+00:00", "2026-11-24T08:00:00z",
      "2026-11-24 08:00:00Z", "2026-11-24T08:00:00.5Z", "2026-02-30T00:00:00Z",
-     "2026-11-24T24:00:00Z", "1795507200", " 2026-11-24T08:00:0Z", "2026-11-24T08:00Z"],
+     "2026-11-24T24:00:00Z", "1795507200", " 2026-11-24T08:00:0Z", "2026-11-24T08:00Z",
+     "2026-11- 4T08:00:00Z", "2026-11-2\u0664T08:00:00Z", "2026-12-31T23:59:60Z"],
 )  # fmt: skip
 def test_bad_signing_time(sig_t: Any) -> None:
     rejects(craft(header(sigT=sig_t)), "seal.bad_signing_time", "header")

@@ -10,6 +10,13 @@ parser would silently accept:
 
 Errors are :class:`gateway.errors.InputError` subclasses; callers that need their own codes
 (seals, tokens) catch them and re-raise with ``from``.
+
+:func:`loads` has two parsers. The reference parser (the standard library's, with a
+duplicate-member hook and a walk of the result) decides every document that is refused, and
+every document the fast parser cannot prove it agrees on. The fast parser (orjson, which
+already refuses invalid UTF-8, lone surrogates, ``NaN``/``Infinity``, overflowing floats and
+control characters) answers only when its value is the reference parser's, duplicates and
+limits included: see :func:`_fast_loads`.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+import orjson
 
 from gateway.errors import DuplicateMember, InputError, MalformedJSON, TooDeep, TooLarge
 
@@ -28,6 +37,14 @@ _B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _PADDING = (b"", b"", b"==", b"=")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_UNDECIDED: Final = object()
+"""What :func:`_fast_loads` returns when the reference parser must decide."""
+_ESCAPED_COLON: Final = b"\\u003"
+"""The prefix of ``\\u003a`` / ``\\u003A``: a colon inside a string the raw text does not show."""
+_DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_LONG_INTEGER: Final = b"0" * 19
+"""19 digits in a row (with every digit read as 0): an integer orjson might read as a float
+(beyond 64 bits), where the reference parser reads an ``int``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +126,95 @@ _DECODER = json.JSONDecoder(
 
 def loads(data: bytes | str, limits: JsonLimits = DEFAULT_JSON_LIMITS) -> Any:
     """Parse strict JSON. Raises an :class:`InputError` subclass naming the problem."""
+    value = _fast_loads(data, limits)
+    if value is _UNDECIDED:
+        return _reference_loads(data, limits)
+    return value
+
+
+def _fast_loads(data: bytes | str, limits: JsonLimits) -> Any:
+    """orjson's value of ``data`` when it is provably the reference parser's, else
+    :data:`_UNDECIDED` (never an error: refusals, and their codes, are the reference's).
+
+    1. No ``\\u003`` escape (so every colon inside a string is a colon in the raw text) and
+       no run of 19 digits (so orjson reads every integer as an ``int``, as the reference
+       does); ``str`` input must encode to UTF-8 (no lone surrogates).
+    2. orjson accepts it: well-formed, UTF-8, no lone surrogate, no ``NaN``, finite numbers.
+    3. The limits, from the raw text where it bounds the value (a value nests no deeper
+       than it has ``{`` and ``[``; each member's value starts at its own character, so
+       there are no more members than characters; no string is longer than the text), else
+       by walking the value.
+    4. No duplicate member names: re-serialised, the value has as many colons as the raw
+       text. Both count each member once plus the colons inside strings; a duplicate is a
+       member (and the strings in it) that the value lost, so its count would be lower.
+    """
+    if isinstance(data, str):
+        try:
+            raw = data.encode("utf-8")
+        except UnicodeEncodeError:
+            return _UNDECIDED
+    else:
+        raw = data
+    # 1.
+    if _ESCAPED_COLON in raw or _LONG_INTEGER in raw.translate(_DIGITS_AS_ZERO):
+        return _UNDECIDED
+    # 2.
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _UNDECIDED
+    # 3.
+    strings = len(raw) > limits.max_string
+    if (
+        strings
+        or len(raw) > limits.max_members
+        or raw.count(b"{") + raw.count(b"[") > limits.max_depth
+    ) and not _within_limits(value, limits, strings=strings):
+        return _UNDECIDED
+    # 4.
+    colons = raw.count(b":")
+    try:
+        if colons and orjson.dumps(value).count(b":") != colons:
+            return _UNDECIDED
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (a limit above 255)
+        return _UNDECIDED
+    return value
+
+
+def _within_limits(value: Any, limits: JsonLimits, *, strings: bool) -> bool:
+    """:func:`check_limits` as a bool, for orjson's values (which hold no lone surrogate);
+    string lengths only if ``strings`` (the text was longer than any string may be)."""
+    if type(value) is str:
+        return not strings or len(value) <= limits.max_string
+    if type(value) not in _CONTAINERS:
+        return True
+    walked = _CONTAINERS_AND_STRINGS if strings else _CONTAINERS
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    members = 0
+    while stack:
+        node, depth = stack.pop()
+        if type(node) is str:
+            if len(node) > limits.max_string:
+                return False
+            continue
+        if depth > limits.max_depth:
+            return False
+        members += len(node)
+        if members > limits.max_members:
+            return False
+        if type(node) is dict:
+            if strings and any(len(name) > limits.max_string for name in node):
+                return False
+            node = node.values()
+        stack.extend((child, depth + 1) for child in node if type(child) in walked)
+    return True
+
+
+_CONTAINERS: Final = (dict, list)
+_CONTAINERS_AND_STRINGS: Final = (dict, list, str)
+
+
+def _reference_loads(data: bytes | str, limits: JsonLimits) -> Any:
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
