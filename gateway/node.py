@@ -105,6 +105,21 @@ class _LocalStatuses:
             ) from exc
 
 
+class _StoredStatus:
+    """The status of a certificate just read from the registry, from that same row; any
+    other entry (a seal naming another slot than its row's) from the registry."""
+
+    def __init__(self, stored: StoredCertificate, uri: str, fallback: _LocalStatuses) -> None:
+        self._stored = stored
+        self._uri = uri
+        self._fallback = fallback
+
+    def status_of(self, uri: str, index: int) -> CertStatus:
+        if uri == self._uri and index == self._stored.slot.index and type(index) is int:
+            return self._stored.status
+        return self._fallback.status_of(uri, index)
+
+
 class NodeService:
     """One node's certificates and seals. Construct with :meth:`open`; close when done."""
 
@@ -143,13 +158,7 @@ class NodeService:
             self.key_resolver(), schemas, clock=clock, statuses=self.local_statuses
         )
         # the node's own stored seals, verified on every fetch: the same bytes again and again
-        self._stored = CertificateVerifier(
-            self.key_resolver(),
-            schemas,
-            clock=clock,
-            statuses=self.local_statuses,
-            memo=SignatureMemo(STORED_SEAL_MEMO),
-        )
+        self._stored_memo = SignatureMemo(STORED_SEAL_MEMO)
         self.refresh_key_metrics()
 
     @classmethod
@@ -334,7 +343,17 @@ class NodeService:
         stored = self.registry.get(CertificateId(cert_id))
         matter = self.matters.require_type(matter_id, stored.type)
         grant = self.check_consent(principal, stored, matter, consent)
-        report, verified = self._stored.report(stored.seal)
+        slot = stored.slot
+        verifier = CertificateVerifier(
+            self.keys,
+            self.schemas,
+            clock=self.clock,
+            statuses=_StoredStatus(
+                stored, f"{self.status_list_prefix}{slot.list_id}", self.local_statuses
+            ),
+            memo=self._stored_memo,
+        )
+        report, verified = verifier.report(stored.seal)
         self._count(report)
         released = {
             "matter": matter.id,
