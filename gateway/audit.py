@@ -61,6 +61,8 @@ from gateway.seals import Signer, sign_compact, verify_compact
 # FULL: a commit is on disk when append returns, so an acknowledged record survives
 # kill -9 and power loss (NORMAL in WAL mode may lose the last commits on power loss).
 _SYNCHRONOUS = "FULL"
+_AUTOCHECKPOINT_PAGES = 65_536
+"""256 MiB of WAL at 4 KiB pages: reached only when no node checkpoints the log."""
 STH_TYP: Final = "audit-sth+jws"
 MAX_PAGE: Final = 1000
 MAX_DETAILS_BYTES: Final = 4096
@@ -419,6 +421,9 @@ class SqliteAuditLog:
         try:
             create_private(path)
             self._writer = connect(path, busy_timeout, synchronous=_SYNCHRONOUS)
+            # Checkpoints are :meth:`checkpoint`'s, in the background: a commit never copies
+            # the WAL into the database (the safety net below only for a log nobody serves).
+            self._writer.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the audit log at {path}", code="audit.open") from exc
         try:
@@ -430,10 +435,25 @@ class SqliteAuditLog:
         except BaseException:
             self._writer.close()
             raise
+        self._checkpoint_lock = threading.Lock()
+        self._checkpointer: sqlite3.Connection | None = None
         with self._read() as conn:
             self._sync(conn)
 
     # --- lifecycle ---------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL frames into the database (SQLite's PASSIVE checkpoint: never
+        waits for, nor blocks, readers and writers), on a connection of its own. A serving
+        node calls it every few seconds off the event loop."""
+        with self._checkpoint_lock:
+            self._check_open()
+            try:
+                if self._checkpointer is None:
+                    self._checkpointer = connect(self._path, 5.0, synchronous=_SYNCHRONOUS)
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                raise _storage_error(exc) from exc
 
     def _migrate(self) -> None:
         conn = self._writer
@@ -462,6 +482,9 @@ class SqliteAuditLog:
             self._closed = True
             self._reader.close()
             self._writer.close()
+            with self._checkpoint_lock:
+                if self._checkpointer is not None:
+                    self._checkpointer.close()
 
     def __enter__(self) -> SqliteAuditLog:
         return self

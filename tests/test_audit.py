@@ -23,7 +23,7 @@ from gateway.audit import (
     verify_tree_head,
 )
 from gateway.clock import FixedClock
-from gateway.errors import InputError, SealError, VerificationError
+from gateway.errors import InputError, SealError, StorageError, VerificationError
 from gateway.ids import NodeId
 from gateway.jwks import KeyState, StaticKeyResolver, VerificationKey
 from gateway.merkle import leaf_hash, root, verify_consistency, verify_inclusion
@@ -508,3 +508,26 @@ def test_head_watcher_refuses_a_head_of_another_node(log: SqliteAuditLog) -> Non
         watcher.observe(YIWU, log.tree_head(), log.consistency_proof)
     assert err.value.code == "audit.bad_head"
     assert watcher.forks == frozenset()
+
+
+def test_commits_leave_checkpoints_to_checkpoint(log: SqliteAuditLog, path: Path) -> None:
+    """A commit never copies the WAL into the database; checkpoint() does, and loses nothing."""
+    for n in range(40):
+        log.append(AuditKind.FETCH, "zhuji-civil-affairs", f"cert-{n}", {"holder": DIGEST})
+    wal = path.with_name(path.name + "-wal")
+    before = path.stat().st_size
+    assert wal.stat().st_size > 0
+    log.checkpoint()
+    assert path.stat().st_size > before  # the frames reached the database file
+    log.checkpoint()  # nothing new: harmless
+    log.close()
+    with SqliteAuditLog(path, node=ZHUJI, signer=SIGNER, clock=FixedClock(NOW)) as again:
+        assert again.size() == 40
+        assert [r.subject for r in again.entries(38, 40)] == ["cert-38", "cert-39"]
+
+
+def test_checkpoint_of_a_closed_log(log: SqliteAuditLog) -> None:
+    log.close()
+    with pytest.raises(StorageError) as info:
+        log.checkpoint()
+    assert info.value.code == "audit.closed"

@@ -245,7 +245,8 @@ async def _author(
 
 HEAD_INTERVAL = 5.0
 """How often a node signs a tree head of its audit log when it grew: partners watch them,
-and a head older than a key's revocation is what proves a seal predates it."""
+and a head older than a key's revocation is what proves a seal predates it. The log's WAL
+is checkpointed at the same pace."""
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -268,6 +269,8 @@ async def _sign_heads(node: NodeService, executor: ThreadPoolExecutor) -> None:
             size = node.audit.size()
             if size != signed:
                 await loop.run_in_executor(executor, node.audit.tree_head)
+                # and the WAL into the database, here rather than inside a request's commit
+                await loop.run_in_executor(executor, node.audit.checkpoint)
                 signed = size
         except GatewayError as exc:
             log.warning("could not sign an audit tree head", extra={"code": exc.code})
