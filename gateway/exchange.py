@@ -502,10 +502,15 @@ class Exchange:
                 raise
             await self._journal.append([hop, *records])
             return {"seal": fetched.certificate.seal, "route": list(route)}
-        await self._journal.append([hop])
-        self.node.check_consent_in_transit(principal, request.matter, consent)
-        local = Deadline(min(self._budget, request.deadline - now), self._clock)
-        return await self._forward(request, bearer, consent, local)
+        # The hop's record is committed while the request travels on, and is durable before
+        # this hop answers, whatever the answer (a failed commit fails the answer).
+        committed = asyncio.ensure_future(self._journal.append([hop]))
+        try:
+            self.node.check_consent_in_transit(principal, request.matter, consent)
+            local = Deadline(min(self._budget, request.deadline - now), self._clock)
+            return await self._forward(request, bearer, consent, local)
+        finally:
+            await committed
 
     async def _forward(
         self, request: RelayRequest, bearer: str, consent: str | None, deadline: Deadline
