@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -474,10 +475,12 @@ class NodeService:
     ) -> list[VerificationReport]:
         limit = self.federation.limits.max_seal_bytes
         reports = [self._report_within_limit(token, limit, verifier) for token in tokens]
+        # The metric moves once per (indication, code) of the batch, by how many it saw.
+        outcomes = Counter((report.indication.value, report.code) for report in reports)
         tally: dict[str, int] = {}
-        for report in reports:
-            self._count(report)
-            tally[report.indication.value] = tally.get(report.indication.value, 0) + 1
+        for (indication, code), n in outcomes.items():
+            self.metrics.verifications.labels(indication=indication, code=code).inc(n)
+            tally[indication] = tally.get(indication, 0) + n
         self.record(AuditKind.VERIFICATION, "seals/verify", None, {"seals": len(reports), **tally})
         return reports
 

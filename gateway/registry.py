@@ -645,7 +645,11 @@ class SqliteRegistry:
         ]
 
     def _list_count(self, conn: sqlite3.Connection) -> int:
-        return -(-self._next_slot(conn) // self._list_size)
+        return self._lists_upto(self._next_slot(conn))
+
+    def _lists_upto(self, next_slot: int) -> int:
+        """How many lists the slots before ``next_slot`` fill, the last one partly."""
+        return -(-next_slot // self._list_size)
 
     def status_bits(self, list_id: int) -> bytes:
         """The 2-bit status array of one list (draft-ietf-oauth-status-list layout).
@@ -655,15 +659,22 @@ class SqliteRegistry:
         """
         per_byte = 8 // _LIST_BITS
         with self._read() as conn:
-            if not 0 <= list_id < self._list_count(conn):
-                raise NotFoundError("no such status list", code="status_list.not_found")
+            # One statement, so one read snapshot: the list count (meta's next slot) and
+            # the list's non-valid rows (none: one row of NULLs, from the LEFT JOIN).
             rows = conn.execute(
-                "SELECT idx, status FROM certificates WHERE list_id = ? AND status != 'valid'",
+                "SELECT meta.value, certificates.idx, certificates.status FROM meta"
+                " LEFT JOIN certificates"
+                " ON certificates.list_id = ? AND certificates.status != 'valid'"
+                " WHERE meta.name = 'next_slot'",
                 (list_id,),
             ).fetchall()
+        if not 0 <= list_id < self._lists_upto(int(rows[0][0])):
+            raise NotFoundError("no such status list", code="status_list.not_found")
+        if rows[0][1] is None:
+            return bytes(self._list_size // per_byte)
         bits = bytearray(self._list_size // per_byte)
         code = _LIST_CODE
-        for index, status in rows:
+        for _, index, status in rows:
             bits[index // per_byte] |= code[status] << ((index % per_byte) * _LIST_BITS)
         return bytes(bits)
 

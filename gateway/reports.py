@@ -36,10 +36,9 @@ class Check:
     detail: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "result": self.result.value}
-        if self.detail is not None:
-            out["detail"] = self.detail
-        return out
+        if self.detail is None:
+            return {"name": self.name, "result": self.result.value}
+        return {"name": self.name, "result": self.result.value, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,14 @@ class VerificationReport:
             "code": self.code,
             "checks": [check.to_json() for check in self.checks],
         }
-        for name in ("kid", "node", "certificate_id", "signed_at"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
+        if self.kid is not None:
+            out["kid"] = self.kid
+        if self.node is not None:
+            out["node"] = self.node
+        if self.certificate_id is not None:
+            out["certificate_id"] = self.certificate_id
+        if self.signed_at is not None:
+            out["signed_at"] = self.signed_at
         return out
 
     @classmethod

@@ -19,7 +19,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
@@ -375,7 +375,7 @@ def verify_compact(
         if not isinstance(unverified_alg, str) or unverified_alg not in _ALGS:
             raise SealError("the seal's algorithm is not allowed", code="seal.alg_not_allowed")
         # 6. key-carrying headers are refused: never fetched, never used
-        if any(name in unverified_header for name in _KEY_CARRYING):
+        if not unverified_header.keys().isdisjoint(_KEY_CARRYING):
             raise SealError(
                 "headers that carry or point to keys are refused", code="seal.forbidden_header"
             )
@@ -476,4 +476,13 @@ def verify_seal(
     except VerificationError as exc:
         exc.step = "claims"
         raise
-    return replace(verified, checks=_SEAL_CHECKS)
+    return VerifiedSeal(
+        kid=verified.kid,
+        node=verified.node,
+        alg=verified.alg,
+        signed_at=verified.signed_at,
+        header=verified.header,
+        payload=verified.payload,
+        payload_bytes=verified.payload_bytes,
+        checks=_SEAL_CHECKS,
+    )

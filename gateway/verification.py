@@ -30,6 +30,9 @@ from gateway.revocation import ProvenIssuances, RevocationSetAside, describe
 from gateway.schemas import SchemaCatalog
 from gateway.seals import SignatureMemo, VerifiedSeal, verify_seal
 
+_IDENTIFIER_PASSED = Check("identifier", Indication.PASSED)
+_VALIDITY_PASSED = Check("validity", Indication.PASSED)
+
 
 class StatusResolver(Protocol):
     def status_of(self, uri: str, index: int) -> CertStatus:
@@ -141,7 +144,7 @@ class CertificateVerifier:
                 code="certificate.identifier",
                 step="identifier",
             )
-        progress.passed("identifier")
+        progress.checks.append(_IDENTIFIER_PASSED)
         # 4. The certificate's own validity period, in calendar days where it was issued.
         today = certificate_date(now)
         if date.fromisoformat(document["valid_from"]) > today:
@@ -155,7 +158,7 @@ class CertificateVerifier:
             raise CertificateFailure(
                 "the certificate has expired", code="certificate.expired", step="validity"
             )
-        progress.passed("validity")
+        progress.checks.append(_VALIDITY_PASSED)
         # 5. Status (IETF Token Status List): suspended and revoked certificates fail.
         status = self._check_status(document, progress)
         return VerifiedCertificate(seal, document, status, tuple(progress.checks))

@@ -460,6 +460,21 @@ def test_verify_batch_reports_each_seal_in_order(service: NodeService) -> None:
     assert samples.get_sample_value("tongban_verifications_total", bad) == 1
 
 
+def test_verify_batch_counts_every_seal_and_audits_the_tally(service: NodeService) -> None:
+    genuine = service.issue(civil_affairs(), marriage_request()).certificate.seal
+    batch = [genuine, tamper(genuine), genuine, "x", tamper(genuine), genuine]
+    service.verify_batch(civil_affairs(), {"seals": batch})
+    samples = service.metrics.registry
+    for labels, n in (
+        ({"indication": "PASSED", "code": "ok"}, 3),
+        ({"indication": "FAILED", "code": "seal.bad_signature"}, 2),
+        ({"indication": "FAILED", "code": "seal.malformed"}, 1),
+    ):
+        assert samples.get_sample_value("tongban_verifications_total", labels) == n
+    last = service.audit.entries(service.audit.size() - 1, service.audit.size())[0]
+    assert last.details == {"seals": 6, "PASSED": 3, "FAILED": 3}
+
+
 def test_verify_batch_over_the_configured_limit_is_refused(
     federation: Federation, clock: FixedClock, schemas: SchemaCatalog, tmp_path: Path
 ) -> None:

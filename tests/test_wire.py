@@ -11,11 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway._internal import wire
-from gateway._internal.wire import JsonLimits, loads
+from gateway._internal.wire import (
+    Base64Error,
+    JsonLimits,
+    b64url_decode,
+    b64url_encode,
+    loads,
+)
 from gateway.errors import DuplicateMember, InputError, MalformedJSON, TooDeep, TooLarge
 
 HYPOTHESIS = settings(derandomize=True, database=None, deadline=None, max_examples=400)
 SMALL = JsonLimits(max_depth=4, max_string=16, max_members=8)
+B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def outcome(parse: Any, data: bytes | str, limits: JsonLimits) -> tuple[str, str]:
@@ -28,6 +35,54 @@ def outcome(parse: Any, data: bytes | str, limits: JsonLimits) -> tuple[str, str
 
 def same_as_reference(data: bytes | str, limits: JsonLimits = wire.DEFAULT_JSON_LIMITS) -> None:
     assert outcome(loads, data, limits) == outcome(wire._reference_loads, data, limits)
+
+
+# -- base64url ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("QQ==", id="padding"),
+        pytest.param("QQ=", id="short-padding"),
+        pytest.param("Q=Q=", id="inner-padding"),
+        pytest.param("ab+/", id="standard-alphabet"),
+        pytest.param("ab/c", id="slash"),
+        pytest.param("ab c", id="space"),
+        pytest.param("abc\n", id="newline"),
+        pytest.param("ab.c", id="dot"),
+        pytest.param("abcé", id="non-ascii"),
+        pytest.param("ab\x00c", id="nul"),
+        pytest.param("abcde", id="impossible-length"),
+        pytest.param("QR", id="trailing-bits-2"),
+        pytest.param("QUJ", id="trailing-bits-3"),
+    ],
+)
+def test_b64url_refusals(text: str) -> None:
+    with pytest.raises(Base64Error):
+        b64url_decode(text)
+
+
+def test_b64url_length_limit() -> None:
+    assert b64url_decode("QUJD", max_length=4) == b"ABC"
+    with pytest.raises(TooLarge):
+        b64url_decode("QUJDRA", max_length=4)
+
+
+@given(st.binary(max_size=80))
+@HYPOTHESIS
+def test_b64url_round_trip(data: bytes) -> None:
+    assert b64url_decode(b64url_encode(data)) == data
+
+
+@given(st.text(alphabet=st.sampled_from(B64URL_ALPHABET + "=+/ .\n\x00é"), max_size=12))
+@HYPOTHESIS
+def test_b64url_accepts_exactly_the_canonical_encodings(text: str) -> None:
+    try:
+        data = b64url_decode(text)
+    except Base64Error:
+        return
+    assert b64url_encode(data) == text
 
 
 # -- what the fast path takes --------------------------------------------------------------------
@@ -150,6 +205,17 @@ def test_integers_beyond_64_bits_stay_integers() -> None:
     big = 2**64 + 1
     assert loads(f'{{"n":{big},"m":-{big}}}') == {"n": big, "m": -big}
     assert type(loads(b"[18446744073709551615]")[0]) is int
+
+
+@pytest.mark.parametrize("walked", [False, True], ids=["counted", "walked"])
+def test_integers_beyond_64_bits_stay_integers_in_any_document(walked: bool) -> None:
+    limits = JsonLimits(max_depth=4, max_string=64, max_members=16 if walked else 1000)
+    data = b'{"pad":"' + b"x" * 40 + b'","n":[1.5,' + str(2**70).encode() + b"]}"
+    assert (len(data) > limits.max_members) is walked
+    value = loads(data, limits)
+    assert value["n"] == [1.5, 2**70]
+    assert type(value["n"][1]) is int
+    same_as_reference(data, limits)
 
 
 def test_a_depth_limit_beyond_what_orjson_writes() -> None:

@@ -34,6 +34,7 @@ import orjson
 from gateway.errors import DuplicateMember, InputError, MalformedJSON, TooDeep, TooLarge
 
 _B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64URL_BYTES = _B64URL_ALPHABET.encode("ascii")
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _PADDING = (b"", b"", b"==", b"=")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -76,19 +77,17 @@ def b64url_decode(text: str, *, max_length: int | None = None) -> bytes:
         raw = text.encode("ascii")
     except UnicodeEncodeError as exc:
         raise Base64Error("base64url segment has characters outside the alphabet") from exc
-    # a2b_base64's strict mode refuses anything outside the standard alphabet, so the two
-    # characters the URL alphabet replaces, and padding, are refused before translating
-    if b"+" in raw or b"/" in raw or b"=" in raw:
+    # Only the URL alphabet: what is left once its 64 characters are deleted is anything
+    # else (padding, +, /, whitespace), so a2b_base64 never gets to skip a character.
+    if raw.translate(None, _B64URL_BYTES):
         raise Base64Error("base64url segment has padding or characters outside the alphabet")
     rest = len(raw) % 4
     if rest == 1:
         raise Base64Error("base64url segment has an impossible length")
     try:
-        data = binascii.a2b_base64(raw.translate(_TO_STANDARD) + _PADDING[rest], strict_mode=True)
-    except binascii.Error as exc:
-        raise Base64Error(
-            "base64url segment has padding or characters outside the alphabet"
-        ) from exc
+        data = binascii.a2b_base64(raw.translate(_TO_STANDARD) + _PADDING[rest])
+    except binascii.Error as exc:  # pragma: no cover - the alphabet and length are checked
+        raise Base64Error("base64url segment is not valid") from exc
     # canonical: the bits of the last character beyond the data are zero
     if rest and _B64URL_ALPHABET.index(text[-1]) & (0x0F if rest == 2 else 0x03):
         raise Base64Error("base64url segment is not canonical (trailing bits set)")
@@ -136,18 +135,22 @@ def _fast_loads(data: bytes | str, limits: JsonLimits) -> Any:
     """orjson's value of ``data`` when it is provably the reference parser's, else
     :data:`_UNDECIDED` (never an error: refusals, and their codes, are the reference's).
 
-    1. No ``\\u003`` escape (so every colon inside a string is a colon in the raw text) and
-       no run of 19 digits (so orjson reads every integer as an ``int``, as the reference
-       does); ``str`` input must encode to UTF-8 (no lone surrogates).
+    1. ``str`` input encodes to UTF-8 (no lone surrogates); no ``\\u003`` escape, so every
+       colon inside a string is a colon in the raw text.
     2. orjson accepts it: well-formed, UTF-8, no lone surrogate, no ``NaN``, finite numbers.
     3. The limits, from the raw text where it bounds the value (a value nests no deeper
        than it has ``{`` and ``[``; each member's value starts at its own character, so
        there are no more members than characters; no string is longer than the text), else
        by walking the value.
-    4. No duplicate member names: re-serialised, the value has as many colons as the raw
+    4. orjson read every integer as an ``int``, as the reference does: it reads one as a
+       ``float`` only beyond 64 bits, so it is enough that the text has no run of 19
+       digits, or (when walked) that the value holds no float.
+    5. No duplicate member names: re-serialised, the value has as many colons as the raw
        text. Both count each member once plus the colons inside strings; a duplicate is a
        member (and the strings in it) that the value lost, so its count would be lower.
+       A text with fewer than two colons has no two members to be duplicates.
     """
+    # 1.
     if isinstance(data, str):
         try:
             raw = data.encode("utf-8")
@@ -155,8 +158,7 @@ def _fast_loads(data: bytes | str, limits: JsonLimits) -> Any:
             return _UNDECIDED
     else:
         raw = data
-    # 1.
-    if _ESCAPED_COLON in raw or _LONG_INTEGER in raw.translate(_DIGITS_AS_ZERO):
+    if b"\\" in raw and _ESCAPED_COLON in raw:
         return _UNDECIDED
     # 2.
     try:
@@ -169,49 +171,62 @@ def _fast_loads(data: bytes | str, limits: JsonLimits) -> Any:
         strings
         or len(raw) > limits.max_members
         or raw.count(b"{") + raw.count(b"[") > limits.max_depth
-    ) and not _within_limits(value, limits, strings=strings):
-        return _UNDECIDED
-    # 4.
-    colons = raw.count(b":")
-    try:
-        if colons and orjson.dumps(value).count(b":") != colons:
+    ):
+        within, floats = _walk(value, limits, strings=strings)
+        if not within:
             return _UNDECIDED
-    except orjson.JSONEncodeError:  # nested deeper than orjson writes (a limit above 255)
+    else:
+        floats = True  # not walked: the text must show there are no long integers
+    # 4.
+    if floats and _LONG_INTEGER in raw.translate(_DIGITS_AS_ZERO):
         return _UNDECIDED
+    # 5.
+    first = raw.find(b":")
+    if first >= 0 and raw.find(b":", first + 1) >= 0:
+        try:
+            if orjson.dumps(value).count(b":") != raw.count(b":"):
+                return _UNDECIDED
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes (a limit above 255)
+            return _UNDECIDED
     return value
 
 
-def _within_limits(value: Any, limits: JsonLimits, *, strings: bool) -> bool:
-    """:func:`check_limits` as a bool, for orjson's values (which hold no lone surrogate);
-    string lengths only if ``strings`` (the text was longer than any string may be)."""
-    if type(value) is str:
-        return not strings or len(value) <= limits.max_string
+def _walk(value: Any, limits: JsonLimits, *, strings: bool) -> tuple[bool, bool]:
+    """(within the limits, holds a float) for orjson's values: :func:`check_limits` without
+    lone surrogates (orjson has none), string lengths only if ``strings`` (the text was
+    longer than any string may be)."""
     if type(value) not in _CONTAINERS:
-        return True
-    walked = _CONTAINERS_AND_STRINGS if strings else _CONTAINERS
+        within = type(value) is not str or not strings or len(value) <= limits.max_string
+        return within, type(value) is float
+    walked = _CONTAINERS_STRINGS_FLOATS if strings else _CONTAINERS_FLOATS
     stack: list[tuple[Any, int]] = [(value, 1)]
     members = 0
+    floats = False
     while stack:
         node, depth = stack.pop()
         if type(node) is str:
             if len(node) > limits.max_string:
-                return False
+                return False, floats
+            continue
+        if type(node) is float:
+            floats = True
             continue
         if depth > limits.max_depth:
-            return False
+            return False, floats
         members += len(node)
         if members > limits.max_members:
-            return False
+            return False, floats
         if type(node) is dict:
             if strings and any(len(name) > limits.max_string for name in node):
-                return False
+                return False, floats
             node = node.values()
         stack.extend((child, depth + 1) for child in node if type(child) in walked)
-    return True
+    return True, floats
 
 
 _CONTAINERS: Final = (dict, list)
-_CONTAINERS_AND_STRINGS: Final = (dict, list, str)
+_CONTAINERS_FLOATS: Final = (dict, list, float)
+_CONTAINERS_STRINGS_FLOATS: Final = (dict, list, str, float)
 
 
 def _reference_loads(data: bytes | str, limits: JsonLimits) -> Any:
