@@ -3,8 +3,8 @@
 Starts the federation as ``make bench`` does, drives the chosen request with the closed-loop
 load generator, and samples the serving node with ``py-spy`` (``--native`` off, idle frames
 off) meanwhile. Prints the functions with the most samples on their own (self) and under
-them (total), and leaves the raw collapsed stacks (``profile.txt``, for flamegraph tools)
-in the working directory.
+them (total), and leaves the raw collapsed stacks (``profile-<figure>.txt``, for flamegraph
+tools) in the working directory.
 
 - ``a``: figure A's local fetch at zhuji;
 - ``b``: figure B's batch of 100 seals at zhuji;
@@ -96,7 +96,7 @@ def main() -> int:
 
             driver = threading.Thread(target=load)
             driver.start()
-            raw = Path("profile.txt").resolve()
+            raw = Path(f"profile-{which}.txt").resolve()
             subprocess.run(
                 [
                     py_spy,

@@ -323,14 +323,18 @@ def federation_holder_secret(root: Path) -> bytes:
 
 
 def _read_or_create_secret(path: Path) -> bytes:
-    if path.exists():
-        check_mode(path)
-        data = path.read_bytes()
-        if len(data) != 32:
-            raise KeyStoreError(f"{path}: holder secret must be 32 bytes")
-        return data
-    data = secrets.token_bytes(32)
-    atomic_write(path, data)
+    if not path.exists():
+        data = secrets.token_bytes(32)
+        try:
+            atomic_write(path, data, replace=False)
+        except FileExistsError:
+            pass  # another process started at the same moment and made it first: use theirs
+        else:
+            return data
+    check_mode(path)
+    data = path.read_bytes()
+    if len(data) != 32:
+        raise KeyStoreError(f"{path}: holder secret must be 32 bytes")
     return data
 
 

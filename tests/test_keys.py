@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import multiprocessing
 import stat
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -11,7 +13,7 @@ from gateway.config import Secret
 from gateway.errors import KeyStoreError, NotFoundError
 from gateway.ids import NodeId
 from gateway.jwks import KeyState, StaticKeyResolver, parse_jwks
-from gateway.keys import KeyStore, iter_key_files
+from gateway.keys import KeyStore, federation_holder_secret, iter_key_files
 from gateway.seals import seal, verify_seal
 
 NOW = 1_795_507_200.0
@@ -137,6 +139,27 @@ def test_holder_secret_is_shared_by_every_node(tmp_path: Path) -> None:
     linquan = KeyStore.open(tmp_path, NodeId("linquan"), clock=FixedClock(NOW))
     assert zhuji.holder_secret == linquan.holder_secret
     assert len(zhuji.holder_secret) == 32
+
+
+def _secret_after(barrier: Any, root: str) -> str:
+    barrier.wait()  # every process reaches the first start at the same moment
+    return federation_holder_secret(Path(root)).hex()
+
+
+def test_nodes_starting_together_agree_on_the_holder_secret(tmp_path: Path) -> None:
+    """Two processes creating the secret at once must not each keep their own (a holder's
+    digest would then differ between nodes, and consent between them fail)."""
+    context = multiprocessing.get_context("spawn")
+    manager = context.Manager()
+    try:
+        barrier = manager.Barrier(6)
+        with context.Pool(6) as pool:
+            secrets = pool.starmap(_secret_after, [(barrier, str(tmp_path))] * 6)
+    finally:
+        manager.shutdown()
+    assert len(set(secrets)) == 1
+    assert federation_holder_secret(tmp_path).hex() == secrets[0]
+    assert [p.name for p in (tmp_path / "_federation").iterdir()] == ["holder.secret"]
 
 
 def test_repr_shows_no_secret(tmp_path: Path) -> None:

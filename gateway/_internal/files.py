@@ -23,8 +23,13 @@ def ensure_private_dir(directory: Path) -> None:
         directory.chmod(0o700)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600, atomically and durably."""
+def atomic_write(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` with mode 0600, atomically and durably.
+
+    ``replace=False`` creates the file only if there is none: when another process created
+    it first, that one stays and :class:`FileExistsError` is raised (two processes starting
+    together agree on one file, never on two in turn).
+    """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -32,7 +37,11 @@ def atomic_write(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path exists; a complete file appears or none
+            tmp.unlink()
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
