@@ -276,7 +276,9 @@ class Exchange:
     ) -> list[VerificationReport]:
         """``POST /v1/seals/verify``: any node's seals, against the trust list."""
         tokens = self.node.verify_request(principal, request)
-        return self.node.verify_tokens(tokens, await self._federation_verifier(tokens))
+        reports, record = self.node.verify_tokens(tokens, await self._federation_verifier(tokens))
+        await self._journal.append([record])  # audited before it is answered
+        return reports
 
     async def _federation_verifier(
         self, seals: list[str], *, memo: SignatureMemo | None = None
@@ -309,15 +311,17 @@ class Exchange:
         audit-log proof of issuance, checked here (see :mod:`gateway.revocation`)."""
         wanted: list[tuple[str, VerificationKey]] = []
         for seal in seals:
-            unverified = _unverified_parts(seal)
-            if unverified is None:
+            unverified_kid = _unverified_kid(seal)
+            if unverified_kid is None:
                 continue
-            unverified_kid, unverified_id = unverified
             try:
                 key = keys.key_for(KeyId(unverified_kid))
             except VerificationError:
                 continue
-            if key.revoked_at is not None:
+            if key.revoked_at is None:
+                continue  # the common case: no proof to look for, the payload is not read
+            unverified_id = _unverified_id(seal)
+            if unverified_id is not None:
                 wanted.append((unverified_id, key))
         proven: dict[str, SignedTreeHead] = {}
         for cert_id, key in wanted:
@@ -599,18 +603,22 @@ def _routed_record(  # noqa: PLR0917 - one audit record, one flat call
     return (kind, principal.client_id, cert_id, details)
 
 
-def _unverified_parts(seal: str) -> tuple[str, str] | None:
-    """(kid, certificate id) read BEFORE verification: only to decide what proof to fetch."""
+def _unverified_kid(seal: str) -> str | None:
+    """The kid of a seal's header read BEFORE verification: only to decide what to fetch."""
     try:
-        parts = seal.split(".")
-        unverified_header = orjson.loads(b64url_decode(parts[0]))
-        unverified_payload = orjson.loads(b64url_decode(parts[1]))
-        kid, cert_id = unverified_header["kid"], unverified_payload["id"]
+        kid = orjson.loads(b64url_decode(seal.split(".", maxsplit=1)[0]))["kid"]
     except (IndexError, KeyError, TypeError, ValueError, GatewayError):
         return None
-    if isinstance(kid, str) and isinstance(cert_id, str):
-        return kid, cert_id
-    return None
+    return kid if isinstance(kid, str) else None
+
+
+def _unverified_id(seal: str) -> str | None:
+    """The certificate id of a seal's payload read BEFORE verification (likewise)."""
+    try:
+        cert_id = orjson.loads(b64url_decode(seal.split(".")[1]))["id"]
+    except (IndexError, KeyError, TypeError, ValueError, GatewayError):
+        return None
+    return cert_id if isinstance(cert_id, str) else None
 
 
 def _unverified_status_uri(seal: str) -> str | None:

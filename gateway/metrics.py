@@ -79,13 +79,13 @@ class Metrics:
             timer = self._latency[route] = self.latency.labels(route)
         timer.observe(seconds)
 
-    def verified(self, indication: str, code: str) -> None:
-        """One seal verified, with its report's indication and code."""
+    def verified(self, indication: str, code: str, n: int = 1) -> None:
+        """``n`` seals verified, with their reports' indication and code."""
         key = (indication, code)
         counter = self._verifications.get(key)
         if counter is None:
             counter = self._verifications[key] = self.verifications.labels(*key)
-        counter.inc()
+        counter.inc(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

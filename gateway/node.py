@@ -454,7 +454,9 @@ class NodeService:
     ) -> list[VerificationReport]:
         """Verify a batch with this node's own keys and registry (see also the exchange)."""
         tokens = self.verify_request(principal, request)
-        return self.verify_tokens(tokens, self.verifier)
+        reports, record = self.verify_tokens(tokens, self.verifier)
+        self.audit.append_many([record])
+        return reports
 
     def verify_request(self, principal: Principal, request: Mapping[str, Any]) -> list[str]:
         """The seals of a valid ``POST /v1/seals/verify`` body, within every limit."""
@@ -472,17 +474,19 @@ class NodeService:
 
     def verify_tokens(
         self, tokens: list[str], verifier: CertificateVerifier
-    ) -> list[VerificationReport]:
+    ) -> tuple[list[VerificationReport], AuditItem]:
+        """A report for each seal, and the batch's audit record, which the caller commits
+        before it answers (:meth:`verify_batch` does; the gateway commits them in groups)."""
         limit = self.federation.limits.max_seal_bytes
         reports = [self._report_within_limit(token, limit, verifier) for token in tokens]
         # The metric moves once per (indication, code) of the batch, by how many it saw.
         outcomes = Counter((report.indication.value, report.code) for report in reports)
         tally: dict[str, int] = {}
         for (indication, code), n in outcomes.items():
-            self.metrics.verifications.labels(indication=indication, code=code).inc(n)
+            self.metrics.verified(indication, code, n)
             tally[indication] = tally.get(indication, 0) + n
-        self.record(AuditKind.VERIFICATION, "seals/verify", None, {"seals": len(reports), **tally})
-        return reports
+        details = {"seals": len(reports), **tally}
+        return reports, (AuditKind.VERIFICATION, "seals/verify", None, details)
 
     @staticmethod
     def _report_within_limit(
