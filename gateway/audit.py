@@ -25,8 +25,7 @@ import math
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway._internal.sqlite import connect, create_private, storage_error, write_transaction
+from gateway._internal.sqlite import Connections, connect, storage_error
 from gateway._internal.wire import JsonLimits, b64url_decode, b64url_encode, loads
 from gateway.clock import Clock
 from gateway.errors import (
@@ -409,35 +408,35 @@ class SqliteAuditLog:
         busy_timeout: float = 5.0,
     ) -> None:
         self._path = path
+        self._busy_timeout = busy_timeout
         self._node = node
         self._signer = signer
         self._clock = clock
-        self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._leaves = MerkleLog()  # every leaf hash, with its subtrees' roots
         self._last_at = 0.0
-        self._closed = False
+        self._db = Connections(
+            path,
+            busy_timeout=busy_timeout,
+            synchronous=_SYNCHRONOUS,
+            prefix="audit",
+            store="audit log",
+        )
         try:
-            create_private(path)
-            self._writer = connect(path, busy_timeout, synchronous=_SYNCHRONOUS)
             # Checkpoints are :meth:`checkpoint`'s, in the background: a commit never copies
             # the WAL into the database (the safety net below only for a log nobody serves).
-            self._writer.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the audit log at {path}", code="audit.open") from exc
-        try:
+            self._db.writer.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
             self._migrate()
-            self._reader = connect(path, busy_timeout, synchronous=_SYNCHRONOUS, read_only=True)
-        except sqlite3.Error as exc:
-            self._writer.close()
-            raise ConfigError(f"cannot open the audit log at {path}", code="audit.open") from exc
-        except BaseException:
-            self._writer.close()
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise ConfigError(
+                    f"cannot open the audit log at {path}", code="audit.open"
+                ) from exc
             raise
         self._checkpoint_lock = threading.Lock()
         self._checkpointer: sqlite3.Connection | None = None
-        with self._read() as conn:
+        with self._db.read(snapshot=True) as conn:
             self._sync(conn)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -447,16 +446,18 @@ class SqliteAuditLog:
         waits for, nor blocks, readers and writers), on a connection of its own. A serving
         node calls it every few seconds off the event loop."""
         with self._checkpoint_lock:
-            self._check_open()
+            self._db.check_open()
             try:
                 if self._checkpointer is None:
-                    self._checkpointer = connect(self._path, 5.0, synchronous=_SYNCHRONOUS)
+                    self._checkpointer = connect(
+                        self._path, self._busy_timeout, synchronous=_SYNCHRONOUS
+                    )
                 self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
+                raise self._db.translate(exc) from exc
 
     def _migrate(self) -> None:
-        conn = self._writer
+        conn = self._db.writer
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -476,15 +477,11 @@ class SqliteAuditLog:
         conn.execute("COMMIT")
 
     def close(self) -> None:
-        with self._write_lock, self._read_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._reader.close()
-            self._writer.close()
-            with self._checkpoint_lock:
-                if self._checkpointer is not None:
-                    self._checkpointer.close()
+        self._db.close()
+        with self._checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
 
     def __enter__(self) -> SqliteAuditLog:
         return self
@@ -507,32 +504,6 @@ class SqliteAuditLog:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError("the audit log is closed", code="audit.closed")
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock:
-            self._check_open()
-            with write_transaction(self._writer, _storage_error) as conn:
-                yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction (one snapshot) on the reader."""
-        with self._read_lock:
-            self._check_open()
-            conn = self._reader
-            try:
-                conn.execute("BEGIN")
-                try:
-                    yield conn
-                finally:
-                    conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
-
     @staticmethod
     def _table_size(conn: sqlite3.Connection) -> int:
         top = conn.execute("SELECT max(seq) FROM entries").fetchone()[0]
@@ -543,7 +514,7 @@ class SqliteAuditLog:
         size = self._table_size(conn)
         with self._cache_lock:
             have = len(self._leaves)
-            if size < have and conn is not self._writer and self._fresh_size() >= have:
+            if size < have and conn is not self._db.writer and self._fresh_size() >= have:
                 # A read snapshot taken before this process's latest commit: the cache is
                 # ahead, not wrong (a fresh look at the file shows the entries are there).
                 return size
@@ -572,13 +543,13 @@ class SqliteAuditLog:
         try:
             return self._table_size(conn)
         except sqlite3.Error as exc:
-            raise _storage_error(exc) from exc
+            raise self._db.translate(exc) from exc
         finally:
             conn.close()
 
     def _checked_size(self, upto: int) -> int:
         """The log's size, having checked that ``upto`` is within it."""
-        with self._read() as conn:
+        with self._db.read(snapshot=True) as conn:
             size = self._sync(conn)
         if not 0 <= upto <= size:
             raise _bad_range(f"the audit log has {size} entries, not {upto}")
@@ -617,7 +588,7 @@ class SqliteAuditLog:
         """Append records :meth:`check` returned, in one transaction; once committed."""
         if not checked:
             return []
-        with self._write() as conn:
+        with self._db.write() as conn:
             # catch up with any other writer, then number after the table's last entry
             start = self._sync(conn)
             at = max(self._clock.now(), self._last_at)  # timestamps never go back
@@ -641,7 +612,7 @@ class SqliteAuditLog:
     # --- reading -----------------------------------------------------------------------------
 
     def size(self) -> int:
-        with self._read() as conn:
+        with self._db.read(snapshot=True) as conn:
             return self._sync(conn)
 
     def entries(self, start: int, end: int) -> list[AuditRecord]:
@@ -649,7 +620,7 @@ class SqliteAuditLog:
         if start < 0 or end < start:
             raise _bad_range(f"bad audit entry range {start}..{end}")
         end = min(end, start + MAX_PAGE)
-        with self._read() as conn:
+        with self._db.read(snapshot=True) as conn:
             rows = conn.execute(
                 "SELECT entry FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq", (start, end)
             ).fetchall()
@@ -664,13 +635,13 @@ class SqliteAuditLog:
 
     def tree_head(self, size: int | None = None) -> SignedTreeHead:
         """A signed head of the tree at ``size`` (default: now); signed heads are kept."""
-        with self._read() as conn:
+        with self._db.read(snapshot=True) as conn:
             current = self._sync(conn)
         tree_size = current if size is None else size
         self._checked_size(tree_size)
         with self._cache_lock:
             root_hash = self._leaves.root(tree_size)
-        with self._write() as conn:
+        with self._db.write() as conn:
             # A head already signed for this size is the head: same size, same root.
             row = conn.execute(
                 "SELECT root_hash, issued_at, token FROM heads WHERE tree_size = ?"
@@ -694,7 +665,7 @@ class SqliteAuditLog:
 
     def find_issuance(self, certificate_id: str) -> AuditRecord | None:
         """The issuance record of ``certificate_id`` in this log, if any."""
-        with self._read() as conn:
+        with self._db.read(snapshot=True) as conn:
             row = conn.execute(
                 "SELECT entry FROM entries WHERE json_extract(CAST(entry AS TEXT), '$.kind') = ?"
                 " AND json_extract(CAST(entry AS TEXT), '$.subject') = ? ORDER BY seq LIMIT 1",
@@ -704,7 +675,7 @@ class SqliteAuditLog:
 
     def head_covering(self, seq: int, *, signed_before: float) -> SignedTreeHead | None:
         """The oldest signed head that includes entry ``seq``, signed before a time."""
-        with self._read() as conn:
+        with self._db.read(snapshot=True) as conn:
             row = conn.execute(
                 "SELECT tree_size, root_hash, issued_at, token FROM heads"
                 " WHERE tree_size > ? AND issued_at < ? ORDER BY issued_at LIMIT 1",

@@ -22,16 +22,14 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Protocol
 
-from gateway._internal.sqlite import connect, create_private, storage_error, write_transaction
+from gateway._internal.sqlite import Connections
 from gateway.clock import Clock, to_rfc3339
 from gateway.errors import (
     ConfigError,
@@ -41,7 +39,6 @@ from gateway.errors import (
     InputError,
     InvalidIdentifier,
     NotFoundError,
-    StorageError,
     UnknownCertificateType,
 )
 from gateway.identifiers import parse_certificate_id
@@ -148,10 +145,6 @@ _INSERT: Final = f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"  
 _Row = tuple[str, str, str, str, float, str]
 
 
-def _storage_error(exc: sqlite3.Error) -> GatewayError:
-    return storage_error(exc, prefix="catalog", store="catalog")
-
-
 def _require_digest(holder_digest: object) -> str:
     """The holder digest, or :class:`InputError`. Never echoes the value (it may be an id)."""
     if isinstance(holder_digest, str) and _HOLDER_DIGEST.fullmatch(holder_digest):
@@ -200,29 +193,24 @@ class SqliteCatalog:
                 code="catalog.open",
             )
         self._path = path
-        self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()
-        self._closed = False
-        try:
-            create_private(path)
-            self._writer = connect(path, busy_timeout, synchronous=_SYNCHRONOUS)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the catalog at {path}", code="catalog.open") from exc
+        self._db = Connections(
+            path,
+            busy_timeout=busy_timeout,
+            synchronous=_SYNCHRONOUS,
+            prefix="catalog",
+            store="catalog",
+        )
         try:
             self._migrate()
-            self._reader = connect(path, busy_timeout, synchronous=_SYNCHRONOUS, read_only=True)
-        except sqlite3.Error as exc:
-            self._writer.close()
-            raise ConfigError(f"cannot open the catalog at {path}", code="catalog.open") from exc
         except BaseException:
-            self._writer.close()
+            self._db.close()
             raise
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def _migrate(self) -> None:
         """Create the schema in a new file, or check an existing file's version."""
-        conn = self._writer
+        conn = self._db.writer
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -248,12 +236,7 @@ class SqliteCatalog:
 
     def close(self) -> None:
         """Close both connections. Idempotent."""
-        with self._write_lock, self._read_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._reader.close()
-            self._writer.close()
+        self._db.close()
 
     def __enter__(self) -> SqliteCatalog:
         return self
@@ -265,29 +248,6 @@ class SqliteCatalog:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    # --- plumbing ----------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError("the catalog is closed", code="catalog.closed")
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the write lock; sqlite3 errors translated."""
-        with self._write_lock:
-            self._check_open()
-            with write_transaction(self._writer, _storage_error) as conn:
-                yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._read_lock:
-            self._check_open()
-            try:
-                yield self._reader
-            except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
 
     # --- registration ------------------------------------------------------------------------
 
@@ -340,7 +300,7 @@ class SqliteCatalog:
         id; ``catalog.mismatch`` when the same node re-registers it with another type or
         holder digest.
         """
-        with self._write() as conn:
+        with self._db.write() as conn:
             return self._register_one(conn, entry)
 
     def register_many(self, entries: Iterable[CatalogEntry], *, batch: int = 5000) -> int:
@@ -355,7 +315,7 @@ class SqliteCatalog:
         done = 0
         while chunk := list(islice(iterator, batch)):
             try:
-                with self._write() as conn:
+                with self._db.write() as conn:
                     for entry in chunk:
                         self._register_one(conn, entry)
             except GatewayError as exc:
@@ -378,7 +338,7 @@ class SqliteCatalog:
         changes nothing.
         """
         target = CertStatus(status)
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = conn.execute(_GET, (certificate_id,)).fetchone()
             if row is None:
                 raise NotFoundError("no such certificate in the catalog", code="catalog.not_found")
@@ -412,7 +372,7 @@ class SqliteCatalog:
 
     def get(self, certificate_id: CertificateId) -> CatalogEntry:
         """The entry of one certificate, or ``catalog.not_found``."""
-        with self._read() as conn:
+        with self._db.read() as conn:
             row = conn.execute(_GET, (certificate_id,)).fetchone()
         if row is None:
             raise NotFoundError("no such certificate in the catalog", code="catalog.not_found")
@@ -434,12 +394,12 @@ class SqliteCatalog:
             raise InputError(
                 f"at most {MAX_STORE_TYPES} certificate types per lookup", code="catalog.bad_types"
             )
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = conn.execute(_LOOKUP, (holder_digest, json.dumps(wanted), limit)).fetchall()
         return [_entry(row) for row in rows]
 
     def count(self) -> int:
-        with self._read() as conn:
+        with self._db.read() as conn:
             return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
 
 

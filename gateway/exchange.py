@@ -249,10 +249,10 @@ class Exchange:
             raise NetworkError(
                 "the holding node answered without a seal", code="exchange.bad_answer"
             )
-        report, document = await self.verify(seal, memo=self._fetched)
+        report, document = await self.verify(seal)
         answer_route = answer["route"]
         await self._journal.append(
-            [_routed_record("fetch", principal, cert_id, matter, answer_route, None)]
+            [_routed_record(AuditKind.FETCH, principal, cert_id, matter, answer_route, None)]
         )
         return {
             "certificate_id": cert_id,
@@ -263,11 +263,10 @@ class Exchange:
             "route": answer_route,
         }
 
-    async def verify(
-        self, seal: str, *, memo: SignatureMemo | None = None
-    ) -> tuple[VerificationReport, dict[str, Any] | None]:
-        """Verify a (foreign) seal against the trust list and the issuer's status list."""
-        verifier = await self._federation_verifier([seal], memo=memo)
+    async def verify(self, seal: str) -> tuple[VerificationReport, dict[str, Any] | None]:
+        """Verify a (foreign) seal fetched for a caller against the trust list and the
+        issuer's status list (its signature remembered once it verified)."""
+        verifier = await self._federation_verifier([seal], memo=self._fetched)
         report, verified = verifier.report(seal)
         return report, (dict(verified.document) if verified else None)
 
@@ -492,7 +491,12 @@ class Exchange:
         if not self.topology.adjacent(caller, self.me):
             raise AuthError("the previous hop is not a neighbour", code="hop.route")
         hop = _routed_record(
-            "relay", principal, request.certificate_id, request.matter, list(route), caller
+            AuditKind.LOOKUP_HOP,
+            principal,
+            request.certificate_id,
+            request.matter,
+            list(route),
+            caller,
         )
         # 3. the holding node answers; any other re-checks the grant it carries, then forwards
         #    within the caller's deadline. The hop is audited, answered or refused.
@@ -584,14 +588,13 @@ class Exchange:
 
 
 def _routed_record(  # noqa: PLR0917 - one audit record, one flat call
-    event: str,
+    kind: AuditKind,
     principal: Principal,
     cert_id: str,
     matter: str,
     route: list[str] | list[NodeId],
     caller: NodeId | None,
 ) -> AuditItem:
-    kind = AuditKind.LOOKUP_HOP if event == "relay" else AuditKind.FETCH
     details: dict[str, Any] = {
         "matter": matter,
         "route": list(route),

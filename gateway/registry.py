@@ -25,9 +25,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import islice
@@ -35,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, overload
 
-from gateway._internal.sqlite import connect, create_private, storage_error, write_transaction
+from gateway._internal.sqlite import Connections
 from gateway.errors import (
     ConfigError,
     ConflictError,
@@ -43,7 +41,6 @@ from gateway.errors import (
     InputError,
     NotFoundError,
     SealIndeterminate,
-    StorageError,
 )
 from gateway.ids import CertificateId, KeyId, RegionCode
 
@@ -295,10 +292,6 @@ _Row = tuple[str, str, str, str, str, int, int, str, float, float, str]
 _InsertRow = tuple[str, str, str, str, int, int, str, float, float, str]
 
 
-def _storage_error(exc: sqlite3.Error) -> GatewayError:
-    return storage_error(exc, prefix="registry", store="certificate store")
-
-
 class SqliteRegistry:
     """:class:`Registry` on one SQLite file in WAL mode.
 
@@ -326,35 +319,25 @@ class SqliteRegistry:
                 code="registry.open",
             )
         self._path = path
-        self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()
-        self._closed = False
-        try:
-            create_private(path)
-            self._writer = connect(path, busy_timeout, synchronous=_SYNCHRONOUS, foreign_keys=True)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(
-                f"cannot open the certificate store at {path}", code="registry.open"
-            ) from exc
+        self._db = Connections(
+            path,
+            busy_timeout=busy_timeout,
+            synchronous=_SYNCHRONOUS,
+            prefix="registry",
+            store="certificate store",
+            foreign_keys=True,
+        )
         try:
             self._list_size = self._migrate(list_size)
-            self._reader = connect(
-                path, busy_timeout, synchronous=_SYNCHRONOUS, read_only=True, foreign_keys=True
-            )
-        except sqlite3.Error as exc:
-            self._writer.close()
-            raise ConfigError(
-                f"cannot open the certificate store at {path}", code="registry.open"
-            ) from exc
         except BaseException:
-            self._writer.close()
+            self._db.close()
             raise
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def _migrate(self, list_size: int) -> int:
         """Create or check the schema; returns the list size the file was created with."""
-        conn = self._writer
+        conn = self._db.writer
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -396,12 +379,7 @@ class SqliteRegistry:
 
     def close(self) -> None:
         """Close both connections. Idempotent."""
-        with self._write_lock, self._read_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._reader.close()
-            self._writer.close()
+        self._db.close()
 
     def __enter__(self) -> SqliteRegistry:
         return self
@@ -418,29 +396,6 @@ class SqliteRegistry:
     def list_size(self) -> int:
         return self._list_size
 
-    # --- plumbing ----------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError("the certificate store is closed", code="registry.closed")
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the write lock; sqlite3 errors translated."""
-        with self._write_lock:
-            self._check_open()
-            with write_transaction(self._writer, _storage_error) as conn:
-                yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._read_lock:
-            self._check_open()
-            try:
-                yield self._reader
-            except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
-
     # --- slots -------------------------------------------------------------------------------
 
     def reserve_slot(self) -> StatusSlot:
@@ -451,7 +406,7 @@ class SqliteRegistry:
         """``n`` consecutive free entries in one transaction (for bulk issuance)."""
         if n < 0:
             raise InputError(f"cannot reserve {n} slots")
-        with self._write() as conn:
+        with self._db.write() as conn:
             start = conn.execute(
                 "UPDATE meta SET value = value + ? WHERE name = 'next_slot' RETURNING value - ?",
                 (n, n),
@@ -505,7 +460,7 @@ class SqliteRegistry:
 
     def add(self, cert: NewCertificate) -> None:
         """Store a sealed certificate. ``cert.exists`` if its id is already stored."""
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = self._insert_row(cert, self._next_slot(conn))
             try:
                 conn.execute(_INSERT, row)
@@ -526,7 +481,7 @@ class SqliteRegistry:
         stored = 0
         while chunk := list(islice(iterator, batch)):
             try:
-                with self._write() as conn:
+                with self._db.write() as conn:
                     next_slot = self._next_slot(conn)
                     rows = [self._insert_row(cert, next_slot) for cert in chunk]
                     try:
@@ -559,7 +514,7 @@ class SqliteRegistry:
 
     def get(self, id: CertificateId) -> StoredCertificate:
         """The stored certificate, or ``cert.not_found``."""
-        with self._read() as conn:
+        with self._db.read() as conn:
             row = conn.execute(_GET, (id,)).fetchone()
         if row is None:
             raise NotFoundError("no such certificate", code="cert.not_found")
@@ -576,7 +531,7 @@ class SqliteRegistry:
             )
         if not 1 <= limit <= MAX_LIST_BY_HOLDER:
             raise InputError(f"limit must be between 1 and {MAX_LIST_BY_HOLDER}")
-        with self._read() as conn:
+        with self._db.read() as conn:
             if types is None:
                 rows = conn.execute(_BY_HOLDER, (holder_digest, limit)).fetchall()
             else:
@@ -601,7 +556,7 @@ class SqliteRegistry:
         at: float,
     ) -> StoredCertificate:
         """Suspend, reinstate or revoke; records the event and bumps the list's revision."""
-        with self._write() as conn:
+        with self._db.write() as conn:
             # 1. Current status (under the write lock: no concurrent change can interleave).
             row = conn.execute(
                 "SELECT status, list_id FROM certificates WHERE id = ?", (id,)
@@ -631,7 +586,7 @@ class SqliteRegistry:
 
     def history(self, id: CertificateId) -> list[StatusEvent]:
         """Every status change of a certificate, oldest first."""
-        with self._read() as conn:
+        with self._db.read() as conn:
             exists = conn.execute("SELECT 1 FROM certificates WHERE id = ?", (id,)).fetchone()
             rows = conn.execute(
                 "SELECT from_status, to_status, reason, at FROM status_events"
@@ -658,7 +613,7 @@ class SqliteRegistry:
         of a fresh array, as are slots not (yet) used by a stored certificate.
         """
         per_byte = 8 // _LIST_BITS
-        with self._read() as conn:
+        with self._db.read() as conn:
             # One statement, so one read snapshot: the list count (meta's next slot) and
             # the list's non-valid rows (none: one row of NULLs, from the LEFT JOIN).
             rows = conn.execute(
@@ -685,7 +640,7 @@ class SqliteRegistry:
         Raises :class:`NotFoundError` ``status_list.not_found`` for a list that does not
         exist, and :class:`SealIndeterminate` ``status.unknown_index`` for an entry outside it.
         """
-        with self._read() as conn:
+        with self._db.read() as conn:
             if not 0 <= list_id < self._list_count(conn):
                 raise NotFoundError("no such status list", code="status_list.not_found")
             if isinstance(index, bool) or not 0 <= index < self._list_size:
@@ -701,12 +656,12 @@ class SqliteRegistry:
 
     def list_ids(self) -> list[int]:
         """Every status list with at least one reserved slot."""
-        with self._read() as conn:
+        with self._db.read() as conn:
             return list(range(self._list_count(conn)))
 
     def revision(self, list_id: int) -> int:
         """A counter that moves whenever a status in list ``list_id`` changes (0: never)."""
-        with self._read() as conn:
+        with self._db.read() as conn:
             row = conn.execute(
                 "SELECT revision FROM list_revisions WHERE list_id = ?", (list_id,)
             ).fetchone()
@@ -715,12 +670,12 @@ class SqliteRegistry:
     # --- bulk reads --------------------------------------------------------------------------
 
     def count(self) -> int:
-        with self._read() as conn:
+        with self._db.read() as conn:
             return int(conn.execute("SELECT count(*) FROM certificates").fetchone()[0])
 
     def sealed_with(self, kid: KeyId, *, limit: int = 1000) -> list[tuple[CertificateId, str]]:
         """Live (not revoked) certificates still sealed with ``kid``: what a reseal has left."""
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = conn.execute(
                 "SELECT id, seal FROM certificates WHERE kid = ? AND status != 'revoked'"
                 " ORDER BY seq LIMIT ?",
@@ -729,7 +684,7 @@ class SqliteRegistry:
         return [(CertificateId(row[0]), str(row[1])) for row in rows]
 
     def count_sealed_with(self, kid: KeyId) -> int:
-        with self._read() as conn:
+        with self._db.read() as conn:
             row = conn.execute(
                 "SELECT count(*) FROM certificates WHERE kid = ? AND status != 'revoked'", (kid,)
             ).fetchone()
@@ -738,7 +693,7 @@ class SqliteRegistry:
     def reseal(self, resealed: Iterable[tuple[CertificateId, KeyId, str]], *, at: float) -> int:
         """Replace seals (same certificate, a new key's seal) in one transaction."""
         items = list(resealed)
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.executemany(
                 "UPDATE certificates SET kid = ?, seal = ?, updated_at = ? WHERE id = ?",
                 [(kid, seal, at, cert_id) for cert_id, kid, seal in items],
@@ -755,7 +710,7 @@ class SqliteRegistry:
             raise InputError(f"batch size must be positive, not {batch}")
         last = 0
         while True:
-            with self._read() as conn:
+            with self._db.read() as conn:
                 rows = conn.execute(
                     "SELECT seq, seal FROM certificates WHERE seq > ? ORDER BY seq LIMIT ?",
                     (last, batch),

@@ -168,8 +168,8 @@ def test_entries_page_is_bounded(log: SqliteAuditLog, clock: FixedClock) -> None
 
 def test_file_is_private_and_durable(log: SqliteAuditLog, path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert log._writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert log._writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert log._db.writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert log._db.writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_the_gateway_cannot_edit_its_own_log(log: SqliteAuditLog, path: Path) -> None:

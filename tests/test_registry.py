@@ -90,7 +90,7 @@ def test_journal_mode_is_wal(registry: SqliteRegistry, tmp_path: Path) -> None:
 
 
 def test_connection_pragmas(registry: SqliteRegistry) -> None:
-    for conn in (registry._writer, registry._reader):
+    for conn in (registry._db.writer, registry._db.reader):
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
@@ -281,7 +281,7 @@ def test_holder_in_clear_is_refused(registry: SqliteRegistry, holder: str) -> No
 def test_the_schema_itself_refuses_a_clear_holder_id(registry: SqliteRegistry) -> None:
     slot = registry.reserve_slot()
     with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
-        registry._writer.execute(
+        registry._db.writer.execute(
             "INSERT INTO certificates (id, type, holder_digest, jurisdiction, status, list_id,"
             " idx, kid, issued_at, updated_at, seal)"
             " VALUES ('x', 't', '11010519491231002X', '330681', 'valid', ?, ?, 'k', 0, 0, 's')",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway.errors import GatewayError, StorageError
+from gateway.errors import ConfigError, GatewayError, StorageError
 
 
 def create_private(path: Path) -> None:
@@ -87,3 +88,98 @@ def connect(
         conn.close()
         raise
     return conn
+
+
+class Connections:
+    """A store's two connections to its SQLite file, and what every store does with them.
+
+    The writer runs one transaction at a time under a lock (:meth:`write`); the reader is
+    query-only (:meth:`read`). Both are closed once, under both locks (:meth:`close`); after
+    that every use raises ``StorageError`` ``<prefix>.closed``. ``prefix`` and ``store`` name
+    the store in error codes and messages (``registry``, "certificate store").
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: float,
+        synchronous: str,
+        prefix: str,
+        store: str,
+        foreign_keys: bool = False,
+    ) -> None:
+        """Open (creating the file 0600) the writer, then the reader; ``ConfigError``
+        ``<prefix>.open`` when the file cannot be opened in WAL mode."""
+        self._prefix = prefix
+        self._store = store
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._closed = False
+        try:
+            create_private(path)
+            self.writer = connect(
+                path, busy_timeout, synchronous=synchronous, foreign_keys=foreign_keys
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise self._cannot_open(path) from exc
+        try:
+            self.reader = connect(
+                path,
+                busy_timeout,
+                synchronous=synchronous,
+                read_only=True,
+                foreign_keys=foreign_keys,
+            )
+        except BaseException as exc:
+            self.writer.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._cannot_open(path) from exc
+            raise
+
+    def _cannot_open(self, path: Path) -> ConfigError:
+        return ConfigError(f"cannot open the {self._store} at {path}", code=f"{self._prefix}.open")
+
+    def translate(self, exc: sqlite3.Error) -> StorageError:
+        """``<prefix>.busy`` or ``<prefix>.storage`` (see :func:`storage_error`)."""
+        return storage_error(exc, prefix=self._prefix, store=self._store)
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"the {self._store} is closed", code=f"{self._prefix}.closed")
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the writer, under the write lock; errors translated."""
+        with self._write_lock:
+            self.check_open()
+            with write_transaction(self.writer, self.translate) as conn:
+                yield conn
+
+    @contextmanager
+    def read(self, *, snapshot: bool = False) -> Iterator[sqlite3.Connection]:
+        """The reader, under the read lock; errors translated. ``snapshot``: inside one
+        read transaction, so every statement sees the same state of the file."""
+        with self._read_lock:
+            self.check_open()
+            conn = self.reader
+            try:
+                if not snapshot:
+                    yield conn
+                    return
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self.translate(exc) from exc
+
+    def close(self) -> None:
+        """Close both connections. Idempotent."""
+        with self._write_lock, self._read_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.reader.close()
+            self.writer.close()
