@@ -641,18 +641,21 @@ class SqliteRegistry:
         exist, and :class:`SealIndeterminate` ``status.unknown_index`` for an entry outside it.
         """
         with self._db.read() as conn:
-            if not 0 <= list_id < self._list_count(conn):
-                raise NotFoundError("no such status list", code="status_list.not_found")
-            if isinstance(index, bool) or not 0 <= index < self._list_size:
-                raise SealIndeterminate(
-                    "the status list has no entry for this certificate",
-                    code="status.unknown_index",
-                    log_detail=f"index {index!r} outside a list of {self._list_size} entries",
-                )
-            row = conn.execute(
-                "SELECT status FROM certificates WHERE list_id = ? AND idx = ?", (list_id, index)
+            # One statement (one snapshot, one round into SQLite): the list count and the row.
+            next_slot, status = conn.execute(
+                "SELECT (SELECT value FROM meta WHERE name = 'next_slot'),"
+                " (SELECT status FROM certificates WHERE list_id = ? AND idx = ?)",
+                (list_id, index if isinstance(index, int) else -1),
             ).fetchone()
-        return CertStatus.VALID if row is None else CertStatus(row[0])
+        if not 0 <= list_id < self._lists_upto(int(next_slot)):
+            raise NotFoundError("no such status list", code="status_list.not_found")
+        if isinstance(index, bool) or not 0 <= index < self._list_size:
+            raise SealIndeterminate(
+                "the status list has no entry for this certificate",
+                code="status.unknown_index",
+                log_detail=f"index {index!r} outside a list of {self._list_size} entries",
+            )
+        return CertStatus.VALID if status is None else CertStatus(status)
 
     def list_ids(self) -> list[int]:
         """Every status list with at least one reserved slot."""
