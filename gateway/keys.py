@@ -135,6 +135,8 @@ class KeyStore:
         self._passphrase = passphrase
         self._records = records
         self._private = private
+        self._signers: dict[KeyId, PrivateKeySigner] = {}
+        """Signers made so far, by kid (a kid's private key never changes)."""
         self._holder_secret = holder_secret
         self._default_alg = default_alg
         self._validity = validity_days * _DAY
@@ -210,7 +212,11 @@ class KeyStore:
     def signer(self) -> PrivateKeySigner:
         """A signer for the active key."""
         record = self.active()
-        return PrivateKeySigner(self._private[record.kid], kid=record.kid)
+        signer = self._signers.get(record.kid)
+        if signer is None:
+            signer = PrivateKeySigner(self._private[record.kid], kid=record.kid)
+            self._signers[record.kid] = signer
+        return signer
 
     def current_signer(self) -> ActiveKeySigner:
         """A signer that always signs with whatever key is active now (survives rotation)."""

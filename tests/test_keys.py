@@ -52,6 +52,18 @@ def test_reopen_loads_the_same_key(tmp_path: Path) -> None:
     assert verified.kid == first.active().kid
 
 
+def test_signer_is_made_once_per_key_and_follows_the_active_key(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    first = store.signer()
+    assert store.signer() is first
+    nxt = store.add_key(state=KeyState.NEXT)
+    store.set_state(nxt.kid, KeyState.ACTIVE, at=NOW + 10)
+    store.set_state(first.kid, KeyState.RETIRED, at=NOW + 10)
+    assert store.signer().kid == nxt.kid != first.kid
+    token = seal(store.current_signer(), b'{"iss":"zhuji","iat":1795507200}', signed_at=NOW)
+    assert verify_seal(token, StaticKeyResolver(store.verification_keys()), now=NOW).kid == nxt.kid
+
+
 @pytest.mark.parametrize("alg", ["EdDSA", "ES256"])
 def test_jwks_publishes_status_and_validity_without_private_parts(tmp_path: Path, alg: str) -> None:
     store = open_store(tmp_path, default_alg=alg)
