@@ -289,11 +289,21 @@ class Exchange:
         except VerificationError as exc:  # no (valid) trust list yet: own seals still verify
             log.warning("verifying without a trust list", extra={"code": exc.code})
             trusted = self.node.key_resolver()
-        uris = {uri for seal in seals if (uri := _unverified_status_uri(seal)) is not None}
+        # One look at each header BEFORE verification, only to decide what to fetch: the
+        # status lists of other nodes' seals, and proofs for seals of revoked keys. A seal of
+        # this node's own key (or of no known key) has nothing to fetch: its payload is not
+        # read here, and its status comes from this node's registry.
+        keyed = [(seal, key) for seal in seals if (key := _unverified_key(seal, trusted))]
+        uris = {
+            uri
+            for seal, key in keyed
+            if key.node != self.me and (uri := _unverified_status_uri(seal)) is not None
+        }
         foreign = [u for u in uris if not u.startswith(self.node.status_list_prefix)]
         await asyncio.gather(*(self._statuses.prefetch(uri) for uri in foreign))
         statuses = _Statuses(self.node.status_list_prefix, self.node.local_statuses, self._statuses)
-        proven = await self._revocation_proofs(seals, trusted, now)
+        revoked = [(seal, key) for seal, key in keyed if key.revoked_at is not None]
+        proven = await self._revocation_proofs(revoked, trusted, now) if revoked else {}
         return CertificateVerifier(
             trusted,
             self.node.schemas,
@@ -304,24 +314,11 @@ class Exchange:
         )
 
     async def _revocation_proofs(
-        self, seals: list[str], keys: KeyResolver, now: float
+        self, revoked: list[tuple[str, VerificationKey]], keys: KeyResolver, now: float
     ) -> dict[str, SignedTreeHead]:
         """For seals by revoked keys that claim to predate the revocation: the issuing node's
         audit-log proof of issuance, checked here (see :mod:`gateway.revocation`)."""
-        wanted: list[tuple[str, VerificationKey]] = []
-        for seal in seals:
-            unverified_kid = _unverified_kid(seal)
-            if unverified_kid is None:
-                continue
-            try:
-                key = keys.key_for(KeyId(unverified_kid))
-            except VerificationError:
-                continue
-            if key.revoked_at is None:
-                continue  # the common case: no proof to look for, the payload is not read
-            unverified_id = _unverified_id(seal)
-            if unverified_id is not None:
-                wanted.append((unverified_id, key))
+        wanted = [(cert_id, key) for seal, key in revoked if (cert_id := _unverified_id(seal))]
         proven: dict[str, SignedTreeHead] = {}
         for cert_id, key in wanted:
             assert key.revoked_at is not None
@@ -606,13 +603,14 @@ def _routed_record(  # noqa: PLR0917 - one audit record, one flat call
     return (kind, principal.client_id, cert_id, details)
 
 
-def _unverified_kid(seal: str) -> str | None:
-    """The kid of a seal's header read BEFORE verification: only to decide what to fetch."""
+def _unverified_key(seal: str, keys: KeyResolver) -> VerificationKey | None:
+    """The key a seal's header names, read BEFORE verification: only to decide what to
+    fetch (None for an unreadable header or an unknown key, which verification refuses)."""
     try:
         kid = orjson.loads(b64url_decode(seal.split(".", maxsplit=1)[0]))["kid"]
+        return keys.key_for(KeyId(kid)) if isinstance(kid, str) else None
     except (IndexError, KeyError, TypeError, ValueError, GatewayError):
         return None
-    return kid if isinstance(kid, str) else None
 
 
 def _unverified_id(seal: str) -> str | None:
