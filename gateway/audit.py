@@ -426,7 +426,7 @@ class SqliteAuditLog:
             # Checkpoints are :meth:`checkpoint`'s, in the background: a commit never copies
             # the WAL into the database (the safety net below only for a log nobody serves).
             self._db.writer.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
-            self._migrate()
+            self._db.migrate(_SCHEMA, SCHEMA_VERSION)
         except BaseException as exc:
             self._db.close()
             if isinstance(exc, sqlite3.Error):
@@ -455,26 +455,6 @@ class SqliteAuditLog:
                 self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error as exc:
                 raise self._db.translate(exc) from exc
-
-    def _migrate(self) -> None:
-        conn = self._db.writer
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                raise ConfigError(
-                    f"audit log {self._path} has schema version {version}; "
-                    f"this gateway knows version {SCHEMA_VERSION}",
-                    code="audit.schema",
-                )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()

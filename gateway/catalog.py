@@ -201,38 +201,12 @@ class SqliteCatalog:
             store="catalog",
         )
         try:
-            self._migrate()
+            self._db.migrate(_SCHEMA, SCHEMA_VERSION)
         except BaseException:
             self._db.close()
             raise
 
     # --- lifecycle ---------------------------------------------------------------------------
-
-    def _migrate(self) -> None:
-        """Create the schema in a new file, or check an existing file's version."""
-        conn = self._db.writer
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version != SCHEMA_VERSION:
-                    raise ConfigError(
-                        f"catalog {self._path} has schema version {version}; "
-                        f"this gateway knows version {SCHEMA_VERSION}",
-                        code="catalog.schema",
-                    )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise ConfigError(
-                f"cannot initialise the catalog at {self._path}", code="catalog.open"
-            ) from exc
 
     def close(self) -> None:
         """Close both connections. Idempotent."""

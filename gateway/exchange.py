@@ -303,7 +303,7 @@ class Exchange:
         await asyncio.gather(*(self._statuses.prefetch(uri) for uri in foreign))
         statuses = _Statuses(self.node.status_list_prefix, self.node.local_statuses, self._statuses)
         revoked = [(seal, key) for seal, key in keyed if key.revoked_at is not None]
-        proven = await self._revocation_proofs(revoked, trusted, now) if revoked else {}
+        proven = await self._revocation_proofs(revoked, trusted, now)
         return CertificateVerifier(
             trusted,
             self.node.schemas,

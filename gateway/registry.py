@@ -337,38 +337,16 @@ class SqliteRegistry:
 
     def _migrate(self, list_size: int) -> int:
         """Create or check the schema; returns the list size the file was created with."""
-        conn = self._db.writer
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.executemany(
-                        "INSERT INTO meta (name, value) VALUES (?, ?)",
-                        [("list_size", list_size), ("next_slot", 0)],
-                    )
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    stored = list_size
-                elif version == SCHEMA_VERSION:
-                    stored = conn.execute(
-                        "SELECT value FROM meta WHERE name = 'list_size'"
-                    ).fetchone()[0]
-                else:
-                    raise ConfigError(
-                        f"certificate store {self._path} has schema version {version}; "
-                        f"this gateway knows version {SCHEMA_VERSION}",
-                        code="registry.schema",
-                    )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise ConfigError(
-                f"cannot initialise the certificate store at {self._path}", code="registry.open"
-            ) from exc
+
+        def seed(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO meta (name, value) VALUES (?, ?)",
+                [("list_size", list_size), ("next_slot", 0)],
+            )
+
+        self._db.migrate(_SCHEMA, SCHEMA_VERSION, seed=seed)
+        with self._db.read() as conn:
+            stored = conn.execute("SELECT value FROM meta WHERE name = 'list_size'").fetchone()[0]
         if stored != list_size:
             raise ConfigError(
                 f"certificate store {self._path} uses status lists of {stored} entries, "

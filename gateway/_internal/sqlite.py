@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -111,6 +111,7 @@ class Connections:
     ) -> None:
         """Open (creating the file 0600) the writer, then the reader; ``ConfigError``
         ``<prefix>.open`` when the file cannot be opened in WAL mode."""
+        self._path = path
         self._prefix = prefix
         self._store = store
         self._write_lock = threading.Lock()
@@ -136,6 +137,43 @@ class Connections:
             if isinstance(exc, sqlite3.Error):
                 raise self._cannot_open(path) from exc
             raise
+
+    def migrate(
+        self,
+        schema: Sequence[str],
+        version: int,
+        *,
+        seed: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        """Create ``schema`` in a new file (then ``seed`` it, in the same transaction) and
+        stamp it ``version``, or check that an existing file is at ``version``.
+
+        Raises ``ConfigError`` ``<prefix>.schema`` for a file of another version, and
+        ``<prefix>.open`` when SQLite fails.
+        """
+        conn = self.writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = conn.execute("PRAGMA user_version").fetchone()[0]
+                if found == 0:
+                    for statement in schema:
+                        conn.execute(statement)
+                    if seed is not None:
+                        seed(conn)
+                    conn.execute(f"PRAGMA user_version = {version}")
+                elif found != version:
+                    raise ConfigError(
+                        f"{self._store} {self._path} has schema version {found}; "
+                        f"this gateway knows version {version}",
+                        code=f"{self._prefix}.schema",
+                    )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._cannot_open(self._path) from exc
 
     def _cannot_open(self, path: Path) -> ConfigError:
         return ConfigError(f"cannot open the {self._store} at {path}", code=f"{self._prefix}.open")
