@@ -27,6 +27,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.bindings import crypto_core_ed25519_is_valid_point
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.errors import InputError, SealError, SealIndeterminate
@@ -203,7 +204,12 @@ def _public_key(obj: Mapping[str, Any]) -> PublicKey:
     kty = obj.get("kty")
     crv = obj.get("crv")
     if kty == "OKP" and crv == "Ed25519":
-        return Ed25519PublicKey.from_public_bytes(_coordinate(obj, "x"))
+        x = _coordinate(obj, "x")
+        # A canonical point of the prime-order subgroup, as every key made from a private
+        # scalar is: a small-order key has "signatures" that fit any message.
+        if not crypto_core_ed25519_is_valid_point(x):
+            raise _bad("OKP public key is not a valid Ed25519 point", "jwk.invalid_key")
+        return Ed25519PublicKey.from_public_bytes(x)
     if kty == "EC" and crv == "P-256":
         point = b"\x04" + _coordinate(obj, "x") + _coordinate(obj, "y")
         try:

@@ -274,6 +274,21 @@ def test_ec_point_not_on_curve(ec_jwk: dict[str, Any]) -> None:
     _rejects({**ec_jwk, "y": b64url_encode(bytes(y))}, "jwk.invalid_key")
 
 
+@pytest.mark.parametrize(
+    "point",
+    [bytes([1]) + bytes(31), bytes(32), bytes.fromhex("ec" + "ff" * 30 + "7f")],
+    ids=["identity", "order-4", "order-2"],
+)
+def test_small_order_ed25519_key_refused(ed_jwk: dict[str, Any], point: bytes) -> None:
+    """Any message "verifies" under a small-order key (see test_seals): refused on import."""
+    _rejects({**ed_jwk, "x": b64url_encode(point)}, "jwk.invalid_key")
+
+
+def test_non_canonical_ed25519_key_refused(ed_jwk: dict[str, Any]) -> None:
+    """y >= p: an encoding no private key produces."""
+    _rejects({**ed_jwk, "x": b64url_encode(b"\xee" + b"\xff" * 30 + b"\x7f")}, "jwk.invalid_key")
+
+
 @pytest.mark.parametrize("alg", ["ES256", "HS256", "none", "RS256", 1])
 def test_alg_mismatch(ed_jwk: dict[str, Any], alg: Any) -> None:
     code = "jwk.bad_member" if not isinstance(alg, str) else "jwk.alg_mismatch"

@@ -148,7 +148,6 @@ async def test_rotation_under_cross_region_traffic_fails_no_verification(
 
     worker = asyncio.create_task(traffic())
     await asyncio.sleep(0.5)  # traffic flowing before the rotation starts
-    started = time.monotonic()
     status, rotated = await running.call("zhuji", "POST", "/v1/admin/keys/rotate", ops)
     assert status == 200, rotated
     await asyncio.sleep(1.0)  # traffic flowing after it
@@ -171,7 +170,6 @@ async def test_rotation_under_cross_region_traffic_fails_no_verification(
         )
         assert status == 200, body
         assert {r["indication"] for r in body["reports"]} == {"PASSED"}
-    assert time.monotonic() - started < 120
 
 
 async def test_only_the_nodes_own_operators_administer_its_keys(running: Running) -> None:
