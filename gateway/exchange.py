@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +61,12 @@ from gateway.revocation import (
 from gateway.routing import Route, Topology
 from gateway.seals import SignatureMemo
 from gateway.trust import TrustListResolver
-from gateway.verification import CertificateVerifier, StatusResolver
+from gateway.verification import (
+    CertificateVerifier,
+    StatusRef,
+    StatusResolver,
+    statuses_one_by_one,
+)
 
 log = logging.getLogger("gateway.exchange")
 
@@ -154,6 +159,14 @@ class _Statuses:
     def status_of(self, uri: str, index: int) -> CertStatus:
         chosen = self._local if uri.startswith(self._prefix) else self._remote
         return chosen.status_of(uri, index)
+
+    def statuses_of(self, refs: Sequence[StatusRef]) -> list[CertStatus | VerificationError]:
+        """This node's entries from the registry in one read, the others one by one."""
+        own = [at for at, (uri, _) in enumerate(refs) if uri.startswith(self._prefix)]
+        results = statuses_one_by_one(self._remote, refs)  # other nodes' lists: in memory
+        for at, status in zip(own, self._local.statuses_of([refs[at] for at in own]), strict=True):
+            results[at] = status
+        return results
 
 
 class Exchange:

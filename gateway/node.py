@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,14 @@ from gateway.certificates import IssueContext, build_document, check_identifiers
 from gateway.clock import Clock
 from gateway.config import Department, Federation, NodeConfig
 from gateway.consent import ConsentGrant, ConsentVerifier
-from gateway.errors import Forbidden, InputError, NotFoundError, SealError, SealIndeterminate
+from gateway.errors import (
+    Forbidden,
+    InputError,
+    NotFoundError,
+    SealError,
+    SealIndeterminate,
+    VerificationError,
+)
 from gateway.holders import holder_digest
 from gateway.identifiers import parse_certificate_id
 from gateway.idp import idp_issuer
@@ -45,7 +52,11 @@ from gateway.reports import VerificationReport
 from gateway.schemas import SchemaCatalog
 from gateway.seals import SignatureMemo, seal, sign_compact
 from gateway.status_list import STATUS_LIST_TYP, status_list_claims
-from gateway.verification import CertificateVerifier
+from gateway.verification import (
+    CertificateVerifier,
+    StatusRef,
+    statuses_one_by_one,
+)
 
 STATUS_LIST_TTL = 300
 STORED_SEAL_MEMO = 65_536
@@ -89,6 +100,28 @@ class _LocalStatuses:
         self._node = node
 
     def status_of(self, uri: str, index: int) -> CertStatus:
+        try:
+            return self._node.registry.slot_status(self._list_id(uri), index)
+        except NotFoundError as exc:
+            raise _no_such_list() from exc
+
+    def statuses_of(self, refs: Sequence[StatusRef]) -> list[CertStatus | VerificationError]:
+        """Every entry of a batch from one registry read (one snapshot)."""
+        slots: list[tuple[int, int]] = []
+        unreadable: dict[int, VerificationError] = {}
+        for at, (uri, index) in enumerate(refs):
+            try:
+                slots.append((self._list_id(uri), index))
+            except SealIndeterminate as exc:
+                unreadable[at] = exc
+        found = iter(self._node.registry.slot_statuses(slots))
+        results: list[CertStatus | VerificationError] = []
+        for at in range(len(refs)):
+            result = unreadable.get(at) or next(found)
+            results.append(_no_such_list() if isinstance(result, NotFoundError) else result)
+        return results
+
+    def _list_id(self, uri: str) -> int:
         prefix = self._node.status_list_prefix
         if not uri.startswith(prefix):
             raise SealIndeterminate(
@@ -98,12 +131,19 @@ class _LocalStatuses:
         suffix = uri[len(prefix) :]
         if not _LIST_ID.fullmatch(suffix):
             raise SealIndeterminate("malformed status list uri", code="status.unavailable")
-        try:
-            return self._node.registry.slot_status(int(suffix), index)
-        except NotFoundError as exc:
-            raise SealIndeterminate(
-                "the certificate's status list does not exist here", code="status.unavailable"
-            ) from exc
+        return int(suffix)
+
+
+def _too_large(max_bytes: int) -> VerificationReport:
+    error = SealError(f"a seal may be at most {max_bytes} bytes", code="seal.too_large")
+    error.step = "format"
+    return VerificationReport.failed_from(error)
+
+
+def _no_such_list() -> SealIndeterminate:
+    return SealIndeterminate(
+        "the certificate's status list does not exist here", code="status.unavailable"
+    )
 
 
 class _StoredStatus:
@@ -119,6 +159,9 @@ class _StoredStatus:
         if uri == self._uri and index == self._stored.slot.index and type(index) is int:
             return self._stored.status
         return self._fallback.status_of(uri, index)
+
+    def statuses_of(self, refs: Sequence[StatusRef]) -> list[CertStatus | VerificationError]:
+        return statuses_one_by_one(self, refs)
 
 
 class NodeService:
@@ -478,7 +521,7 @@ class NodeService:
         """A report for each seal, and the batch's audit record, which the caller commits
         before it answers (:meth:`verify_batch` does; the gateway commits them in groups)."""
         limit = self.federation.limits.max_seal_bytes
-        reports = [self._report_within_limit(token, limit, verifier) for token in tokens]
+        reports = self._reports_within_limit(tokens, limit, verifier)
         # The metric moves once per (indication, code) of the batch, by how many it saw.
         outcomes = Counter((report.indication.value, report.code) for report in reports)
         tally: dict[str, int] = {}
@@ -489,14 +532,15 @@ class NodeService:
         return reports, (AuditKind.VERIFICATION, "seals/verify", None, details)
 
     @staticmethod
-    def _report_within_limit(
-        token: str, max_bytes: int, verifier: CertificateVerifier
-    ) -> VerificationReport:
-        if len(token) > max_bytes:
-            error = SealError(f"a seal may be at most {max_bytes} bytes", code="seal.too_large")
-            error.step = "format"
-            return VerificationReport.failed_from(error)
-        return verifier.report(token)[0]
+    def _reports_within_limit(
+        tokens: list[str], max_bytes: int, verifier: CertificateVerifier
+    ) -> list[VerificationReport]:
+        """A report for each token: too large for this node's limit, or the verifier's."""
+        sized = [token for token in tokens if len(token) <= max_bytes]
+        verified = iter(verifier.reports(sized))
+        return [
+            next(verified) if len(token) <= max_bytes else _too_large(max_bytes) for token in tokens
+        ]
 
     def _count(self, report: VerificationReport) -> None:
         self.metrics.verified(report.indication.value, report.code)

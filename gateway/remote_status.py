@@ -29,14 +29,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
 
 from gateway.clock import Clock
-from gateway.errors import GatewayError, NetworkError, SealError, SealIndeterminate
+from gateway.errors import (
+    GatewayError,
+    NetworkError,
+    SealError,
+    SealIndeterminate,
+    VerificationError,
+)
 from gateway.ids import NodeId
 from gateway.registry import CertStatus
 from gateway.seals import MAX_SEAL_BYTES, verify_compact
@@ -48,6 +54,7 @@ from gateway.status_list import (
 )
 from gateway.trust import TrustListResolver
 from gateway.trustsync import fetch_bounded
+from gateway.verification import StatusRef, statuses_one_by_one
 
 log = logging.getLogger("gateway.remote_status")
 
@@ -121,6 +128,9 @@ class RemoteStatuses:
             raise _indeterminate(detail, code, log_detail)
         assert entry.status_list is not None  # an entry holds a list or an error
         return entry.status_list.status(index)
+
+    def statuses_of(self, refs: Sequence[StatusRef]) -> list[CertStatus | VerificationError]:
+        return statuses_one_by_one(self, refs)
 
     # -- fetching --------------------------------------------------------------------------
 

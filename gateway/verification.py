@@ -8,7 +8,7 @@ ETSI-style report listing every check performed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Protocol
@@ -32,12 +32,34 @@ from gateway.seals import SignatureMemo, VerifiedSeal, verify_seal
 
 _IDENTIFIER_PASSED = Check("identifier", Indication.PASSED)
 _VALIDITY_PASSED = Check("validity", Indication.PASSED)
+_STATUS_NOT_CHECKED = Check("status", Indication.INDETERMINATE, "no status source: not checked")
 
 
 class StatusResolver(Protocol):
     def status_of(self, uri: str, index: int) -> CertStatus:
         """The status at ``index`` of the list at ``uri``; raises SealIndeterminate if unknown."""
         ...
+
+    def statuses_of(self, refs: Sequence[StatusRef]) -> list[CertStatus | VerificationError]:
+        """:meth:`status_of` of each ``(uri, index)``: the status, or the error it raises."""
+        ...
+
+
+StatusRef = tuple[str, int]
+"""A status list entry: the list's uri and the index in it."""
+
+
+def statuses_one_by_one(
+    resolver: StatusResolver, refs: Sequence[StatusRef]
+) -> list[CertStatus | VerificationError]:
+    """:meth:`StatusResolver.statuses_of` for a resolver with nothing to gain from batches."""
+    results: list[CertStatus | VerificationError] = []
+    for uri, index in refs:
+        try:
+            results.append(resolver.status_of(uri, index))
+        except VerificationError as exc:
+            results.append(exc)
+    return results
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +87,9 @@ class _Progress:
 
     def passed(self, name: str, detail: str | None = None) -> None:
         self.checks.append(Check(name, Indication.PASSED, detail))
+
+    def done(self) -> tuple[Check, ...]:
+        return tuple(self.checks)
 
 
 class VerificationFailed(Exception):
@@ -102,10 +127,27 @@ class CertificateVerifier:
         try:
             return self._verify(token, progress)
         except VerificationError as exc:
-            raise VerificationFailed(exc, tuple(progress.checks)) from exc
+            raise VerificationFailed(exc, progress.done()) from exc
 
     def _verify(self, token: str, progress: _Progress) -> VerifiedCertificate:
-        now = self._clock.now()
+        seal, document = self._verify_document(token, progress, self._clock.now())
+        # 5. Status (IETF Token Status List): suspended and revoked certificates fail.
+        status: CertStatus | None = None
+        if self._statuses is None:
+            self._no_status(progress)
+        else:
+            try:
+                found = self._statuses.status_of(*_status_ref(document))
+            except VerificationError as exc:
+                exc.step = exc.step or "status"
+                raise
+            status = _judged(found, progress)
+        return VerifiedCertificate(seal, document, status, progress.done())
+
+    def _verify_document(
+        self, token: str, progress: _Progress, now: float
+    ) -> tuple[VerifiedSeal, Mapping[str, Any]]:
+        """Every check before the status: the seal and the document it carries."""
         # 1. The seal: format, header, key, signature, key validity and revocation.
         try:
             seal = verify_seal(token, self._keys, now=now, memo=self._memo)
@@ -159,32 +201,11 @@ class CertificateVerifier:
                 "the certificate has expired", code="certificate.expired", step="validity"
             )
         progress.checks.append(_VALIDITY_PASSED)
-        # 5. Status (IETF Token Status List): suspended and revoked certificates fail.
-        status = self._check_status(document, progress)
-        return VerifiedCertificate(seal, document, status, tuple(progress.checks))
+        return seal, document
 
-    def _check_status(self, document: Mapping[str, Any], progress: _Progress) -> CertStatus | None:
-        if self._statuses is None:
-            progress.checks.append(
-                Check("status", Indication.INDETERMINATE, "no status source: not checked")
-            )
-            return None
-        ref = document["status"]["status_list"]
-        try:
-            status = self._statuses.status_of(str(ref["uri"]), int(ref["idx"]))
-        except VerificationError as exc:
-            exc.step = exc.step or "status"
-            raise
-        if status is CertStatus.REVOKED:
-            raise CertificateFailure(
-                "the certificate has been revoked", code="status.revoked", step="status"
-            )
-        if status is CertStatus.SUSPENDED:
-            raise CertificateFailure(
-                "the certificate is suspended", code="status.suspended", step="status"
-            )
-        progress.passed("status", status.value)
-        return status
+    @staticmethod
+    def _no_status(progress: _Progress) -> None:
+        progress.checks.append(_STATUS_NOT_CHECKED)
 
     def _proven_before_revocation(
         self, token: str, now: float, unproven: SealError, progress: _Progress
@@ -206,24 +227,86 @@ class CertificateVerifier:
         try:
             verified = self.verify(token)
         except VerificationFailed as failed:
-            error = failed.error
-            done = failed.checks or checks_before(error.step)
-            return VerificationReport.failed_from(error, done), None
-        seal = verified.seal
-        report = VerificationReport.passed(
-            verified.checks,
-            kid=seal.kid,
-            node=seal.node,
-            signed_at=seal.signed_at,
-            certificate_id=str(verified.document["id"]),
+            return _failed_report(failed.error, failed.checks), None
+        return _passed_report(verified), verified
+
+    def reports(self, tokens: Sequence[str]) -> list[VerificationReport]:
+        """:meth:`report` of each token, with the statuses of the whole batch read at once
+        (:meth:`StatusResolver.statuses_of`) once every other check of every token is done."""
+        now = self._clock.now()
+        reports: list[VerificationReport | None] = []
+        pending: list[tuple[int, _Progress, VerifiedSeal, Mapping[str, Any]]] = []
+        for token in tokens:
+            progress = _Progress()
+            try:
+                seal, document = self._verify_document(token, progress, now)
+            except VerificationError as exc:
+                reports.append(_failed_report(exc, progress.done()))
+                continue
+            pending.append((len(reports), progress, seal, document))
+            reports.append(None)
+        if self._statuses is None:
+            statuses: list[CertStatus | VerificationError | None] = [None] * len(pending)
+        else:
+            statuses = [*self._statuses.statuses_of([_status_ref(p[3]) for p in pending])]
+        for (at, progress, seal, document), status in zip(pending, statuses, strict=True):
+            judged: CertStatus | None = None
+            try:
+                if isinstance(status, VerificationError):
+                    status.step = status.step or "status"
+                    raise status
+                if status is None:
+                    self._no_status(progress)
+                else:
+                    judged = _judged(status, progress)
+            except VerificationError as exc:
+                reports[at] = _failed_report(exc, progress.done())
+                continue
+            verified = VerifiedCertificate(seal, document, judged, progress.done())
+            reports[at] = _passed_report(verified)
+        return [report for report in reports if report is not None]
+
+
+def _status_ref(document: Mapping[str, Any]) -> StatusRef:
+    ref = document["status"]["status_list"]
+    return str(ref["uri"]), int(ref["idx"])
+
+
+def _judged(status: CertStatus, progress: _Progress) -> CertStatus:
+    """``status``, if a certificate in it passes; raises :class:`CertificateFailure`."""
+    if status is CertStatus.REVOKED:
+        raise CertificateFailure(
+            "the certificate has been revoked", code="status.revoked", step="status"
         )
-        return report, verified
+    if status is CertStatus.SUSPENDED:
+        raise CertificateFailure(
+            "the certificate is suspended", code="status.suspended", step="status"
+        )
+    progress.passed("status", status.value)
+    return status
+
+
+def _failed_report(error: VerificationError, checks: tuple[Check, ...]) -> VerificationReport:
+    return VerificationReport.failed_from(error, checks or checks_before(error.step))
+
+
+def _passed_report(verified: VerifiedCertificate) -> VerificationReport:
+    seal = verified.seal
+    return VerificationReport.passed(
+        verified.checks,
+        kid=seal.kid,
+        node=seal.node,
+        signed_at=seal.signed_at,
+        certificate_id=str(verified.document["id"]),
+    )
 
 
 __all__ = [
     "CertificateFailure",
     "CertificateVerifier",
+    "StatusRef",
     "StatusResolver",
     "VerificationFailed",
     "VerifiedCertificate",
+    "statuses_one_by_one",
 ]

@@ -8,6 +8,7 @@ import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,7 @@ from gateway.registry import (
     StatusAction,
     StatusSlot,
     StoredCertificate,
+    _slot_statuses_sql,
 )
 from gateway.status_list import pack, parse_status_list, status_list_claims
 
@@ -553,6 +555,51 @@ def test_slot_status_of_an_unknown_list(registry: SqliteRegistry, list_id: int) 
     with pytest.raises(NotFoundError) as info:
         registry.slot_status(list_id, 0)
     assert info.value.code == "status_list.not_found"
+
+
+def _outcome(
+    reg: SqliteRegistry, list_id: Any, index: Any
+) -> CertStatus | tuple[type[Exception], str]:
+    try:
+        return reg.slot_status(list_id, index)
+    except (NotFoundError, SealIndeterminate) as exc:
+        return type(exc), exc.code
+
+
+def test_slot_statuses_agree_with_slot_status_entry_by_entry(tmp_path: Path) -> None:
+    """A batch read, over more entries than one statement takes, answers each entry as
+    slot_status does: its status, valid for a slot no certificate uses, or the same error."""
+    rng = random.Random(20261125)
+    with SqliteRegistry(tmp_path / "r.db", list_size=64) as reg:
+        certs = [issue(reg, n) for n in range(500)]
+        reg.reserve_slots(5)
+        for cert in rng.sample(certs, 120):
+            for action in rng.choice([(S,), (V,), (S, R)]):
+                reg.apply(cert.id, action, reason="random", at=NOW)
+        slots: list[tuple[Any, Any]] = [
+            (rng.randrange(-1, 10), rng.randrange(-2, 66)) for _ in range(900)
+        ]
+        slots += [(0, True), (True, 0), (0, 1.0), ("0", 0)]
+        got = reg.slot_statuses(slots)
+        assert len(got) == len(slots)
+        for (list_id, index), result in zip(slots, got, strict=True):
+            expected = _outcome(reg, list_id, index)
+            answer = result if isinstance(result, CertStatus) else (type(result), result.code)
+            assert answer == expected, (list_id, index)
+        assert {r for r in got if isinstance(r, CertStatus)} == set(CertStatus)
+        assert reg.slot_statuses([]) == []
+
+
+def test_slot_statuses_look_entries_up_by_index(registry: SqliteRegistry, tmp_path: Path) -> None:
+    """The batch statement uses the (list_id, idx) index: no scan of the whole table."""
+    conn = sqlite3.connect(tmp_path / "registry.db")
+    try:
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {_slot_statuses_sql(3)}", [0] * 6).fetchall()
+    finally:
+        conn.close()
+    details = [row[3] for row in plan]
+    assert not any(d.startswith("SCAN c") or d == "SCAN certificates" for d in details), details
+    assert any("USING INDEX" in d and "list_id=? AND idx=?" in d for d in details), details
 
 
 def test_status_bits_of_a_fresh_default_list(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.auth import Principal, Scope
 from gateway.clock import FixedClock
-from gateway.errors import Indication, SealIndeterminate
+from gateway.errors import Indication, SealIndeterminate, VerificationError
 from gateway.identifiers import build_certificate_id, parse_certificate_id
 from gateway.ids import DepartmentId, NodeId
 from gateway.jwks import StaticKeyResolver
@@ -23,8 +24,10 @@ from gateway.seals import seal
 from gateway.verification import (
     CertificateFailure,
     CertificateVerifier,
+    StatusRef,
     StatusResolver,
     VerificationFailed,
+    statuses_one_by_one,
 )
 from tests.conftest import GROOM, NOW, marriage_request
 
@@ -59,6 +62,7 @@ class Statuses:
     def __init__(self, entries: dict[tuple[str, int], CertStatus] | None = None) -> None:
         self.entries = dict(entries or {})
         self.asked: list[tuple[str, int]] = []
+        self.batches: list[list[StatusRef]] = []
 
     def status_of(self, uri: str, index: int) -> CertStatus:
         self.asked.append((uri, index))
@@ -69,6 +73,10 @@ class Statuses:
                 "the status list of that certificate is not available here",
                 code="status.unavailable",
             ) from None
+
+    def statuses_of(self, refs: Sequence[StatusRef]) -> list[CertStatus | VerificationError]:
+        self.batches.append(list(refs))
+        return statuses_one_by_one(self, refs)
 
 
 def verifier(
@@ -318,6 +326,119 @@ def test_a_status_list_of_another_node_is_indeterminate_at_the_node(
     document["status"]["status_list"]["uri"] = "http://shanghai.test/v1/status-lists/0"
     report, _ = service.verifier.report(reseal(service, document))
     assert_failed_at(report, "status", "status.unavailable", Indication.INDETERMINATE)
+
+
+# --- a batch ---------------------------------------------------------------------------------
+
+
+def _variants(service: NodeService, document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Seals of one document's variants, each naming its own status entry."""
+    out = []
+    for n in range(6):
+        variant = orjson.loads(orjson.dumps(document))
+        variant["status"]["status_list"]["idx"] = 1000 + n
+        out.append((reseal(service, variant), variant))
+    return out
+
+
+@pytest.mark.parametrize("offline", [False, True], ids=["with-statuses", "offline"])
+def test_a_batch_reports_what_each_seal_alone_reports(
+    service: NodeService, clock: FixedClock, document: dict[str, Any], offline: bool
+) -> None:
+    """reports() reads the statuses of a batch at once, after every other check: same
+    reports, same order, and only the seals that reached the status step are asked about."""
+    (good, doc_good), (revoked, doc_rev), (suspended, doc_sus), (unknown, _), (bad, _), _ = (
+        _variants(service, document)
+    )
+    broken = dict(document, valid_from="2099-01-01")
+    statuses = Statuses(
+        {
+            status_ref(doc_good): CertStatus.VALID,
+            status_ref(doc_rev): CertStatus.REVOKED,
+            status_ref(doc_sus): CertStatus.SUSPENDED,
+        }
+    )
+    batch = [
+        good,
+        revoked,
+        "not-a-seal",
+        suspended,
+        unknown,
+        _tampered(bad),
+        reseal(service, broken),
+        good,
+    ]
+    checker = verifier(service, clock, None if offline else statuses)
+    one_by_one = [checker.report(token)[0] for token in batch]
+    statuses.asked.clear()
+
+    reports = checker.reports(batch)
+
+    assert reports == one_by_one
+    expected = [
+        "ok",
+        "status.revoked",
+        "seal.malformed",
+        "status.suspended",
+        "status.unavailable",
+        "seal.bad_signature",
+        "certificate.not_yet_valid",
+        "ok",
+    ]
+    if offline:
+        expected = [
+            "ok",
+            "ok",
+            "seal.malformed",
+            "ok",
+            "ok",
+            "seal.bad_signature",
+            "certificate.not_yet_valid",
+            "ok",
+        ]
+        assert statuses.batches == []
+    else:
+        reached = [good, revoked, suspended, unknown, good]
+        assert statuses.batches == [[status_ref(_payload(t)) for t in reached]]
+    assert [r.code for r in reports] == expected
+    assert checker.reports([]) == []
+
+
+def _payload(token: str) -> dict[str, Any]:
+    document: dict[str, Any] = orjson.loads(b64url_decode(token.split(".")[1]))
+    return document
+
+
+def test_the_nodes_batch_reads_its_registry_once_and_agrees_entry_by_entry(
+    service: NodeService,
+) -> None:
+    issued = [service.issue(CIVIL_AFFAIRS, marriage_request()) for _ in range(4)]
+    seals = [i.certificate.seal for i in issued]
+    service.change_status(
+        CIVIL_AFFAIRS, issued[1].certificate.id, {"action": "revoke", "reason": "t"}
+    )
+    service.change_status(
+        CIVIL_AFFAIRS, issued[2].certificate.id, {"action": "suspend", "reason": "t"}
+    )
+    elsewhere = dict(issued[3].document)
+    elsewhere["status"] = {
+        "status_list": {"uri": "http://shanghai.test/v1/status-lists/0", "idx": 1}
+    }
+    beyond = orjson.loads(orjson.dumps(issued[3].document))
+    beyond["status"]["status_list"]["idx"] = 10**9
+    batch = [*seals, reseal(service, elsewhere), reseal(service, beyond)]
+
+    reports = service.verifier.reports(batch)
+
+    assert reports == [service.verifier.report(token)[0] for token in batch]
+    assert [r.code for r in reports] == [
+        "ok",
+        "status.revoked",
+        "status.suspended",
+        "ok",
+        "status.unavailable",
+        "status.unknown_index",
+    ]
 
 
 # --- the seal --------------------------------------------------------------------------------
