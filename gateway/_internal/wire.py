@@ -139,9 +139,10 @@ def _fast_loads(data: bytes | str, limits: JsonLimits) -> Any:
        colon inside a string is a colon in the raw text.
     2. orjson accepts it: well-formed, UTF-8, no lone surrogate, no ``NaN``, finite numbers.
     3. The limits, from the raw text where it bounds the value (a value nests no deeper
-       than it has ``{`` and ``[``; each member's value starts at its own character, so
-       there are no more members than characters; no string is longer than the text), else
-       by walking the value.
+       than it has ``{`` and ``[``; no string is longer than the text; there are no more
+       members than characters, nor than ``:`` (one per object member) plus ``,`` and ``[``
+       (an array of k items has k - 1 commas), strings' own characters only adding to
+       both counts), else by walking the value.
     4. orjson read every integer as an ``int``, as the reference does: it reads one as a
        ``float`` only beyond 64 bits, so it is enough that the text has no run of 19
        digits, or (when walked) that the value holds no float.
@@ -167,10 +168,14 @@ def _fast_loads(data: bytes | str, limits: JsonLimits) -> Any:
         return _UNDECIDED
     # 3.
     strings = len(raw) > limits.max_string
+    arrays = raw.count(b"[")
     if (
         strings
-        or len(raw) > limits.max_members
-        or raw.count(b"{") + raw.count(b"[") > limits.max_depth
+        or raw.count(b"{") + arrays > limits.max_depth
+        or (
+            len(raw) > limits.max_members
+            and raw.count(b":") + raw.count(b",") + arrays > limits.max_members
+        )
     ):
         within, floats = _walk(value, limits, strings=strings)
         if not within:
