@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any, Protocol, TypeVar
 
 from gateway.clock import to_rfc3339
@@ -36,9 +37,19 @@ class Check:
     detail: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        return dict(self._json)  # a copy: the cached form is shared by every report
+
+    @cached_property
+    def _json(self) -> dict[str, Any]:
         if self.detail is None:
             return {"name": self.name, "result": self.result.value}
         return {"name": self.name, "result": self.result.value, "detail": self.detail}
+
+
+@lru_cache(maxsize=1024)
+def passed_check(name: str, detail: str | None = None) -> Check:
+    """A passed check, one object per (name, detail): built, and its JSON formed, once."""
+    return Check(name, Indication.PASSED, detail)
 
 
 @dataclass(frozen=True)

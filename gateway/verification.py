@@ -25,7 +25,7 @@ from gateway.errors import (
 from gateway.identifiers import parse_certificate_id
 from gateway.jwks import KeyResolver
 from gateway.registry import CertStatus
-from gateway.reports import Check, VerificationReport, checks_before
+from gateway.reports import Check, VerificationReport, checks_before, passed_check
 from gateway.revocation import ProvenIssuances, RevocationSetAside, describe
 from gateway.schemas import SchemaCatalog
 from gateway.seals import SignatureMemo, VerifiedSeal, verify_seal
@@ -86,7 +86,7 @@ class _Progress:
         self.checks: list[Check] = []
 
     def passed(self, name: str, detail: str | None = None) -> None:
-        self.checks.append(Check(name, Indication.PASSED, detail))
+        self.checks.append(passed_check(name, detail))
 
     def done(self) -> tuple[Check, ...]:
         return tuple(self.checks)

@@ -510,3 +510,18 @@ def test_verify_raises_with_the_checks_done(
     assert caught.value.error.step == "signature"
     # the seal verifier raised before handing back its checks: the report rebuilds them
     assert caught.value.checks == ()
+
+
+def test_a_reports_json_is_its_own(
+    service: NodeService, clock: FixedClock, document: dict[str, Any]
+) -> None:
+    """Checks are shared between reports (one object per passed check); their JSON is not."""
+    checker = verifier(service, clock, Statuses({status_ref(document): CertStatus.VALID}))
+    token = reseal(service, document)
+    first, second = checker.reports([token, token])
+    assert first.checks[-1] is second.checks[-1]
+    mutated = first.to_json()
+    mutated["checks"][0]["result"] = "FAILED"
+    mutated["checks"][-1]["detail"] = "changed"
+    assert second.to_json() == first.to_json() != mutated
+    assert first.to_json()["checks"][-1]["detail"] == "valid"
