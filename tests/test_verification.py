@@ -19,7 +19,7 @@ from gateway.ids import DepartmentId, NodeId
 from gateway.jwks import StaticKeyResolver
 from gateway.node import NodeService
 from gateway.registry import CertStatus
-from gateway.reports import SEAL_CHECKS, VerificationReport
+from gateway.reports import SEAL_CHECKS, VerificationReport, dump_reports
 from gateway.seals import seal
 from gateway.verification import (
     CertificateFailure,
@@ -512,7 +512,7 @@ def test_verify_raises_with_the_checks_done(
     assert caught.value.checks == ()
 
 
-def test_a_reports_json_is_its_own(
+def test_a_reports_json_is_its_own_and_a_batch_is_written_the_same(
     service: NodeService, clock: FixedClock, document: dict[str, Any]
 ) -> None:
     """Checks are shared between reports (one object per passed check); their JSON is not."""
@@ -525,3 +525,7 @@ def test_a_reports_json_is_its_own(
     mutated["checks"][-1]["detail"] = "changed"
     assert second.to_json() == first.to_json() != mutated
     assert first.to_json()["checks"][-1]["detail"] == "valid"
+    failed = checker.reports(["not-a-seal"])[0]
+    assert orjson.loads(dump_reports([first, failed, second])) == {
+        "reports": [first.to_json(), failed.to_json(), second.to_json()]
+    }

@@ -43,6 +43,7 @@ from gateway.identifiers import parse_certificate_id
 from gateway.ids import KeyId
 from gateway.lifecycle import KEY_CHANGES_PATH
 from gateway.metrics import CONTENT_TYPE
+from gateway.reports import dump_reports
 from gateway.revocation import PROOF_PATH, make_issuance_proof
 
 JSON = "application/json"
@@ -390,7 +391,7 @@ async def verify_seals(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body = await read_json(request)
     reports = await request.app[EXCHANGE].verify_batch(principal, body)
-    return json_response({"reports": [r.to_json() for r in reports]})
+    return web.Response(body=dump_reports(reports), content_type=JSON)
 
 
 ROUTES: tuple[tuple[str, str, Any], ...] = (
