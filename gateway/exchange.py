@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway._internal.wire import JsonLimits, b64url_decode, loads
+from gateway._internal.wire import JsonLimits, loads
 from gateway.audit import AuditItem, AuditKind, SignedTreeHead
 from gateway.auth import Principal
 from gateway.clock import Clock
@@ -55,16 +55,20 @@ from gateway.resilience import Breakers, Deadline, RetryPolicy, call_with_retrie
 from gateway.revocation import (
     PROOF_PATH,
     IssuanceProof,
+    ProvenIssuances,
+    RevocationSetAside,
     check_issuance_proof,
     make_issuance_proof,
 )
 from gateway.routing import Route, Topology
-from gateway.seals import SignatureMemo
+from gateway.seals import SignatureMemo, verify_seal
 from gateway.trust import TrustListResolver
 from gateway.verification import (
     CertificateVerifier,
+    PendingBatch,
     StatusRef,
     StatusResolver,
+    VerifiedCertificate,
     statuses_one_by_one,
 )
 
@@ -279,8 +283,7 @@ class Exchange:
     async def verify(self, seal: str) -> tuple[VerificationReport, dict[str, Any] | None]:
         """Verify a (foreign) seal fetched for a caller against the trust list and the
         issuer's status list (its signature remembered once it verified)."""
-        verifier = await self._federation_verifier([seal], memo=self._fetched)
-        report, verified = verifier.report(seal)
+        [(report, verified)] = await self._verify_all([seal], memo=self._fetched)
         return report, (dict(verified.document) if verified else None)
 
     async def verify_batch(
@@ -288,54 +291,78 @@ class Exchange:
     ) -> list[VerificationReport]:
         """``POST /v1/seals/verify``: any node's seals, against the trust list."""
         tokens = self.node.verify_request(principal, request)
-        reports, record = self.node.verify_tokens(tokens, await self._federation_verifier(tokens))
-        await self._journal.append([record])  # audited before it is answered
+        reports = [report for report, _ in await self._verify_all(tokens)]
+        await self._journal.append([self.node.verification_record(reports)])  # audited first
         return reports
 
-    async def _federation_verifier(
+    async def _verify_all(
         self, seals: list[str], *, memo: SignatureMemo | None = None
-    ) -> CertificateVerifier:
-        """Own keys and registry first, then the trust list's keys and remote status lists."""
+    ) -> list[tuple[VerificationReport, VerifiedCertificate | None]]:
+        """Own keys and registry first, then the trust list's keys and remote status lists.
+
+        Nothing is fetched on the word of an unverified seal: every other check of every
+        seal comes first, then the status lists their verified documents name, then proofs
+        of issuance for the verified seals of keys revoked after they claim to be signed.
+        """
         now = self._clock.now()
         try:
             trusted: KeyResolver = _Layered(self.node.key_resolver(), self._trust(now))
         except VerificationError as exc:  # no (valid) trust list yet: own seals still verify
             log.warning("verifying without a trust list", extra={"code": exc.code})
             trusted = self.node.key_resolver()
-        # One look at each header BEFORE verification, only to decide what to fetch: the
-        # status lists of other nodes' seals, and proofs for seals of revoked keys. A seal of
-        # this node's own key (or of no known key) has nothing to fetch: its payload is not
-        # read here, and its status comes from this node's registry.
-        keyed = [(seal, key) for seal in seals if (key := _unverified_key(seal, trusted))]
-        uris = {
-            uri
-            for seal, key in keyed
-            if key.node != self.me and (uri := _unverified_status_uri(seal)) is not None
-        }
-        foreign = [u for u in uris if not u.startswith(self.node.status_list_prefix)]
-        await asyncio.gather(*(self._statuses.prefetch(uri) for uri in foreign))
+        verifier = self._verifier(trusted, memo, proven={})
+        outcomes = await self._finish(verifier, verifier.begin(seals))
+        unproven = [
+            at
+            for at, (report, _) in enumerate(outcomes)
+            if report.code == "seal.revocation_unproven"
+        ]
+        proven = await self._revocation_proofs([seals[at] for at in unproven], trusted, now)
+        if proven:
+            verifier = self._verifier(trusted, memo, proven=proven)
+            again = await self._finish(verifier, verifier.begin([seals[at] for at in unproven]))
+            for at, outcome in zip(unproven, again, strict=True):
+                outcomes[at] = outcome
+        return outcomes
+
+    def _verifier(
+        self, keys: KeyResolver, memo: SignatureMemo | None, *, proven: ProvenIssuances
+    ) -> CertificateVerifier:
         statuses = _Statuses(self.node.status_list_prefix, self.node.local_statuses, self._statuses)
-        revoked = [(seal, key) for seal, key in keyed if key.revoked_at is not None]
-        proven = await self._revocation_proofs(revoked, trusted, now)
         return CertificateVerifier(
-            trusted,
+            keys,
             self.node.schemas,
             clock=self._clock,
             statuses=statuses,
             proven=proven,
             memo=memo,
+            max_seal_bytes=self.node.federation.limits.max_seal_bytes,
         )
 
+    async def _finish(
+        self, verifier: CertificateVerifier, batch: PendingBatch
+    ) -> list[tuple[VerificationReport, VerifiedCertificate | None]]:
+        """Fetch the other nodes' status lists the batch's verified documents name, then
+        finish it."""
+        own = self.node.status_list_prefix
+        uris = {uri for uri, _ in batch.status_refs() if not uri.startswith(own)}
+        await asyncio.gather(*(self._statuses.prefetch(uri) for uri in uris))
+        return verifier.finish(batch)
+
     async def _revocation_proofs(
-        self, revoked: list[tuple[str, VerificationKey]], keys: KeyResolver, now: float
-    ) -> dict[str, SignedTreeHead]:
+        self, seals: list[str], keys: KeyResolver, now: float
+    ) -> ProvenIssuances:
         """For seals by revoked keys that claim to predate the revocation: the issuing node's
-        audit-log proof of issuance, checked here (see :mod:`gateway.revocation`)."""
-        wanted = [(cert_id, key) for seal, key in revoked if (cert_id := _unverified_id(seal))]
+        audit-log proof of issuance, checked here (see :mod:`gateway.revocation`). Asked only
+        for a seal that passes every other check, with the certificate id it really seals."""
         proven: dict[str, SignedTreeHead] = {}
-        for cert_id, key in wanted:
-            assert key.revoked_at is not None
+        for seal in seals:
             try:
+                verified = verify_seal(seal, RevocationSetAside(keys), now=now)
+                key = keys.key_for(KeyId(verified.kid))
+                cert_id = str(verified.payload.get("id"))
+                if key.revoked_at is None:  # no longer revoked (a newer trust list): no proof
+                    continue
                 proof = await self._issuance_proof(key.node, cert_id, key.revoked_at)
                 proven[cert_id] = check_issuance_proof(
                     proof,
@@ -614,36 +641,3 @@ def _routed_record(  # noqa: PLR0917 - one audit record, one flat call
     if caller is not None:
         details["from"] = caller
     return (kind, principal.client_id, cert_id, details)
-
-
-def _unverified_key(seal: str, keys: KeyResolver) -> VerificationKey | None:
-    """The key a seal's header names, read BEFORE verification: only to decide what to
-    fetch (None for an unreadable header or an unknown key, which verification refuses)."""
-    try:
-        kid = orjson.loads(b64url_decode(seal.split(".", maxsplit=1)[0]))["kid"]
-        return keys.key_for(KeyId(kid)) if isinstance(kid, str) else None
-    except (IndexError, KeyError, TypeError, ValueError, GatewayError):
-        return None
-
-
-def _unverified_id(seal: str) -> str | None:
-    """The certificate id of a seal's payload read BEFORE verification (likewise)."""
-    try:
-        cert_id = orjson.loads(b64url_decode(seal.split(".")[1]))["id"]
-    except (IndexError, KeyError, TypeError, ValueError, GatewayError):
-        return None
-    return cert_id if isinstance(cert_id, str) else None
-
-
-def _unverified_status_uri(seal: str) -> str | None:
-    """The status-list uri named in a seal's payload, read BEFORE verification.
-
-    Used only to decide what to prefetch; the uri is fetched only if it belongs to a
-    trusted node (gateway.remote_status), and the verdict comes from the verified payload.
-    """
-    try:
-        unverified_payload = orjson.loads(b64url_decode(seal.split(".")[1]))
-        uri = unverified_payload["status"]["status_list"]["uri"]
-    except (IndexError, KeyError, TypeError, ValueError, GatewayError):
-        return None
-    return uri if isinstance(uri, str) else None

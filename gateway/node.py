@@ -28,7 +28,6 @@ from gateway.errors import (
     Forbidden,
     InputError,
     NotFoundError,
-    SealError,
     SealIndeterminate,
     VerificationError,
 )
@@ -134,12 +133,6 @@ class _LocalStatuses:
         return int(suffix)
 
 
-def _too_large(max_bytes: int) -> VerificationReport:
-    error = SealError(f"a seal may be at most {max_bytes} bytes", code="seal.too_large")
-    error.step = "format"
-    return VerificationReport.failed_from(error)
-
-
 def _no_such_list() -> SealIndeterminate:
     return SealIndeterminate(
         "the certificate's status list does not exist here", code="status.unavailable"
@@ -199,7 +192,11 @@ class NodeService:
         self._status_lock = threading.Lock()
         self.local_statuses = _LocalStatuses(self)
         self.verifier = CertificateVerifier(
-            self.key_resolver(), schemas, clock=clock, statuses=self.local_statuses
+            self.key_resolver(),
+            schemas,
+            clock=clock,
+            statuses=self.local_statuses,
+            max_seal_bytes=federation.limits.max_seal_bytes,
         )
         # the node's own stored seals, verified on every fetch: the same bytes again and again
         self._stored_memo = SignatureMemo(STORED_SEAL_MEMO)
@@ -496,9 +493,8 @@ class NodeService:
         self, principal: Principal, request: Mapping[str, Any]
     ) -> list[VerificationReport]:
         """Verify a batch with this node's own keys and registry (see also the exchange)."""
-        tokens = self.verify_request(principal, request)
-        reports, record = self.verify_tokens(tokens, self.verifier)
-        self.audit.append_many([record])
+        reports = self.verifier.reports(self.verify_request(principal, request))
+        self.audit.append_many([self.verification_record(reports)])
         return reports
 
     def verify_request(self, principal: Principal, request: Mapping[str, Any]) -> list[str]:
@@ -515,32 +511,17 @@ class NodeService:
         tokens: list[str] = request["seals"]
         return tokens
 
-    def verify_tokens(
-        self, tokens: list[str], verifier: CertificateVerifier
-    ) -> tuple[list[VerificationReport], AuditItem]:
-        """A report for each seal, and the batch's audit record, which the caller commits
-        before it answers (:meth:`verify_batch` does; the gateway commits them in groups)."""
-        limit = self.federation.limits.max_seal_bytes
-        reports = self._reports_within_limit(tokens, limit, verifier)
-        # The metric moves once per (indication, code) of the batch, by how many it saw.
+    def verification_record(self, reports: list[VerificationReport]) -> AuditItem:
+        """The audit record of a batch's reports, which the caller commits before it
+        answers (:meth:`verify_batch` does; the gateway commits them in groups); the
+        metric moves once per (indication, code) of the batch, by how many it saw."""
         outcomes = Counter((report.indication.value, report.code) for report in reports)
         tally: dict[str, int] = {}
         for (indication, code), n in outcomes.items():
             self.metrics.verified(indication, code, n)
             tally[indication] = tally.get(indication, 0) + n
         details = {"seals": len(reports), **tally}
-        return reports, (AuditKind.VERIFICATION, "seals/verify", None, details)
-
-    @staticmethod
-    def _reports_within_limit(
-        tokens: list[str], max_bytes: int, verifier: CertificateVerifier
-    ) -> list[VerificationReport]:
-        """A report for each token: too large for this node's limit, or the verifier's."""
-        sized = [token for token in tokens if len(token) <= max_bytes]
-        verified = iter(verifier.reports(sized))
-        return [
-            next(verified) if len(token) <= max_bytes else _too_large(max_bytes) for token in tokens
-        ]
+        return (AuditKind.VERIFICATION, "seals/verify", None, details)
 
     def _count(self, report: VerificationReport) -> None:
         self.metrics.verified(report.indication.value, report.code)

@@ -28,7 +28,7 @@ from gateway.registry import CertStatus
 from gateway.reports import Check, VerificationReport, checks_before, passed_check
 from gateway.revocation import ProvenIssuances, RevocationSetAside, describe
 from gateway.schemas import SchemaCatalog
-from gateway.seals import SignatureMemo, VerifiedSeal, verify_seal
+from gateway.seals import MAX_SEAL_BYTES, SignatureMemo, VerifiedSeal, verify_seal
 
 _IDENTIFIER_PASSED = Check("identifier", Indication.PASSED)
 _VALIDITY_PASSED = Check("validity", Indication.PASSED)
@@ -111,9 +111,12 @@ class CertificateVerifier:
         statuses: StatusResolver | None = None,
         proven: ProvenIssuances | None = None,
         memo: SignatureMemo | None = None,
+        max_seal_bytes: int = MAX_SEAL_BYTES,
     ) -> None:
         """``memo``: remembers signatures that verified (see :class:`SignatureMemo`); only
-        for seals this verifier sees again and again, such as a node's own stored ones."""
+        for seals this verifier sees again and again, such as a node's own stored ones.
+        ``max_seal_bytes``: a node's own (lower) limit on the size of a seal."""
+        self._max_seal_bytes = max_seal_bytes
         self._keys = keys
         self._memo = memo
         self._schemas = schemas
@@ -149,6 +152,12 @@ class CertificateVerifier:
     ) -> tuple[VerifiedSeal, Mapping[str, Any]]:
         """Every check before the status: the seal and the document it carries."""
         # 1. The seal: format, header, key, signature, key validity and revocation.
+        if len(token) > self._max_seal_bytes:
+            too_large = SealError(
+                f"a seal may be at most {self._max_seal_bytes} bytes", code="seal.too_large"
+            )
+            too_large.step = "format"
+            raise too_large
         try:
             seal = verify_seal(token, self._keys, now=now, memo=self._memo)
             progress.checks.extend(seal.checks)
@@ -233,22 +242,35 @@ class CertificateVerifier:
     def reports(self, tokens: Sequence[str]) -> list[VerificationReport]:
         """:meth:`report` of each token, with the statuses of the whole batch read at once
         (:meth:`StatusResolver.statuses_of`) once every other check of every token is done."""
+        return [report for report, _ in self.finish(self.begin(tokens))]
+
+    def begin(self, tokens: Sequence[str]) -> PendingBatch:
+        """Every check of every token except the status, whose entries the batch then
+        names (:meth:`PendingBatch.status_refs`): :meth:`finish` reads them all at once."""
         now = self._clock.now()
-        reports: list[VerificationReport | None] = []
-        pending: list[tuple[int, _Progress, VerifiedSeal, Mapping[str, Any]]] = []
+        batch = PendingBatch()
         for token in tokens:
             progress = _Progress()
             try:
                 seal, document = self._verify_document(token, progress, now)
             except VerificationError as exc:
-                reports.append(_failed_report(exc, progress.done()))
+                batch.outcomes.append((_failed_report(exc, progress.done()), None))
                 continue
-            pending.append((len(reports), progress, seal, document))
-            reports.append(None)
+            batch.pending.append((len(batch.outcomes), progress, seal, document))
+            batch.outcomes.append(None)
+        return batch
+
+    def finish(
+        self, batch: PendingBatch
+    ) -> list[tuple[VerificationReport, VerifiedCertificate | None]]:
+        """The batch's statuses, read at once, and so each token's report (and certificate,
+        if it passed), in the order of the tokens."""
+        pending = batch.pending
         if self._statuses is None:
             statuses: list[CertStatus | VerificationError | None] = [None] * len(pending)
         else:
-            statuses = [*self._statuses.statuses_of([_status_ref(p[3]) for p in pending])]
+            statuses = [*self._statuses.statuses_of(batch.status_refs())]
+        outcomes = list(batch.outcomes)
         for (at, progress, seal, document), status in zip(pending, statuses, strict=True):
             judged: CertStatus | None = None
             try:
@@ -260,11 +282,24 @@ class CertificateVerifier:
                 else:
                     judged = _judged(status, progress)
             except VerificationError as exc:
-                reports[at] = _failed_report(exc, progress.done())
+                outcomes[at] = (_failed_report(exc, progress.done()), None)
                 continue
             verified = VerifiedCertificate(seal, document, judged, progress.done())
-            reports[at] = _passed_report(verified)
-        return [report for report in reports if report is not None]
+            outcomes[at] = (_passed_report(verified), verified)
+        return [outcome for outcome in outcomes if outcome is not None]
+
+
+class PendingBatch:
+    """Tokens verified up to their statuses (:meth:`CertificateVerifier.begin`). Each is
+    either done (failed before the status step) or waits with its verified document."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[tuple[VerificationReport, VerifiedCertificate | None] | None] = []
+        self.pending: list[tuple[int, _Progress, VerifiedSeal, Mapping[str, Any]]] = []
+
+    def status_refs(self) -> list[StatusRef]:
+        """The status entries the waiting tokens' verified documents name, in their order."""
+        return [_status_ref(document) for _, _, _, document in self.pending]
 
 
 def _status_ref(document: Mapping[str, Any]) -> StatusRef:
@@ -304,6 +339,7 @@ def _passed_report(verified: VerifiedCertificate) -> VerificationReport:
 __all__ = [
     "CertificateFailure",
     "CertificateVerifier",
+    "PendingBatch",
     "StatusRef",
     "StatusResolver",
     "VerificationFailed",
