@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway._internal.wire import b64url_decode
+from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.clock import SystemClock
 from gateway.commands import run_federation
 from gateway.config import Federation, load_federation
@@ -215,6 +215,47 @@ async def test_revocation_fails_later_seals_and_keeps_the_node_signing(running: 
         "zhuji", "POST", "/v1/certificates", clerk, marriage(BRIDE, GROOM)
     )
     assert fresh["report"]["indication"] == "PASSED"
+
+
+async def status_list_requests(running: Running, node: str) -> float:
+    """How many status-list requests ``node`` has answered (its /metrics)."""
+    async with running.session.get(running.federation.url(node) + "/metrics") as r:
+        text = await r.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tongban_http_requests_total{") and "/v1/status-lists/" in line
+    )
+
+
+async def test_a_seal_that_fails_verification_makes_its_verifier_fetch_nothing(
+    running: Running,
+) -> None:
+    """Shanghai fetches the status list a Zhuji seal names only once the seal verified: a
+    forged one (the same document, another holder's name, the old signature) costs Zhuji
+    no request; the genuine seal's list is then fetched, once, and the seal passes."""
+    clerk = await running.token("zhuji-civil-affairs")
+    checker = await running.token("shanghai-public-security")
+    _, issued = await running.call(
+        "zhuji", "POST", "/v1/certificates", clerk, marriage(GROOM, BRIDE)
+    )
+    header, payload, signature = issued["seal"].split(".")
+    document = orjson.loads(b64url_decode(payload))
+    document["holder"]["name"] = "李四"
+    forged = ".".join((header, b64url_encode(orjson.dumps(document)), signature))
+    assert await status_list_requests(running, "zhuji") == 0
+
+    _, body = await running.call(
+        "shanghai", "POST", "/v1/seals/verify", checker, {"seals": [forged]}
+    )
+    assert body["reports"][0]["code"] == "seal.bad_signature"
+    assert await status_list_requests(running, "zhuji") == 0
+
+    _, body = await running.call(
+        "shanghai", "POST", "/v1/seals/verify", checker, {"seals": [issued["seal"], forged]}
+    )
+    assert [r["code"] for r in body["reports"]] == ["ok", "seal.bad_signature"]
+    assert await status_list_requests(running, "zhuji") == 1
 
 
 async def test_a_seal_proven_to_predate_its_keys_revocation_stays_valid(
