@@ -143,6 +143,12 @@ class VerifiedSeal:
     payload_bytes: bytes
     checks: tuple[Check, ...]
 
+    @property
+    def signed_at_text(self) -> str:
+        """The signing time as the header states it: verification accepts only the one
+        strict form :func:`~gateway.clock.to_rfc3339` writes, so it is that of ``signed_at``."""
+        return str(self.header["sigT"])
+
 
 # --- signing --------------------------------------------------------------------------------
 
@@ -358,6 +364,19 @@ def verify_compact(
     Returns the verified seal or raises :class:`SealError`/:class:`SealIndeterminate`; the
     error's ``step`` names the report check that failed.
     """
+    return _verify_compact(token, keys, typ=typ, now=now, skew=skew, memo=memo)
+
+
+def _verify_compact(
+    token: str,
+    keys: KeyResolver,
+    *,
+    typ: str,
+    now: float,
+    skew: float = CLOCK_SKEW_SECONDS,
+    memo: SignatureMemo | None = None,
+    checks: tuple[Check, ...] = _COMPACT_CHECKS,
+) -> VerifiedSeal:
     step = "format"
     try:
         # 1. a string, bounded, ASCII
@@ -462,7 +481,7 @@ def verify_compact(
         header=header,
         payload=payload,
         payload_bytes=payload_bytes,
-        checks=_COMPACT_CHECKS,
+        checks=checks,
     )
 
 
@@ -481,20 +500,13 @@ def verify_seal(
     token: str, keys: KeyResolver, *, now: float, memo: SignatureMemo | None = None
 ) -> VerifiedSeal:
     """Verify a seal: :func:`verify_compact` with the seal ``typ``, then ``iss`` and ``iat``."""
-    verified = verify_compact(token, keys, typ=SEAL_TYP, now=now, memo=memo)
+    verified = _verify_compact(
+        token, keys, typ=SEAL_TYP, now=now, memo=memo, checks=_SEAL_CHECKS
+    )  # the claims check is reported too: it passes below, or the seal fails
     try:
         # 18. claims: iss is the key's node, iat an integer matching the signing time
         _check_claims(verified)
     except VerificationError as exc:
         exc.step = "claims"
         raise
-    return VerifiedSeal(
-        kid=verified.kid,
-        node=verified.node,
-        alg=verified.alg,
-        signed_at=verified.signed_at,
-        header=verified.header,
-        payload=verified.payload,
-        payload_bytes=verified.payload_bytes,
-        checks=_SEAL_CHECKS,
-    )
+    return verified

@@ -25,7 +25,13 @@ from gateway.errors import (
 from gateway.identifiers import parse_certificate_id
 from gateway.jwks import KeyResolver
 from gateway.registry import CertStatus
-from gateway.reports import Check, VerificationReport, checks_before, passed_check
+from gateway.reports import (
+    PASSED_CODE,
+    Check,
+    VerificationReport,
+    checks_before,
+    passed_check,
+)
 from gateway.revocation import ProvenIssuances, RevocationSetAside, describe
 from gateway.schemas import SchemaCatalog
 from gateway.seals import MAX_SEAL_BYTES, SignatureMemo, VerifiedSeal, verify_seal
@@ -327,11 +333,13 @@ def _failed_report(error: VerificationError, checks: tuple[Check, ...]) -> Verif
 
 def _passed_report(verified: VerifiedCertificate) -> VerificationReport:
     seal = verified.seal
-    return VerificationReport.passed(
+    return VerificationReport(
+        Indication.PASSED,
+        PASSED_CODE,
         verified.checks,
         kid=seal.kid,
         node=seal.node,
-        signed_at=seal.signed_at,
+        signed_at=seal.signed_at_text,
         certificate_id=str(verified.document["id"]),
     )
 

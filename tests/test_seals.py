@@ -690,6 +690,16 @@ def test_signed_in_future() -> None:
     rejects(token, "seal.signed_in_future", "time")
 
 
+@pytest.mark.parametrize("at", [0, 1, 951_782_400, int(NOW) - 86_399, int(NOW)])
+def test_the_signing_time_as_stated_is_the_one_strict_form(at: int) -> None:
+    """A report shows the header's sigT as it is: the only form verification accepts is the
+    one to_rfc3339 writes, so it is exactly that of the verified signing time."""
+    token = craft(header(sigT=to_rfc3339(at)), claims(iat=at))
+    verified = verify_seal(token, resolver(vkey(ED, not_before=None)), now=NOW)
+    assert verified.signed_at == at
+    assert verified.signed_at_text == to_rfc3339(verified.signed_at) == to_rfc3339(at)
+
+
 def test_signed_within_clock_skew() -> None:
     late = NOW + CLOCK_SKEW_SECONDS
     token = craft(header(sigT=to_rfc3339(late)), claims(iat=int(late)))
