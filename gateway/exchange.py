@@ -165,12 +165,13 @@ class _Statuses:
         return chosen.status_of(uri, index)
 
     def statuses_of(self, refs: Sequence[StatusRef]) -> list[CertStatus | VerificationError]:
-        """This node's entries from the registry in one read, the others one by one."""
-        own = [at for at, (uri, _) in enumerate(refs) if uri.startswith(self._prefix)]
-        results = statuses_one_by_one(self._remote, refs)  # other nodes' lists: in memory
-        for at, status in zip(own, self._local.statuses_of([refs[at] for at in own]), strict=True):
-            results[at] = status
-        return results
+        """This node's entries from the registry in one read, the others' (prefetched lists,
+        in memory) one by one."""
+        own = [ref for ref in refs if ref[0].startswith(self._prefix)]
+        others = [ref for ref in refs if not ref[0].startswith(self._prefix)]
+        local = iter(self._local.statuses_of(own))
+        remote = iter(statuses_one_by_one(self._remote, others))
+        return [next(local if uri.startswith(self._prefix) else remote) for uri, _ in refs]
 
 
 class Exchange:

@@ -140,17 +140,13 @@ class CertificateVerifier:
 
     def _verify(self, token: str, progress: _Progress) -> VerifiedCertificate:
         seal, document = self._verify_document(token, progress, self._clock.now())
-        # 5. Status (IETF Token Status List): suspended and revoked certificates fail.
-        status: CertStatus | None = None
-        if self._statuses is None:
-            self._no_status(progress)
-        else:
+        found: CertStatus | VerificationError | None = None
+        if self._statuses is not None:
             try:
                 found = self._statuses.status_of(*_status_ref(document))
             except VerificationError as exc:
-                exc.step = exc.step or "status"
-                raise
-            status = _judged(found, progress)
+                found = exc
+        status = _judged(found, progress)
         return VerifiedCertificate(seal, document, status, progress.done())
 
     def _verify_document(
@@ -218,10 +214,6 @@ class CertificateVerifier:
         progress.checks.append(_VALIDITY_PASSED)
         return seal, document
 
-    @staticmethod
-    def _no_status(progress: _Progress) -> None:
-        progress.checks.append(_STATUS_NOT_CHECKED)
-
     def _proven_before_revocation(
         self, token: str, now: float, unproven: SealError, progress: _Progress
     ) -> VerifiedSeal:
@@ -277,16 +269,9 @@ class CertificateVerifier:
         else:
             statuses = [*self._statuses.statuses_of(batch.status_refs())]
         outcomes = list(batch.outcomes)
-        for (at, progress, seal, document), status in zip(pending, statuses, strict=True):
-            judged: CertStatus | None = None
+        for (at, progress, seal, document), found in zip(pending, statuses, strict=True):
             try:
-                if isinstance(status, VerificationError):
-                    status.step = status.step or "status"
-                    raise status
-                if status is None:
-                    self._no_status(progress)
-                else:
-                    judged = _judged(status, progress)
+                judged = _judged(found, progress)
             except VerificationError as exc:
                 outcomes[at] = (_failed_report(exc, progress.done()), None)
                 continue
@@ -313,18 +298,26 @@ def _status_ref(document: Mapping[str, Any]) -> StatusRef:
     return str(ref["uri"]), int(ref["idx"])
 
 
-def _judged(status: CertStatus, progress: _Progress) -> CertStatus:
-    """``status``, if a certificate in it passes; raises :class:`CertificateFailure`."""
-    if status is CertStatus.REVOKED:
+def _judged(found: CertStatus | VerificationError | None, progress: _Progress) -> CertStatus | None:
+    """5. Status (IETF Token Status List): the status found for a certificate (None: no
+    status source), if the certificate passes in it. Suspended and revoked certificates,
+    and a status that could not be read, raise."""
+    if isinstance(found, VerificationError):
+        found.step = found.step or "status"
+        raise found
+    if found is None:
+        progress.checks.append(_STATUS_NOT_CHECKED)
+        return None
+    if found is CertStatus.REVOKED:
         raise CertificateFailure(
             "the certificate has been revoked", code="status.revoked", step="status"
         )
-    if status is CertStatus.SUSPENDED:
+    if found is CertStatus.SUSPENDED:
         raise CertificateFailure(
             "the certificate is suspended", code="status.suspended", step="status"
         )
-    progress.passed("status", status.value)
-    return status
+    progress.passed("status", found.value)
+    return found
 
 
 def _failed_report(error: VerificationError, checks: tuple[Check, ...]) -> VerificationReport:
