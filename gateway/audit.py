@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway._internal.sqlite import Connections, connect, storage_error
+from gateway._internal.sqlite import Connections, PendingWrite, connect, storage_error
 from gateway._internal.wire import JsonLimits, b64url_decode, b64url_encode, loads
 from gateway.clock import Clock
 from gateway.errors import (
@@ -390,6 +390,29 @@ def _bad_range(detail: str) -> InputError:
     return InputError(detail, code="audit.bad_range")
 
 
+class StagedAppend:
+    """Audit records written in an open transaction (:meth:`SqliteAuditLog.stage`)."""
+
+    def __init__(
+        self,
+        pending: PendingWrite,
+        records: list[AuditRecord],
+        on_commit: Callable[[], None],
+    ) -> None:
+        self._pending = pending
+        self._records = records
+        self._on_commit = on_commit
+
+    def commit(self) -> list[AuditRecord]:
+        """Commit (the durable point: with ``synchronous = FULL``, the disk flush); the records."""
+        self._pending.commit()
+        self._on_commit()
+        return self._records
+
+    def rollback(self) -> None:
+        self._pending.rollback()
+
+
 class SqliteAuditLog:
     """The audit log of ``node`` in one SQLite file; tree heads signed by ``signer``.
 
@@ -568,26 +591,44 @@ class SqliteAuditLog:
         """Append records :meth:`check` returned, in one transaction; once committed."""
         if not checked:
             return []
-        with self._db.write() as conn:
+        return self.stage(checked).commit()
+
+    def stage(self, checked: Sequence[CheckedItem]) -> StagedAppend:
+        """Records :meth:`check` returned, written in a transaction not yet committed.
+
+        The log's writer is taken until the returned :class:`StagedAppend` is committed or
+        rolled back (exactly once, from any thread); nothing is visible before the commit.
+        """
+        if not checked:
+            raise ValueError("nothing to stage")
+        pending = self._db.begin()
+        try:
             # catch up with any other writer, then number after the table's last entry
-            start = self._sync(conn)
+            start = self._sync(pending.conn)
             at = max(self._clock.now(), self._last_at)  # timestamps never go back
             records = [
                 AuditRecord(start + i, at, c.kind, self._node, c.actor, c.subject, c.details)
                 for i, c in enumerate(checked)
             ]
-            rows = [(r.seq, r.entry()) for r in records]
-            leaves = [leaf_hash(entry) for _, entry in rows]
-            conn.executemany(
+            entries = [r.entry() for r in records]
+            leaves = [leaf_hash(entry) for entry in entries]
+            pending.conn.executemany(
                 "INSERT INTO entries (seq, entry, leaf_hash) VALUES (?, ?, ?)",
-                [(seq, entry, leaf) for (seq, entry), leaf in zip(rows, leaves, strict=True)],
+                [(r.seq, e, leaf) for r, e, leaf in zip(records, entries, leaves, strict=True)],
             )
-        # committed: only now does the cache move
+        except BaseException as exc:
+            pending.rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise self._db.translate(exc) from exc
+            raise
+        return StagedAppend(pending, records, lambda: self._committed(start, at, leaves))
+
+    def _committed(self, start: int, at: float, leaves: list[bytes]) -> None:
+        """Committed: only now does the cache move."""
         with self._cache_lock:
             if len(self._leaves) == start:
                 self._leaves.extend(leaves)
                 self._last_at = max(self._last_at, at)
-        return records
 
     # --- reading -----------------------------------------------------------------------------
 

@@ -9,9 +9,15 @@ request that queues before it runs rides along. Under load a commit carries many
 records; a lone request still gets its own commit at once (no timer, no added wait). Each
 caller resumes only once its own records are durable: the same guarantee as committing alone.
 
-The commit runs on the event loop thread, as one short transaction. On a thread of its own it
-would have to win the GIL back from a busy loop after every SQLite call (each one releases
-it), which on this workload made commits wait milliseconds for the interpreter, not the disk.
+The transaction is written on the event loop thread (a few fast statements), and committed on
+a thread of its own: the commit is the disk flush, which takes a fraction of a millisecond on
+an idle disk and several when every node of a machine flushes at once. On the loop it stalled
+every request of the node for that long: a routed fetch paid it at every hop. On the commit
+thread it releases the GIL once and takes it back once; meanwhile the loop serves other
+requests, and the records they queue wait for the next group (SQLite has one writer, so one
+commit is in flight at a time). Writing the statements on that thread too would cost the GIL
+back and forth at every SQLite call, which on a busy loop made commits wait for the
+interpreter rather than the disk.
 
 Records are validated in the caller's task (:meth:`SqliteAuditLog.check`), so a bad record
 fails its own request only; a failed commit fails every request whose records it carried.
@@ -20,7 +26,9 @@ fails its own request only; a failed commit fails every request whose records it
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from gateway.audit import AuditItem, AuditRecord, CheckedItem, SqliteAuditLog
@@ -42,7 +50,9 @@ class GroupCommit:
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._scheduled = False
+        self._committing: asyncio.Future[list[AuditRecord]] | None = None
         self._closed = False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-commit")
         self.commits = 0
         """Transactions committed so far (each carried one or more requests' records)."""
 
@@ -60,29 +70,45 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[AuditRecord]] = loop.create_future()
         self._waiting.append((checked, done))
-        if not self._scheduled:
+        if not self._scheduled and self._committing is None:
             self._scheduled = True
             loop.call_soon(self._flush)
         return await done
 
     def _flush(self) -> None:
+        """Stage the oldest waiting group and hand its commit to the commit thread; a group
+        that cannot be staged fails its requests, and the next group is tried."""
         self._scheduled = False
-        while self._waiting:
+        while self._waiting and self._committing is None:
             group = self._take()
-            items = [item for checked, _ in group for item in checked]
             try:
-                records = self._log.append_checked(items)
+                staged = self._log.stage([item for checked, _ in group for item in checked])
             except Exception as exc:  # every request of the group gets the failure
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(exc)
+                _fail(group, exc)
                 continue
+            committing = asyncio.get_running_loop().run_in_executor(self._thread, staged.commit)
+            self._committing = committing
+            committing.add_done_callback(functools.partial(self._committed, group))
+
+    def _committed(
+        self, group: list[_Waiting], committing: asyncio.Future[list[AuditRecord]]
+    ) -> None:
+        self._committing = None
+        exc = (
+            StorageError("the audit commit was cancelled", code="audit.storage")
+            if committing.cancelled()
+            else committing.exception()
+        )
+        if exc is not None:
+            _fail(group, exc)
+        else:
             self.commits += 1
-            offset = 0
+            records, offset = committing.result(), 0
             for checked, done in group:
                 if not done.done():
                     done.set_result(records[offset : offset + len(checked)])
                 offset += len(checked)
+        self._flush()
 
     def _take(self) -> list[_Waiting]:
         """The oldest waiting requests, whole, up to ``max_batch`` records (at least one)."""
@@ -98,4 +124,16 @@ class GroupCommit:
     async def aclose(self) -> None:
         """Commit what is waiting; later appends are refused."""
         self._closed = True
-        self._flush()
+        while self._committing is not None or self._waiting:
+            if self._committing is None:
+                self._flush()
+            if self._committing is not None:
+                # the group's callers get the outcome; here it only marks the group's end
+                await asyncio.wait([self._committing])
+        self._thread.shutdown(wait=True)
+
+
+def _fail(group: list[_Waiting], exc: BaseException) -> None:
+    for _, done in group:
+        if not done.done():
+            done.set_exception(exc)

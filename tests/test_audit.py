@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import stat
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -225,6 +226,39 @@ def test_a_failed_batch_writes_nothing(log: SqliteAuditLog) -> None:
             ]
         )
     assert log.size() == 0
+
+
+def test_staged_records_are_invisible_until_committed_from_another_thread(
+    log: SqliteAuditLog, path: Path
+) -> None:
+    staged = log.stage(log.check([(AuditKind.FETCH, "client", "cert-1", None)]))
+    assert log.size() == 0  # written, not committed
+    with ThreadPoolExecutor(max_workers=1) as thread:  # as the group commit does
+        records = thread.submit(staged.commit).result()
+    assert [r.seq for r in records] == [0]
+    assert log.size() == 1
+    with SqliteAuditLog(path, node=ZHUJI, signer=SIGNER, clock=FixedClock(NOW)) as again:
+        assert [r.subject for r in again.entries(0, 1)] == ["cert-1"]
+    # the writer is free again: the next append numbers after the committed record
+    assert log.append(AuditKind.FETCH, "client", "cert-2").seq == 1
+    with pytest.raises(RuntimeError, match="already ended"):
+        staged.commit()
+
+
+def test_a_rolled_back_stage_leaves_nothing_and_frees_the_writer(log: SqliteAuditLog) -> None:
+    staged = log.stage(log.check([(AuditKind.FETCH, "client", "cert-1", None)]))
+    staged.rollback()
+    assert log.size() == 0
+    assert log.append(AuditKind.FETCH, "client", "cert-2").seq == 0
+    assert log.leaf_hashes(1) == [leaf_hash(log.entries(0, 1)[0].entry())]
+
+
+def test_staging_a_closed_log_is_refused(log: SqliteAuditLog) -> None:
+    checked = log.check([(AuditKind.FETCH, "client", "cert-1", None)])
+    log.close()
+    with pytest.raises(StorageError) as err:
+        log.stage(checked)
+    assert err.value.code == "audit.closed"
 
 
 # --- proofs and heads -----------------------------------------------------------------------

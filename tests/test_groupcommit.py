@@ -4,13 +4,21 @@ once its own records are durable, and a failure reaches exactly the callers it c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import AuditItem, AuditKind, SqliteAuditLog
+from gateway.audit import (
+    AuditItem,
+    AuditKind,
+    AuditRecord,
+    CheckedItem,
+    SqliteAuditLog,
+    StagedAppend,
+)
 from gateway.clock import FixedClock
 from gateway.errors import InputError, StorageError
 from gateway.groupcommit import GroupCommit
@@ -114,6 +122,75 @@ async def test_a_group_is_bounded_and_never_splits_a_request(log: SqliteAuditLog
     # 2 + 2 records a commit (a third request would make 6 > 5), the last one alone
     assert journal.commits == 3
     assert [r.seq for records in results for r in records] == list(range(10))
+
+
+class HeldCommits:
+    """The log's staged transactions, each committed only once the test releases it."""
+
+    def __init__(self, log: SqliteAuditLog) -> None:
+        self._stage = log.stage
+        self.released = threading.Event()
+        self.staged = 0
+        self.first_staged = asyncio.Event()
+
+    def stage(self, checked: Sequence[CheckedItem]) -> StagedAppend:
+        staged = self._stage(checked)
+        self.staged += 1
+        self.first_staged.set()  # staged on the loop, as the group commit does
+        real_commit = staged.commit
+
+        def commit() -> list[AuditRecord]:
+            assert self.released.wait(timeout=30), "the test never released the commit"
+            return real_commit()
+
+        staged.commit = commit  # type: ignore[method-assign]
+        return staged
+
+
+async def test_the_loop_serves_while_a_group_is_being_committed(
+    journal: GroupCommit, log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldCommits(log)
+    monkeypatch.setattr(log, "stage", held.stage)
+    first = asyncio.ensure_future(journal.append(fetch(1)))
+    await held.first_staged.wait()  # the first group is staged; its commit is held on the thread
+    # the event loop is free: other requests run and queue for the next group
+    second = asyncio.ensure_future(journal.append(fetch(2)))
+    third = asyncio.ensure_future(journal.append(fetch(3)))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not any(request.done() for request in (first, second, third))
+    assert held.staged == 1  # one writer: the next group waits for the commit in flight
+    assert log.size() == 0
+    held.released.set()
+    assert [r.seq for r in await first] == [0, 1]
+    assert [r.seq for r in await second] == [2, 3]
+    assert [r.seq for r in await third] == [4, 5]
+    assert journal.commits == 2  # the two that waited shared the next commit
+    assert held.staged == 2
+
+
+async def test_a_commit_that_fails_on_the_thread_fails_its_group_only(
+    journal: GroupCommit, log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stage = log.stage
+
+    def failing_once(checked: Sequence[CheckedItem]) -> StagedAppend:
+        staged = stage(checked)
+        monkeypatch.setattr(log, "stage", stage)
+
+        def commit() -> list[AuditRecord]:
+            staged.rollback()
+            raise StorageError("the disk went away", code="audit.storage")
+
+        staged.commit = commit  # type: ignore[method-assign]
+        return staged
+
+    monkeypatch.setattr(log, "stage", failing_once)
+    lost = await asyncio.gather(journal.append(fetch(1)), return_exceptions=True)
+    assert [getattr(o, "code", None) for o in lost] == ["audit.storage"]
+    assert [r.seq for r in await journal.append(fetch(2))] == [0, 1]
+    assert [r.subject for r in log.entries(0, 2)] == ["cert-2", "cert-2"]
 
 
 async def test_a_caller_that_goes_away_still_has_its_records_committed(

@@ -56,6 +56,54 @@ def write_transaction(
         raise translate(exc) from exc
 
 
+class PendingWrite:
+    """A write transaction begun by :meth:`Connections.begin`: statements on :attr:`conn`,
+    then one :meth:`commit` or :meth:`rollback`, which also releases the write lock.
+
+    :meth:`commit` may run on another thread than the one that began the transaction (the
+    lock is a plain lock, and the connection is shared): a node commits its audit records on
+    a thread of its own, so the event loop does not wait for the disk.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        lock: threading.Lock,
+        translate: Callable[[sqlite3.Error], GatewayError],
+    ) -> None:
+        self.conn = conn
+        self._lock = lock
+        self._translate = translate
+        self._ended = False
+
+    def _end(self) -> None:
+        if self._ended:
+            raise RuntimeError("this write transaction has already ended")
+        self._ended = True
+
+    def commit(self) -> None:
+        """``COMMIT`` (durable per the connection's ``synchronous``), or ``ROLLBACK`` and the
+        translated error."""
+        self._end()
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise self._translate(exc) from exc
+        finally:
+            self._lock.release()
+
+    def rollback(self) -> None:
+        """``ROLLBACK``: nothing of the transaction stays."""
+        self._end()
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        finally:
+            self._lock.release()
+
+
 def connect(
     path: Path,
     busy_timeout: float,
@@ -193,6 +241,22 @@ class Connections:
             self.check_open()
             with write_transaction(self.writer, self.translate) as conn:
                 yield conn
+
+    def begin(self) -> PendingWrite:
+        """A write transaction begun (``BEGIN IMMEDIATE``) under the write lock, to be ended
+        by exactly one :meth:`PendingWrite.commit` or :meth:`PendingWrite.rollback`, from any
+        thread: the lock is held until then. Errors translated."""
+        self._write_lock.acquire()
+        try:
+            self.check_open()
+            try:
+                self.writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self.translate(exc) from exc
+        except BaseException:
+            self._write_lock.release()
+            raise
+        return PendingWrite(self.writer, self._write_lock, self.translate)
 
     @contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[sqlite3.Connection]:
