@@ -65,6 +65,8 @@ _AUTOCHECKPOINT_PAGES = 65_536
 STH_TYP: Final = "audit-sth+jws"
 MAX_PAGE: Final = 1000
 MAX_DETAILS_BYTES: Final = 4096
+RECOVERY_WINDOW: Final = 100_000
+"""Entries :meth:`SqliteAuditLog.append_missing` looks back over for a record already there."""
 SCHEMA_VERSION: Final = 1
 
 _DETAILS_LIMITS: Final = JsonLimits(max_depth=4, max_string=1024, max_members=64)
@@ -241,6 +243,36 @@ def _check_text(value: str | None, what: str) -> None:
         raise InputError(f"audit {what} must be a short string", code="audit.bad_record")
     if _has_id_number(value):
         raise _clear_holder(what)
+
+
+def _identity(record: AuditRecord | CheckedItem) -> bytes:
+    """What makes two records the same event, whatever their place and time in the log."""
+    return orjson.dumps(
+        [record.kind.value, record.actor, record.subject, dict(record.details)],
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def encode_item(item: AuditItem) -> bytes:
+    """A record to append later (a store's outbox), checked now: a bad record fails before
+    the change it describes is committed. :func:`decode_item` reads it back."""
+    (checked,) = SqliteAuditLog.check([item])
+    return orjson.dumps(
+        [checked.kind.value, checked.actor, checked.subject, checked.details],
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def decode_item(data: bytes) -> AuditItem:
+    """A record :func:`encode_item` wrote. Raises :class:`InputError` for anything else."""
+    value = loads(data, _ENTRY_LIMITS)
+    if not (isinstance(value, list) and len(value) == 4 and isinstance(value[3], dict)):
+        raise InputError("not a pending audit record", code="audit.bad_record")
+    kind, actor, subject, details = value
+    try:
+        return AuditKind(kind), actor, subject, details
+    except ValueError as exc:
+        raise InputError("not a pending audit record", code="audit.bad_record") from exc
 
 
 def parse_entry(entry: bytes) -> AuditRecord:
@@ -601,14 +633,44 @@ class SqliteAuditLog:
         """
         if not checked:
             raise ValueError("nothing to stage")
+        return self._stage(lambda _conn, _size: checked)
+
+    def append_missing(
+        self, checked: Sequence[CheckedItem], *, window: int = RECOVERY_WINDOW
+    ) -> list[AuditRecord]:
+        """Append those of ``checked`` not among the log's last ``window`` entries (same kind,
+        actor, subject and details); returns the records appended.
+
+        For records that may already have been appended once (a node recovering its outbox
+        after a crash). The look and the append are one transaction, so two processes
+        recovering at once append each record once.
+        """
+        if not checked:
+            return []
+
+        def missing(conn: sqlite3.Connection, size: int) -> Sequence[CheckedItem]:
+            rows = conn.execute(
+                "SELECT entry FROM entries WHERE seq >= ? ORDER BY seq", (max(0, size - window),)
+            ).fetchall()
+            present = {_identity(parse_entry(bytes(entry))) for (entry,) in rows}
+            return [c for c in checked if _identity(c) not in present]
+
+        return self._stage(missing).commit()
+
+    def _stage(
+        self, select: Callable[[sqlite3.Connection, int], Sequence[CheckedItem]]
+    ) -> StagedAppend:
+        """Begin a write, catch up with any other writer, append what ``select`` (given the
+        connection and the log's size) chooses; the transaction is left open."""
         pending = self._db.begin()
         try:
             # catch up with any other writer, then number after the table's last entry
             start = self._sync(pending.conn)
+            chosen = select(pending.conn, start)
             at = max(self._clock.now(), self._last_at)  # timestamps never go back
             records = [
                 AuditRecord(start + i, at, c.kind, self._node, c.actor, c.subject, c.details)
-                for i, c in enumerate(checked)
+                for i, c in enumerate(chosen)
             ]
             entries = [r.entry() for r in records]
             leaves = [leaf_hash(entry) for entry in entries]

@@ -41,12 +41,19 @@ def _install_uvloop() -> None:
 
 
 def node_app(
-    federation: Federation, node_id: str, *, clock: Clock, schemas: SchemaCatalog | None = None
+    federation: Federation,
+    node_id: str,
+    *,
+    clock: Clock,
+    schemas: SchemaCatalog | None = None,
+    recover: bool = True,
 ) -> web.Application:
     """The aiohttp application of one node of ``federation``: the IdP's or a region's.
 
     ``serve`` and ``up`` both build their nodes here, so one node behaves the same whether it
-    runs alone or next to the others.
+    runs alone or next to the others. ``recover``: first move what a crash left in the
+    registry's audit outbox into the audit log (:meth:`NodeService.recover_audit`); worker
+    processes leave that to their supervisor, which does it before they start.
     """
     from gateway.http.app import create_app
 
@@ -64,7 +71,36 @@ def node_app(
         clock=clock,
         schemas=schemas or SchemaCatalog.load(default_schema_dir()),
     )
+    if recover:
+        try:
+            _report_recovery(node_id, service.recover_audit())
+        except BaseException:
+            service.close()
+            raise
     return create_app(service)
+
+
+def _report_recovery(node_id: str, appended: int) -> None:
+    if appended:
+        print(
+            f"tongban: node {node_id}: {appended} audit records a crash left in the registry's"
+            " outbox are now in the audit log",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _recover(federation: Federation, node_id: str) -> None:
+    """The audit outbox recovery of a node served by worker processes (before they start)."""
+    if federation.node(node_id).kind == "idp":
+        return
+    service = NodeService.open(
+        federation, node_id, clock=SystemClock(), schemas=SchemaCatalog.load(default_schema_dir())
+    )
+    try:
+        _report_recovery(node_id, service.recover_audit())
+    finally:
+        service.close()
 
 
 def serve(
@@ -86,16 +122,23 @@ def serve(
         raise ConfigError("--workers must be at least 1")
     federation.node(node_id)  # an unknown node fails here, before any fork
     if workers == 1:
-        _serve_one(federation, node_id, host=host, port=port, reuse_port=False)
+        _serve_one(federation, node_id, host=host, port=port, reuse_port=False, recover=True)
         return 0
+    _recover(federation, node_id)  # once, before any worker serves
     return _supervise(federation, node_id, host=host, port=port, workers=workers)
 
 
 def _serve_one(
-    federation: Federation, node_id: str, *, host: str | None, port: int | None, reuse_port: bool
+    federation: Federation,
+    node_id: str,
+    *,
+    host: str | None,
+    port: int | None,
+    reuse_port: bool,
+    recover: bool,
 ) -> None:
     node = federation.node(node_id)
-    app = node_app(federation, node_id, clock=SystemClock())
+    app = node_app(federation, node_id, clock=SystemClock(), recover=recover)
     app.on_startup.append(_freeze_heap)  # after the app's own start-up (appended before)
     _install_uvloop()
     web.run_app(
@@ -140,7 +183,9 @@ def _supervise(
                     signal.signal(signum, handler)
                 code = 0
                 try:
-                    _serve_one(federation, node_id, host=host, port=port, reuse_port=True)
+                    _serve_one(
+                        federation, node_id, host=host, port=port, reuse_port=True, recover=False
+                    )
                 except BaseException as exc:  # a worker reports anything, then exits
                     print(f"tongban: worker {os.getpid()}: {exc}", file=sys.stderr)
                     code = 1

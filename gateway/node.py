@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from gateway._internal.wire import b64url_decode
-from gateway.audit import AuditItem, AuditKind, SqliteAuditLog
+from gateway.audit import AuditItem, AuditKind, SqliteAuditLog, decode_item, encode_item
 from gateway.auth import Principal, Scope
 from gateway.certificates import IssueContext, build_document, check_identifiers
 from gateway.clock import Clock
@@ -190,6 +190,7 @@ class NodeService:
         if idp_keys is not None:
             self.use_idp_keys(idp_keys)
         self._status_lock = threading.Lock()
+        self._outbox_lock = threading.Lock()
         self.local_statuses = _LocalStatuses(self)
         self.verifier = CertificateVerifier(
             self.key_resolver(),
@@ -310,8 +311,7 @@ class NodeService:
         # 3. Build the document, validate it against its type, seal and store it.
         now = self.clock.now()
         new, document = self.mint(request, department, self.registry.reserve_slot(), now)
-        self.registry.add(new)
-        self.record(
+        issuance: AuditItem = (
             AuditKind.ISSUANCE,
             principal.client_id,
             new.id,
@@ -322,6 +322,8 @@ class NodeService:
                 "department": department.id,
             },
         )
+        self.registry.add(new, audit=encode_item(issuance))
+        self.flush_audit()
         self.metrics.issued.inc()
         stored = self.registry.get(new.id)
         report, _ = self.verifier.report(new.seal)
@@ -471,21 +473,48 @@ class NodeService:
                 "only the issuing department may change a certificate's status",
                 code="cert.not_owner",
             )
+
+        def audited(updated: StoredCertificate, event: int) -> bytes:
+            details = {"action": request["action"], "status": updated.status.value}
+            # the registry's status event: what makes this change one event in the log
+            return encode_item(
+                (AuditKind.STATUS, principal.client_id, updated.id, {**details, "event": event})
+            )
+
         updated = self.registry.apply(
             CertificateId(cert_id),
             StatusAction(request["action"]),
             reason=str(request.get("reason", "")),
             at=self.clock.now(),
+            audit=audited,
         )
         with self._status_lock:
             self._status_tokens.pop(updated.slot.list_id, None)
-        self.record(
-            AuditKind.STATUS,
-            principal.client_id,
-            updated.id,
-            {"action": request["action"], "status": updated.status.value},
-        )
+        self.flush_audit()
         return updated
+
+    def flush_audit(self) -> None:
+        """Move this process's records in the registry's outbox into the audit log: each
+        appended (durably), then dropped from the outbox. A record left behind by a failure
+        here is moved by the next change, or by :meth:`recover_audit` when the node starts
+        again."""
+        with self._outbox_lock:
+            while pending := self.registry.pending_audit():
+                self.audit.append_many([decode_item(record) for _, record in pending])
+                self.registry.audited([seq for seq, _ in pending])
+
+    def recover_audit(self) -> int:
+        """After a crash: move what the outbox still holds into the audit log, appending
+        only the records not already there (a crash may have come between the append and
+        the outbox's delete). Run before the node serves, by one process. Returns how many
+        records were appended."""
+        appended = 0
+        with self._outbox_lock:
+            while pending := self.registry.pending_audit(every_owner=True):
+                checked = self.audit.check([decode_item(record) for _, record in pending])
+                appended += len(self.audit.append_missing(checked))
+                self.registry.audited([seq for seq, _ in pending])
+        return appended
 
     # -- verifying -------------------------------------------------------------------------
 

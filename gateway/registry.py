@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, overload
+from typing import Final, Protocol, overload
 
 from gateway._internal.sqlite import Connections
 from gateway.errors import (
@@ -46,7 +47,7 @@ from gateway.ids import CertificateId, KeyId, RegionCode
 
 # NORMAL in WAL mode: a commit survives a process crash (kill -9).
 _SYNCHRONOUS = "NORMAL"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_LIST_SIZE = 131_072
 MAX_LIST_BY_HOLDER = 1_000
 MAX_TYPES_FILTER = 64
@@ -188,7 +189,11 @@ class Registry(Protocol):
 
     def reserve_slots(self, n: int) -> SlotBlock: ...
 
-    def add(self, cert: NewCertificate) -> None: ...
+    def add(self, cert: NewCertificate, *, audit: bytes | None = None) -> None: ...
+
+    def pending_audit(self, *, every_owner: bool = False) -> list[tuple[int, bytes]]: ...
+
+    def audited(self, seqs: Collection[int]) -> None: ...
 
     def add_many(self, certs: Iterable[NewCertificate], *, batch: int = 5000) -> int: ...
 
@@ -199,7 +204,13 @@ class Registry(Protocol):
     ) -> list[StoredCertificate]: ...
 
     def apply(
-        self, id: CertificateId, action: StatusAction, *, reason: str, at: float
+        self,
+        id: CertificateId,
+        action: StatusAction,
+        *,
+        reason: str,
+        at: float,
+        audit: Callable[[StoredCertificate, int], bytes] | None = None,
     ) -> StoredCertificate: ...
 
     def history(self, id: CertificateId) -> list[StatusEvent]: ...
@@ -232,6 +243,18 @@ def _slot_statuses_sql(n: int) -> str:
     )
 
 
+# Audit records of committed changes not yet in the audit log (another file: SQLite cannot
+# commit two WAL files atomically). Each change writes its record here in its own
+# transaction; the node moves it to the audit log, then deletes it here. ``owner`` is the
+# registry object (one per process) that wrote it: each process moves its own records, so
+# two worker processes never append the same one.
+_OUTBOX = """
+    CREATE TABLE audit_outbox (
+        seq INTEGER PRIMARY KEY,
+        owner TEXT NOT NULL,
+        record BLOB NOT NULL
+    ) STRICT
+"""
 _SCHEMA = (
     """
     CREATE TABLE meta (
@@ -280,7 +303,14 @@ _SCHEMA = (
         revision INTEGER NOT NULL
     ) STRICT
     """,
+    _OUTBOX,
 )
+
+_UPGRADES = {1: (_OUTBOX,)}
+"""From schema version 1 (no outbox) to 2."""
+
+MAX_PENDING_READ: Final = 1000
+"""Outbox records read at once (:meth:`SqliteRegistry.pending_audit`)."""
 
 _GET = (
     "SELECT id, type, holder_digest, jurisdiction, status, list_id, idx, kid, issued_at,"
@@ -332,6 +362,7 @@ class SqliteRegistry:
                 code="registry.open",
             )
         self._path = path
+        self._owner = secrets.token_hex(8)  # this object's outbox records
         self._db = Connections(
             path,
             busy_timeout=busy_timeout,
@@ -357,7 +388,7 @@ class SqliteRegistry:
                 [("list_size", list_size), ("next_slot", 0)],
             )
 
-        self._db.migrate(_SCHEMA, SCHEMA_VERSION, seed=seed)
+        self._db.migrate(_SCHEMA, SCHEMA_VERSION, seed=seed, upgrades=_UPGRADES)
         with self._db.read() as conn:
             stored = conn.execute("SELECT value FROM meta WHERE name = 'list_size'").fetchone()[0]
         if stored != list_size:
@@ -449,14 +480,52 @@ class SqliteRegistry:
             return ConflictError(f"{what} already exists", code="cert.exists")
         return ConflictError(f"{what} was refused by the store", log_detail=message)
 
-    def add(self, cert: NewCertificate) -> None:
-        """Store a sealed certificate. ``cert.exists`` if its id is already stored."""
+    def add(self, cert: NewCertificate, *, audit: bytes | None = None) -> None:
+        """Store a sealed certificate. ``cert.exists`` if its id is already stored.
+
+        ``audit``: the issuance's audit record, kept in the outbox in the same transaction
+        (see :meth:`pending_audit`).
+        """
         with self._db.write() as conn:
             row = self._insert_row(cert, self._next_slot(conn))
             try:
                 conn.execute(_INSERT, row)
             except sqlite3.IntegrityError as exc:
                 raise self._conflict(exc, f"certificate {cert.id}") from exc
+            if audit is not None:
+                self._keep_for_audit(conn, audit)
+
+    def _keep_for_audit(self, conn: sqlite3.Connection, record: bytes) -> None:
+        conn.execute(
+            "INSERT INTO audit_outbox (owner, record) VALUES (?, ?)", (self._owner, record)
+        )
+
+    def pending_audit(self, *, every_owner: bool = False) -> list[tuple[int, bytes]]:
+        """The outbox: audit records of committed changes, oldest first (at most
+        :data:`MAX_PENDING_READ`), each with its outbox ``seq`` for :meth:`audited`.
+
+        Only the records this object wrote, unless ``every_owner`` (recovering after a
+        crash, before any other process serves).
+        """
+        with self._db.read() as conn:
+            if every_owner:
+                rows = conn.execute(
+                    "SELECT seq, record FROM audit_outbox ORDER BY seq LIMIT ?",
+                    (MAX_PENDING_READ,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT seq, record FROM audit_outbox WHERE owner = ? ORDER BY seq LIMIT ?",
+                    (self._owner, MAX_PENDING_READ),
+                ).fetchall()
+        return [(int(seq), bytes(record)) for seq, record in rows]
+
+    def audited(self, seqs: Collection[int]) -> None:
+        """Drop outbox records now committed to the audit log."""
+        if not seqs:
+            return
+        with self._db.write() as conn:
+            conn.executemany("DELETE FROM audit_outbox WHERE seq = ?", [(s,) for s in seqs])
 
     def add_many(self, certs: Iterable[NewCertificate], *, batch: int = 5000) -> int:
         """Store many certificates, ``batch`` per transaction; returns how many were stored.
@@ -545,8 +614,13 @@ class SqliteRegistry:
         *,
         reason: str,
         at: float,
+        audit: Callable[[StoredCertificate, int], bytes] | None = None,
     ) -> StoredCertificate:
-        """Suspend, reinstate or revoke; records the event and bumps the list's revision."""
+        """Suspend, reinstate or revoke; records the event and bumps the list's revision.
+
+        ``audit``: makes the change's audit record from the changed certificate and the
+        status event's ``seq``; it is kept in the outbox in the same transaction.
+        """
         with self._db.write() as conn:
             # 1. Current status (under the write lock: no concurrent change can interleave).
             row = conn.execute(
@@ -562,18 +636,20 @@ class SqliteRegistry:
                 "UPDATE certificates SET status = ?, updated_at = ? WHERE id = ?",
                 (target.value, at, id),
             )
-            conn.execute(
+            event = conn.execute(
                 "INSERT INTO status_events (certificate_id, from_status, to_status, reason, at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?) RETURNING seq",
                 (id, current.value, target.value, reason, at),
-            )
+            ).fetchone()[0]
             conn.execute(
                 "INSERT INTO list_revisions (list_id, revision) VALUES (?, 1)"
                 " ON CONFLICT (list_id) DO UPDATE SET revision = revision + 1",
                 (list_id,),
             )
-            updated = conn.execute(_GET, (id,)).fetchone()
-        return self._certificate(updated)
+            updated = self._certificate(conn.execute(_GET, (id,)).fetchone())
+            if audit is not None:
+                self._keep_for_audit(conn, audit(updated, int(event)))
+        return updated
 
     def history(self, id: CertificateId) -> list[StatusEvent]:
         """Every status change of a certificate, oldest first."""

@@ -19,6 +19,8 @@ from gateway.audit import (
     HeadWatcher,
     SignedTreeHead,
     SqliteAuditLog,
+    decode_item,
+    encode_item,
     sign_tree_head,
     verify_log,
     verify_tree_head,
@@ -259,6 +261,29 @@ def test_staging_a_closed_log_is_refused(log: SqliteAuditLog) -> None:
     with pytest.raises(StorageError) as err:
         log.stage(checked)
     assert err.value.code == "audit.closed"
+
+
+def test_append_missing_appends_only_what_the_recent_log_lacks(log: SqliteAuditLog) -> None:
+    done = (AuditKind.ISSUANCE, "client", "cert-1", {"type": "x"})
+    log.append(*done)
+    log.append(AuditKind.FETCH, "client", "cert-9")
+    lost = (AuditKind.STATUS, "client", "cert-1", {"event": 1})
+    appended = log.append_missing(log.check([done, lost]))
+    assert [(r.seq, r.kind) for r in appended] == [(2, AuditKind.STATUS)]
+    assert log.append_missing(log.check([done, lost])) == []  # idempotent
+    # beyond the window a record is not looked for: it is appended again
+    assert [r.seq for r in log.append_missing(log.check([done]), window=2)] == [3]
+
+
+def test_a_pending_record_round_trips_and_a_bad_one_is_refused() -> None:
+    item = (AuditKind.ISSUANCE, "client", "cert-1", {"holder": DIGEST, "type": "x"})
+    assert decode_item(encode_item(item)) == item
+    with pytest.raises(InputError) as err:
+        encode_item((AuditKind.ISSUANCE, "", "cert-1", None))  # checked before it is kept
+    assert err.value.code == "audit.bad_record"
+    for data in (b"{}", b'["nope", "a", null, {}]', b'["fetch", "a", null]', b"[1,2"):
+        with pytest.raises(InputError):
+            decode_item(data)
 
 
 # --- proofs and heads -----------------------------------------------------------------------

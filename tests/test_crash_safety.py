@@ -17,6 +17,7 @@ import sqlite3
 import sys
 import time
 from asyncio.subprocess import PIPE
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,14 @@ def registry_statuses(path: Path) -> dict[str, str]:
         conn.close()
 
 
+def status_events(path: Path) -> list[int]:
+    conn = read_only(path)
+    try:
+        return [seq for (seq,) in conn.execute("SELECT seq FROM status_events").fetchall()]
+    finally:
+        conn.close()
+
+
 def signed_heads(path: Path) -> set[str]:
     conn = read_only(path)
     try:
@@ -300,6 +309,15 @@ async def test_every_acknowledged_write_survives_kill_9(
     # restarted, the node is healthy and serves an acknowledged certificate
     nodes.start("zhuji")
     await wait_healthy(session, zhuji)
+    # ...and every change the registry holds, acknowledged or not (the kill may fall between
+    # a commit and its audit record), is in the log exactly once: the outbox was recovered
+    registry_file = nodes.node_dir("zhuji") / "registry.sqlite3"
+    records = audit_records(audit_file)
+    issuances = Counter(r.subject for r in records if r.kind is AuditKind.ISSUANCE)
+    held = registry_statuses(registry_file)
+    assert {cert_id: issuances[cert_id] for cert_id in held} == dict.fromkeys(held, 1)
+    events = Counter(r.details["event"] for r in records if r.kind is AuditKind.STATUS)
+    assert events == Counter(status_events(registry_file))
     cert_id = next(
         c for c in ledger.issued if ledger.expected_status(c) == {"valid"} and stored[c] == "valid"
     )

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway.audit import AuditKind
 from gateway.auth import Principal, Scope
 from gateway.clock import FixedClock
 from gateway.config import Department, Federation, Limits
@@ -25,6 +26,7 @@ from gateway.errors import (
     NotFoundError,
     SchemaViolation,
     SealError,
+    StorageError,
 )
 from gateway.holders import holder_digest
 from gateway.identifiers import make_credit_code, parse_certificate_id
@@ -103,6 +105,93 @@ def tamper(token: str) -> str:
     document = orjson.loads(b64url_decode(payload))
     document["holder"]["name"] = "李四"
     return ".".join((header, b64url_encode(orjson.dumps(document)), signature))
+
+
+# --- the audit outbox: no committed change without its audit record ------------------------
+
+
+def audit_kinds(node: NodeService) -> list[tuple[AuditKind, str | None, dict[str, Any]]]:
+    return [(r.kind, r.subject, dict(r.details)) for r in node.audit.entries(0, node.audit.size())]
+
+
+def test_issuance_and_status_changes_reach_the_audit_log_through_the_outbox(
+    service: NodeService,
+) -> None:
+    issued = service.issue(public_security(), household_request())
+    cert_id = issued.certificate.id
+    service.change_status(public_security(), cert_id, {"action": "suspend", "reason": "x"})
+    records = audit_kinds(service)
+    assert [(kind, subject) for kind, subject, _ in records] == [
+        (AuditKind.ISSUANCE, cert_id),
+        (AuditKind.STATUS, cert_id),
+    ]
+    # the status record names the registry's status event: one change, one event
+    assert records[1][2] == {"action": "suspend", "status": "suspended", "event": 1}
+    assert service.registry.pending_audit(every_owner=True) == []
+
+
+def crash_restart(
+    service: NodeService, federation: Federation, clock: FixedClock, schemas: SchemaCatalog
+) -> NodeService:
+    """The node's process dies (its stores closed as the kernel would), and starts again."""
+    service.close()
+    return NodeService.open(
+        federation, "zhuji", clock=clock, schemas=schemas, public_url="http://zhuji.test"
+    )
+
+
+def test_a_crash_before_the_audit_append_is_recovered_on_restart(
+    service: NodeService,
+    federation: Federation,
+    clock: FixedClock,
+    schemas: SchemaCatalog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def power_cut(_items: object) -> None:
+        raise StorageError("the audit log failed", code="audit.storage")
+
+    monkeypatch.setattr(service.audit, "append_many", power_cut)
+    with pytest.raises(StorageError):
+        service.issue(public_security(), household_request())
+    (stored,) = service.registry.list_by_holder(
+        holder_digest(service.keys.holder_secret, "111", household_request()["holder"]["id"])
+    )  # committed, not yet audited
+    node = crash_restart(service, federation, clock, schemas)
+    try:
+        assert node.recover_audit() == 1
+        ((kind, subject, details),) = audit_kinds(node)
+        assert (kind, subject) == (AuditKind.ISSUANCE, stored.id)
+        assert details["holder"] == stored.holder_digest
+        assert node.registry.pending_audit(every_owner=True) == []
+        assert node.recover_audit() == 0
+    finally:
+        node.close()
+
+
+def test_a_crash_after_the_audit_append_does_not_duplicate_the_record(
+    service: NodeService,
+    federation: Federation,
+    clock: FixedClock,
+    schemas: SchemaCatalog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def power_cut(_seqs: object) -> None:
+        raise StorageError("the registry failed", code="registry.storage")
+
+    issued = service.issue(public_security(), household_request())
+    monkeypatch.setattr(service.registry, "audited", power_cut)
+    with pytest.raises(StorageError):
+        service.change_status(
+            public_security(), issued.certificate.id, {"action": "revoke", "reason": "x"}
+        )
+    assert len(service.registry.pending_audit()) == 1  # appended, still in the outbox
+    node = crash_restart(service, federation, clock, schemas)
+    try:
+        assert node.recover_audit() == 0
+        assert [kind for kind, _, _ in audit_kinds(node)] == [AuditKind.ISSUANCE, AuditKind.STATUS]
+        assert node.registry.pending_audit(every_owner=True) == []
+    finally:
+        node.close()
 
 
 # --- issuing ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from gateway.errors import (
 from gateway.holders import holder_digest
 from gateway.ids import CertificateId, KeyId, RegionCode
 from gateway.registry import (
+    SCHEMA_VERSION,
     CertStatus,
     NewCertificate,
     Registry,
@@ -87,7 +88,7 @@ def test_is_a_registry(registry: SqliteRegistry) -> None:
 def test_journal_mode_is_wal(registry: SqliteRegistry, tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "registry.db") as other:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert other.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert other.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     other.close()
 
 
@@ -121,11 +122,73 @@ def test_reopening_with_another_list_size_is_refused(tmp_path: Path) -> None:
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     SqliteRegistry(tmp_path / "r.db").close()
     conn = sqlite3.connect(tmp_path / "r.db")
-    conn.execute("PRAGMA user_version = 2")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(ConfigError) as info:
         SqliteRegistry(tmp_path / "r.db")
     assert info.value.code == "registry.schema"
+
+
+def test_a_version_1_file_is_upgraded_and_keeps_its_certificates(tmp_path: Path) -> None:
+    with SqliteRegistry(tmp_path / "r.db", list_size=SMALL) as old:
+        kept = issue(old, 1)
+    conn = sqlite3.connect(tmp_path / "r.db")  # as version 1 made it: no audit outbox
+    conn.execute("DROP TABLE audit_outbox")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with SqliteRegistry(tmp_path / "r.db", list_size=SMALL) as upgraded:
+        assert upgraded.get(kept.id).seal == kept.seal
+        upgraded.add(new_cert(upgraded.reserve_slot(), n=2), audit=b"record")
+        assert [record for _, record in upgraded.pending_audit()] == [b"record"]
+    conn = sqlite3.connect(tmp_path / "r.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+# --- the audit outbox -----------------------------------------------------------------------
+
+
+def test_an_issuance_keeps_its_audit_record_in_the_same_transaction(
+    registry: SqliteRegistry,
+) -> None:
+    cert = new_cert(registry.reserve_slot(), n=1)
+    registry.add(cert, audit=b"issued 1")
+    with pytest.raises(ConflictError):  # refused: neither the row nor its record is kept
+        registry.add(cert, audit=b"issued again")
+    assert [record for _, record in registry.pending_audit()] == [b"issued 1"]
+
+
+def test_a_status_change_keeps_its_audit_record_made_from_the_changed_row(
+    registry: SqliteRegistry,
+) -> None:
+    cert = issue(registry, 1)
+    seen: list[tuple[CertStatus, int]] = []
+
+    def record(updated: StoredCertificate, event: int) -> bytes:
+        seen.append((updated.status, event))
+        return f"{updated.status.value} {event}".encode()
+
+    registry.apply(cert.id, StatusAction.SUSPEND, reason="check", at=NOW + 1, audit=record)
+    registry.apply(cert.id, StatusAction.REINSTATE, reason="ok", at=NOW + 2, audit=record)
+    with pytest.raises(ConflictError):  # reinstating a valid certificate: nothing kept
+        registry.apply(cert.id, StatusAction.REINSTATE, reason="x", at=NOW + 3, audit=record)
+    assert seen == [(CertStatus.SUSPENDED, 1), (CertStatus.VALID, 2)]
+    assert [r for _, r in registry.pending_audit()] == [b"suspended 1", b"valid 2"]
+
+
+def test_each_registry_object_moves_its_own_records_and_recovery_sees_all(
+    registry: SqliteRegistry, tmp_path: Path
+) -> None:
+    with SqliteRegistry(tmp_path / "registry.db", list_size=SMALL) as other_process:
+        other_process.add(new_cert(other_process.reserve_slot(), n=1), audit=b"theirs")
+        registry.add(new_cert(registry.reserve_slot(), n=2), audit=b"mine")
+        assert [r for _, r in registry.pending_audit()] == [b"mine"]
+        assert [r for _, r in other_process.pending_audit()] == [b"theirs"]
+        everything = registry.pending_audit(every_owner=True)
+        assert [r for _, r in everything] == [b"theirs", b"mine"]
+        registry.audited([seq for seq, _ in everything])
+        assert registry.pending_audit(every_owner=True) == []
+        registry.audited([])  # nothing to drop: no write
 
 
 def test_missing_directory_is_refused(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -192,13 +192,16 @@ class Connections:
         version: int,
         *,
         seed: Callable[[sqlite3.Connection], None] | None = None,
+        upgrades: Mapping[int, Sequence[str]] | None = None,
     ) -> None:
         """Create ``schema`` in a new file (then ``seed`` it, in the same transaction) and
-        stamp it ``version``, or check that an existing file is at ``version``.
+        stamp it ``version``, or bring an existing file to ``version``: ``upgrades[v]`` are
+        the statements from version ``v`` to ``v + 1``, all steps in one transaction.
 
-        Raises ``ConfigError`` ``<prefix>.schema`` for a file of another version, and
-        ``<prefix>.open`` when SQLite fails.
+        Raises ``ConfigError`` ``<prefix>.schema`` for a file of a version it cannot bring to
+        ``version``, and ``<prefix>.open`` when SQLite fails.
         """
+        steps = upgrades or {}
         conn = self.writer
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -211,11 +214,16 @@ class Connections:
                         seed(conn)
                     conn.execute(f"PRAGMA user_version = {version}")
                 elif found != version:
-                    raise ConfigError(
-                        f"{self._store} {self._path} has schema version {found}; "
-                        f"this gateway knows version {version}",
-                        code=f"{self._prefix}.schema",
-                    )
+                    if found > version or any(v not in steps for v in range(found, version)):
+                        raise ConfigError(
+                            f"{self._store} {self._path} has schema version {found}; "
+                            f"this gateway knows version {version}",
+                            code=f"{self._prefix}.schema",
+                        )
+                    for v in range(found, version):
+                        for statement in steps[v]:
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {version}")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
