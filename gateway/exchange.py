@@ -22,7 +22,6 @@ answers 502/504 problem+json naming the hop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -46,10 +45,10 @@ from gateway.errors import (
 from gateway.groupcommit import GroupCommit
 from gateway.hops import HopVerifier, NonceCache, sign_hop
 from gateway.identifiers import parse_certificate_id
-from gateway.ids import KeyId, NodeId
+from gateway.ids import NATIONAL, KeyId, NodeId
 from gateway.jwks import KeyResolver, VerificationKey
 from gateway.node import NodeService
-from gateway.registry import CertStatus
+from gateway.registry import CertStatus, Outbox
 from gateway.reports import VerificationReport
 from gateway.resilience import Breakers, Deadline, RetryPolicy, call_with_retries, hop_label
 from gateway.revocation import (
@@ -77,7 +76,6 @@ log = logging.getLogger("gateway.exchange")
 EXCHANGE_PATH = "/v1/exchange/fetch"
 CATALOG_ENTRIES_PATH = "/v1/catalog/entries"
 CATALOG_LOOKUPS_PATH = "/v1/catalog/lookups"
-NATIONAL = NodeId("national")
 REGISTRATION_RETRY_SECONDS = 2.0
 FETCHED_SEAL_MEMO = 65_536
 """Foreign seals whose verified signatures a node remembers (about 100 bytes each)."""
@@ -207,21 +205,11 @@ class Exchange:
         # foreign seals fetched for callers: the same certificates again and again (a batch
         # handed in to POST /v1/seals/verify is verified afresh, seal by seal)
         self._fetched = SignatureMemo(FETCHED_SEAL_MEMO)
-        self._background: set[asyncio.Task[None]] = set()
+        self._registrations_due = asyncio.Event()
 
-    def register_later(self, entry: Mapping[str, Any]) -> None:
-        """Register with national's catalog in the background (see :meth:`register`)."""
-        task = asyncio.create_task(self.register(entry))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def aclose(self) -> None:
-        """Stop background registrations (shutdown)."""
-        for task in list(self._background):
-            task.cancel()
-        for task in list(self._background):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    def registrations_due(self) -> None:
+        """A certificate was issued: deliver its catalog entry (see :meth:`run_registrations`)."""
+        self._registrations_due.set()
 
     # -- routing decisions -----------------------------------------------------------------
 
@@ -403,22 +391,45 @@ class Exchange:
         verifier = HopVerifier(self._trust(now), audience=self.me, nonces=self._nonces)
         return verifier.verify(proof, method="POST", path=path, body=body, now=now)
 
-    async def register(self, entry: Mapping[str, Any]) -> None:
-        """Tell national's catalog this node holds a certificate (holder as a digest only).
-
-        Retried in the background until national takes it: issuance never waits on it.
+    async def run_registrations(self) -> None:
+        """Deliver the catalog entries the registry's outbox holds to national, until
+        cancelled: what earlier processes left first, then this process's issuances as they
+        come (:meth:`registrations_due`). An entry leaves the outbox once national took it
+        (national's registration is idempotent, so delivering one twice is harmless), or
+        refused it (logged: it would be refused again); while national cannot be reached the
+        entries stay and delivery is retried every :data:`REGISTRATION_RETRY_SECONDS`.
+        Issuance never waits on it, and a restart loses none.
         """
-        body = orjson.dumps(dict(entry))
+        every_owner = True  # at start-up: what a crash or a stop left, whoever wrote it
         while True:
+            retry = await self._deliver_registrations(every_owner=every_owner)
+            if retry:
+                await asyncio.sleep(REGISTRATION_RETRY_SECONDS)
+                continue
+            every_owner = False
+            await self._registrations_due.wait()
+            self._registrations_due.clear()
+
+    async def _deliver_registrations(self, *, every_owner: bool) -> bool:
+        """One pass over the pending entries; whether some must be retried."""
+        registry = self.node.registry
+        while pending := await asyncio.to_thread(
+            registry.pending, Outbox.CATALOG, every_owner=every_owner
+        ):
+            delivered: list[int] = []
             try:
-                await self.signed_post(NATIONAL, CATALOG_ENTRIES_PATH, body, bearer=None)
-                return
-            except UpstreamProblem as exc:
-                log.error("national refused a catalog entry", extra={"code": exc.code})
-                return
+                for seq, body in pending:
+                    try:
+                        await self.signed_post(NATIONAL, CATALOG_ENTRIES_PATH, body, bearer=None)
+                    except UpstreamProblem as exc:
+                        log.error("national refused a catalog entry", extra={"code": exc.code})
+                    delivered.append(seq)
             except NetworkError as exc:
                 log.warning("catalog registration failed; retrying", extra={"code": exc.code})
-                await asyncio.sleep(REGISTRATION_RETRY_SECONDS)
+                return True
+            finally:
+                await asyncio.to_thread(registry.delivered, delivered)
+        return False
 
     async def lookup(
         self,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NewType
+from typing import Final, NewType
 
 NodeId = NewType("NodeId", str)
 """A federation node, e.g. ``zhuji``."""
+
+NATIONAL: Final = NodeId("national")
+"""The hierarchy's root: it authors the trust list and keeps the catalog."""
 
 KeyId = NewType("KeyId", str)
 """A JWK ``kid`` (RFC 7638 thumbprint of the public key)."""

@@ -30,7 +30,7 @@ from gateway.audit import AuditKind
 from gateway.clock import Clock, to_rfc3339
 from gateway.errors import ConflictError, GatewayError, NetworkError
 from gateway.exchange import Exchange
-from gateway.ids import KeyId, NodeId
+from gateway.ids import NATIONAL, KeyId, NodeId
 from gateway.jwks import KeyState, public_jwk
 from gateway.node import NodeService
 from gateway.seals import seal
@@ -38,7 +38,6 @@ from gateway.seals import seal
 log = logging.getLogger("gateway.lifecycle")
 
 KEY_CHANGES_PATH = "/v1/admin/key-changes"
-NATIONAL = NodeId("national")
 POLL_INTERVAL = 0.25
 
 

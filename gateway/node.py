@@ -34,7 +34,7 @@ from gateway.errors import (
 from gateway.holders import holder_digest
 from gateway.identifiers import parse_certificate_id
 from gateway.idp import idp_issuer
-from gateway.ids import CertificateId, NodeId
+from gateway.ids import NATIONAL, CertificateId, NodeId
 from gateway.jwks import KeyResolver
 from gateway.keys import KeyStore
 from gateway.matters import Matter, MatterCatalog
@@ -42,6 +42,7 @@ from gateway.metrics import Metrics
 from gateway.registry import (
     CertStatus,
     NewCertificate,
+    Outbox,
     SqliteRegistry,
     StatusAction,
     StatusSlot,
@@ -63,21 +64,23 @@ STORED_SEAL_MEMO = 65_536
 _LIST_ID = re.compile(r"[0-9]{1,9}")
 
 
+def catalog_entry(cert: NewCertificate, node: NodeId) -> dict[str, Any]:
+    """What national's catalog learns of a certificate: no personal data but the holder's
+    digest."""
+    return {
+        "certificate_id": cert.id,
+        "type": cert.type,
+        "node": node,
+        "holder_digest": cert.holder_digest,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
     certificate: StoredCertificate
     document: Mapping[str, Any]
     report: VerificationReport
     route: tuple[NodeId, ...]
-
-    def catalog_entry(self) -> dict[str, Any]:
-        """What national's catalog learns of it: no personal data but the holder's digest."""
-        return {
-            "certificate_id": self.certificate.id,
-            "type": self.certificate.type,
-            "node": self.route[-1],
-            "holder_digest": self.certificate.holder_digest,
-        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -322,7 +325,10 @@ class NodeService:
                 "department": department.id,
             },
         )
-        self.registry.add(new, audit=encode_item(issuance))
+        owed = {Outbox.AUDIT: encode_item(issuance)}
+        if self.node.id != NATIONAL:  # national's catalog learns where it is held
+            owed[Outbox.CATALOG] = orjson.dumps(catalog_entry(new, self.node.id))
+        self.registry.add(new, owed=owed)
         self.flush_audit()
         self.metrics.issued.inc()
         stored = self.registry.get(new.id)
@@ -499,9 +505,9 @@ class NodeService:
         here is moved by the next change, or by :meth:`recover_audit` when the node starts
         again."""
         with self._outbox_lock:
-            while pending := self.registry.pending_audit():
+            while pending := self.registry.pending(Outbox.AUDIT):
                 self.audit.append_many([decode_item(record) for _, record in pending])
-                self.registry.audited([seq for seq, _ in pending])
+                self.registry.delivered([seq for seq, _ in pending])
 
     def recover_audit(self) -> int:
         """After a crash: move what the outbox still holds into the audit log, appending
@@ -510,10 +516,10 @@ class NodeService:
         records were appended."""
         appended = 0
         with self._outbox_lock:
-            while pending := self.registry.pending_audit(every_owner=True):
+            while pending := self.registry.pending(Outbox.AUDIT, every_owner=True):
                 checked = self.audit.check([decode_item(record) for _, record in pending])
                 appended += len(self.audit.append_missing(checked))
-                self.registry.audited([seq for seq, _ in pending])
+                self.registry.delivered([seq for seq, _ in pending])
         return appended
 
     # -- verifying -------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import json
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import islice
@@ -189,11 +189,11 @@ class Registry(Protocol):
 
     def reserve_slots(self, n: int) -> SlotBlock: ...
 
-    def add(self, cert: NewCertificate, *, audit: bytes | None = None) -> None: ...
+    def add(self, cert: NewCertificate, *, owed: Mapping[Outbox, bytes] | None = None) -> None: ...
 
-    def pending_audit(self, *, every_owner: bool = False) -> list[tuple[int, bytes]]: ...
+    def pending(self, topic: Outbox, *, every_owner: bool = False) -> list[tuple[int, bytes]]: ...
 
-    def audited(self, seqs: Collection[int]) -> None: ...
+    def delivered(self, seqs: Collection[int]) -> None: ...
 
     def add_many(self, certs: Iterable[NewCertificate], *, batch: int = 5000) -> int: ...
 
@@ -243,14 +243,24 @@ def _slot_statuses_sql(n: int) -> str:
     )
 
 
-# Audit records of committed changes not yet in the audit log (another file: SQLite cannot
-# commit two WAL files atomically). Each change writes its record here in its own
-# transaction; the node moves it to the audit log, then deletes it here. ``owner`` is the
-# registry object (one per process) that wrote it: each process moves its own records, so
-# two worker processes never append the same one.
+class Outbox(StrEnum):
+    """What a committed change still owes to another store (see ``_OUTBOX``)."""
+
+    AUDIT = "audit"
+    """A record for the node's audit log."""
+    CATALOG = "catalog"
+    """An entry for national's catalog."""
+
+
+# What committed changes still owe to stores in other files or other nodes: SQLite cannot
+# commit two WAL files (let alone a file and a remote node) as one. Each change writes what it
+# owes here in its own transaction; the node delivers it, then deletes it here. ``owner`` is
+# the registry object (one per process) that wrote it: each process delivers its own, so two
+# worker processes never append the same audit record.
 _OUTBOX = """
-    CREATE TABLE audit_outbox (
+    CREATE TABLE outbox (
         seq INTEGER PRIMARY KEY,
+        topic TEXT NOT NULL CHECK (topic IN ('audit', 'catalog')),
         owner TEXT NOT NULL,
         record BLOB NOT NULL
     ) STRICT
@@ -310,7 +320,7 @@ _UPGRADES = {1: (_OUTBOX,)}
 """From schema version 1 (no outbox) to 2."""
 
 MAX_PENDING_READ: Final = 1000
-"""Outbox records read at once (:meth:`SqliteRegistry.pending_audit`)."""
+"""Outbox records read at once (:meth:`SqliteRegistry.pending`)."""
 
 _GET = (
     "SELECT id, type, holder_digest, jurisdiction, status, list_id, idx, kid, issued_at,"
@@ -480,11 +490,11 @@ class SqliteRegistry:
             return ConflictError(f"{what} already exists", code="cert.exists")
         return ConflictError(f"{what} was refused by the store", log_detail=message)
 
-    def add(self, cert: NewCertificate, *, audit: bytes | None = None) -> None:
+    def add(self, cert: NewCertificate, *, owed: Mapping[Outbox, bytes] | None = None) -> None:
         """Store a sealed certificate. ``cert.exists`` if its id is already stored.
 
-        ``audit``: the issuance's audit record, kept in the outbox in the same transaction
-        (see :meth:`pending_audit`).
+        ``owed``: what the issuance owes other stores (its audit record, its catalog entry),
+        kept in the outbox in the same transaction (see :meth:`pending`).
         """
         with self._db.write() as conn:
             row = self._insert_row(cert, self._next_slot(conn))
@@ -492,40 +502,37 @@ class SqliteRegistry:
                 conn.execute(_INSERT, row)
             except sqlite3.IntegrityError as exc:
                 raise self._conflict(exc, f"certificate {cert.id}") from exc
-            if audit is not None:
-                self._keep_for_audit(conn, audit)
+            for topic, record in (owed or {}).items():
+                self._owe(conn, topic, record)
 
-    def _keep_for_audit(self, conn: sqlite3.Connection, record: bytes) -> None:
+    def _owe(self, conn: sqlite3.Connection, topic: Outbox, record: bytes) -> None:
         conn.execute(
-            "INSERT INTO audit_outbox (owner, record) VALUES (?, ?)", (self._owner, record)
+            "INSERT INTO outbox (topic, owner, record) VALUES (?, ?, ?)",
+            (topic.value, self._owner, record),
         )
 
-    def pending_audit(self, *, every_owner: bool = False) -> list[tuple[int, bytes]]:
-        """The outbox: audit records of committed changes, oldest first (at most
-        :data:`MAX_PENDING_READ`), each with its outbox ``seq`` for :meth:`audited`.
+    def pending(self, topic: Outbox, *, every_owner: bool = False) -> list[tuple[int, bytes]]:
+        """What committed changes still owe to ``topic``, oldest first (at most
+        :data:`MAX_PENDING_READ`), each with its outbox ``seq`` for :meth:`delivered`.
 
-        Only the records this object wrote, unless ``every_owner`` (recovering after a
-        crash, before any other process serves).
+        Only what this object wrote, unless ``every_owner`` (recovering what a crash left).
         """
+        query = "SELECT seq, record FROM outbox WHERE topic = ?"
+        params: tuple[str | int, ...] = (topic.value,)
+        if not every_owner:
+            query += " AND owner = ?"
+            params = (*params, self._owner)
         with self._db.read() as conn:
-            if every_owner:
-                rows = conn.execute(
-                    "SELECT seq, record FROM audit_outbox ORDER BY seq LIMIT ?",
-                    (MAX_PENDING_READ,),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT seq, record FROM audit_outbox WHERE owner = ? ORDER BY seq LIMIT ?",
-                    (self._owner, MAX_PENDING_READ),
-                ).fetchall()
-        return [(int(seq), bytes(record)) for seq, record in rows]
+            rows = conn.execute(f"{query} ORDER BY seq LIMIT ?", (*params, MAX_PENDING_READ))
+            found = rows.fetchall()
+        return [(int(seq), bytes(record)) for seq, record in found]
 
-    def audited(self, seqs: Collection[int]) -> None:
-        """Drop outbox records now committed to the audit log."""
+    def delivered(self, seqs: Collection[int]) -> None:
+        """Drop outbox records now delivered (a record already dropped is no error)."""
         if not seqs:
             return
         with self._db.write() as conn:
-            conn.executemany("DELETE FROM audit_outbox WHERE seq = ?", [(s,) for s in seqs])
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
     def add_many(self, certs: Iterable[NewCertificate], *, batch: int = 5000) -> int:
         """Store many certificates, ``batch`` per transaction; returns how many were stored.
@@ -648,7 +655,7 @@ class SqliteRegistry:
             )
             updated = self._certificate(conn.execute(_GET, (id,)).fetchone())
             if audit is not None:
-                self._keep_for_audit(conn, audit(updated, int(event)))
+                self._owe(conn, Outbox.AUDIT, audit(updated, int(event)))
         return updated
 
     def history(self, id: CertificateId) -> list[StatusEvent]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -212,3 +213,51 @@ async def test_a_killed_node_fails_fast_within_the_deadline_and_returns_after_re
         assert time.monotonic() - restarted < 5.0, body
         await asyncio.sleep(0.1)
     assert body["report"]["indication"] == "PASSED"
+
+
+def outbox_entries(registry_file: Path) -> list[str]:
+    """The catalog entries a node's registry still owes national (certificate ids)."""
+    conn = sqlite3.connect(f"{registry_file.as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT record FROM outbox WHERE topic = 'catalog'").fetchall()
+    finally:
+        conn.close()
+    return [str(orjson.loads(record)["certificate_id"]) for (record,) in rows]
+
+
+def catalogued(catalog_file: Path, cert_id: str) -> str | None:
+    """The node national's catalog says holds ``cert_id``."""
+    conn = sqlite3.connect(f"{catalog_file.as_uri()}?mode=ro", uri=True)
+    try:
+        row = conn.execute(
+            "SELECT node FROM entries WHERE certificate_id = ?", (cert_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else str(row[0])
+
+
+async def test_a_catalog_entry_outlives_national_being_down_and_the_issuer_restarting(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    await wait_until_enrolled(session, cluster)
+    scenario = Scenario(cluster, session)
+    data = cluster.federation.data_dir
+    cluster.kill("national")
+    try:
+        cert_id = await scenario.issue("linquan", "linquan-public-security", BRIDE)
+        # national cannot take it: the entry waits in Linquan's registry, not in memory
+        assert cert_id in outbox_entries(data / "linquan" / "registry.sqlite3")
+        cluster.kill("linquan")
+        cluster.start("linquan")
+        await wait_healthy(session, cluster.url("linquan"))
+    finally:
+        cluster.start("national")
+    await wait_healthy(session, cluster.url("national"))
+    # the restarted Linquan delivers what its previous process could not
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_TIMEOUT
+    while cert_id in outbox_entries(data / "linquan" / "registry.sqlite3"):
+        assert loop.time() < deadline, "the catalog entry was never delivered"
+        await asyncio.sleep(0.2)
+    assert catalogued(data / "national" / "catalog.sqlite3", cert_id) == "linquan"

@@ -33,7 +33,7 @@ from gateway.identifiers import make_credit_code, parse_certificate_id
 from gateway.ids import CertificateId, DepartmentId, NodeId
 from gateway.jwks import StaticKeyResolver
 from gateway.node import STATUS_LIST_TTL, NodeService
-from gateway.registry import CertStatus
+from gateway.registry import CertStatus, Outbox
 from gateway.schemas import SchemaCatalog
 from gateway.seals import SEAL_TYP, seal, verify_compact
 from gateway.status_list import STATUS_LIST_TYP, parse_status_list
@@ -127,7 +127,15 @@ def test_issuance_and_status_changes_reach_the_audit_log_through_the_outbox(
     ]
     # the status record names the registry's status event: one change, one event
     assert records[1][2] == {"action": "suspend", "status": "suspended", "event": 1}
-    assert service.registry.pending_audit(every_owner=True) == []
+    assert service.registry.pending(Outbox.AUDIT, every_owner=True) == []
+    # national's catalog entry waits in the outbox for the exchange: a digest, no id in clear
+    ((_, entry),) = service.registry.pending(Outbox.CATALOG)
+    assert orjson.loads(entry) == {
+        "certificate_id": cert_id,
+        "type": "household_register",
+        "node": "zhuji",
+        "holder_digest": issued.certificate.holder_digest,
+    }
 
 
 def crash_restart(
@@ -162,7 +170,7 @@ def test_a_crash_before_the_audit_append_is_recovered_on_restart(
         ((kind, subject, details),) = audit_kinds(node)
         assert (kind, subject) == (AuditKind.ISSUANCE, stored.id)
         assert details["holder"] == stored.holder_digest
-        assert node.registry.pending_audit(every_owner=True) == []
+        assert node.registry.pending(Outbox.AUDIT, every_owner=True) == []
         assert node.recover_audit() == 0
     finally:
         node.close()
@@ -179,17 +187,17 @@ def test_a_crash_after_the_audit_append_does_not_duplicate_the_record(
         raise StorageError("the registry failed", code="registry.storage")
 
     issued = service.issue(public_security(), household_request())
-    monkeypatch.setattr(service.registry, "audited", power_cut)
+    monkeypatch.setattr(service.registry, "delivered", power_cut)
     with pytest.raises(StorageError):
         service.change_status(
             public_security(), issued.certificate.id, {"action": "revoke", "reason": "x"}
         )
-    assert len(service.registry.pending_audit()) == 1  # appended, still in the outbox
+    assert len(service.registry.pending(Outbox.AUDIT)) == 1  # appended, still in the outbox
     node = crash_restart(service, federation, clock, schemas)
     try:
         assert node.recover_audit() == 0
         assert [kind for kind, _, _ in audit_kinds(node)] == [AuditKind.ISSUANCE, AuditKind.STATUS]
-        assert node.registry.pending_audit(every_owner=True) == []
+        assert node.registry.pending(Outbox.AUDIT, every_owner=True) == []
     finally:
         node.close()
 

@@ -26,6 +26,7 @@ from gateway.registry import (
     SCHEMA_VERSION,
     CertStatus,
     NewCertificate,
+    Outbox,
     Registry,
     SlotBlock,
     SqliteRegistry,
@@ -133,13 +134,13 @@ def test_a_version_1_file_is_upgraded_and_keeps_its_certificates(tmp_path: Path)
     with SqliteRegistry(tmp_path / "r.db", list_size=SMALL) as old:
         kept = issue(old, 1)
     conn = sqlite3.connect(tmp_path / "r.db")  # as version 1 made it: no audit outbox
-    conn.execute("DROP TABLE audit_outbox")
+    conn.execute("DROP TABLE outbox")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     with SqliteRegistry(tmp_path / "r.db", list_size=SMALL) as upgraded:
         assert upgraded.get(kept.id).seal == kept.seal
-        upgraded.add(new_cert(upgraded.reserve_slot(), n=2), audit=b"record")
-        assert [record for _, record in upgraded.pending_audit()] == [b"record"]
+        upgraded.add(new_cert(upgraded.reserve_slot(), n=2), owed={Outbox.AUDIT: b"record"})
+        assert [record for _, record in upgraded.pending(Outbox.AUDIT)] == [b"record"]
     conn = sqlite3.connect(tmp_path / "r.db")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
@@ -148,14 +149,15 @@ def test_a_version_1_file_is_upgraded_and_keeps_its_certificates(tmp_path: Path)
 # --- the audit outbox -----------------------------------------------------------------------
 
 
-def test_an_issuance_keeps_its_audit_record_in_the_same_transaction(
+def test_an_issuance_keeps_what_it_owes_in_the_same_transaction(
     registry: SqliteRegistry,
 ) -> None:
     cert = new_cert(registry.reserve_slot(), n=1)
-    registry.add(cert, audit=b"issued 1")
-    with pytest.raises(ConflictError):  # refused: neither the row nor its record is kept
-        registry.add(cert, audit=b"issued again")
-    assert [record for _, record in registry.pending_audit()] == [b"issued 1"]
+    registry.add(cert, owed={Outbox.AUDIT: b"issued 1", Outbox.CATALOG: b"entry 1"})
+    with pytest.raises(ConflictError):  # refused: neither the row nor what it owes is kept
+        registry.add(cert, owed={Outbox.AUDIT: b"issued again", Outbox.CATALOG: b"again"})
+    assert [record for _, record in registry.pending(Outbox.AUDIT)] == [b"issued 1"]
+    assert [record for _, record in registry.pending(Outbox.CATALOG)] == [b"entry 1"]
 
 
 def test_a_status_change_keeps_its_audit_record_made_from_the_changed_row(
@@ -173,22 +175,26 @@ def test_a_status_change_keeps_its_audit_record_made_from_the_changed_row(
     with pytest.raises(ConflictError):  # reinstating a valid certificate: nothing kept
         registry.apply(cert.id, StatusAction.REINSTATE, reason="x", at=NOW + 3, audit=record)
     assert seen == [(CertStatus.SUSPENDED, 1), (CertStatus.VALID, 2)]
-    assert [r for _, r in registry.pending_audit()] == [b"suspended 1", b"valid 2"]
+    assert [r for _, r in registry.pending(Outbox.AUDIT)] == [b"suspended 1", b"valid 2"]
+    assert registry.pending(Outbox.CATALOG) == []
 
 
 def test_each_registry_object_moves_its_own_records_and_recovery_sees_all(
     registry: SqliteRegistry, tmp_path: Path
 ) -> None:
     with SqliteRegistry(tmp_path / "registry.db", list_size=SMALL) as other_process:
-        other_process.add(new_cert(other_process.reserve_slot(), n=1), audit=b"theirs")
-        registry.add(new_cert(registry.reserve_slot(), n=2), audit=b"mine")
-        assert [r for _, r in registry.pending_audit()] == [b"mine"]
-        assert [r for _, r in other_process.pending_audit()] == [b"theirs"]
-        everything = registry.pending_audit(every_owner=True)
+        other_process.add(
+            new_cert(other_process.reserve_slot(), n=1), owed={Outbox.AUDIT: b"theirs"}
+        )
+        registry.add(new_cert(registry.reserve_slot(), n=2), owed={Outbox.AUDIT: b"mine"})
+        assert [r for _, r in registry.pending(Outbox.AUDIT)] == [b"mine"]
+        assert [r for _, r in other_process.pending(Outbox.AUDIT)] == [b"theirs"]
+        everything = registry.pending(Outbox.AUDIT, every_owner=True)
         assert [r for _, r in everything] == [b"theirs", b"mine"]
-        registry.audited([seq for seq, _ in everything])
-        assert registry.pending_audit(every_owner=True) == []
-        registry.audited([])  # nothing to drop: no write
+        registry.delivered([seq for seq, _ in everything])
+        assert registry.pending(Outbox.AUDIT, every_owner=True) == []
+        registry.delivered([seq for seq, _ in everything])  # already dropped: no error
+        registry.delivered([])  # nothing to drop: no write
 
 
 def test_missing_directory_is_refused(tmp_path: Path) -> None:

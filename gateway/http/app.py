@@ -40,7 +40,7 @@ from gateway.http.middleware import (
 )
 from gateway.http.openapi import build_openapi
 from gateway.idp import idp_issuer
-from gateway.ids import NodeId
+from gateway.ids import NATIONAL, NodeId
 from gateway.keycache import RemoteKeySet
 from gateway.lifecycle import KeyLifecycle
 from gateway.node import NodeService
@@ -51,7 +51,6 @@ from gateway.sso import NodeAuthenticator
 from gateway.trustsync import TrustSync
 
 log = logging.getLogger("gateway.http")
-NATIONAL = "national"
 
 AIOHTTP_MAX_FIELD_SIZE = 8190
 """aiohttp's default bound on one header line; its parser answers a bare 400 beyond it."""
@@ -177,9 +176,10 @@ def _network(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
             app[LIFECYCLE] = KeyLifecycle(
                 node, exchange, session, clock=clock, window=federation.key_propagation_seconds
             )
-            closers.append(exchange.aclose)
+            if node.node.id != NATIONAL:
+                tasks.append(asyncio.create_task(exchange.run_registrations()))
             closers.append(statuses.aclose)
-            closers.append(journal.aclose)  # after the exchange: its last records are committed
+            closers.append(journal.aclose)  # commits what the last requests left waiting
             partners = PartnerWatch(
                 node.node.id,
                 exchange.topology,
