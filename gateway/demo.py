@@ -39,13 +39,16 @@ import orjson
 
 from gateway._internal.console import heading, table
 from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway.catalog import SqliteCatalog
 from gateway.certificates import certificate_date
 from gateway.clock import SystemClock
 from gateway.commands import format_report, run_federation, verify_offline
 from gateway.config import Federation, load_federation
+from gateway.errors import NotFoundError
 from gateway.http.handlers import CONSENT_HEADER
 from gateway.idp import idp_issuer
 from gateway.idp_client import IdpClient
+from gateway.ids import NATIONAL, CertificateId
 from gateway.merkle import leaf_hash, verify_inclusion
 from gateway.rootkey import ROOT_JWK_FILE
 
@@ -289,7 +292,7 @@ async def _steps(session: aiohttp.ClientSession, federation: Federation, base: P
             f"结婚证 for {holder['name']}: {body.get('certificate_id')}",
         )
         marriage.append(body)
-    expect(True, "registered in national's catalog (holder as a keyed digest only)")
+    await wait_catalogued(federation, [str(body["certificate_id"]) for body in marriage])
 
     print(heading("5. Shanghai verifies the new seal; then anyone can, offline"))
     seal = marriage[0]["seal"]
@@ -432,6 +435,29 @@ def home_certificates(person: dict[str, str], address: str) -> list[dict[str, An
             },
         },
     ]
+
+
+async def wait_catalogued(federation: Federation, cert_ids: list[str]) -> None:
+    """Each of ``cert_ids`` registered by Zhuji in national's catalog (delivered from
+    Zhuji's outbox in the background), read from national's own store within
+    :data:`READY_TIMEOUT`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_TIMEOUT
+    with SqliteCatalog(federation.data_dir / NATIONAL / "catalog.sqlite3") as catalog:
+        for cert_id in cert_ids:
+            while True:
+                try:
+                    entry = catalog.get(CertificateId(cert_id))
+                    break
+                except NotFoundError:
+                    if loop.time() > deadline:
+                        raise DemoFailure(f"{cert_id} never reached national's catalog") from None
+                    await asyncio.sleep(0.05)
+            expect(
+                entry.node == WINDOW and len(entry.holder_digest) == 64,
+                f"{cert_id} in national's catalog: held by {entry.node},"
+                f" holder {entry.holder_digest[:12]}… (a keyed digest, never the id)",
+            )
 
 
 def lookup(person: dict[str, str]) -> dict[str, Any]:
