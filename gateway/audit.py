@@ -245,8 +245,10 @@ def _check_text(value: str | None, what: str) -> None:
         raise _clear_holder(what)
 
 
-def _identity(record: AuditRecord | CheckedItem) -> bytes:
-    """What makes two records the same event, whatever their place and time in the log."""
+def _canonical(record: AuditRecord | CheckedItem) -> bytes:
+    """A record's event (kind, actor, subject, details) in one canonical form: what makes two
+    records the same event whatever their place and time in the log, and what an outbox
+    keeps (:func:`encode_item`)."""
     return orjson.dumps(
         [record.kind.value, record.actor, record.subject, dict(record.details)],
         option=orjson.OPT_SORT_KEYS,
@@ -257,10 +259,7 @@ def encode_item(item: AuditItem) -> bytes:
     """A record to append later (a store's outbox), checked now: a bad record fails before
     the change it describes is committed. :func:`decode_item` reads it back."""
     (checked,) = SqliteAuditLog.check([item])
-    return orjson.dumps(
-        [checked.kind.value, checked.actor, checked.subject, checked.details],
-        option=orjson.OPT_SORT_KEYS,
-    )
+    return _canonical(checked)
 
 
 def decode_item(data: bytes) -> AuditItem:
@@ -652,8 +651,8 @@ class SqliteAuditLog:
             rows = conn.execute(
                 "SELECT entry FROM entries WHERE seq >= ? ORDER BY seq", (max(0, size - window),)
             ).fetchall()
-            present = {_identity(parse_entry(bytes(entry))) for (entry,) in rows}
-            return [c for c in checked if _identity(c) not in present]
+            present = {_canonical(parse_entry(bytes(entry))) for (entry,) in rows}
+            return [c for c in checked if _canonical(c) not in present]
 
         return self._stage(missing).commit()
 
@@ -663,10 +662,10 @@ class SqliteAuditLog:
         """Begin a write, catch up with any other writer, append what ``select`` (given the
         connection and the log's size) chooses; the transaction is left open."""
         pending = self._db.begin()
-        try:
+        with pending.rolled_back_on_error() as conn:
             # catch up with any other writer, then number after the table's last entry
-            start = self._sync(pending.conn)
-            chosen = select(pending.conn, start)
+            start = self._sync(conn)
+            chosen = select(conn, start)
             at = max(self._clock.now(), self._last_at)  # timestamps never go back
             records = [
                 AuditRecord(start + i, at, c.kind, self._node, c.actor, c.subject, c.details)
@@ -674,15 +673,10 @@ class SqliteAuditLog:
             ]
             entries = [r.entry() for r in records]
             leaves = [leaf_hash(entry) for entry in entries]
-            pending.conn.executemany(
+            conn.executemany(
                 "INSERT INTO entries (seq, entry, leaf_hash) VALUES (?, ?, ?)",
                 [(r.seq, e, leaf) for r, e, leaf in zip(records, entries, leaves, strict=True)],
             )
-        except BaseException as exc:
-            pending.rollback()
-            if isinstance(exc, sqlite3.Error):
-                raise self._db.translate(exc) from exc
-            raise
         return StagedAppend(pending, records, lambda: self._committed(start, at, leaves))
 
     def _committed(self, start: int, at: float, leaves: list[bytes]) -> None:

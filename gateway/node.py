@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,15 @@ from typing import Any
 import orjson
 
 from gateway._internal.wire import b64url_decode
-from gateway.audit import AuditItem, AuditKind, SqliteAuditLog, decode_item, encode_item
+from gateway.audit import (
+    AuditItem,
+    AuditKind,
+    AuditRecord,
+    CheckedItem,
+    SqliteAuditLog,
+    decode_item,
+    encode_item,
+)
 from gateway.auth import Principal, Scope
 from gateway.certificates import IssueContext, build_document, check_identifiers
 from gateway.clock import Clock
@@ -481,11 +489,9 @@ class NodeService:
             )
 
         def audited(updated: StoredCertificate, event: int) -> bytes:
-            details = {"action": request["action"], "status": updated.status.value}
             # the registry's status event: what makes this change one event in the log
-            return encode_item(
-                (AuditKind.STATUS, principal.client_id, updated.id, {**details, "event": event})
-            )
+            details = {"action": request["action"], "status": updated.status.value, "event": event}
+            return encode_item((AuditKind.STATUS, principal.client_id, updated.id, details))
 
         updated = self.registry.apply(
             CertificateId(cert_id),
@@ -504,21 +510,25 @@ class NodeService:
         appended (durably), then dropped from the outbox. A record left behind by a failure
         here is moved by the next change, or by :meth:`recover_audit` when the node starts
         again."""
-        with self._outbox_lock:
-            while pending := self.registry.pending(Outbox.AUDIT):
-                self.audit.append_many([decode_item(record) for _, record in pending])
-                self.registry.delivered([seq for seq, _ in pending])
+        self._move_outbox(every_owner=False, append=self.audit.append_checked)
 
     def recover_audit(self) -> int:
         """After a crash: move what the outbox still holds into the audit log, appending
         only the records not already there (a crash may have come between the append and
         the outbox's delete). Run before the node serves, by one process. Returns how many
         records were appended."""
+        return self._move_outbox(every_owner=True, append=self.audit.append_missing)
+
+    def _move_outbox(
+        self,
+        *,
+        every_owner: bool,
+        append: Callable[[Sequence[CheckedItem]], list[AuditRecord]],
+    ) -> int:
         appended = 0
         with self._outbox_lock:
-            while pending := self.registry.pending(Outbox.AUDIT, every_owner=True):
-                checked = self.audit.check([decode_item(record) for _, record in pending])
-                appended += len(self.audit.append_missing(checked))
+            while pending := self.registry.pending(Outbox.AUDIT, every_owner=every_owner):
+                appended += len(append(self.audit.check([decode_item(r) for _, r in pending])))
                 self.registry.delivered([seq for seq, _ in pending])
         return appended
 

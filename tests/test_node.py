@@ -158,7 +158,7 @@ def test_a_crash_before_the_audit_append_is_recovered_on_restart(
     def power_cut(_items: object) -> None:
         raise StorageError("the audit log failed", code="audit.storage")
 
-    monkeypatch.setattr(service.audit, "append_many", power_cut)
+    monkeypatch.setattr(service.audit, "append_checked", power_cut)
     with pytest.raises(StorageError):
         service.issue(public_security(), household_request())
     (stored,) = service.registry.list_by_holder(

@@ -28,34 +28,6 @@ def storage_error(exc: sqlite3.Error, *, prefix: str, store: str) -> StorageErro
     return StorageError(f"the {store} failed", code=f"{prefix}.storage", log_detail=repr(exc))
 
 
-@contextmanager
-def write_transaction(
-    conn: sqlite3.Connection, translate: Callable[[sqlite3.Error], GatewayError]
-) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any error); sqlite3 errors translated.
-
-    The caller holds its write lock; IMMEDIATE also keeps other processes out.
-    """
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
-        raise translate(exc) from exc
-    try:
-        yield conn
-    except BaseException as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            raise translate(exc) from exc
-        raise
-    try:
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise translate(exc) from exc
-
-
 class PendingWrite:
     """A write transaction begun by :meth:`Connections.begin`: statements on :attr:`conn`,
     then one :meth:`commit` or :meth:`rollback`, which also releases the write lock.
@@ -75,6 +47,18 @@ class PendingWrite:
         self._lock = lock
         self._translate = translate
         self._ended = False
+
+    @contextmanager
+    def rolled_back_on_error(self) -> Iterator[sqlite3.Connection]:
+        """The transaction's statements: on any error it is rolled back (sqlite3 errors
+        translated); otherwise it stays open for :meth:`commit`."""
+        try:
+            yield self.conn
+        except BaseException as exc:
+            self.rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise self._translate(exc) from exc
+            raise
 
     def _end(self) -> None:
         if self._ended:
@@ -244,11 +228,13 @@ class Connections:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction on the writer, under the write lock; errors translated."""
-        with self._write_lock:
-            self.check_open()
-            with write_transaction(self.writer, self.translate) as conn:
-                yield conn
+        """One write transaction on the writer, under the write lock: ``BEGIN IMMEDIATE``
+        (which also keeps other processes out) … ``COMMIT``, or ``ROLLBACK`` on any error;
+        errors translated."""
+        pending = self.begin()
+        with pending.rolled_back_on_error() as conn:
+            yield conn
+        pending.commit()
 
     def begin(self) -> PendingWrite:
         """A write transaction begun (``BEGIN IMMEDIATE``) under the write lock, to be ended
