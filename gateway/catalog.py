@@ -23,7 +23,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -48,7 +48,9 @@ from gateway.schemas import CertificateTypeInfo
 
 # NORMAL in WAL mode: a commit survives a process crash (kill -9).
 _SYNCHRONOUS = "NORMAL"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+MAX_STATUS_EVENT: Final = 2**53 - 1
+"""The largest status event number a registration may carry (an exact JSON number)."""
 MAX_LOOKUP_TYPES: Final = 16
 """A lookup names 1 to this many certificate types."""
 MAX_LOOKUP_RESULTS: Final = 100
@@ -64,8 +66,7 @@ _CLEAR_ID_LENGTH: Final = 18
 """Both holder id kinds (GB 11643 resident ID numbers, GB 32100 credit codes) are 18 long."""
 
 _REGISTER_MEMBERS: Final = frozenset({"certificate_id", "type", "node", "holder_digest"})
-_REGISTER_OPTIONAL: Final = frozenset({"status"})
-_STATUS_MEMBERS: Final = frozenset({"certificate_id", "node", "status"})
+_REGISTER_OPTIONAL: Final = frozenset({"status", "status_event"})
 _LOOKUP_MEMBERS: Final = frozenset({"holder_digest", "types"})
 
 
@@ -80,6 +81,10 @@ class CatalogEntry:
     """HMAC-SHA256 of the holder id (:func:`gateway.holders.holder_digest`), lower-case hex."""
     registered_at: float
     status: CertStatus
+    status_event: int = 0
+    """The holding node's number for the status change that set ``status`` (0: issuance).
+    A later change has a larger number, so the catalog keeps the latest status whatever
+    order the holding node's messages arrive in."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,10 +103,6 @@ class Catalog(Protocol):
     def register(self, entry: CatalogEntry) -> CatalogEntry: ...
 
     def register_many(self, entries: Iterable[CatalogEntry], *, batch: int = 5000) -> int: ...
-
-    def update_status(
-        self, certificate_id: CertificateId, node: NodeId, status: CertStatus
-    ) -> CatalogEntry: ...
 
     def get(self, certificate_id: CertificateId) -> CatalogEntry: ...
 
@@ -126,23 +127,31 @@ _SCHEMA: Final = (
         holder_digest TEXT NOT NULL
             CHECK (length(holder_digest) = 64 AND holder_digest NOT GLOB '*[^0-9a-f]*'),
         registered_at REAL NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('valid', 'suspended', 'revoked'))
+        status TEXT NOT NULL CHECK (status IN ('valid', 'suspended', 'revoked')),
+        status_event INTEGER NOT NULL DEFAULT 0 CHECK (status_event >= 0)
     ) STRICT
     """,
     # Lookups are by holder and a few types, oldest first.
     "CREATE INDEX entries_by_holder ON entries (holder_digest, type, registered_at)",
 )
+_UPGRADES: Final = {
+    1: (
+        "ALTER TABLE entries ADD COLUMN"
+        " status_event INTEGER NOT NULL DEFAULT 0 CHECK (status_event >= 0)",
+    ),
+}
+"""From schema version 1 (no status event numbers: every entry counts as issued) to 2."""
 
-_COLUMNS: Final = "certificate_id, type, node, holder_digest, registered_at, status"
+_COLUMNS: Final = "certificate_id, type, node, holder_digest, registered_at, status, status_event"
 _GET: Final = f"SELECT {_COLUMNS} FROM entries WHERE certificate_id = ?"  # noqa: S608
 # The wanted types travel as one JSON array parameter: no SQL text built from input.
 _LOOKUP: Final = (
     f"SELECT {_COLUMNS} FROM entries WHERE holder_digest = ?"  # noqa: S608
     " AND type IN (SELECT value FROM json_each(?)) ORDER BY registered_at, seq LIMIT ?"
 )
-_INSERT: Final = f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT: Final = f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 
-_Row = tuple[str, str, str, str, float, str]
+_Row = tuple[str, str, str, str, float, str, int]
 
 
 def _require_digest(holder_digest: object) -> str:
@@ -170,6 +179,7 @@ def _entry(row: _Row) -> CatalogEntry:
         holder_digest=row[3],
         registered_at=row[4],
         status=CertStatus(row[5]),
+        status_event=row[6],
     )
 
 
@@ -201,7 +211,7 @@ class SqliteCatalog:
             store="catalog",
         )
         try:
-            self._db.migrate(_SCHEMA, SCHEMA_VERSION)
+            self._db.migrate(_SCHEMA, SCHEMA_VERSION, upgrades=_UPGRADES)
         except BaseException:
             self._db.close()
             raise
@@ -230,21 +240,13 @@ class SqliteCatalog:
         # 1. The digest's shape, before anything reaches the file (the table checks it too).
         _require_digest(entry.holder_digest)
         status = CertStatus(entry.status)
-        # 2. Already registered? The same node re-sending the same certificate is a retry;
-        #    another node claiming it, or different facts for it, is a conflict.
+        if not 0 <= entry.status_event <= MAX_STATUS_EVENT:
+            raise InputError("status_event out of range", code="catalog.bad_status_event")
+        # 2. Already registered? Another node claiming it, or different facts for it, is a
+        #    conflict; the same node re-sending it is a retry or a later status.
         row = conn.execute(_GET, (entry.certificate_id,)).fetchone()
         if row is not None:
-            stored = _entry(row)
-            if stored.node != entry.node:
-                raise ConflictError(
-                    "this certificate is registered by another node", code="catalog.conflict"
-                )
-            if not _same_certificate(stored, entry):
-                raise ConflictError(
-                    "this certificate is already registered with another type or holder",
-                    code="catalog.mismatch",
-                )
-            return stored
+            return SqliteCatalog._update(conn, _entry(row), entry)
         # 3. New: store it as given.
         conn.execute(
             _INSERT,
@@ -255,24 +257,46 @@ class SqliteCatalog:
                 entry.holder_digest,
                 entry.registered_at,
                 status.value,
+                entry.status_event,
             ),
         )
-        return CatalogEntry(
-            entry.certificate_id,
-            entry.type,
-            entry.node,
-            entry.holder_digest,
-            entry.registered_at,
-            status,
+        return replace(entry, status=status)
+
+    @staticmethod
+    def _update(
+        conn: sqlite3.Connection, stored: CatalogEntry, entry: CatalogEntry
+    ) -> CatalogEntry:
+        if stored.node != entry.node:
+            raise ConflictError(
+                "this certificate is registered by another node", code="catalog.conflict"
+            )
+        if not _same_certificate(stored, entry):
+            raise ConflictError(
+                "this certificate is already registered with another type or holder",
+                code="catalog.mismatch",
+            )
+        if entry.status_event <= stored.status_event:
+            return stored  # a retry, or a status the catalog already holds a later one of
+        if stored.status is CertStatus.REVOKED and entry.status is not CertStatus.REVOKED:
+            raise ConflictError(
+                f"cannot make a revoked certificate {entry.status.value}: revocation is final",
+                code="catalog.status_transition",
+            )
+        conn.execute(
+            "UPDATE entries SET status = ?, status_event = ? WHERE certificate_id = ?",
+            (entry.status.value, entry.status_event, stored.certificate_id),
         )
+        return replace(stored, status=CertStatus(entry.status), status_event=entry.status_event)
 
     def register(self, entry: CatalogEntry) -> CatalogEntry:
-        """Register a certificate; returns the stored entry.
+        """Register a certificate, or a later status of it; returns the stored entry.
 
-        Idempotent for the same certificate id and node: the first registration is kept
-        (its time and status) and returned. ``catalog.conflict`` when another node holds the
-        id; ``catalog.mismatch`` when the same node re-registers it with another type or
-        holder digest.
+        Idempotent for the same certificate id and node: the first registration's time is
+        kept, and its status changes only for a larger ``status_event`` (so a retry, or a
+        change that arrives after a later one, changes nothing). ``catalog.conflict`` when
+        another node holds the id; ``catalog.mismatch`` when the same node re-registers it
+        with another type or holder digest; ``catalog.status_transition`` for a later status
+        of a revoked certificate that is not ``revoked`` (revocation is final).
         """
         with self._db.write() as conn:
             return self._register_one(conn, entry)
@@ -301,46 +325,6 @@ class SqliteCatalog:
                 ) from exc
             done += len(chunk)
         return done
-
-    def update_status(
-        self, certificate_id: CertificateId, node: NodeId, status: CertStatus
-    ) -> CatalogEntry:
-        """Set a certificate's status; only the node that registered it may.
-
-        ``catalog.not_found``, ``catalog.not_owner``; ``catalog.status_transition`` for any
-        change away from ``revoked`` (revocation is final). Setting the current status again
-        changes nothing.
-        """
-        target = CertStatus(status)
-        with self._db.write() as conn:
-            row = conn.execute(_GET, (certificate_id,)).fetchone()
-            if row is None:
-                raise NotFoundError("no such certificate in the catalog", code="catalog.not_found")
-            stored = _entry(row)
-            if stored.node != node:
-                raise Forbidden(
-                    "only the node that registered a certificate may change it",
-                    code="catalog.not_owner",
-                )
-            if stored.status is target:
-                return stored
-            if stored.status is CertStatus.REVOKED:
-                raise ConflictError(
-                    f"cannot make a revoked certificate {target.value}: revocation is final",
-                    code="catalog.status_transition",
-                )
-            conn.execute(
-                "UPDATE entries SET status = ? WHERE certificate_id = ?",
-                (target.value, certificate_id),
-            )
-        return CatalogEntry(
-            stored.certificate_id,
-            stored.type,
-            stored.node,
-            stored.holder_digest,
-            stored.registered_at,
-            target,
-        )
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -487,13 +471,26 @@ class CatalogService:
                 pointers=("/status",),
             ) from exc
 
+    @staticmethod
+    def _status_event(value: object) -> int:
+        # bool is an int in Python, not in JSON
+        if type(value) is not int or not 0 <= value <= MAX_STATUS_EVENT:
+            raise InputError(
+                f"status_event must be an integer from 0 to {MAX_STATUS_EVENT}",
+                code="catalog.bad_status_event",
+                pointers=("/status_event",),
+            )
+        return value
+
     # --- operations --------------------------------------------------------------------------
 
     def register(self, caller: NodeId, body: Mapping[str, Any]) -> CatalogEntry:
         """Register one of ``caller``'s certificates; idempotent for a retry.
 
         Body: ``certificate_id``, ``type``, ``node`` (must be ``caller``), ``holder_digest``,
-        and optionally ``status`` (default ``valid``).
+        and optionally ``status`` (default ``valid``) with ``status_event``, the holding
+        node's number for the change that set it (default 0, the issuance): the holding node
+        sends the entry again, with a larger number, on every status change.
         """
         # 1. Exactly the members we know.
         fields = _check_members(body, _REGISTER_MEMBERS, _REGISTER_OPTIONAL)
@@ -509,9 +506,11 @@ class CatalogService:
                 pointers=("/type",),
             )
         status = self._status(fields["status"]) if "status" in fields else CertStatus.VALID
+        status_event = self._status_event(fields.get("status_event", 0))
         # 4. A node registers only its own certificates.
         node = self._node(fields["node"], caller)
-        # 5. Store (another node's id is a conflict, a retry returns the first entry).
+        # 5. Store (another node's id is a conflict, a retry or an older status changes
+        #    nothing).
         entry = CatalogEntry(
             certificate_id=certificate_id,
             type=info.name,
@@ -519,19 +518,9 @@ class CatalogService:
             holder_digest=digest,
             registered_at=self._clock.now(),
             status=status,
+            status_event=status_event,
         )
         return self._catalog.register(entry)
-
-    def update_status(self, caller: NodeId, body: Mapping[str, Any]) -> CatalogEntry:
-        """Change the status of one of ``caller``'s certificates.
-
-        Body: ``certificate_id``, ``node`` (must be ``caller``), ``status``.
-        """
-        fields = _check_members(body, _STATUS_MEMBERS)
-        certificate_id, _ = self._certificate_id(fields["certificate_id"])
-        status = self._status(fields["status"])
-        node = self._node(fields["node"], caller)
-        return self._catalog.update_status(certificate_id, node, status)
 
     def lookup(self, body: Mapping[str, Any]) -> list[CatalogEntry]:
         """Where a holder's certificates of some types are, oldest registration first.

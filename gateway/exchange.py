@@ -26,7 +26,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import orjson
@@ -77,6 +77,11 @@ EXCHANGE_PATH = "/v1/exchange/fetch"
 CATALOG_ENTRIES_PATH = "/v1/catalog/entries"
 CATALOG_LOOKUPS_PATH = "/v1/catalog/lookups"
 REGISTRATION_RETRY_SECONDS = 2.0
+REGISTRATION_REFUSALS_TO_RETRY: Final = frozenset({401, 408, 429})
+"""National's refusals of a catalog entry that are about this node or national's load, not
+about the entry (a hop proof it cannot check yet, e.g. before the trust list it holds has
+this node's key; too many requests): retried, not dropped. 403 is about the entry (another
+node's certificate) and is not retried."""
 FETCHED_SEAL_MEMO = 65_536
 """Foreign seals whose verified signatures a node remembers (about 100 bytes each)."""
 HOP_HEADER = "Tongban-Hop"
@@ -392,26 +397,39 @@ class Exchange:
         return verifier.verify(proof, method="POST", path=path, body=body, now=now)
 
     async def run_registrations(self) -> None:
-        """Deliver the catalog entries the registry's outbox holds to national, until
-        cancelled: what earlier processes left first, then this process's issuances as they
-        come (:meth:`registrations_due`). An entry leaves the outbox once national took it
-        (national's registration is idempotent, so delivering one twice is harmless), or
-        refused it (logged: it would be refused again); while national cannot be reached the
-        entries stay and delivery is retried every :data:`REGISTRATION_RETRY_SECONDS`.
-        Issuance never waits on it, and a restart loses none.
+        """Deliver the catalog entries the registry's outbox holds to national, in order,
+        until cancelled: what earlier processes left first, then this process's issuances and
+        status changes as they come (:meth:`registrations_due`).
+
+        An entry leaves the outbox once national took it (national's registration is
+        idempotent and ordered by the entry's ``status_event``, so delivering one twice, or
+        late, is harmless) or refused it for good (a 4xx about the entry itself: logged and
+        counted, it would be refused again). While national cannot be reached, or refuses
+        this node rather than the entry (:data:`REGISTRATION_REFUSALS_TO_RETRY`: e.g. it does
+        not trust this node's key yet), the entries stay and delivery is retried every
+        :data:`REGISTRATION_RETRY_SECONDS`. Issuance never waits on it, and a restart loses
+        none.
         """
         every_owner = True  # at start-up: what a crash or a stop left, whoever wrote it
+        failing: str | None = None  # the code of the failure being retried, logged once
         while True:
-            retry = await self._deliver_registrations(every_owner=every_owner)
-            if retry:
+            try:
+                await self._deliver_registrations(every_owner=every_owner)
+            except (NetworkError, UpstreamProblem) as exc:
+                if failing != exc.code:
+                    log.warning("catalog registration failed; retrying", extra={"code": exc.code})
+                failing = exc.code
                 await asyncio.sleep(REGISTRATION_RETRY_SECONDS)
                 continue
+            if failing is not None:
+                log.info("catalog registration recovered", extra={"code": failing})
+                failing = None
             every_owner = False
             await self._registrations_due.wait()
             self._registrations_due.clear()
 
-    async def _deliver_registrations(self, *, every_owner: bool) -> bool:
-        """One pass over the pending entries; whether some must be retried."""
+    async def _deliver_registrations(self, *, every_owner: bool) -> None:
+        """One pass over the pending entries; raises what stops it (to be retried)."""
         registry = self.node.registry
         while pending := await asyncio.to_thread(
             registry.pending, Outbox.CATALOG, every_owner=every_owner
@@ -422,14 +440,13 @@ class Exchange:
                     try:
                         await self.signed_post(NATIONAL, CATALOG_ENTRIES_PATH, body, bearer=None)
                     except UpstreamProblem as exc:
+                        if exc.status in REGISTRATION_REFUSALS_TO_RETRY:
+                            raise
                         log.error("national refused a catalog entry", extra={"code": exc.code})
+                        self.node.metrics.catalog_refused.inc()
                     delivered.append(seq)
-            except NetworkError as exc:
-                log.warning("catalog registration failed; retrying", extra={"code": exc.code})
-                return True
             finally:
                 await asyncio.to_thread(registry.delivered, delivered)
-        return False
 
     async def lookup(
         self,

@@ -41,6 +41,11 @@ class Metrics:
         self.issued = Counter(
             "tongban_certificates_issued", "Certificates issued", registry=self.registry
         )
+        self.catalog_refused = Counter(
+            "tongban_catalog_entries_refused",
+            "Catalog entries national refused for good (dropped from the outbox, logged)",
+            registry=self.registry,
+        )
         self.key_expiry = Gauge(
             "tongban_seal_key_expiry_seconds",
             "Seconds until each seal key's validity ends",

@@ -72,14 +72,24 @@ STORED_SEAL_MEMO = 65_536
 _LIST_ID = re.compile(r"[0-9]{1,9}")
 
 
-def catalog_entry(cert: NewCertificate, node: NodeId) -> dict[str, Any]:
+def catalog_entry(
+    cert: NewCertificate | StoredCertificate,
+    node: NodeId,
+    *,
+    status: CertStatus = CertStatus.VALID,
+    status_event: int = 0,
+) -> dict[str, Any]:
     """What national's catalog learns of a certificate: no personal data but the holder's
-    digest."""
+    digest. Sent on issuance, and again on each status change with the registry's number for
+    that change (``status_event``), so national keeps the latest status in whatever order
+    the entries arrive."""
     return {
         "certificate_id": cert.id,
         "type": cert.type,
         "node": node,
         "holder_digest": cert.holder_digest,
+        "status": status.value,
+        "status_event": status_event,
     }
 
 
@@ -488,17 +498,25 @@ class NodeService:
                 code="cert.not_owner",
             )
 
-        def audited(updated: StoredCertificate, event: int) -> bytes:
-            # the registry's status event: what makes this change one event in the log
+        def owed(updated: StoredCertificate, event: int) -> dict[Outbox, bytes]:
+            # the registry's status event: what makes this change one event in the log, and
+            # what orders it at national's catalog
             details = {"action": request["action"], "status": updated.status.value, "event": event}
-            return encode_item((AuditKind.STATUS, principal.client_id, updated.id, details))
+            item = (AuditKind.STATUS, principal.client_id, updated.id, details)
+            records = {Outbox.AUDIT: encode_item(item)}
+            if self.node.id != NATIONAL:
+                entry = catalog_entry(
+                    updated, self.node.id, status=updated.status, status_event=event
+                )
+                records[Outbox.CATALOG] = orjson.dumps(entry)
+            return records
 
         updated = self.registry.apply(
             CertificateId(cert_id),
             StatusAction(request["action"]),
             reason=str(request.get("reason", "")),
             at=self.clock.now(),
-            audit=audited,
+            owed=owed,
         )
         with self._status_lock:
             self._status_tokens.pop(updated.slot.list_id, None)

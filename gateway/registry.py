@@ -210,7 +210,7 @@ class Registry(Protocol):
         *,
         reason: str,
         at: float,
-        audit: Callable[[StoredCertificate, int], bytes] | None = None,
+        owed: Callable[[StoredCertificate, int], Mapping[Outbox, bytes]] | None = None,
     ) -> StoredCertificate: ...
 
     def history(self, id: CertificateId) -> list[StatusEvent]: ...
@@ -249,7 +249,7 @@ class Outbox(StrEnum):
     AUDIT = "audit"
     """A record for the node's audit log."""
     CATALOG = "catalog"
-    """An entry for national's catalog."""
+    """An entry for national's catalog (on issuance, and again on every status change)."""
 
 
 # What committed changes still owe to stores in other files or other nodes: SQLite cannot
@@ -621,12 +621,13 @@ class SqliteRegistry:
         *,
         reason: str,
         at: float,
-        audit: Callable[[StoredCertificate, int], bytes] | None = None,
+        owed: Callable[[StoredCertificate, int], Mapping[Outbox, bytes]] | None = None,
     ) -> StoredCertificate:
         """Suspend, reinstate or revoke; records the event and bumps the list's revision.
 
-        ``audit``: makes the change's audit record from the changed certificate and the
-        status event's ``seq``; it is kept in the outbox in the same transaction.
+        ``owed``: makes what the change owes to other stores (see :meth:`add`) from the
+        changed certificate and the status event's ``seq`` (which grows with every change);
+        it is kept in the outbox in the same transaction.
         """
         with self._db.write() as conn:
             # 1. Current status (under the write lock: no concurrent change can interleave).
@@ -654,8 +655,9 @@ class SqliteRegistry:
                 (list_id,),
             )
             updated = self._certificate(conn.execute(_GET, (id,)).fetchone())
-            if audit is not None:
-                self._owe(conn, Outbox.AUDIT, audit(updated, int(event)))
+            if owed is not None:
+                for topic, record in owed(updated, int(event)).items():
+                    self._owe(conn, topic, record)
         return updated
 
     def history(self, id: CertificateId) -> list[StatusEvent]:

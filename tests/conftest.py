@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, unused_port
 
 from gateway.clock import FixedClock
+from gateway.commands import run_federation
 from gateway.config import Federation, load_federation
 from gateway.consent import issue_consent
 from gateway.holders import holder_digest
@@ -174,3 +176,40 @@ def household_request(holder: dict[str, str] | None = None) -> dict[str, Any]:
             "registration_office": "诸暨市公安局暨阳派出所",
         },
     }
+
+
+HANG_GUARD = 60.0
+"""Seconds before a broken test fails instead of hanging; never a timing assertion."""
+
+
+@pytest.fixture
+def moved(federation: Federation) -> Federation:
+    """The default federation in a temporary directory, every node on a free port."""
+    return federation.with_ports({node.id: unused_port() for node in federation.nodes})
+
+
+class Up:
+    """``tongban up`` in this process (:func:`~gateway.commands.run_federation`) as a task,
+    with its ``stop`` event and what ``ready`` reported."""
+
+    def __init__(self, federation: Federation, clock: FixedClock) -> None:
+        self.stop = asyncio.Event()
+        self.urls: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        self.task = asyncio.create_task(
+            run_federation(federation, clock=clock, stop=self.stop, ready=self.urls.set_result)
+        )
+
+    async def ready(self) -> dict[str, str]:
+        either: set[asyncio.Future[Any]] = {self.task, self.urls}
+        done, _ = await asyncio.wait(
+            either, timeout=HANG_GUARD, return_when=asyncio.FIRST_COMPLETED
+        )
+        assert done, "the federation neither came up nor failed"
+        if self.task in done:
+            self.task.result()  # raises what stopped it
+            pytest.fail("run_federation returned before it was ready")
+        return self.urls.result()
+
+    async def stopped(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, HANG_GUARD)

@@ -96,6 +96,7 @@ def entry(
     type: str = "marriage",
     at: float | None = None,
     status: CertStatus = CertStatus.VALID,
+    event: int = 0,
 ) -> CatalogEntry:
     return CatalogEntry(
         certificate_id=CertificateId(f"1.2.156.3005.2.test.{n:08d}"),
@@ -104,6 +105,7 @@ def entry(
         holder_digest=holder,
         registered_at=NOW + n if at is None else at,
         status=status,
+        status_event=event,
     )
 
 
@@ -165,7 +167,7 @@ def test_journal_mode_is_wal_and_schema_versioned(store: SqliteCatalog, path: Pa
     other = sqlite3.connect(path)
     try:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert other.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert other.execute("PRAGMA user_version").fetchone()[0] == 2
     finally:
         other.close()
 
@@ -349,37 +351,85 @@ def test_register_many_needs_a_positive_batch(store: SqliteCatalog) -> None:
 # --- status ----------------------------------------------------------------------------------
 
 
-def test_update_status(store: SqliteCatalog) -> None:
+def test_a_later_status_event_changes_the_status(store: SqliteCatalog) -> None:
     store.register(entry(1))
-    suspended = store.update_status(entry(1).certificate_id, ZHUJI, CertStatus.SUSPENDED)
-    assert suspended.status is CertStatus.SUSPENDED
+    suspended = store.register(entry(1, at=NOW + 9, status=CertStatus.SUSPENDED, event=4))
+    assert suspended == entry(1, status=CertStatus.SUSPENDED, event=4)  # time kept
     assert store.get(entry(1).certificate_id) == suspended
-    valid = store.update_status(entry(1).certificate_id, ZHUJI, CertStatus.VALID)
-    assert valid == entry(1)
+    valid = store.register(entry(1, status=CertStatus.VALID, event=5))
+    assert valid == entry(1, event=5)
 
 
-def test_update_status_is_for_the_registering_node_only(store: SqliteCatalog) -> None:
+def test_an_older_or_repeated_status_event_changes_nothing(store: SqliteCatalog) -> None:
+    # two worker processes deliver their own outbox rows: a suspension (event 7) can
+    # arrive before the issuance (event 0) and before the reinstatement before it (event 3)
+    store.register(entry(1, status=CertStatus.SUSPENDED, event=7))
+    for late in (entry(1), entry(1, status=CertStatus.VALID, event=3)):
+        assert store.register(late) == entry(1, status=CertStatus.SUSPENDED, event=7)
+    again = store.register(entry(1, status=CertStatus.VALID, event=7))  # same number
+    assert again.status is CertStatus.SUSPENDED
+    assert store.get(entry(1).certificate_id).status is CertStatus.SUSPENDED
+
+
+def test_a_status_is_changed_by_the_registering_node_only(store: SqliteCatalog) -> None:
     store.register(entry(1))
-    with raises(Forbidden, "catalog.not_owner"):
-        store.update_status(entry(1).certificate_id, SHANGHAI, CertStatus.REVOKED)
+    with raises(ConflictError, "catalog.conflict"):
+        store.register(entry(1, node=SHANGHAI, status=CertStatus.REVOKED, event=9))
     assert store.get(entry(1).certificate_id).status is CertStatus.VALID
-
-
-def test_update_status_of_unknown_certificate(store: SqliteCatalog) -> None:
-    with raises(NotFoundError, "catalog.not_found"):
-        store.update_status(entry(1).certificate_id, ZHUJI, CertStatus.REVOKED)
 
 
 def test_revocation_is_final(store: SqliteCatalog) -> None:
     store.register(entry(1))
-    store.update_status(entry(1).certificate_id, ZHUJI, CertStatus.REVOKED)
-    # the same status again is a no-op
-    again = store.update_status(entry(1).certificate_id, ZHUJI, CertStatus.REVOKED)
-    assert again.status is CertStatus.REVOKED
+    store.register(entry(1, status=CertStatus.REVOKED, event=2))
+    # the same status again, from a later event: still revoked, the later number kept
+    again = store.register(entry(1, status=CertStatus.REVOKED, event=3))
+    assert again == entry(1, status=CertStatus.REVOKED, event=3)
     for target in (CertStatus.VALID, CertStatus.SUSPENDED):
         with raises(ConflictError, "catalog.status_transition"):
-            store.update_status(entry(1).certificate_id, ZHUJI, target)
+            store.register(entry(1, status=target, event=4))
     assert store.get(entry(1).certificate_id).status is CertStatus.REVOKED
+
+
+@pytest.mark.parametrize("event", [-1, 2**53])
+def test_a_status_event_out_of_range_is_refused(store: SqliteCatalog, event: int) -> None:
+    with raises(InputError, "catalog.bad_status_event"):
+        store.register(entry(1, event=event))
+    assert store.count() == 0
+
+
+def test_a_version_1_file_is_upgraded_in_place(path: Path) -> None:
+    # version 1 had no status_event: its entries count as their issuance (event 0)
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE entries (
+            seq INTEGER PRIMARY KEY,
+            certificate_id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            node TEXT NOT NULL,
+            holder_digest TEXT NOT NULL,
+            registered_at REAL NOT NULL,
+            status TEXT NOT NULL
+        ) STRICT;
+        PRAGMA user_version = 1;
+        """
+    )
+    old.execute(
+        "INSERT INTO entries (certificate_id, type, node, holder_digest, registered_at, status)"
+        " VALUES (?, 'marriage', 'zhuji', ?, ?, 'suspended')",
+        (entry(1).certificate_id, CHEN, NOW + 1),
+    )
+    old.commit()
+    old.close()
+    with SqliteCatalog(path) as store:
+        assert store.get(entry(1).certificate_id) == entry(1, status=CertStatus.SUSPENDED)
+        store.register(entry(1, status=CertStatus.VALID, event=1))
+        assert store.get(entry(1).certificate_id).status is CertStatus.VALID
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        check.close()
 
 
 # --- lookup ----------------------------------------------------------------------------------
@@ -523,6 +573,27 @@ def test_service_register_with_status(
 ) -> None:
     stored = service.register(ZHUJI, register_body(types, status="suspended"))
     assert stored.status is CertStatus.SUSPENDED
+    assert stored.status_event == 0
+
+
+def test_service_register_a_later_status(
+    service: CatalogService, types: dict[str, CertificateTypeInfo]
+) -> None:
+    service.register(ZHUJI, register_body(types))
+    revoked = service.register(ZHUJI, register_body(types, status="revoked", status_event=3))
+    assert (revoked.status, revoked.status_event) == (CertStatus.REVOKED, 3)
+    late = service.register(ZHUJI, register_body(types, status="suspended", status_event=2))
+    assert late == revoked
+
+
+@pytest.mark.parametrize("event", [-1, 2**53, 1.0, "1", True, None])
+def test_service_refuses_a_bad_status_event(
+    service: CatalogService, types: dict[str, CertificateTypeInfo], event: object
+) -> None:
+    with raises(InputError, "catalog.bad_status_event") as caught:
+        service.register(ZHUJI, register_body(types, status="valid", status_event=event))
+    assert caught.value is not None
+    assert caught.value.pointers == ("/status_event",)
 
 
 def test_service_register_conflict(
@@ -651,50 +722,6 @@ def test_service_refuses_a_malformed_node(
 def test_service_needs_types(store: SqliteCatalog, clock: FixedClock) -> None:
     with raises(ConfigError, "catalog.types"):
         CatalogService(store, clock=clock, types=[])
-
-
-# --- the service: status ---------------------------------------------------------------------
-
-
-def test_service_update_status(
-    service: CatalogService, types: dict[str, CertificateTypeInfo]
-) -> None:
-    service.register(ZHUJI, register_body(types))
-    body = {"certificate_id": cert_id(types, "marriage", 1), "node": "zhuji", "status": "revoked"}
-    assert service.update_status(ZHUJI, body).status is CertStatus.REVOKED
-
-
-def test_service_update_status_checks_the_caller(
-    service: CatalogService, types: dict[str, CertificateTypeInfo]
-) -> None:
-    service.register(ZHUJI, register_body(types))
-    certificate = cert_id(types, "marriage", 1)
-    # the body names another node than the one the hop proof authenticated
-    with raises(Forbidden, "catalog.not_owner"):
-        service.update_status(
-            SHANGHAI, {"certificate_id": certificate, "node": "zhuji", "status": "revoked"}
-        )
-    # the body is consistent, but the certificate is zhuji's
-    with raises(Forbidden, "catalog.not_owner"):
-        service.update_status(
-            SHANGHAI, {"certificate_id": certificate, "node": "shanghai", "status": "revoked"}
-        )
-
-
-def test_service_update_status_bad_body(
-    service: CatalogService, types: dict[str, CertificateTypeInfo]
-) -> None:
-    certificate = cert_id(types, "marriage", 1)
-    with raises(InputError, "catalog.bad_body"):
-        service.update_status(ZHUJI, {"certificate_id": certificate, "node": "zhuji"})
-    with raises(InputError, "catalog.bad_status"):
-        service.update_status(
-            ZHUJI, {"certificate_id": certificate, "node": "zhuji", "status": "gone"}
-        )
-    with raises(NotFoundError, "catalog.not_found"):
-        service.update_status(
-            ZHUJI, {"certificate_id": certificate, "node": "zhuji", "status": "revoked"}
-        )
 
 
 # --- the service: lookup ---------------------------------------------------------------------

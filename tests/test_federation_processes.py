@@ -150,6 +150,13 @@ class Scenario:
             assert response.status == 201, answer
             return str(answer["certificate_id"])
 
+    async def change_status(self, node: str, client_id: str, cert_id: str, action: str) -> None:
+        headers = {"Authorization": f"Bearer {await self.token(client_id)}"}
+        url = f"{self.cluster.url(node)}/v1/certificates/{cert_id}/status"
+        body = {"action": action, "reason": "test"}
+        async with self.session.post(url, json=body, headers=headers) as response:
+            assert response.status == 200, await response.text()
+
     async def fetch(self, token: str, cert_id: str, consent: str) -> tuple[int, Any, float]:
         url = f"{self.cluster.url('zhuji')}/v1/certificates/{cert_id}?matter=marriage-registration"
         headers = {"Authorization": f"Bearer {token}", "Tongban-Consent": consent}
@@ -225,12 +232,14 @@ def outbox_entries(registry_file: Path) -> list[str]:
     return [str(orjson.loads(record)["certificate_id"]) for (record,) in rows]
 
 
-def catalogued(catalog_file: Path, cert_id: str) -> str | None:
-    """The node national's catalog says holds ``cert_id``."""
+def catalogued(catalog_file: Path, cert_id: str, column: str = "node") -> str | None:
+    """What national's catalog says of ``cert_id``: the node that holds it, or another
+    ``column`` (``status``)."""
     conn = sqlite3.connect(f"{catalog_file.as_uri()}?mode=ro", uri=True)
     try:
         row = conn.execute(
-            "SELECT node FROM entries WHERE certificate_id = ?", (cert_id,)
+            f"SELECT {column} FROM entries WHERE certificate_id = ?",
+            (cert_id,),
         ).fetchone()
     finally:
         conn.close()
@@ -261,3 +270,21 @@ async def test_a_catalog_entry_outlives_national_being_down_and_the_issuer_resta
         assert loop.time() < deadline, "the catalog entry was never delivered"
         await asyncio.sleep(0.2)
     assert catalogued(data / "national" / "catalog.sqlite3", cert_id) == "linquan"
+
+
+async def test_national_s_catalog_follows_a_certificate_s_status_changes(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    await wait_until_enrolled(session, cluster)
+    scenario = Scenario(cluster, session)
+    catalog = cluster.federation.data_dir / "national" / "catalog.sqlite3"
+    client = "linquan-public-security"
+    cert_id = await scenario.issue("linquan", client, BRIDE)
+    await scenario.change_status("linquan", client, cert_id, "suspend")
+    await scenario.change_status("linquan", client, cert_id, "revoke")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_TIMEOUT
+    while catalogued(catalog, cert_id, "status") != "revoked":
+        assert loop.time() < deadline, "national's catalog never learnt of the revocation"
+        await asyncio.sleep(0.2)
+    assert catalogued(catalog, cert_id) == "linquan"

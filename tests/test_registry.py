@@ -166,17 +166,20 @@ def test_a_status_change_keeps_its_audit_record_made_from_the_changed_row(
     cert = issue(registry, 1)
     seen: list[tuple[CertStatus, int]] = []
 
-    def record(updated: StoredCertificate, event: int) -> bytes:
+    def record(updated: StoredCertificate, event: int) -> dict[Outbox, bytes]:
         seen.append((updated.status, event))
-        return f"{updated.status.value} {event}".encode()
+        return {
+            Outbox.AUDIT: f"{updated.status.value} {event}".encode(),
+            Outbox.CATALOG: f"entry {event}".encode(),
+        }
 
-    registry.apply(cert.id, StatusAction.SUSPEND, reason="check", at=NOW + 1, audit=record)
-    registry.apply(cert.id, StatusAction.REINSTATE, reason="ok", at=NOW + 2, audit=record)
+    registry.apply(cert.id, StatusAction.SUSPEND, reason="check", at=NOW + 1, owed=record)
+    registry.apply(cert.id, StatusAction.REINSTATE, reason="ok", at=NOW + 2, owed=record)
     with pytest.raises(ConflictError):  # reinstating a valid certificate: nothing kept
-        registry.apply(cert.id, StatusAction.REINSTATE, reason="x", at=NOW + 3, audit=record)
+        registry.apply(cert.id, StatusAction.REINSTATE, reason="x", at=NOW + 3, owed=record)
     assert seen == [(CertStatus.SUSPENDED, 1), (CertStatus.VALID, 2)]
     assert [r for _, r in registry.pending(Outbox.AUDIT)] == [b"suspended 1", b"valid 2"]
-    assert registry.pending(Outbox.CATALOG) == []
+    assert [r for _, r in registry.pending(Outbox.CATALOG)] == [b"entry 1", b"entry 2"]
 
 
 def test_each_registry_object_moves_its_own_records_and_recovery_sees_all(

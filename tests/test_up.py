@@ -12,55 +12,21 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import unused_port
+from conftest import HANG_GUARD, Up
 
 import gateway
 from gateway.cli import _parser
 from gateway.clock import FixedClock
-from gateway.commands import run_federation, start_order
+from gateway.commands import start_order
 from gateway.config import DEFAULT_FEDERATION_FILE, Federation
 from gateway.errors import ConfigError
 
 REPO = Path(gateway.__file__).resolve().parents[1]
-HANG_GUARD = 60.0
-"""Seconds before a broken test fails instead of hanging; never a timing assertion."""
-
-
-@pytest.fixture
-def moved(federation: Federation) -> Federation:
-    """The default federation in a temporary directory, every node on a free port."""
-    return federation.with_ports({node.id: unused_port() for node in federation.nodes})
-
-
-class Up:
-    """``run_federation`` as a task, with its ``stop`` event and what ``ready`` reported."""
-
-    def __init__(self, federation: Federation, clock: FixedClock) -> None:
-        self.stop = asyncio.Event()
-        self.urls: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
-        self.task = asyncio.create_task(
-            run_federation(federation, clock=clock, stop=self.stop, ready=self.urls.set_result)
-        )
-
-    async def ready(self) -> dict[str, str]:
-        either: set[asyncio.Future[Any]] = {self.task, self.urls}
-        done, _ = await asyncio.wait(
-            either, timeout=HANG_GUARD, return_when=asyncio.FIRST_COMPLETED
-        )
-        assert done, "the federation neither came up nor failed"
-        if self.task in done:
-            self.task.result()  # raises what stopped it
-            pytest.fail("run_federation returned before it was ready")
-        return self.urls.result()
-
-    async def stopped(self) -> None:
-        self.stop.set()
-        await asyncio.wait_for(self.task, HANG_GUARD)
 
 
 async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, object]]:

@@ -377,6 +377,8 @@ async def change_status(request: web.Request) -> web.Response:
     updated = await in_writer(
         request, node.change_status, principal, request.match_info["id"], body
     )
+    if EXCHANGE in request.app:
+        request.app[EXCHANGE].registrations_due()  # national's catalog learns the new status
     return json_response(
         {
             "certificate_id": updated.id,

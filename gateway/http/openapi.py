@@ -225,8 +225,9 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
             },
             "/v1/catalog/entries": {
                 "post": _op(
-                    "Node to national: register a held certificate (Tongban-Hop proof; holder "
-                    "as a keyed digest only)",
+                    "Node to national: register a held certificate, or a later status of it "
+                    "(status_event orders them; Tongban-Hop proof; holder as a keyed digest "
+                    "only)",
                     tag="federation",
                     ok=201,
                     secured=False,
