@@ -23,7 +23,7 @@ from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
 from gateway.http.idp_app import create_idp_app
 from gateway.idp import IdpService, idp_issuer
 from gateway.idp_client import IdpClient
-from gateway.ids import NodeId
+from gateway.ids import NATIONAL, NodeId
 from gateway.jwks import KeyResolver, StaticKeyResolver
 from gateway.keys import federation_holder_secret
 from gateway.node import NodeService
@@ -121,6 +121,14 @@ def serve(
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     federation.node(node_id)  # an unknown node fails here, before any fork
+    if workers > 1 and node_id == NATIONAL:
+        # its trust-list authority keeps the list's seq and every key's history in one
+        # state file that its process rewrites: two processes would each reuse a seq
+        raise ConfigError(
+            f"{NATIONAL} signs the trust list from state one process owns: serve it with"
+            " --workers 1 (any other node scales out)",
+            code="serve.workers",
+        )
     if workers == 1:
         _serve_one(federation, node_id, host=host, port=port, reuse_port=False, recover=True)
         return 0

@@ -102,6 +102,12 @@ def test_zero_workers_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--workers must be at least 1" in capsys.readouterr().err
 
 
+def test_national_is_refused_more_than_one_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    # its trust-list authority's state (seq, key histories) belongs to one process
+    assert main(["serve", "--node", "national", "--workers", "2"]) == 2
+    assert "serve it with --workers 1" in capsys.readouterr().err
+
+
 def test_an_unknown_node_is_refused_before_any_worker_starts(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
