@@ -152,27 +152,64 @@ async def test_the_loop_serves_while_a_group_is_being_committed(
 ) -> None:
     held = HeldCommits(log)
     monkeypatch.setattr(log, "stage", held.stage)
+    # two requests queue in one round: a group of two, committed on the commit thread
     first = asyncio.ensure_future(journal.append(fetch(1)))
-    await held.first_staged.wait()  # the first group is staged; its commit is held on the thread
-    # the event loop is free: other requests run and queue for the next group
     second = asyncio.ensure_future(journal.append(fetch(2)))
+    await held.first_staged.wait()  # the first group is staged; its commit is held
+    # the event loop is free: other requests run and queue for the next group
     third = asyncio.ensure_future(journal.append(fetch(3)))
+    fourth = asyncio.ensure_future(journal.append(fetch(4)))
     for _ in range(20):
         await asyncio.sleep(0)
-    assert not any(request.done() for request in (first, second, third))
+    assert not any(request.done() for request in (first, second, third, fourth))
     assert held.staged == 1  # one writer: the next group waits for the commit in flight
     assert log.size() == 0
     held.released.set()
     assert [r.seq for r in await first] == [0, 1]
     assert [r.seq for r in await second] == [2, 3]
     assert [r.seq for r in await third] == [4, 5]
+    assert [r.seq for r in await fourth] == [6, 7]
     assert journal.commits == 2  # the two that waited shared the next commit
     assert held.staged == 2
 
 
-async def test_a_commit_that_fails_on_the_thread_fails_its_group_only(
+class CommitThreads:
+    """The name of the thread each staged transaction of the log is committed on."""
+
+    def __init__(self, log: SqliteAuditLog) -> None:
+        self._stage = log.stage
+        self.threads: list[str] = []
+
+    def stage(self, checked: Sequence[CheckedItem]) -> StagedAppend:
+        staged = self._stage(checked)
+        real_commit = staged.commit
+
+        def commit() -> list[AuditRecord]:
+            self.threads.append(threading.current_thread().name)
+            return real_commit()
+
+        staged.commit = commit  # type: ignore[method-assign]
+        return staged
+
+
+async def test_a_lone_request_is_committed_on_the_loop_a_group_on_the_thread(
     journal: GroupCommit, log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    seen = CommitThreads(log)
+    monkeypatch.setattr(log, "stage", seen.stage)
+    await journal.append(fetch(1))  # alone
+    await asyncio.gather(journal.append(fetch(2)), journal.append(fetch(3)))  # together
+    loop_thread = threading.current_thread().name
+    assert len(seen.threads) == 2
+    assert seen.threads[0] == loop_thread
+    assert seen.threads[1].startswith("audit-commit")
+    assert [r.subject for r in log.entries(0, 6)] == ["cert-1"] * 2 + ["cert-2"] * 2 + [
+        "cert-3"
+    ] * 2
+
+
+def fail_next_commit(log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next transaction the log stages fails to commit (and is rolled back)."""
     stage = log.stage
 
     def failing_once(checked: Sequence[CheckedItem]) -> StagedAppend:
@@ -187,8 +224,28 @@ async def test_a_commit_that_fails_on_the_thread_fails_its_group_only(
         return staged
 
     monkeypatch.setattr(log, "stage", failing_once)
-    lost = await asyncio.gather(journal.append(fetch(1)), return_exceptions=True)
-    assert [getattr(o, "code", None) for o in lost] == ["audit.storage"]
+
+
+async def test_a_commit_that_fails_on_the_thread_fails_its_group_only(
+    journal: GroupCommit, log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fail_next_commit(log, monkeypatch)
+    # two requests: a group committed on the thread, where the commit fails
+    lost = await asyncio.gather(
+        journal.append(fetch(1)), journal.append(fetch(2)), return_exceptions=True
+    )
+    assert [getattr(o, "code", None) for o in lost] == ["audit.storage"] * 2
+    assert [r.seq for r in await journal.append(fetch(3))] == [0, 1]
+    assert [r.subject for r in log.entries(0, 2)] == ["cert-3", "cert-3"]
+
+
+async def test_a_lone_request_s_failed_commit_fails_it_only(
+    journal: GroupCommit, log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fail_next_commit(log, monkeypatch)
+    with pytest.raises(StorageError) as caught:  # committed on the loop, raised to its caller
+        await journal.append(fetch(1))
+    assert caught.value.code == "audit.storage"
     assert [r.seq for r in await journal.append(fetch(2))] == [0, 1]
     assert [r.subject for r in log.entries(0, 2)] == ["cert-2", "cert-2"]
 
