@@ -286,7 +286,7 @@ class SqliteCatalog:
             "UPDATE entries SET status = ?, status_event = ? WHERE certificate_id = ?",
             (entry.status.value, entry.status_event, stored.certificate_id),
         )
-        return replace(stored, status=CertStatus(entry.status), status_event=entry.status_event)
+        return replace(stored, status=entry.status, status_event=entry.status_event)
 
     def register(self, entry: CatalogEntry) -> CatalogEntry:
         """Register a certificate, or a later status of it; returns the stored entry.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer, unused_port
 
@@ -213,3 +215,27 @@ class Up:
     async def stopped(self) -> None:
         self.stop.set()
         await asyncio.wait_for(self.task, HANG_GUARD)
+
+
+def outbox_entries(registry_file: Path) -> list[str]:
+    """The catalog entries a node's registry still owes national (certificate ids)."""
+    conn = sqlite3.connect(f"{registry_file.as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT record FROM outbox WHERE topic = 'catalog'").fetchall()
+    finally:
+        conn.close()
+    return [str(orjson.loads(record)["certificate_id"]) for (record,) in rows]
+
+
+def catalogued(catalog_file: Path, cert_id: str, column: str = "node") -> str | None:
+    """What national's catalog says of ``cert_id``: the node that holds it, or another
+    ``column`` (``status``)."""
+    conn = sqlite3.connect(f"{catalog_file.as_uri()}?mode=ro", uri=True)
+    try:
+        row = conn.execute(
+            f"SELECT {column} FROM entries WHERE certificate_id = ?",
+            (cert_id,),
+        ).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else str(row[0])

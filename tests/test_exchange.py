@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-from conftest import HANG_GUARD, Tokens, Up, household_request
+from conftest import HANG_GUARD, Tokens, Up, catalogued, household_request, outbox_entries
 
 from gateway.clock import FixedClock
 from gateway.config import Federation
@@ -40,26 +40,6 @@ def owe_catalog(registry_file: Path, record: bytes, *, owner: str) -> None:
         conn.close()
 
 
-def catalog_outbox(registry_file: Path) -> list[bytes]:
-    conn = sqlite3.connect(f"{registry_file.as_uri()}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT record FROM outbox WHERE topic = 'catalog'").fetchall()
-    finally:
-        conn.close()
-    return [bytes(record) for (record,) in rows]
-
-
-def catalog_status(catalog_file: Path, cert_id: str) -> str | None:
-    conn = sqlite3.connect(f"{catalog_file.as_uri()}?mode=ro", uri=True)
-    try:
-        row = conn.execute(
-            "SELECT status FROM entries WHERE certificate_id = ?", (cert_id,)
-        ).fetchone()
-    finally:
-        conn.close()
-    return None if row is None else str(row[0])
-
-
 async def test_a_refused_entry_is_dropped_and_counted_and_the_next_ones_still_arrive(
     moved: Federation, clock: FixedClock
 ) -> None:
@@ -87,7 +67,7 @@ async def test_a_refused_entry_is_dropped_and_counted_and_the_next_ones_still_ar
             # whatever national answered before it trusted zhuji's key (401) was retried
             loop = asyncio.get_running_loop()
             deadline = loop.time() + HANG_GUARD
-            while catalog_outbox(registry) or catalog_status(catalog, cert_id) != "revoked":
+            while outbox_entries(registry) or catalogued(catalog, cert_id, "status") != "revoked":
                 assert loop.time() < deadline, "the catalog entries were never all delivered"
                 await asyncio.sleep(0.05)
             async with session.get(f"{urls['zhuji']}/metrics") as response:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from conftest import catalogued, outbox_entries
 from processes import Processes, federation_file, free_ports, wait_healthy
 
 from gateway._internal.wire import b64url_decode
@@ -220,30 +220,6 @@ async def test_a_killed_node_fails_fast_within_the_deadline_and_returns_after_re
         assert time.monotonic() - restarted < 5.0, body
         await asyncio.sleep(0.1)
     assert body["report"]["indication"] == "PASSED"
-
-
-def outbox_entries(registry_file: Path) -> list[str]:
-    """The catalog entries a node's registry still owes national (certificate ids)."""
-    conn = sqlite3.connect(f"{registry_file.as_uri()}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT record FROM outbox WHERE topic = 'catalog'").fetchall()
-    finally:
-        conn.close()
-    return [str(orjson.loads(record)["certificate_id"]) for (record,) in rows]
-
-
-def catalogued(catalog_file: Path, cert_id: str, column: str = "node") -> str | None:
-    """What national's catalog says of ``cert_id``: the node that holds it, or another
-    ``column`` (``status``)."""
-    conn = sqlite3.connect(f"{catalog_file.as_uri()}?mode=ro", uri=True)
-    try:
-        row = conn.execute(
-            f"SELECT {column} FROM entries WHERE certificate_id = ?",
-            (cert_id,),
-        ).fetchone()
-    finally:
-        conn.close()
-    return None if row is None else str(row[0])
 
 
 async def test_a_catalog_entry_outlives_national_being_down_and_the_issuer_restarting(

@@ -124,23 +124,38 @@ async def test_a_group_is_bounded_and_never_splits_a_request(log: SqliteAuditLog
     assert [r.seq for records in results for r in records] == list(range(10))
 
 
-class HeldCommits:
-    """The log's staged transactions, each committed only once the test releases it."""
+class Commits:
+    """The log's staged transactions, watched: how many were staged, the thread each commits
+    on; a commit can be held until the test releases it, or made to fail once."""
 
-    def __init__(self, log: SqliteAuditLog) -> None:
+    def __init__(self, log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
         self._stage = log.stage
-        self.released = threading.Event()
+        monkeypatch.setattr(log, "stage", self.stage)
         self.staged = 0
         self.first_staged = asyncio.Event()
+        self.threads: list[str] = []
+        self.released: threading.Event | None = None
+        self.fail_next = False
+
+    def hold(self) -> threading.Event:
+        """Commits wait until the returned event is set."""
+        self.released = threading.Event()
+        return self.released
 
     def stage(self, checked: Sequence[CheckedItem]) -> StagedAppend:
         staged = self._stage(checked)
         self.staged += 1
         self.first_staged.set()  # staged on the loop, as the group commit does
-        real_commit = staged.commit
+        real_commit, released, fail = staged.commit, self.released, self.fail_next
+        self.fail_next = False
 
         def commit() -> list[AuditRecord]:
-            assert self.released.wait(timeout=30), "the test never released the commit"
+            self.threads.append(threading.current_thread().name)
+            if released is not None:
+                assert released.wait(timeout=30), "the test never released the commit"
+            if fail:
+                staged.rollback()
+                raise StorageError("the disk went away", code="audit.storage")
             return real_commit()
 
         staged.commit = commit  # type: ignore[method-assign]
@@ -150,8 +165,8 @@ class HeldCommits:
 async def test_the_loop_serves_while_a_group_is_being_committed(
     journal: GroupCommit, log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held = HeldCommits(log)
-    monkeypatch.setattr(log, "stage", held.stage)
+    held = Commits(log, monkeypatch)
+    released = held.hold()
     # two requests queue in one round: a group of two, committed on the commit thread
     first = asyncio.ensure_future(journal.append(fetch(1)))
     second = asyncio.ensure_future(journal.append(fetch(2)))
@@ -164,7 +179,7 @@ async def test_the_loop_serves_while_a_group_is_being_committed(
     assert not any(request.done() for request in (first, second, third, fourth))
     assert held.staged == 1  # one writer: the next group waits for the commit in flight
     assert log.size() == 0
-    held.released.set()
+    released.set()
     assert [r.seq for r in await first] == [0, 1]
     assert [r.seq for r in await second] == [2, 3]
     assert [r.seq for r in await third] == [4, 5]
@@ -173,30 +188,10 @@ async def test_the_loop_serves_while_a_group_is_being_committed(
     assert held.staged == 2
 
 
-class CommitThreads:
-    """The name of the thread each staged transaction of the log is committed on."""
-
-    def __init__(self, log: SqliteAuditLog) -> None:
-        self._stage = log.stage
-        self.threads: list[str] = []
-
-    def stage(self, checked: Sequence[CheckedItem]) -> StagedAppend:
-        staged = self._stage(checked)
-        real_commit = staged.commit
-
-        def commit() -> list[AuditRecord]:
-            self.threads.append(threading.current_thread().name)
-            return real_commit()
-
-        staged.commit = commit  # type: ignore[method-assign]
-        return staged
-
-
 async def test_a_lone_request_is_committed_on_the_loop_a_group_on_the_thread(
     journal: GroupCommit, log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen = CommitThreads(log)
-    monkeypatch.setattr(log, "stage", seen.stage)
+    seen = Commits(log, monkeypatch)
     await journal.append(fetch(1))  # alone
     await asyncio.gather(journal.append(fetch(2)), journal.append(fetch(3)))  # together
     loop_thread = threading.current_thread().name
@@ -208,28 +203,10 @@ async def test_a_lone_request_is_committed_on_the_loop_a_group_on_the_thread(
     ] * 2
 
 
-def fail_next_commit(log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The next transaction the log stages fails to commit (and is rolled back)."""
-    stage = log.stage
-
-    def failing_once(checked: Sequence[CheckedItem]) -> StagedAppend:
-        staged = stage(checked)
-        monkeypatch.setattr(log, "stage", stage)
-
-        def commit() -> list[AuditRecord]:
-            staged.rollback()
-            raise StorageError("the disk went away", code="audit.storage")
-
-        staged.commit = commit  # type: ignore[method-assign]
-        return staged
-
-    monkeypatch.setattr(log, "stage", failing_once)
-
-
 async def test_a_commit_that_fails_on_the_thread_fails_its_group_only(
     journal: GroupCommit, log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fail_next_commit(log, monkeypatch)
+    Commits(log, monkeypatch).fail_next = True
     # two requests: a group committed on the thread, where the commit fails
     lost = await asyncio.gather(
         journal.append(fetch(1)), journal.append(fetch(2)), return_exceptions=True
@@ -242,7 +219,7 @@ async def test_a_commit_that_fails_on_the_thread_fails_its_group_only(
 async def test_a_lone_request_s_failed_commit_fails_it_only(
     journal: GroupCommit, log: SqliteAuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fail_next_commit(log, monkeypatch)
+    Commits(log, monkeypatch).fail_next = True
     with pytest.raises(StorageError) as caught:  # committed on the loop, raised to its caller
         await journal.append(fetch(1))
     assert caught.value.code == "audit.storage"
