@@ -24,15 +24,15 @@ import orjson
 from gateway.errors import Forbidden, InputError, SealError
 from gateway.ids import DepartmentId
 from gateway.jwks import KeyResolver
-from gateway.seals import SignatureMemo, Signer, sign_compact, verify_compact
+from gateway.seals import SealMemo, Signer, sign_compact, verify_compact
 
 CONSENT_TYP: Final = "consent+jwt"
 CLOCK_SKEW: Final = 60
 MAX_CONSENT_BYTES: Final = 8192
 MAX_TYPES: Final = 64
 MEMO_ENTRIES: Final = 16_384
-"""Grants whose verified signatures a verifier remembers (a grant is used for every
-certificate of a matter, at every hop)."""
+"""Grants a verifier remembers having verified (a grant is used for every certificate of a
+matter, at every hop); at most :data:`~gateway.seals.SEAL_MEMO_BYTES` of them in all."""
 _MAX_STRING: Final = 512
 
 
@@ -123,7 +123,7 @@ class ConsentVerifier:
         self.skew = skew
         # only the signature arithmetic is remembered: the key's state, the claims and the
         # times are checked on every use
-        self._memo = SignatureMemo(MEMO_ENTRIES)
+        self._memo = SealMemo(MEMO_ENTRIES)
 
     def verify(
         self,

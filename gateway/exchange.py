@@ -60,7 +60,7 @@ from gateway.revocation import (
     make_issuance_proof,
 )
 from gateway.routing import Route, Topology
-from gateway.seals import SignatureMemo, verify_seal
+from gateway.seals import SealMemo, verify_seal
 from gateway.trust import TrustListResolver
 from gateway.verification import (
     CertificateVerifier,
@@ -83,7 +83,8 @@ about the entry (a hop proof it cannot check yet, e.g. before the trust list it 
 this node's key; too many requests): retried, not dropped. 403 is about the entry (another
 node's certificate) and is not retried."""
 FETCHED_SEAL_MEMO = 65_536
-"""Foreign seals whose verified signatures a node remembers (about 100 bytes each)."""
+"""Foreign seals a node remembers having verified; at most
+:data:`~gateway.seals.SEAL_MEMO_BYTES` of them in all (a seal is a few kilobytes)."""
 HOP_HEADER = "Tongban-Hop"
 CONSENT_HEADER = "Tongban-Consent"
 MAX_ROUTE = 16
@@ -209,7 +210,7 @@ class Exchange:
         self._nonces = NonceCache(max_entries=100_000, ttl=60.0)
         # foreign seals fetched for callers: the same certificates again and again (a batch
         # handed in to POST /v1/seals/verify is verified afresh, seal by seal)
-        self._fetched = SignatureMemo(FETCHED_SEAL_MEMO)
+        self._fetched = SealMemo(FETCHED_SEAL_MEMO)
         self._registrations_due = asyncio.Event()
 
     def registrations_due(self) -> None:
@@ -290,7 +291,7 @@ class Exchange:
         return reports
 
     async def _verify_all(
-        self, seals: list[str], *, memo: SignatureMemo | None = None
+        self, seals: list[str], *, memo: SealMemo | None = None
     ) -> list[tuple[VerificationReport, VerifiedCertificate | None]]:
         """Own keys and registry first, then the trust list's keys and remote status lists.
 
@@ -320,7 +321,7 @@ class Exchange:
         return outcomes
 
     def _verifier(
-        self, keys: KeyResolver, memo: SignatureMemo | None, *, proven: ProvenIssuances
+        self, keys: KeyResolver, memo: SealMemo | None, *, proven: ProvenIssuances
     ) -> CertificateVerifier:
         statuses = _Statuses(self.node.status_list_prefix, self.node.local_statuses, self._statuses)
         return CertificateVerifier(

@@ -58,7 +58,7 @@ from gateway.registry import (
 )
 from gateway.reports import VerificationReport
 from gateway.schemas import SchemaCatalog
-from gateway.seals import SignatureMemo, seal, sign_compact
+from gateway.seals import SealMemo, seal, sign_compact
 from gateway.status_list import STATUS_LIST_TYP, status_list_claims
 from gateway.verification import (
     CertificateVerifier,
@@ -68,7 +68,8 @@ from gateway.verification import (
 
 STATUS_LIST_TTL = 300
 STORED_SEAL_MEMO = 65_536
-"""Own seals whose verified signatures a node remembers (about 100 bytes each)."""
+"""Own seals a node remembers having verified; at most :data:`~gateway.seals.SEAL_MEMO_BYTES`
+of them in all (a seal is a few kilobytes)."""
 _LIST_ID = re.compile(r"[0-9]{1,9}")
 
 
@@ -221,7 +222,7 @@ class NodeService:
             max_seal_bytes=federation.limits.max_seal_bytes,
         )
         # the node's own stored seals, verified on every fetch: the same bytes again and again
-        self._stored_memo = SignatureMemo(STORED_SEAL_MEMO)
+        self._stored_memo = SealMemo(STORED_SEAL_MEMO)
         self.refresh_key_metrics()
 
     @classmethod

@@ -14,7 +14,6 @@ with a stable code and the report check (``step``) it failed at.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from collections import OrderedDict
@@ -49,13 +48,23 @@ from gateway.errors import (
     VerificationError,
 )
 from gateway.ids import KeyId, NodeId
-from gateway.jwks import Alg, KeyResolver, KeyState, PublicKey, alg_for, thumbprint
+from gateway.jwks import (
+    Alg,
+    KeyResolver,
+    KeyState,
+    PublicKey,
+    VerificationKey,
+    alg_for,
+    thumbprint,
+)
 from gateway.reports import SEAL_CHECKS, Check
 
 SEAL_TYP: Final = "tongban-seal+jws"
 MAX_SEAL_BYTES: Final = 65_536
 MAX_HEADER_BYTES: Final = 4096
 CLOCK_SKEW_SECONDS: Final = 60
+SEAL_MEMO_BYTES: Final = 16 * 1024 * 1024
+"""The default bound of a :class:`SealMemo`: the bytes of the seals it keeps."""
 
 SIGNATURE_BYTES: Final = 64
 """Ed25519 signatures, and ES256 signatures as r || s (IEEE P1363, RFC 7518 §3.4)."""
@@ -233,51 +242,83 @@ def verify_signature(
     raise SealError("the key cannot verify this algorithm", code="seal.alg_mismatch")
 
 
-class SignatureMemo:
-    """Signatures that verified, remembered so the same bytes need not be verified again.
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    """What a seal's pure checks established: the parts the format and header checks read,
+    and the key (algorithm and public key bytes) its signature verified under."""
 
-    Signature verification is deterministic: the same signature over the same signing input
-    under the same public key verifies every time. An entry is the SHA-256 of exactly those
-    (algorithm, public key bytes, signing input, signature), recorded only after
-    :func:`verify_signature` accepted them; least recently used entries go first. A memo
-    replaces only that arithmetic: :func:`verify_compact` runs every other check (format,
-    header, the key's current state and validity, revocation, the payload) on every call,
-    so a key revoked after an entry was made still fails the seal.
+    kid: str
+    alg: str
+    public_key: bytes
+    typ: str
+    signed_at: float
+    header_bytes: bytes
+    payload_bytes: bytes
 
+
+class SealMemo:
+    """Seals that verified, remembered so the same bytes need not be decoded and verified
+    again.
+
+    Steps 1-10, 14 and 17 of :func:`verify_compact` are functions of the seal's bytes (and,
+    for the signature, of the public key) alone: the same string gives the same answer every
+    time. An entry, keyed by the exact seal string, is made only after every step passed,
+    and records those steps' results with the public key the signature verified under. A
+    seal found here skips them; everything that depends on the moment or on the key's
+    current state runs on every call: the caller's pinned ``typ``, the key's resolution,
+    allowed use and algorithm, its public key being the remembered one (else the seal is
+    verified afresh), the signing time against now and the key's validity, and its
+    revocation. The header and payload are parsed afresh from the remembered bytes, so no
+    caller shares a mutable object with another.
+
+    Bounded by entries and by the bytes of the seals it keeps (least recently used first).
     The gateway gives one to the paths that see the same bytes again and again (a caller's
-    consent grant, the node's own stored seals on fetch); a batch verification of seals
-    handed in by a caller verifies each one afresh.
+    consent grant, the node's own stored seals on fetch, foreign seals it fetched for
+    callers); a batch verification of seals handed in by a caller verifies each one afresh.
     """
 
-    def __init__(self, max_entries: int = 65_536) -> None:
-        if max_entries < 1:
-            raise ValueError("a signature memo needs at least one entry")
+    def __init__(self, max_entries: int = 8_192, *, max_bytes: int = SEAL_MEMO_BYTES) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError("a seal memo needs room for at least one entry")
         self.max_entries = max_entries
-        self._entries: OrderedDict[bytes, None] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, _Remembered] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def verify(
-        self, alg: Alg, public_key: PublicKey, signing_input: bytes, signature: bytes
-    ) -> None:
-        """:func:`verify_signature`, skipped when these exact bytes verified before."""
-        digest = hashlib.sha256(alg.encode("ascii"))
-        digest.update(_public_bytes(public_key))
-        digest.update(len(signing_input).to_bytes(8, "big"))
-        digest.update(signing_input)
-        digest.update(signature)
-        entry = digest.digest()
+    @property
+    def bytes(self) -> int:
+        """The bytes of the seals kept (their strings and decoded parts)."""
+        return self._bytes
+
+    def recall(self, token: str) -> _Remembered | None:
+        """The entry of exactly this seal string, if it verified before."""
         with self._lock:
-            if entry in self._entries:
-                self._entries.move_to_end(entry)
-                return
-        verify_signature(alg, public_key, signing_input, signature)
+            entry = self._entries.get(token)
+            if entry is not None:
+                self._entries.move_to_end(token)
+            return entry
+
+    def remember(self, token: str, entry: _Remembered) -> None:
+        size = _size(token, entry)
+        if size > self.max_bytes:
+            return
         with self._lock:
-            self._entries[entry] = None
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(token, None)
+            if old is not None:
+                self._bytes -= _size(token, old)
+            self._entries[token] = entry
+            self._bytes += size
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                gone, gone_entry = self._entries.popitem(last=False)
+                self._bytes -= _size(gone, gone_entry)
+
+
+def _size(token: str, entry: _Remembered) -> int:
+    return len(token) + len(entry.header_bytes) + len(entry.payload_bytes) + len(entry.public_key)
 
 
 def _public_bytes(public_key: PublicKey) -> bytes:
@@ -357,7 +398,7 @@ def verify_compact(
     typ: str,
     now: float,
     skew: float = CLOCK_SKEW_SECONDS,
-    memo: SignatureMemo | None = None,
+    memo: SealMemo | None = None,
 ) -> VerifiedSeal:
     """Verify a compact JWS of type ``typ`` against ``keys`` at time ``now``.
 
@@ -374,9 +415,13 @@ def _verify_compact(
     typ: str,
     now: float,
     skew: float = CLOCK_SKEW_SECONDS,
-    memo: SignatureMemo | None = None,
+    memo: SealMemo | None = None,
     checks: tuple[Check, ...] = _COMPACT_CHECKS,
 ) -> VerifiedSeal:
+    if memo is not None and (remembered := memo.recall(token)) is not None:
+        recalled = _recall(remembered, keys, typ=typ, now=now, skew=skew, checks=checks)
+        if recalled is not None:
+            return recalled
     step = "format"
     try:
         # 1. a string, bounded, ASCII
@@ -423,46 +468,17 @@ def _verify_compact(
         unverified_signed_at = _signing_time(unverified_header)
 
         step = "key"
-        # 11. resolve the key (an unknown kid cannot be judged: INDETERMINATE)
-        key = keys.key_for(KeyId(unverified_kid))
-        if key.kid != unverified_kid:
-            raise SealIndeterminate("the seal names an unknown key", code="seal.unknown_kid")
-        # 12. the key must be allowed to verify
-        if not key.verify_allowed:
-            raise SealError("the key may not be used to verify seals", code="seal.key_use")
-        # 13. the key pins the algorithm; the header only has to agree with it
-        if unverified_alg != key.alg:
-            raise SealError("the seal's algorithm is not its key's", code="seal.alg_mismatch")
-
+        key = _resolve_key(keys, unverified_kid, unverified_alg)  # 11-13
         step = "signature"
         # 14. the signature over ASCII(header_b64 "." payload_b64), with the key's algorithm
         signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
-        (verify_signature if memo is None else memo.verify)(
-            key.alg, key.public_key, signing_input, signature
-        )
+        verify_signature(key.alg, key.public_key, signing_input, signature)
         header, signed_at = unverified_header, unverified_signed_at
 
         step = "time"
-        # 15. the signing time: not in the future, within the key's validity, key in service
-        if signed_at > now + skew:
-            raise SealError("the seal is signed in the future", code="seal.signed_in_future")
-        if key.not_before is not None and signed_at < key.not_before:
-            raise SealError("the seal predates its key's validity", code="seal.key_not_yet_valid")
-        if key.not_after is not None and signed_at > key.not_after:
-            raise SealError("the seal postdates its key's validity", code="seal.key_expired")
-        if key.state is KeyState.NEXT:
-            raise SealError("the seal's key is not yet in service", code="seal.key_not_active")
-
+        _check_time(key, signed_at, now=now, skew=skew)  # 15
         step = "revocation"
-        # 16. a revoked key fails every seal that cannot be shown to predate the revocation;
-        #     sigT is the signer's own claim, so "before" stays unproven (INDETERMINATE)
-        if key.state is KeyState.REVOKED or key.revoked_at is not None:
-            if key.revoked_at is None or signed_at >= key.revoked_at:
-                raise SealError("the seal's key is revoked", code="seal.key_revoked")
-            raise SealIndeterminate(
-                "the seal's key was revoked later; the signing time is not proven",
-                code="seal.revocation_unproven",
-            )
+        _check_revocation(key, signed_at)  # 16
 
         step = "payload"
         # 17. the payload is a strict JSON object (claims are checked by the caller)
@@ -473,6 +489,19 @@ def _verify_compact(
         if exc.step is None:
             exc.step = step
         raise
+    if memo is not None:
+        memo.remember(
+            token,
+            _Remembered(
+                kid=key.kid,
+                alg=key.alg,
+                public_key=_public_bytes(key.public_key),
+                typ=typ,
+                signed_at=signed_at,
+                header_bytes=header_bytes,
+                payload_bytes=payload_bytes,
+            ),
+        )
     return VerifiedSeal(
         kid=key.kid,
         node=key.node,
@@ -481,6 +510,87 @@ def _verify_compact(
         header=header,
         payload=payload,
         payload_bytes=payload_bytes,
+        checks=checks,
+    )
+
+
+def _resolve_key(keys: KeyResolver, kid: str, alg: str) -> VerificationKey:
+    # 11. resolve the key (an unknown kid cannot be judged: INDETERMINATE)
+    key = keys.key_for(KeyId(kid))
+    if key.kid != kid:
+        raise SealIndeterminate("the seal names an unknown key", code="seal.unknown_kid")
+    # 12. the key must be allowed to verify
+    if not key.verify_allowed:
+        raise SealError("the key may not be used to verify seals", code="seal.key_use")
+    # 13. the key pins the algorithm; the header only has to agree with it
+    if alg != key.alg:
+        raise SealError("the seal's algorithm is not its key's", code="seal.alg_mismatch")
+    return key
+
+
+def _check_time(key: VerificationKey, signed_at: float, *, now: float, skew: float) -> None:
+    # 15. the signing time: not in the future, within the key's validity, key in service
+    if signed_at > now + skew:
+        raise SealError("the seal is signed in the future", code="seal.signed_in_future")
+    if key.not_before is not None and signed_at < key.not_before:
+        raise SealError("the seal predates its key's validity", code="seal.key_not_yet_valid")
+    if key.not_after is not None and signed_at > key.not_after:
+        raise SealError("the seal postdates its key's validity", code="seal.key_expired")
+    if key.state is KeyState.NEXT:
+        raise SealError("the seal's key is not yet in service", code="seal.key_not_active")
+
+
+def _check_revocation(key: VerificationKey, signed_at: float) -> None:
+    # 16. a revoked key fails every seal that cannot be shown to predate the revocation;
+    #     sigT is the signer's own claim, so "before" stays unproven (INDETERMINATE)
+    if key.state is KeyState.REVOKED or key.revoked_at is not None:
+        if key.revoked_at is None or signed_at >= key.revoked_at:
+            raise SealError("the seal's key is revoked", code="seal.key_revoked")
+        raise SealIndeterminate(
+            "the seal's key was revoked later; the signing time is not proven",
+            code="seal.revocation_unproven",
+        )
+
+
+def _recall(
+    remembered: _Remembered,
+    keys: KeyResolver,
+    *,
+    typ: str,
+    now: float,
+    skew: float,
+    checks: tuple[Check, ...],
+) -> VerifiedSeal | None:
+    """A remembered seal, verified again in everything that depends on the moment or on the
+    key's current state. ``None`` when its key is no longer the one its signature verified
+    under: the caller then verifies the seal afresh."""
+    step = "header"
+    try:
+        # 8. the caller pins the type (a memo could be shared by callers pinning others)
+        if remembered.typ != typ:
+            raise SealError("the seal has the wrong type (typ)", code="seal.wrong_typ")
+        step = "key"
+        key = _resolve_key(keys, remembered.kid, remembered.alg)  # 11-13
+        if _public_bytes(key.public_key) != remembered.public_key:
+            return None
+        step = "time"
+        _check_time(key, remembered.signed_at, now=now, skew=skew)  # 15
+        step = "revocation"
+        _check_revocation(key, remembered.signed_at)  # 16
+    except VerificationError as exc:
+        if exc.step is None:
+            exc.step = step
+        raise
+    # 4 and 17 passed the strict parser for exactly these bytes before: orjson reads them
+    # to the same values, into objects no other caller holds.
+    return VerifiedSeal(
+        kid=key.kid,
+        node=key.node,
+        alg=key.alg,
+        signed_at=remembered.signed_at,
+        header=MappingProxyType(orjson.loads(remembered.header_bytes)),
+        payload=MappingProxyType(orjson.loads(remembered.payload_bytes)),
+        payload_bytes=remembered.payload_bytes,
         checks=checks,
     )
 
@@ -497,7 +607,7 @@ def _check_claims(verified: VerifiedSeal) -> None:
 
 
 def verify_seal(
-    token: str, keys: KeyResolver, *, now: float, memo: SignatureMemo | None = None
+    token: str, keys: KeyResolver, *, now: float, memo: SealMemo | None = None
 ) -> VerifiedSeal:
     """Verify a seal: :func:`verify_compact` with the seal ``typ``, then ``iss`` and ``iat``."""
     verified = _verify_compact(

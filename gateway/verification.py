@@ -34,7 +34,7 @@ from gateway.reports import (
 )
 from gateway.revocation import ProvenIssuances, RevocationSetAside, describe
 from gateway.schemas import SchemaCatalog
-from gateway.seals import MAX_SEAL_BYTES, SignatureMemo, VerifiedSeal, verify_seal
+from gateway.seals import MAX_SEAL_BYTES, SealMemo, VerifiedSeal, verify_seal
 
 _IDENTIFIER_PASSED = Check("identifier", Indication.PASSED)
 _VALIDITY_PASSED = Check("validity", Indication.PASSED)
@@ -116,10 +116,10 @@ class CertificateVerifier:
         clock: Clock,
         statuses: StatusResolver | None = None,
         proven: ProvenIssuances | None = None,
-        memo: SignatureMemo | None = None,
+        memo: SealMemo | None = None,
         max_seal_bytes: int = MAX_SEAL_BYTES,
     ) -> None:
-        """``memo``: remembers signatures that verified (see :class:`SignatureMemo`); only
+        """``memo``: remembers seals that verified (see :class:`SealMemo`); only
         for seals this verifier sees again and again, such as a node's own stored ones.
         ``max_seal_bytes``: a node's own (lower) limit on the size of a seal."""
         self._max_seal_bytes = max_seal_bytes

@@ -41,7 +41,7 @@ from gateway.seals import (
     MAX_SEAL_BYTES,
     SEAL_TYP,
     PrivateKeySigner,
-    SignatureMemo,
+    SealMemo,
     Signer,
     VerifiedSeal,
     seal,
@@ -1015,7 +1015,7 @@ def arithmetic(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.mark.parametrize("signer", [ED, EC], ids=["EdDSA", "ES256"])
 def test_memo_computes_a_signature_once(signer: PrivateKeySigner, arithmetic: list[str]) -> None:
-    memo = SignatureMemo()
+    memo = SealMemo()
     token = craft(header(signer), signer=signer)
     for _ in range(3):
         assert verify_seal(token, KEYS, now=NOW, memo=memo).kid == signer.kid
@@ -1024,7 +1024,7 @@ def test_memo_computes_a_signature_once(signer: PrivateKeySigner, arithmetic: li
 
 
 def test_memo_does_not_remember_a_bad_signature(arithmetic: list[str]) -> None:
-    memo = SignatureMemo()
+    memo = SealMemo()
     forged = swap_segment(craft(), 2, b64url_encode(bytes(64)))
     for _ in range(2):
         with pytest.raises(SealError) as info:
@@ -1035,7 +1035,7 @@ def test_memo_does_not_remember_a_bad_signature(arithmetic: list[str]) -> None:
 
 
 def test_memo_still_checks_the_key_state_on_every_use() -> None:
-    memo = SignatureMemo()
+    memo = SealMemo()
     token = craft()
     verify_seal(token, KEYS, now=NOW, memo=memo)
     revoked = resolver(vkey(ED, state=KeyState.REVOKED, revoked_at=NOW - 3_600))
@@ -1050,7 +1050,7 @@ def test_memo_still_checks_the_key_state_on_every_use() -> None:
 
 def test_memo_entry_is_bound_to_the_public_key(arithmetic: list[str]) -> None:
     """Another key published under the same kid does not inherit the first key's entry."""
-    memo = SignatureMemo()
+    memo = SealMemo()
     token = craft()
     verify_seal(token, KEYS, now=NOW, memo=memo)
     impostor = resolver(vkey(ED, public_key=OTHER_ED.public_key))
@@ -1061,7 +1061,7 @@ def test_memo_entry_is_bound_to_the_public_key(arithmetic: list[str]) -> None:
 
 
 def test_memo_is_bounded_least_recently_used_first(arithmetic: list[str]) -> None:
-    memo = SignatureMemo(max_entries=2)
+    memo = SealMemo(max_entries=2)
     tokens = [craft(payload=claims(n=n)) for n in range(3)]
     for token in (tokens[0], tokens[1], tokens[0], tokens[2]):
         verify_seal(token, KEYS, now=NOW, memo=memo)
@@ -1075,4 +1075,111 @@ def test_memo_is_bounded_least_recently_used_first(arithmetic: list[str]) -> Non
 
 def test_memo_needs_an_entry() -> None:
     with pytest.raises(ValueError, match="at least one entry"):
-        SignatureMemo(max_entries=0)
+        SealMemo(max_entries=0)
+    with pytest.raises(ValueError, match="at least one entry"):
+        SealMemo(max_bytes=0)
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The base64url segments the verifier decodes."""
+    done: list[str] = []
+    real = seals_module._decode_segment
+
+    def counting(segment: str, *, max_length: int | None = None) -> bytes:
+        done.append(segment)
+        return real(segment, max_length=max_length)
+
+    monkeypatch.setattr(seals_module, "_decode_segment", counting)
+    return done
+
+
+@pytest.mark.parametrize("signer", [ED, EC], ids=["EdDSA", "ES256"])
+def test_memo_recalls_a_seal_without_decoding_it_again(
+    signer: PrivateKeySigner, decoded: list[str], arithmetic: list[str]
+) -> None:
+    memo = SealMemo()
+    token = craft(header(signer), signer=signer)
+    first = verify_seal(token, KEYS, now=NOW, memo=memo)
+    assert len(decoded) == 3
+    again = verify_seal(token, KEYS, now=NOW, memo=memo)
+    assert len(decoded) == 3
+    assert arithmetic == [signer.alg]
+    assert again == first  # the same verdict, header, payload, bytes, time and checks
+    assert again.checks == tuple(Check(name, Indication.PASSED) for name in SEAL_CHECKS)
+
+
+def test_memo_hands_every_caller_its_own_objects() -> None:
+    memo = SealMemo()
+    token = craft()
+    first = verify_seal(token, KEYS, now=NOW, memo=memo)
+    first.payload["certificate"]["name"] = "tampered"  # nested values are plain dicts
+    again = verify_seal(token, KEYS, now=NOW, memo=memo)
+    assert again.payload["certificate"]["name"] == "结婚证"
+    assert again.payload is not first.payload
+    assert again.header is not first.header
+
+
+def test_memo_still_pins_the_callers_typ() -> None:
+    memo = SealMemo()
+    token = craft()
+    verify_seal(token, KEYS, now=NOW, memo=memo)
+    with pytest.raises(SealError) as info:
+        verify_compact(token, KEYS, typ="consent+jwt", now=NOW, memo=memo)
+    assert (info.value.code, info.value.step) == ("seal.wrong_typ", "header")
+
+
+@pytest.mark.parametrize(
+    ("keys", "now", "code", "step"),
+    [
+        (resolver(vkey(ED, verify_allowed=False)), NOW, "seal.key_use", "key"),
+        (resolver(vkey(ED, state=KeyState.NEXT)), NOW, "seal.key_not_active", "time"),
+        (resolver(vkey(ED, not_before=NOW + 60)), NOW, "seal.key_not_yet_valid", "time"),
+        (KEYS, NOW - 3_600, "seal.signed_in_future", "time"),
+        (
+            resolver(vkey(ED, state=KeyState.REVOKED, revoked_at=None)),
+            NOW,
+            "seal.key_revoked",
+            "revocation",
+        ),
+    ],
+    ids=["use", "next", "not-yet-valid", "future", "revoked"],
+)
+def test_memo_judges_the_moment_and_the_key_on_every_use(
+    keys: StaticKeyResolver, now: float, code: str, step: str, decoded: list[str]
+) -> None:
+    memo = SealMemo()
+    token = craft()
+    verify_seal(token, KEYS, now=NOW, memo=memo)
+    with pytest.raises(SealError) as info:
+        verify_seal(token, keys, now=now, memo=memo)
+    assert (info.value.code, info.value.step) == (code, step)
+    assert len(decoded) == 3  # judged from the memo, not by decoding the seal again
+
+
+def test_memo_recalled_seal_whose_key_is_gone_is_indeterminate() -> None:
+    """A recalled seal whose key is gone cannot be judged: INDETERMINATE, as without a memo."""
+    memo = SealMemo()
+    token = craft()
+    verify_seal(token, KEYS, now=NOW, memo=memo)
+    with pytest.raises(SealIndeterminate) as info:
+        verify_seal(token, resolver(vkey(EC)), now=NOW, memo=memo)
+    assert (info.value.code, info.value.step) == ("seal.unknown_kid", "key")
+
+
+def test_memo_is_bounded_by_bytes() -> None:
+    tokens = [craft(payload=claims(n=n)) for n in range(4)]
+    memo = SealMemo()
+    verify_seal(tokens[0], KEYS, now=NOW, memo=memo)
+    one = memo.bytes
+    assert one > len(tokens[0])  # the string and its decoded parts
+    memo = SealMemo(max_bytes=2 * one + one // 2)
+    for token in tokens:
+        verify_seal(token, KEYS, now=NOW, memo=memo)
+    assert len(memo) == 2
+    assert memo.bytes <= memo.max_bytes
+    assert memo.recall(tokens[3]) is not None
+    assert memo.recall(tokens[0]) is None
+    tiny = SealMemo(max_bytes=one - 1)
+    verify_seal(tokens[0], KEYS, now=NOW, memo=tiny)  # larger than the whole memo: not kept
+    assert (len(tiny), tiny.bytes) == (0, 0)
