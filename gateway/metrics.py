@@ -46,6 +46,14 @@ class Metrics:
             "Catalog entries national refused for good (dropped from the outbox, logged)",
             registry=self.registry,
         )
+        self.outbox = Gauge(
+            "tongban_outbox_records",
+            "Records committed changes still owe to another store, by topic (the audit log,"
+            " national's catalog): delivered and dropped as they go, so a count that stays"
+            " above zero means delivery is failing",
+            ["topic"],
+            registry=self.registry,
+        )
         self.key_expiry = Gauge(
             "tongban_seal_key_expiry_seconds",
             "Seconds until each seal key's validity ends",

@@ -303,6 +303,12 @@ class NodeService:
                 record.not_after - now
             )
 
+    def render_metrics(self) -> bytes:
+        """The Prometheus text, with the outbox counts read now (a scrape is their clock)."""
+        for topic, count in self.registry.outbox_counts().items():
+            self.metrics.outbox.labels(topic=topic.value).set(count)
+        return self.metrics.render()
+
     # -- issuing ---------------------------------------------------------------------------
 
     def issuing_department(self, principal: Principal, cert_type: str) -> Department:

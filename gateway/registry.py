@@ -195,6 +195,8 @@ class Registry(Protocol):
 
     def delivered(self, seqs: Collection[int]) -> None: ...
 
+    def outbox_counts(self) -> dict[Outbox, int]: ...
+
     def add_many(self, certs: Iterable[NewCertificate], *, batch: int = 5000) -> int: ...
 
     def get(self, id: CertificateId) -> StoredCertificate: ...
@@ -533,6 +535,14 @@ class SqliteRegistry:
             return
         with self._db.write() as conn:
             conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+    def outbox_counts(self) -> dict[Outbox, int]:
+        """How many records every topic's outbox holds, whoever wrote them (the file's)."""
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT topic, COUNT(*) FROM outbox GROUP BY topic").fetchall()
+        counts = dict.fromkeys(Outbox, 0)
+        counts.update((Outbox(topic), int(n)) for topic, n in rows)
+        return counts
 
     def add_many(self, certs: Iterable[NewCertificate], *, batch: int = 5000) -> int:
         """Store many certificates, ``batch`` per transaction; returns how many were stored.

@@ -75,3 +75,4 @@ async def test_a_refused_entry_is_dropped_and_counted_and_the_next_ones_still_ar
     finally:
         await up.stopped()
     assert "tongban_catalog_entries_refused_total 1.0" in metrics.splitlines()
+    assert 'tongban_outbox_records{topic="catalog"} 0.0' in metrics.splitlines()

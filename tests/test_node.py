@@ -238,6 +238,15 @@ def test_a_department_issues_its_own_type_under_its_name_and_code(
     assert service.registry.get(issued.certificate.id).seal == issued.certificate.seal
 
 
+def test_metrics_count_what_the_outbox_still_owes(service: NodeService) -> None:
+    """The audit record is appended at once; the catalog entry waits for the exchange (none
+    runs here), and the scrape shows it waiting."""
+    service.issue(department("zhuji-civil-affairs"), marriage_request())
+    lines = service.render_metrics().decode().splitlines()
+    assert 'tongban_outbox_records{topic="audit"} 0.0' in lines
+    assert 'tongban_outbox_records{topic="catalog"} 1.0' in lines
+
+
 @pytest.mark.parametrize(
     "dept",
     [

@@ -182,6 +182,21 @@ def test_a_status_change_keeps_its_audit_record_made_from_the_changed_row(
     assert [r for _, r in registry.pending(Outbox.CATALOG)] == [b"entry 1", b"entry 2"]
 
 
+def test_outbox_counts_are_the_files_whoever_wrote_them(
+    registry: SqliteRegistry, tmp_path: Path
+) -> None:
+    assert registry.outbox_counts() == {Outbox.AUDIT: 0, Outbox.CATALOG: 0}
+    with SqliteRegistry(tmp_path / "registry.db", list_size=SMALL) as other_process:
+        other_process.add(
+            new_cert(other_process.reserve_slot(), n=1),
+            owed={Outbox.AUDIT: b"theirs", Outbox.CATALOG: b"entry 1"},
+        )
+        registry.add(new_cert(registry.reserve_slot(), n=2), owed={Outbox.AUDIT: b"mine"})
+        assert registry.outbox_counts() == {Outbox.AUDIT: 2, Outbox.CATALOG: 1}
+        registry.delivered([seq for seq, _ in registry.pending(Outbox.AUDIT)])
+        assert other_process.outbox_counts() == {Outbox.AUDIT: 1, Outbox.CATALOG: 1}
+
+
 def test_each_registry_object_moves_its_own_records_and_recovery_sees_all(
     registry: SqliteRegistry, tmp_path: Path
 ) -> None:
@@ -196,6 +211,7 @@ def test_each_registry_object_moves_its_own_records_and_recovery_sees_all(
         assert [r for _, r in everything] == [b"theirs", b"mine"]
         registry.delivered([seq for seq, _ in everything])
         assert registry.pending(Outbox.AUDIT, every_owner=True) == []
+        assert registry.outbox_counts() == {Outbox.AUDIT: 0, Outbox.CATALOG: 0}
         registry.delivered([seq for seq, _ in everything])  # already dropped: no error
         registry.delivered([])  # nothing to drop: no write
 

@@ -107,7 +107,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 @public
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[NODE].metrics.render()
+    body = request.app[NODE].render_metrics()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
