@@ -121,8 +121,8 @@ class ConsentVerifier:
         self._keys = keys
         self.issuer = issuer
         self.skew = skew
-        # only the signature arithmetic is remembered: the key's state, the claims and the
-        # times are checked on every use
+        # a grant's decoding and signature are remembered: the key's state, the claims and
+        # the times are checked on every use
         self._memo = SealMemo(MEMO_ENTRIES)
 
     def verify(

@@ -247,8 +247,8 @@ class _Remembered:
     """What a seal's pure checks established: the parts the format and header checks read,
     and the key (algorithm and public key bytes) its signature verified under."""
 
-    kid: str
-    alg: str
+    kid: KeyId
+    alg: Alg
     public_key: bytes
     typ: str
     signed_at: float
