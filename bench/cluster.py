@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.config import DEFAULT_FEDERATION_FILE, Federation, load_federation
@@ -123,11 +126,47 @@ class Cluster:
         for node in list(self.procs):
             self.stop(node)
 
+    def home(self, node: str) -> Path:
+        """``node``'s state directory (registry, audit log, trust list)."""
+        return self.federation.data_dir / node
+
+    def keep_copy(self, node: str, name: str) -> Path:
+        """A copy of stopped ``node``'s state, beside the federation's, as ``name``."""
+        if node in self.procs:
+            raise RuntimeError(f"{node} is running: its state cannot be copied whole")
+        copy = self.base / name
+        shutil.copytree(self.home(node), copy)
+        return copy
+
+    def set_aside(self, node: str, name: str) -> Path:
+        """Stopped ``node``'s state moved out of its place, to ``name`` beside it."""
+        if node in self.procs:
+            raise RuntimeError(f"{node} is running: its state cannot be moved")
+        aside = self.base / name
+        self.home(node).rename(aside)
+        return aside
+
+    @contextlib.contextmanager
+    def serving_from(self, node: str, state: Path) -> Iterator[None]:
+        """``node`` started from ``state`` (a directory :meth:`keep_copy` or
+        :meth:`set_aside` made), and stopped, its state moved back, on leaving: one node
+        measured in several states, each in turn."""
+        self.home(node).parent.mkdir(parents=True, exist_ok=True)
+        state.rename(self.home(node))
+        try:
+            self.start(node)
+            try:
+                yield
+            finally:
+                self.stop(node)
+        finally:
+            self.home(node).rename(state)
+
     def url(self, node: str) -> str:
         return self.federation.url(node)
 
     def registry(self, node: str) -> Path:
-        return self.federation.data_dir / node / "registry.sqlite3"
+        return self.home(node) / "registry.sqlite3"
 
 
 class Process:

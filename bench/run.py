@@ -2,8 +2,11 @@
 
 Everything measured is started here as real processes on free loopback ports (the nodes of a
 temporary federation, the bare reference server), pinned to other cores than the load
-generator where the machine has two or more. Each measurement is warmed up and repeated
-(``REPEATS``); the medians and their ratios are printed, and the output ends with one line
+generator where the machine has two or more. Each measurement is warmed up, then taken in
+``REPEATS`` rounds: a round measures the gateway and its reference (A, B), the three routes
+(C) or the two registry sizes (D) back to back, so both sides of a ratio see the machine of
+the same minutes, and a figure is the median of its rounds' ratios or differences. The
+medians, the rounds' values and the ratios are printed, and the output ends with one line
 per figure: ``A 0.63``, ``B 0.88``, ``C p50_ms 0.7 p99_ms 3.9``, ``D 1.08``.
 
 ``BENCH_QUICK=1`` seeds 200,000 certificates instead of 1,000,000 for figure D.
@@ -23,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -49,6 +52,9 @@ from gateway.tokens import issue_access_token
 
 REPEATS = 3
 SMALL = 10_000
+D_SAMPLE = 4000
+"""Fetches a run of figure D measures (its p99 is the 40th slowest): more than the pool
+of a 10,000 registry holds (about 2,460), so a run fetches each of them once or twice."""
 MATTER = "marriage-registration"
 TYPES = ("resident_id", "household_register")
 CLIENT = "zhuji-civil-affairs"
@@ -137,13 +143,7 @@ def fetch_request(cluster: Cluster, minter: Minter, cert_id: str, consent: str) 
 
 def candidates(cluster: Cluster, node: str, limit: int) -> list[tuple[str, str]]:
     """(certificate id, holder digest) of valid seeded certificates of the matter's types."""
-    with sqlite3.connect(f"file:{cluster.registry(node)}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            "SELECT id, holder_digest FROM certificates WHERE type IN (?, ?) "
-            "AND status = 'valid' ORDER BY random() LIMIT ?",
-            (*TYPES, limit),
-        ).fetchall()
-    return [(str(cert), str(digest)) for cert, digest in rows]
+    return draw_pool(cluster.registry(node), limit, valid_only=True)
 
 
 def passing_fetch(cluster: Cluster, minter: Minter, node: str) -> Request:
@@ -215,9 +215,47 @@ def wait_enrolled(cluster: Cluster) -> None:
 
 def repeat(label: str, measure: Callable[[], float], unit: str) -> float:
     values = [measure() for _ in range(REPEATS)]
+    _show(label, values, unit)
+    return statistics.median(values)
+
+
+def _show(label: str, values: Sequence[float], unit: str) -> None:
     shown = ", ".join(f"{v:,.1f}" for v in values)
     log(f"  {label:<44} median {statistics.median(values):>12,.1f} {unit}   runs: {shown}")
-    return statistics.median(values)
+
+
+T = TypeVar("T")
+
+
+def in_turn(items: Sequence[T], round_: int) -> list[T]:
+    """``items`` in the order round ``round_`` measures them: as given in even rounds,
+    reversed in odd ones, so no item always goes first (or right after another)."""
+    return list(items) if round_ % 2 == 0 else list(reversed(items))
+
+
+def side_by_side(
+    measures: Sequence[tuple[str, Callable[[], float]]], unit: str
+) -> list[list[float]]:
+    """``REPEATS`` rounds; each measures every one of ``measures`` back to back, in the
+    order :func:`in_turn` gives. Returns each measure's values, by round.
+
+    The machine's speed drifts: on a shared VM by as much as 20 % over a few minutes. Two
+    things measured in the same round see the same machine, so the ratio of a round is
+    the figure's estimate, and the figure is the median of the rounds' ratios (three runs
+    of one side, then three of the other, would put the drift into the ratio)."""
+    values: list[list[float]] = [[] for _ in measures]
+    for round_ in range(REPEATS):
+        for at, (_, measure) in in_turn(list(enumerate(measures)), round_):
+            values[at].append(measure())
+    for (label, _), runs in zip(measures, values, strict=True):
+        _show(label, runs, unit)
+    return values
+
+
+def ratio_by_round(subject: Sequence[float], reference: Sequence[float]) -> tuple[float, str]:
+    """The median of the rounds' ratios ``subject / reference``, and the ratios shown."""
+    ratios = [s / r for s, r in zip(subject, reference, strict=True)]
+    return statistics.median(ratios), ", ".join(f"{r:.2f}" for r in ratios)
 
 
 class Bench:
@@ -268,13 +306,19 @@ class Bench:
             )
             self.rate(request, 2)  # warm-up
             self.rate(bare_request, 2)
-            gateway = repeat("gateway (1 worker)", lambda: self.rate(request), "req/s")
-            reference = repeat("bare aiohttp, same bytes", lambda: self.rate(bare_request), "req/s")
+            gateway, reference = side_by_side(
+                [
+                    ("gateway (1 worker)", lambda: self.rate(request)),
+                    ("bare aiohttp, same bytes", lambda: self.rate(bare_request)),
+                ],
+                "req/s",
+            )
         finally:
             bare.stop()
-        log(f"  ratio gateway/bare: {gateway / reference:.2f}   ({len(body)} bytes a response)")
+        ratio, rounds = ratio_by_round(gateway, reference)
+        log(f"  ratio gateway/bare: {ratio:.2f}   (rounds: {rounds}; {len(body)} bytes a response)")
         self.a_request = request
-        return gateway, gateway / reference
+        return statistics.median(gateway), ratio
 
     # -- B ------------------------------------------------------------------------------------
 
@@ -284,14 +328,22 @@ class Bench:
         seals = orjson.loads(request.body)["seals"]
         raw = raw_verifiers(seals, self.jwks())
         self.rate(request, 2, connections=4)
-        gateway = repeat(
-            "gateway, seals/s", lambda: 100 * self.rate(request, connections=4), "seals/s"
+        gateway, reference, sodium = side_by_side(
+            [
+                ("gateway, seals/s", lambda: 100 * self.rate(request, connections=4)),
+                ("raw cryptography verify loop, seals/s", raw["cryptography"]),
+                ("raw libsodium verify loop, seals/s", raw["libsodium"]),
+            ],
+            "seals/s",
         )
-        reference = repeat("raw cryptography verify loop, seals/s", raw["cryptography"], "seals/s")
-        sodium = repeat("raw libsodium verify loop, seals/s", raw["libsodium"], "seals/s")
-        log(f"  ratio gateway/raw cryptography loop (the figure): {gateway / reference:.2f}")
-        log(f"  ratio gateway/raw libsodium loop (what the gateway calls): {gateway / sodium:.2f}")
-        return gateway / reference
+        ratio, rounds = ratio_by_round(gateway, reference)
+        log(f"  ratio gateway/raw cryptography loop (the figure): {ratio:.2f}   (rounds: {rounds})")
+        ratio_sodium, rounds = ratio_by_round(gateway, sodium)
+        log(
+            "  ratio gateway/raw libsodium loop (what the gateway calls):"
+            f" {ratio_sodium:.2f}   (rounds: {rounds})"
+        )
+        return ratio
 
     def jwks(self) -> dict[str, Any]:
         status, body = asyncio.run(
@@ -322,32 +374,42 @@ class Bench:
             f"  4-hop saturation {saturation:,.0f} req/s;"
             f" fixed rate {rate:,.0f} req/s for every path"
         )
-        p50: dict[str, float] = {}
-        p99: dict[str, float] = {}
-        for name, request in paths.items():
+        for request in paths.values():
             asyncio.run(open_loop([request], rate=rate, seconds=1))  # warm-up
-            # at least ~600 samples a run, so a p99 is not just the worst two
-            seconds = max(4.0, 600 / rate)
-            runs = [
-                asyncio.run(open_loop([request], rate=rate, seconds=seconds))
-                for _ in range(REPEATS)
-            ]
-            p50[name] = statistics.median(percentile(r, 0.50) for r in runs) * 1000
-            p99[name] = statistics.median(percentile(r, 0.99) for r in runs) * 1000
-            log(f"  {name:<28} p50 {p50[name]:7.2f} ms   p99 {p99[name]:7.2f} ms")
-        one, four = p50["zhuji→linquan (1 hop)"], p50["zhuji→…→shanghai (4 hops)"]
-        one99, four99 = p99["zhuji→linquan (1 hop)"], p99["zhuji→…→shanghai (4 hops)"]
-        base, base99 = p50["local (0 hops)"], p99["local (0 hops)"]
+        # at least ~600 samples a run, so a p99 is not just the worst two
+        seconds = max(4.0, 600 / rate)
+        # Each round runs every path (side by side, as in A and B); a hop's figures are the
+        # median of the rounds' differences, each taken within one round.
+        p50: dict[str, list[float]] = {name: [] for name in paths}
+        p99: dict[str, list[float]] = {name: [] for name in paths}
+        for round_ in range(REPEATS):
+            for name, request in in_turn(list(paths.items()), round_):
+                latencies = asyncio.run(open_loop([request], rate=rate, seconds=seconds))
+                p50[name].append(percentile(latencies, 0.50) * 1000)
+                p99[name].append(percentile(latencies, 0.99) * 1000)
+        for name in paths:
+            log(
+                f"  {name:<28} p50 {statistics.median(p50[name]):7.2f} ms"
+                f"   p99 {statistics.median(p99[name]):7.2f} ms"
+                f"   (rounds: p50 {', '.join(f'{v:.2f}' for v in p50[name])};"
+                f" p99 {', '.join(f'{v:.2f}' for v in p99[name])})"
+            )
+        zero, one, four = paths  # the names: local, 1 hop, 4 hops
+
+        def per_hop(q: dict[str, list[float]], longer: str, shorter: str, hops: int) -> float:
+            return statistics.median(
+                (a - b) / hops for a, b in zip(q[longer], q[shorter], strict=True)
+            )
+
         log(
             "  first hop (1 hop − local, incl. verifying a foreign seal):"
-            f" p50 {one - base:.2f} ms, p99 {one99 - base99:.2f} ms"
+            f" p50 {per_hop(p50, one, zero, 1):.2f} ms, p99 {per_hop(p99, one, zero, 1):.2f} ms"
         )
-        further50, further99 = (four - one) / 3, (four99 - one99) / 3
         log(
             "  each further hop ((4 hops − 1 hop) / 3):                   "
-            f" p50 {further50:.2f} ms, p99 {further99:.2f} ms"
+            f" p50 {per_hop(p50, four, one, 3):.2f} ms, p99 {per_hop(p99, four, one, 3):.2f} ms"
         )
-        per50, per99 = (four - base) / 4, (four99 - base99) / 4
+        per50, per99 = per_hop(p50, four, zero, 4), per_hop(p99, four, zero, 4)
         log(
             "  per hop, averaged ((4 hops − local) / 4, the summary line):"
             f" p50 {per50:.2f} ms, p99 {per99:.2f} ms"
@@ -356,47 +418,69 @@ class Bench:
 
     # -- D ------------------------------------------------------------------------------------
 
-    def fetch_p99(self, label: str, pool: int, sample: int = 2000) -> tuple[float, int]:
-        """p99 of fetches of random certificates, drawn from a pool of at most ``pool``
-        distinct ones, each fetched once beforehand; returns it and the pool's size.
+    def figure_d(self, states: dict[int, Path]) -> float:
+        """p99 of zhuji's local fetch served from each of ``states`` (registry size: the
+        node's state directory), in rounds; the median of the rounds' ratios, largest
+        registry over smallest.
 
-        Both sizes of figure D use pools of the same size, all of it warmed up: a node
-        remembers the signatures of its stored seals that verified, so fetching one
-        certificate again costs less than the first time. Equal pools, equally warm, leave
-        the registry's size as the only difference (before, the 10,000 side cycled over
-        its few certificates of the matter's types while the 1,000,000 side never fetched
-        one twice).
+        Each round serves zhuji from every state in turn (:func:`in_turn`), restarting it
+        for each, so both sizes see the machine of the same minutes, as A's and B's two
+        sides do. Each run fetches ``D_SAMPLE`` random certificates of the matter's types,
+        drawn from a pool of the same size for both states (a fresh slice each round, when
+        the pool is larger than a run), each fetched once beforehand: a node remembers
+        the signatures of its stored seals that verified, so a certificate fetched again
+        costs less than the first time. Equal pools, equally warm, leave the registry's
+        size as the only difference.
         """
-        with sqlite3.connect(f"file:{self.cluster.registry('zhuji')}?mode=ro", uri=True) as db:
-            rows = db.execute(
-                "SELECT id, holder_digest FROM certificates WHERE type IN (?, ?) "
-                "ORDER BY random() LIMIT ?",
-                (*TYPES, pool),
-            ).fetchall()
-        if not rows:
+        pools = {
+            size: draw_pool(data / "registry.sqlite3", D_SAMPLE * REPEATS)
+            for size, data in states.items()
+        }
+        pool = min(len(rows) for rows in pools.values())
+        if not pool:
             raise RuntimeError("no seeded certificate of the matter's types")
-        requests = [
-            fetch_request(self.cluster, self.minter, cert, self.minter.consent_for_digest(digest))
-            for cert, digest in rows
-        ]
-        asyncio.run(sequential(requests, connections=2))  # warm-up: every one once
-        runs = [
-            asyncio.run(
-                sequential(
-                    [requests[(i * sample + k) % len(requests)] for k in range(sample)],
-                    connections=2,
-                )
+        p99: dict[int, list[float]] = {size: [] for size in states}
+        p50: dict[int, list[float]] = {size: [] for size in states}
+        for round_ in range(REPEATS):
+            for size in in_turn(sorted(states), round_):
+                rows = [pools[size][(round_ * D_SAMPLE + k) % pool] for k in range(D_SAMPLE)]
+                with self.cluster.serving_from("zhuji", states[size]):
+                    requests = {
+                        (cert, digest): fetch_request(
+                            self.cluster, self.minter, cert, self.minter.consent_for_digest(digest)
+                        )
+                        for cert, digest in rows
+                    }
+                    # warm-up: every certificate of the run once
+                    asyncio.run(sequential(list(requests.values()), connections=2))
+                    run = [requests[row] for row in rows]
+                    latencies = asyncio.run(sequential(run, connections=2))
+                p99[size].append(percentile(latencies, 0.99) * 1000)
+                p50[size].append(percentile(latencies, 0.50) * 1000)
+        for size in sorted(states):
+            label = f"{size:,} certificates"
+            log(
+                f"  {label:<28} p99 median {statistics.median(p99[size]):6.2f} ms   rounds: "
+                + ", ".join(f"{v:.2f}" for v in p99[size])
+                + f"   (p50 {statistics.median(p50[size]):.2f} ms; pool of {pool:,})"
             )
-            for i in range(REPEATS)
-        ]
-        values = [percentile(r, 0.99) * 1000 for r in runs]
-        p50s = [percentile(r, 0.50) * 1000 for r in runs]
-        log(
-            f"  {label:<28} p99 median {statistics.median(values):6.2f} ms   runs: "
-            + ", ".join(f"{v:.2f}" for v in values)
-            + f"   (p50 {statistics.median(p50s):.2f} ms; pool of {len(requests):,})"
-        )
-        return statistics.median(values), len(requests)
+        small, big = min(states), max(states)
+        ratio, rounds = ratio_by_round(p99[big], p99[small])
+        log(f"  ratio p99 {big:,} / {small:,}: {ratio:.2f}   (rounds: {rounds})")
+        return ratio
+
+
+def draw_pool(registry: Path, limit: int, *, valid_only: bool = False) -> list[tuple[str, str]]:
+    """(certificate id, holder digest) of up to ``limit`` random certificates of the
+    matter's types in ``registry`` (a node's registry file; the node may be stopped)."""
+    valid = " AND status = 'valid'" if valid_only else ""
+    with sqlite3.connect(f"file:{registry}?mode=ro", uri=True) as db:
+        rows = db.execute(
+            f"SELECT id, holder_digest FROM certificates WHERE type IN (?, ?){valid} "
+            "ORDER BY random() LIMIT ?",
+            (*TYPES, limit),
+        ).fetchall()
+    return [(str(cert), str(digest)) for cert, digest in rows]
 
 
 def raw_verifiers(seals: Sequence[str], jwks: dict[str, Any]) -> dict[str, Callable[[], float]]:
@@ -486,9 +570,6 @@ def run(base: Path, cluster: Cluster, load_cores: set[int], big: int) -> int:
     b = bench.figure_b()
     c50, c99 = bench.figure_c(local, direct, far)
 
-    log(f"\nD  fetch p99, {big:,} certificates vs {SMALL:,} (closed loop, 2 connections)")
-    small_p99, pool = bench.fetch_p99(f"{SMALL:,} certificates", pool=2000 * REPEATS)
-
     workers = max(2, len(cluster.server_cores))
     log(f"\nscaling: serve --workers {workers} (the figure A request)")
     cluster.stop("zhuji")
@@ -507,14 +588,13 @@ def run(base: Path, cluster: Cluster, load_cores: set[int], big: int) -> int:
     log(f"  scaling {workers} workers / 1 worker: {scaled / baseline:.2f}")
     cluster.stop("zhuji")
 
-    log(f"\nseeding zhuji up to {big:,} certificates …")
+    log(f"\nD  fetch p99, {big:,} certificates vs {SMALL:,} (closed loop, 2 connections)")
+    small = cluster.keep_copy("zhuji", f"zhuji-{SMALL}")
+    log(f"  seeding zhuji up to {big:,} certificates …")
     seeding = time.monotonic()
     cluster.run("seed", "--node", "zhuji", "--count", str(big - SMALL), "--seed", "2")
     log(f"  seeded in {time.monotonic() - seeding:.0f} s")
-    cluster.start("zhuji")
-    large_p99, _ = bench.fetch_p99(f"{big:,} certificates", pool=pool)
-    d = large_p99 / small_p99
-    log(f"  ratio p99 {big:,} / {SMALL:,}: {d:.2f}")
+    d = bench.figure_d({SMALL: small, big: cluster.set_aside("zhuji", f"zhuji-{big}")})
     log(f"\nbench took {time.monotonic() - started:.0f} s")
     log(f"A {a:.2f}")
     log(f"B {b:.2f}")

@@ -1,0 +1,80 @@
+"""The bench's bookkeeping: rounds, their order, and the ratios taken within a round.
+
+Nothing here times anything: the measures are counters, so what is checked is which
+measurement ran when, and how a figure is formed from the rounds' values.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bench.cluster import Cluster
+from bench.run import REPEATS, in_turn, ratio_by_round, side_by_side
+
+
+def test_in_turn_alternates_the_order_between_rounds() -> None:
+    assert in_turn(["gateway", "reference"], 0) == ["gateway", "reference"]
+    assert in_turn(["gateway", "reference"], 1) == ["reference", "gateway"]
+    assert in_turn(["local", "one", "four"], 2) == ["local", "one", "four"]
+    assert in_turn(["local", "one", "four"], 3) == ["four", "one", "local"]
+
+
+def test_side_by_side_measures_every_side_in_each_round_before_the_next() -> None:
+    ran: list[str] = []
+
+    def measure(name: str, value: float) -> tuple[str, Callable[[], float]]:
+        def run() -> float:
+            ran.append(name)
+            return value + len(ran)
+
+        return name, run
+
+    values = side_by_side([measure("g", 100.0), measure("r", 1000.0)], "req/s")
+
+    assert REPEATS == 3
+    assert ran == ["g", "r", "r", "g", "g", "r"]
+    # each side's values are its own, in round order
+    assert values == [[101.0, 104.0, 105.0], [1002.0, 1003.0, 1006.0]]
+
+
+def test_the_ratio_is_the_median_of_the_rounds_ratios_not_of_the_medians() -> None:
+    # a machine that slows down between rounds: the sides' medians come from different
+    # rounds, the rounds' ratios do not
+    gateway = [100.0, 50.0, 80.0]
+    reference = [1000.0, 500.0, 400.0]
+
+    ratio, shown = ratio_by_round(gateway, reference)
+
+    assert ratio == pytest.approx(0.1)
+    assert shown == "0.10, 0.10, 0.20"
+    assert statistics.median(gateway) / statistics.median(reference) == pytest.approx(0.16)
+
+
+def test_ratio_by_round_refuses_sides_of_different_lengths() -> None:
+    with pytest.raises(ValueError, match=r"shorter|longer"):
+        ratio_by_round([1.0, 2.0], [1.0])
+
+
+def test_a_node_state_is_copied_and_moved_only_while_the_node_is_stopped(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, {0})
+    home = cluster.home("zhuji")
+    home.mkdir(parents=True)
+    (home / "registry.sqlite3").write_bytes(b"small")
+
+    small = cluster.keep_copy("zhuji", "zhuji-small")
+    (home / "registry.sqlite3").write_bytes(b"big")
+    big = cluster.set_aside("zhuji", "zhuji-big")
+
+    assert (small / "registry.sqlite3").read_bytes() == b"small"
+    assert (big / "registry.sqlite3").read_bytes() == b"big"
+    assert not home.exists()
+
+    cluster.procs["zhuji"] = None  # type: ignore[assignment]  # stands for a running node
+    with pytest.raises(RuntimeError, match="running"):
+        cluster.keep_copy("zhuji", "again")
+    with pytest.raises(RuntimeError, match="running"):
+        cluster.set_aside("zhuji", "again")
