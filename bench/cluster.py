@@ -48,9 +48,15 @@ def _has_taskset() -> bool:
     )
 
 
-def wait_http(url: str, timeout: float = STARTUP_TIMEOUT) -> None:
+def wait_http(
+    url: str, timeout: float = STARTUP_TIMEOUT, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Until ``url`` answers 200; raises if it does not within ``timeout``, or as soon as
+    ``proc`` (the server expected to answer) has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -111,7 +117,7 @@ class Cluster:
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        wait_http(self.url(node) + "/healthz")
+        wait_http(self.url(node) + "/healthz", proc=self.procs[node])
 
     def stop(self, node: str) -> None:
         proc = self.procs.pop(node)
@@ -155,11 +161,10 @@ class Cluster:
         state.rename(self.home(node))
         try:
             self.start(node)
-            try:
-                yield
-            finally:
-                self.stop(node)
+            yield
         finally:
+            if node in self.procs:  # also when it never answered: stopped before the move
+                self.stop(node)
             self.home(node).rename(state)
 
     def url(self, node: str) -> str:

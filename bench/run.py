@@ -298,7 +298,7 @@ class Bench:
             self.base / "bare.log",
         )
         try:
-            wait_http(f"http://127.0.0.1:{port}/healthz")
+            wait_http(f"http://127.0.0.1:{port}/healthz", proc=bare.proc)
             bare_request = Request(
                 "GET",
                 request.url.replace(self.cluster.url("zhuji"), f"http://127.0.0.1:{port}"),

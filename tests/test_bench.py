@@ -6,7 +6,9 @@ measurement ran when, and how a figure is formed from the rounds' values.
 
 from __future__ import annotations
 
+import os
 import statistics
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,3 +80,38 @@ def test_a_node_state_is_copied_and_moved_only_while_the_node_is_stopped(tmp_pat
         cluster.keep_copy("zhuji", "again")
     with pytest.raises(RuntimeError, match="running"):
         cluster.set_aside("zhuji", "again")
+
+
+def test_a_node_is_served_from_a_kept_state_and_its_state_moved_back(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, set(os.sched_getaffinity(0)))
+    state = tmp_path / "zhuji-kept"
+    state.mkdir()
+
+    with cluster.serving_from("zhuji", state):
+        assert not state.exists()
+        assert cluster.home("zhuji").is_dir()
+        with urllib.request.urlopen(cluster.url("zhuji") + "/healthz", timeout=5) as answer:
+            assert answer.status == 200
+        process = cluster.procs["zhuji"]
+
+    assert process.returncode is not None  # stopped
+    assert "zhuji" not in cluster.procs
+    assert not cluster.home("zhuji").exists()
+    assert (state / "registry.sqlite3").is_file()  # what the node wrote went back with it
+
+
+def test_a_node_that_cannot_start_fails_at_once_and_its_state_goes_back(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, set(os.sched_getaffinity(0)))
+    state = tmp_path / "zhuji-broken"
+    state.mkdir()
+    (state / "registry.sqlite3").write_bytes(b"not a database" * 100)
+
+    with (
+        pytest.raises(RuntimeError, match="exited with"),
+        cluster.serving_from("zhuji", state),
+    ):
+        pytest.fail("the node started from a broken registry")
+
+    assert "zhuji" not in cluster.procs
+    assert (state / "registry.sqlite3").read_bytes().startswith(b"not a database")
+    assert not cluster.home("zhuji").exists()
