@@ -147,8 +147,9 @@ class VerifiedSeal:
     node: NodeId
     alg: Alg
     signed_at: float
-    header: Mapping[str, Any]
-    payload: Mapping[str, Any]
+    header: MappingProxyType[str, Any]
+    payload: MappingProxyType[str, Any]
+    """Read-only; ``payload.copy()`` is a plain ``dict`` of it (a shallow copy, at C speed)."""
     payload_bytes: bytes
     checks: tuple[Check, ...]
 
@@ -343,7 +344,9 @@ def _decode_segment(segment: str, *, max_length: int | None = None) -> bytes:
         ) from exc
 
 
-def _decode_json(data: bytes, limits: JsonLimits, *, code: str, what: str) -> Mapping[str, Any]:
+def _decode_json(
+    data: bytes, limits: JsonLimits, *, code: str, what: str
+) -> MappingProxyType[str, Any]:
     try:
         value = loads(data, limits)
     except DuplicateMember as exc:
