@@ -51,8 +51,8 @@ def _has_taskset() -> bool:
 def wait_http(
     url: str, timeout: float = STARTUP_TIMEOUT, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
-    """Until ``url`` answers 200; raises if it does not within ``timeout``, or as soon as
-    ``proc`` (the server expected to answer) has exited."""
+    """Wait for ``url`` to answer 200. Raises if it does not within ``timeout``, or as soon
+    as ``proc`` (the server expected to answer) has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
