@@ -350,10 +350,7 @@ class NodeService:
                 "department": department.id,
             },
         )
-        owed = {Outbox.AUDIT: encode_item(issuance)}
-        if self.node.id != NATIONAL:  # national's catalog learns where it is held
-            owed[Outbox.CATALOG] = orjson.dumps(catalog_entry(new, self.node.id))
-        self.registry.add(new, owed=owed)
+        self.registry.add(new, owed=self._owed(issuance, new))
         self.flush_audit()
         self.metrics.issued.inc()
         stored = self.registry.get(new.id)
@@ -510,13 +507,7 @@ class NodeService:
             # what orders it at national's catalog
             details = {"action": request["action"], "status": updated.status.value, "event": event}
             item = (AuditKind.STATUS, principal.client_id, updated.id, details)
-            records = {Outbox.AUDIT: encode_item(item)}
-            if self.node.id != NATIONAL:
-                entry = catalog_entry(
-                    updated, self.node.id, status=updated.status, status_event=event
-                )
-                records[Outbox.CATALOG] = orjson.dumps(entry)
-            return records
+            return self._owed(item, updated, status=updated.status, status_event=event)
 
         updated = self.registry.apply(
             CertificateId(cert_id),
@@ -529,6 +520,23 @@ class NodeService:
             self._status_tokens.pop(updated.slot.list_id, None)
         self.flush_audit()
         return updated
+
+    def _owed(
+        self,
+        item: AuditItem,
+        cert: NewCertificate | StoredCertificate,
+        *,
+        status: CertStatus = CertStatus.VALID,
+        status_event: int = 0,
+    ) -> dict[Outbox, bytes]:
+        """What a change of ``cert`` owes other stores, written in the change's own
+        transaction: its audit record, and national's catalog entry (except at national,
+        whose catalog it is)."""
+        owed = {Outbox.AUDIT: encode_item(item)}
+        if self.node.id != NATIONAL:
+            entry = catalog_entry(cert, self.node.id, status=status, status_event=status_event)
+            owed[Outbox.CATALOG] = orjson.dumps(entry)
+        return owed
 
     def flush_audit(self) -> None:
         """Move this process's records in the registry's outbox into the audit log: each

@@ -171,7 +171,7 @@ class CertificateVerifier:
         # 2. The document matches the schema of its certificate type (a missing or unknown
         #    type is checked against the generic certificate schema, which refuses it).
         try:
-            self._schemas.validate_certificate(seal.payload.copy())
+            self._schemas.validate_certificate(document.copy())
         except SchemaViolation as exc:
             raise CertificateFailure(
                 "the sealed document does not match its certificate type's schema",
