@@ -74,6 +74,7 @@ _ENTRY_LIMITS: Final = JsonLimits(max_depth=6, max_string=2048, max_members=128)
 _HOLDER_DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 # A resident ID number (GB 11643): 17 digits and a check character, standing on its own.
 _ID_NUMBER: Final = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+_ID_NUMBER_LENGTH: Final = 18
 _CLAIMS_SKEW: Final = 1
 
 
@@ -161,23 +162,6 @@ def _clear_holder(where: str) -> InputError:
     )
 
 
-def _check_no_clear_holder(value: Any, where: str) -> None:
-    stack: list[tuple[Any, str]] = [(value, where)]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, dict):
-            for name, child in node.items():
-                if "holder" in name.lower() and not (
-                    isinstance(child, str) and _HOLDER_DIGEST.fullmatch(child)
-                ):
-                    raise _clear_holder(f"{path}/{name}")
-                stack.append((child, f"{path}/{name}"))
-        elif isinstance(node, list):
-            stack.extend((child, f"{path}/{i}") for i, child in enumerate(node))
-        elif isinstance(node, str) and _has_id_number(node):
-            raise _clear_holder(path)
-
-
 def _has_id_number(text: str) -> bool:
     """Something shaped like a resident ID number in clear somewhere in ``text``.
 
@@ -185,7 +169,7 @@ def _has_id_number(text: str) -> bool:
     can look like one: identifiers are recognised and allowed whole.
     """
     # shape alone: a mistyped number is still personal data
-    if _ID_NUMBER.search(text) is None:
+    if len(text) < _ID_NUMBER_LENGTH or _ID_NUMBER.search(text) is None:
         return False
     try:
         parse_certificate_id(text)
@@ -213,25 +197,58 @@ def _canonical_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     if not isinstance(details, Mapping):
         raise InputError("audit details must be a JSON object", code="audit.bad_details")
+    plain = dict(details)
     try:
-        data = orjson.dumps(dict(details), option=orjson.OPT_SORT_KEYS)
+        data = orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:
         raise InputError(
             "audit details must be plain JSON", code="audit.bad_details", log_detail=str(exc)
         ) from exc
-    _check_finite(dict(details))  # after dumps, which refuses cycles and deep nesting
+    _check_finite(plain)  # after dumps, which refuses cycles and deep nesting
     if len(data) > MAX_DETAILS_BYTES:
         raise InputError(
             f"audit details may be at most {MAX_DETAILS_BYTES} bytes", code="audit.bad_details"
         )
-    try:
-        value: dict[str, Any] = loads(data, _DETAILS_LIMITS)
-    except InputError as exc:
-        raise InputError(
-            "audit details are not strict JSON", code="audit.bad_details", log_detail=exc.detail
-        ) from exc
-    _check_no_clear_holder(value, "details")
+    # orjson's own output reads back exactly (members unique, numbers finite as checked,
+    # integers within 64 bits, strings valid UTF-8), so no strict parser is needed here
+    value: dict[str, Any] = orjson.loads(data)
+    _check_details(value)
     return value
+
+
+def _check_details(details: dict[str, Any]) -> None:
+    """One walk of a copy of details: within :data:`_DETAILS_LIMITS`, and no holder id in
+    clear (a member whose name says ``holder`` holds a digest; no string holds an ID number)."""
+    limits = _DETAILS_LIMITS
+    members = 0
+    stack: list[tuple[Any, str, int]] = [(details, "details", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > limits.max_depth:
+            raise _bad_details(f"nested deeper than {limits.max_depth} levels")
+        members += len(node)
+        if members > limits.max_members:
+            raise _bad_details(f"more than {limits.max_members} members")
+        named = node.items() if type(node) is dict else enumerate(node)
+        for name, child in named:
+            if type(name) is str:
+                if len(name) > limits.max_string:
+                    raise _bad_details(f"a name is longer than {limits.max_string} characters")
+                if "holder" in name.lower() and not (
+                    type(child) is str and _HOLDER_DIGEST.fullmatch(child)
+                ):
+                    raise _clear_holder(f"{path}/{name}")
+            if type(child) is str:
+                if len(child) > limits.max_string:
+                    raise _bad_details(f"a string is longer than {limits.max_string} characters")
+                if _has_id_number(child):
+                    raise _clear_holder(f"{path}/{name}")
+            elif type(child) is dict or type(child) is list:
+                stack.append((child, f"{path}/{name}", depth + 1))
+
+
+def _bad_details(detail: str) -> InputError:
+    return InputError(f"audit details exceed a limit: {detail}", code="audit.bad_details")
 
 
 def _check_text(value: str | None, what: str) -> None:

@@ -7,6 +7,7 @@ import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -210,13 +211,58 @@ def test_clear_holder_id_in_subject_or_actor_is_refused(log: SqliteAuditLog) -> 
 
 @pytest.mark.parametrize(
     "details",
-    [{"n": float("nan")}, {1: "x"}, {"x": "y" * 5000}, {"a": {"b": {"c": {"d": {}}}}}],
-    ids=["nan", "int-key", "too-large", "too-deep"],
+    [
+        {"n": float("nan")},
+        {"n": [1.0, float("inf")]},
+        {1: "x"},
+        {"x": "y" * 5000},
+        {"a": {"b": {"c": {"d": {}}}}},
+        {"a": [[[[]]]]},
+        {f"m{i}": i for i in range(65)},
+        {"list": list(range(64))},
+        {"x": "y" * 1025},
+        {"y" * 1025: "x"},
+    ],
+    ids=[
+        "nan",
+        "nested-infinity",
+        "int-key",
+        "too-large",
+        "too-deep",
+        "too-deep-lists",
+        "too-many-members",
+        "too-many-items",
+        "long-string",
+        "long-name",
+    ],
 )
 def test_bad_details_are_refused(log: SqliteAuditLog, details: dict[object, object]) -> None:
     with pytest.raises(InputError) as err:
         log.append(AuditKind.FETCH, "x", None, details)  # type: ignore[arg-type]
     assert err.value.code == "audit.bad_details"
+
+
+def test_details_at_their_limits_are_kept_as_a_private_copy(log: SqliteAuditLog) -> None:
+    details: dict[str, Any] = {
+        "a": {"b": {"c": ["d"]}},
+        "x": "y" * 1024,
+        "items": list(range(54)),  # 64 members in all
+        "holder": "ab" * 32,
+        "ids": [
+            {"cert": "1.2.156.3005.2.11100000000013338W001.113306810025211840.20260000009817.001.9"}
+        ],
+    }
+    record = log.append(AuditKind.FETCH, "x", None, details)
+    details["a"]["b"]["c"].append("changed")
+    assert record.details["a"] == {"b": {"c": ["d"]}}
+    assert log.entries(0, 1)[0].details == record.details
+
+
+def test_a_clear_holder_id_is_named_by_its_path(log: SqliteAuditLog) -> None:
+    with pytest.raises(InputError) as err:
+        log.append(AuditKind.FETCH, "x", None, {"routes": [{"by": "330681199001011234"}]})
+    assert err.value.code == "audit.clear_holder_id"
+    assert "details/routes/0/by" in err.value.detail
 
 
 def test_a_failed_batch_writes_nothing(log: SqliteAuditLog) -> None:
