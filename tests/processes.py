@@ -9,11 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import aiohttp
 
 from gateway.config import DEFAULT_FEDERATION_FILE, Federation, load_federation
+from gateway.ids import NodeId
 
 STARTUP_TIMEOUT = 60.0
 
@@ -36,7 +38,7 @@ def free_ports(n: int, *, avoid: frozenset[int] = frozenset()) -> list[int]:
 
 def federation_file(
     path: Path,
-    ports: dict[str, int],
+    ports: Mapping[NodeId, int],
     base: Path,
     *,
     request_timeout: float | None = None,
@@ -48,8 +50,8 @@ def federation_file(
         text = re.sub(
             rf'(id = "{node}"\n(?:[^\[]*?\n)*?port = )\d+', rf"\g<1>{port}", text, count=1
         )
-    for node, url in (urls or {}).items():
-        text = text.replace(f'id = "{node}"\n', f'id = "{node}"\nurl = "{url}"\n', 1)
+    for named, url in (urls or {}).items():
+        text = text.replace(f'id = "{named}"\n', f'id = "{named}"\nurl = "{url}"\n', 1)
     text = text.replace('data_dir = "var"', f'data_dir = "{base / "var"}"')
     text = text.replace('keys_dir = "keys"', f'keys_dir = "{base / "keys"}"')
     if request_timeout is not None:

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+from conftest import BRIDE, GROOM, NOW, household_request, marriage_request
 
 from gateway.certificates import (
     IssueContext,
@@ -20,15 +21,14 @@ from gateway.errors import InvalidIdentifier
 from gateway.identifiers import build_certificate_id, make_credit_code, parse_certificate_id
 from gateway.registry import StatusSlot
 from gateway.schemas import SchemaCatalog
-from tests.conftest import BRIDE, GROOM, NOW, household_request, marriage_request
 
 STATUS_URI = "http://zhuji.test/v1/status-lists/2"
 SLOT = StatusSlot(2, 17)
 GOOD_CREDIT_CODE = make_credit_code("9", "1", "330681", "MA2D0K5Q")
 
 
-def utc(*parts: int) -> float:
-    return datetime(*parts, tzinfo=UTC).timestamp()
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
 def wrong_check(identifier: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import household_request
 
 import gateway
 from gateway._internal.wire import b64url_decode, b64url_encode
@@ -25,7 +26,6 @@ from gateway.node import NodeService
 from gateway.reports import SEAL_CHECKS
 from gateway.schemas import SchemaCatalog
 from gateway.seals import verify_seal
-from tests.conftest import household_request
 
 CERTIFICATE_CHECKS = [*SEAL_CHECKS, "schema", "identifier", "validity", "status"]
 COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")

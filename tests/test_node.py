@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import BRIDE, GROOM, NOW, Tokens, household_request, marriage_request
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.audit import AuditKind
@@ -37,7 +38,6 @@ from gateway.registry import CertStatus, Outbox
 from gateway.schemas import SchemaCatalog
 from gateway.seals import SEAL_TYP, seal, verify_compact
 from gateway.status_list import STATUS_LIST_TYP, parse_status_list
-from tests.conftest import BRIDE, GROOM, NOW, Tokens, household_request, marriage_request
 
 CIVIL_AFFAIRS_CODE = "11330681002521002U"
 PUBLIC_SECURITY_CODE = "113306810025211840"

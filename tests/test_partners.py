@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -25,6 +25,7 @@ from gateway.http.handlers import audit_consistency, audit_head
 from gateway.ids import NodeId
 from gateway.jwks import KeyResolver, KeyState, StaticKeyResolver, VerificationKey
 from gateway.metrics import Metrics
+from gateway.node import NodeService
 from gateway.partners import CONSISTENCY_PATH, HEAD_PATH, PartnerWatch, neighbours
 from gateway.routing import Topology
 from gateway.seals import PrivateKeySigner
@@ -78,7 +79,7 @@ class Partner:
         self.broken: set[str] = set()
         """Paths answered with a 503, as a partner failing half-way would."""
         app = web.Application(middlewares=[self._record])
-        app[NODE] = self.served  # type: ignore[assignment]  # the handlers read only .audit
+        app[NODE] = cast(NodeService, self.served)  # the handlers read only .audit
         app.router.add_get(HEAD_PATH, audit_head)
         app.router.add_get(CONSISTENCY_PATH, audit_consistency)
         self.server = TestServer(app)
@@ -368,7 +369,7 @@ async def test_a_malformed_answer_is_unreachable_not_a_fork(
         return proof if proof is not None else await audit_consistency(request)
 
     app = web.Application()
-    app[NODE] = shaoxing.served  # type: ignore[assignment]
+    app[NODE] = cast(NodeService, shaoxing.served)
     app.router.add_get(HEAD_PATH, real_head)
     app.router.add_get(CONSISTENCY_PATH, real_proof)
     async with TestServer(app) as server:

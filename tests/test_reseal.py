@@ -7,7 +7,7 @@ from conftest import household_request
 
 from gateway.auth import Principal
 from gateway.errors import ConflictError, StorageError
-from gateway.ids import DepartmentId, NodeId
+from gateway.ids import CertificateId, DepartmentId, KeyId, NodeId
 from gateway.jwks import KeyState
 from gateway.lifecycle import RESEAL_BATCH, reseal
 from gateway.node import NodeService
@@ -22,11 +22,11 @@ CLERK = Principal(
 )
 
 
-def issue_many(service: NodeService, n: int) -> list[str]:
-    return [str(service.issue(CLERK, household_request()).certificate.id) for _ in range(n)]
+def issue_many(service: NodeService, n: int) -> list[CertificateId]:
+    return [service.issue(CLERK, household_request()).certificate.id for _ in range(n)]
 
 
-def rotate_locally(service: NodeService) -> str:
+def rotate_locally(service: NodeService) -> KeyId:
     old = service.keys.active()
     new = service.keys.add_key(state=KeyState.NEXT)
     service.keys.set_state(new.kid, KeyState.ACTIVE)

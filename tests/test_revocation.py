@@ -11,7 +11,7 @@ from gateway.audit import AuditKind, SqliteAuditLog
 from gateway.clock import FixedClock
 from gateway.errors import NotFoundError, SealIndeterminate
 from gateway.ids import NodeId
-from gateway.jwks import StaticKeyResolver
+from gateway.jwks import KeyResolver, StaticKeyResolver
 from gateway.keys import KeyStore
 from gateway.revocation import IssuanceProof, check_issuance_proof, make_issuance_proof
 
@@ -80,7 +80,7 @@ def test_every_broken_proof_is_unproven(
 ) -> None:
     log, keys, clock = world
     proof = make_issuance_proof(log, CERT, revoked_at=NOW + 15)
-    resolver: object = keys
+    resolver: KeyResolver = keys
     cert = CERT
     if mutation == "other certificate":
         cert = OTHER
@@ -98,7 +98,7 @@ def test_every_broken_proof_is_unproven(
             proof,
             keys=resolver,
             node=NODE,
-            certificate_id=cert,  # type: ignore[arg-type]
+            certificate_id=cert,
             revoked_at=NOW + 15,
             now=NOW + 20,
         )

@@ -15,6 +15,14 @@ import jsonschema_rs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schema_corpus import (
+    Broken,
+    broken_documents,
+    certificate,
+    issue_request,
+    valid_documents,
+    with_value,
+)
 
 from gateway.errors import ConfigError, NotFoundError, SchemaViolation, UnknownCertificateType
 from gateway.identifiers import validate_credit_code
@@ -24,14 +32,6 @@ from gateway.schemas import (
     CertificateTypeInfo,
     SchemaCatalog,
     default_schema_dir,
-)
-from tests.schema_corpus import (
-    Broken,
-    broken_documents,
-    certificate,
-    issue_request,
-    valid_documents,
-    with_value,
 )
 
 SCHEMA_DIR = default_schema_dir()

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import NOW
 
 from gateway._internal.wire import b64url_decode
 from gateway.certificates import certificate_date
@@ -23,7 +24,6 @@ from gateway.identifiers import ResidentId, validate_credit_code, validate_resid
 from gateway.node import NodeService
 from gateway.schemas import SchemaCatalog
 from gateway.seed import generate, seed_node
-from tests.conftest import NOW
 
 CJK_NAME = re.compile(r"[\u4e00-\u9fff]{2,3}")
 ZHEJIANG_COUNTIES = {"330102", "330106", "330602", "330681", "330682", "330683"}

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import GROOM, NOW, marriage_request
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.auth import Principal, Scope
@@ -29,7 +30,6 @@ from gateway.verification import (
     VerificationFailed,
     statuses_one_by_one,
 )
-from tests.conftest import GROOM, NOW, marriage_request
 
 CERTIFICATE_CHECKS = [*SEAL_CHECKS, "schema", "identifier", "validity", "status"]
 SHANGHAI_CIVIL_AFFAIRS = "11310000002452019W"
@@ -52,8 +52,8 @@ PUBLIC_SECURITY = Principal(
 """Zhuji's public-security bureau: it issues resident ID records."""
 
 
-def utc(*parts: int) -> float:
-    return datetime(*parts, tzinfo=UTC).timestamp()
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
 class Statuses:
@@ -110,7 +110,10 @@ def resident_id_request(valid_until: str) -> dict[str, Any]:
 @pytest.fixture
 def document(service: NodeService) -> dict[str, Any]:
     """A genuine marriage certificate issued by zhuji (a fresh, mutable copy)."""
-    return orjson.loads(orjson.dumps(service.issue(CIVIL_AFFAIRS, marriage_request()).document))
+    document: dict[str, Any] = orjson.loads(
+        orjson.dumps(service.issue(CIVIL_AFFAIRS, marriage_request()).document)
+    )
+    return document
 
 
 def reseal(service: NodeService, document: dict[str, Any]) -> str:

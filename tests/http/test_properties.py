@@ -270,7 +270,8 @@ def _edit_string(text: str, draw: st.DrawFn) -> str:
 @st.composite
 def mutated_issue_requests(draw: st.DrawFn) -> dict[str, Any]:
     """A valid issue request with one to three mutations anywhere in it."""
-    build = draw(st.sampled_from([marriage_request, household_request]))
+    builders: list[Callable[[], dict[str, Any]]] = [marriage_request, household_request]
+    build = draw(st.sampled_from(builders))
     document: dict[str, Any] = copy.deepcopy(build())
     for _ in range(draw(st.sampled_from([1, 1, 1, 2, 3]))):
         locations = list(_locations(document))

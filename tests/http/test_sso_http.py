@@ -240,7 +240,7 @@ async def test_a_grant_signed_by_a_key_other_than_the_idps_is_invalid(
     client: Client, tokens: Tokens, household: str, civil: str, signer: str
 ) -> None:
     # a key nobody published, or the node's own seal key: seals and SSO never share keys
-    node: NodeService = client.server.app[NODE]
+    node: NodeService = client.app[NODE]
     key: Signer = STRANGER if signer == "stranger" else node.keys.signer()
     consent = issue_consent(
         key,
@@ -829,7 +829,7 @@ async def test_a_burst_of_every_attack_leaves_the_node_healthy(
     for response, (_, code) in zip(responses, attacks, strict=True):
         await problem_of(response, 401, code)
     await assert_healthy(client, tokens)
-    node: NodeService = client.server.app[NODE]
+    node: NodeService = client.app[NODE]
     samples = node.metrics.registry
     refused = sum(
         samples.get_sample_value("tongban_errors_total", {"code": code}) or 0.0
@@ -874,7 +874,7 @@ async def test_a_token_signed_with_the_nodes_seal_key_is_refused(
 ) -> None:
     # SSO tokens and seals use different keys: the node's own key signs no access token
     tokens, client = signed_by
-    node: NodeService = client.server.app[NODE]
+    node: NodeService = client.app[NODE]
     signer = node.keys.signer()
     token = jws(header(signer), claims(tokens), signer=signer)
     await problem_of(await verify(client, token), 401, "token.unknown_kid")
