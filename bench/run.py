@@ -255,7 +255,12 @@ def side_by_side(
 def ratio_by_round(subject: Sequence[float], reference: Sequence[float]) -> tuple[float, str]:
     """The median of the rounds' ratios ``subject / reference``, and the ratios shown."""
     ratios = [s / r for s, r in zip(subject, reference, strict=True)]
-    return statistics.median(ratios), ", ".join(f"{r:.2f}" for r in ratios)
+    return statistics.median(ratios), _rounds(ratios)
+
+
+def _rounds(values: Sequence[float]) -> str:
+    """A figure's values, round by round, as the output shows them."""
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 class Bench:
@@ -391,8 +396,7 @@ class Bench:
             log(
                 f"  {name:<28} p50 {statistics.median(p50[name]):7.2f} ms"
                 f"   p99 {statistics.median(p99[name]):7.2f} ms"
-                f"   (rounds: p50 {', '.join(f'{v:.2f}' for v in p50[name])};"
-                f" p99 {', '.join(f'{v:.2f}' for v in p99[name])})"
+                f"   (rounds: p50 {_rounds(p50[name])}; p99 {_rounds(p99[name])})"
             )
         zero, one, four = paths  # the names: local, 1 hop, 4 hops
 
@@ -461,7 +465,7 @@ class Bench:
             label = f"{size:,} certificates"
             log(
                 f"  {label:<28} p99 median {statistics.median(p99[size]):6.2f} ms   rounds: "
-                + ", ".join(f"{v:.2f}" for v in p99[size])
+                + _rounds(p99[size])
                 + f"   (p50 {statistics.median(p50[size]):.2f} ms; pool of {pool:,})"
             )
         small, big = min(states), max(states)
