@@ -360,6 +360,30 @@ class Bench:
 
     # -- C ------------------------------------------------------------------------------------
 
+    def bare_chain(self, links: int, body: bytes) -> tuple[str, str, list[Process]]:
+        """Figure C's reference: ``links`` + 1 bare aiohttp servers on the server cores, each
+        forwarding to the next, the last answering ``body``; the chain's first and last URL."""
+        (self.base / "c.json").write_bytes(body)
+        ports = [free_port() for _ in range(links + 1)]
+        command = [sys.executable, "-m", "bench.bare"]
+        procs: list[Process] = []
+        try:
+            for i, port in enumerate(ports):
+                nxt = [f"http://127.0.0.1:{ports[i + 1]}/v1/relay"] if i < links else []
+                procs.append(
+                    Process(
+                        [*command, str(port), str(self.base / "c.json"), *nxt],
+                        self.cluster.server_cores,
+                        self.base / f"bare-chain-{i}.log",
+                    )
+                )
+                wait_http(f"http://127.0.0.1:{port}/healthz", proc=procs[-1].proc)
+        except BaseException:
+            for proc in procs:
+                proc.stop()
+            raise
+        return f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[-1]}", procs
+
     def figure_c(self, local: Request, direct: Request, far: Request) -> tuple[float, float]:
         log("\nC  latency added per routed hop (open loop at half the saturation rate)")
         paths = {
@@ -372,8 +396,30 @@ class Bench:
             if status != 200:
                 raise RuntimeError(f"{name}: {status} {body[:300]!r}")
             log(f"  {name}: route {orjson.loads(body).get('route', ['zhuji'])}")
-        far_request = paths["zhuji→…→shanghai (4 hops)"]
-        saturation = self.rate(far_request, 3, connections=16)
+        # The framework's own floor, measured alongside: a chain of as many bare aiohttp
+        # processes as the 4-hop route has nodes, forwarding the same request (same headers,
+        # same answer bytes) with aiohttp's client and doing nothing else.
+        first, last, chain = self.bare_chain(4, body)
+        try:
+            zhuji = self.cluster.url("zhuji")
+            references = {
+                "bare aiohttp (0 hops)": Request("GET", far.url.replace(zhuji, last), far.headers),
+                "bare aiohttp chain (4 hops)": Request(
+                    "GET", far.url.replace(zhuji, first), far.headers
+                ),
+            }
+            for name, request in references.items():
+                status, answer = asyncio.run(get(request))
+                if status != 200 or answer != body:
+                    raise RuntimeError(f"{name}: {status} {answer[:300]!r}")
+            return self._figure_c({**paths, **references})
+        finally:
+            for proc in chain:
+                proc.stop()
+
+    def _figure_c(self, paths: dict[str, Request]) -> tuple[float, float]:
+        zero, one, four, bare_zero, bare_four = paths  # the names, in that order
+        saturation = self.rate(paths[four], 3, connections=16)
         rate = saturation / 2
         log(
             f"  4-hop saturation {saturation:,.0f} req/s;"
@@ -398,11 +444,17 @@ class Bench:
                 f"   p99 {statistics.median(p99[name]):7.2f} ms"
                 f"   (rounds: p50 {_rounds(p50[name])}; p99 {_rounds(p99[name])})"
             )
-        zero, one, four = paths  # the names: local, 1 hop, 4 hops
 
         def per_hop(q: dict[str, list[float]], longer: str, shorter: str, hops: int) -> float:
             return statistics.median(
                 (a - b) / hops for a, b in zip(q[longer], q[shorter], strict=True)
+            )
+
+        def added(q: dict[str, list[float]]) -> float:
+            """Per hop, the gateway's minus the bare chain's, taken within each round."""
+            return statistics.median(
+                (g4 - g0) / 4 - (b4 - b0) / 4
+                for g4, g0, b4, b0 in zip(q[four], q[zero], q[bare_four], q[bare_zero], strict=True)
             )
 
         log(
@@ -412,6 +464,15 @@ class Bench:
         log(
             "  each further hop ((4 hops − 1 hop) / 3):                   "
             f" p50 {per_hop(p50, four, one, 3):.2f} ms, p99 {per_hop(p99, four, one, 3):.2f} ms"
+        )
+        log(
+            "  bare aiohttp chain, per hop (the framework's floor):       "
+            f" p50 {per_hop(p50, bare_four, bare_zero, 4):.2f} ms,"
+            f" p99 {per_hop(p99, bare_four, bare_zero, 4):.2f} ms"
+        )
+        log(
+            "  per hop, the gateway's share (over the bare chain's):      "
+            f" p50 {added(p50):.2f} ms, p99 {added(p99):.2f} ms"
         )
         per50, per99 = per_hop(p50, four, zero, 4), per_hop(p99, four, zero, 4)
         log(

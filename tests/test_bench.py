@@ -12,8 +12,12 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from bench import bare
 from bench.cluster import Cluster
 from bench.run import REPEATS, in_turn, ratio_by_round, side_by_side
 
@@ -115,3 +119,42 @@ def test_a_node_that_cannot_start_fails_at_once_and_its_state_goes_back(tmp_path
     assert "zhuji" not in cluster.procs
     assert (state / "registry.sqlite3").read_bytes().startswith(b"not a database")
     assert not cluster.home("zhuji").exists()
+
+
+async def test_a_bare_chain_forwards_the_callers_headers_and_returns_the_last_answer() -> None:
+    """Figure C's reference: each link forwards (a GET turned into a POST naming it, as a
+    node's first hop does), passes the token and consent on, and relays the bytes unchanged."""
+    seen: list[tuple[str, str, bytes, dict[str, str]]] = []
+
+    async def last(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path, await request.read(), dict(request.headers)))
+        return web.Response(body=b'{"seal": "x"}', status=200, content_type="application/json")
+
+    end = web.Application()
+    end.router.add_post("/v1/relay", last)
+    async with TestServer(end) as final:
+        link = bare.app(b"unused", str(final.make_url("/v1/relay")))
+        async with TestClient(TestServer(link)) as client:
+            answer = await client.get(
+                "/v1/certificates/c1?matter=m",
+                headers={"Authorization": "Bearer t", "Tongban-Consent": "g", "X-Other": "no"},
+            )
+            assert answer.status == 200
+            assert await answer.read() == b'{"seal": "x"}'
+    [(method, path, body, headers)] = seen
+    assert (method, path) == ("POST", "/v1/relay")
+    assert orjson.loads(body) == {"path": "/v1/certificates/c1?matter=m"}
+    assert headers["Authorization"] == "Bearer t"
+    assert headers["Tongban-Consent"] == "g"
+    assert "X-Other" not in headers
+
+
+async def test_the_end_of_a_bare_chain_answers_its_bytes_to_any_route() -> None:
+    async with TestClient(TestServer(bare.app(b'{"a": 1}'))) as client:
+        for answer in (
+            await client.get("/v1/certificates/c1"),
+            await client.post("/v1/relay", data=b"{}"),
+            await client.get("/healthz"),
+        ):
+            assert answer.status == 200
+            assert await answer.read() == b'{"a": 1}'
