@@ -23,7 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -258,6 +258,26 @@ def ratio_by_round(subject: Sequence[float], reference: Sequence[float]) -> tupl
     return statistics.median(ratios), _rounds(ratios)
 
 
+def per_hop(q: Mapping[str, Sequence[float]], longer: str, shorter: str, hops: int) -> float:
+    """The median over the rounds of ``(longer − shorter) / hops``, each taken in one round."""
+    return statistics.median((a - b) / hops for a, b in zip(q[longer], q[shorter], strict=True))
+
+
+def share_per_hop(
+    q: Mapping[str, Sequence[float]],
+    route: tuple[str, str],
+    reference: tuple[str, str],
+    hops: int,
+) -> float:
+    """What a route adds per hop over a reference route of as many hops: the median over the
+    rounds of the two per-hop differences' difference, all four taken in one round."""
+    (longer, shorter), (ref_longer, ref_shorter) = route, reference
+    return statistics.median(
+        (a - b) / hops - (c - d) / hops
+        for a, b, c, d in zip(q[longer], q[shorter], q[ref_longer], q[ref_shorter], strict=True)
+    )
+
+
 def _rounds(values: Sequence[float]) -> str:
     """A figure's values, round by round, as the output shows them."""
     return ", ".join(f"{v:.2f}" for v in values)
@@ -445,18 +465,6 @@ class Bench:
                 f"   (rounds: p50 {_rounds(p50[name])}; p99 {_rounds(p99[name])})"
             )
 
-        def per_hop(q: dict[str, list[float]], longer: str, shorter: str, hops: int) -> float:
-            return statistics.median(
-                (a - b) / hops for a, b in zip(q[longer], q[shorter], strict=True)
-            )
-
-        def added(q: dict[str, list[float]]) -> float:
-            """Per hop, the gateway's minus the bare chain's, taken within each round."""
-            return statistics.median(
-                (g4 - g0) / 4 - (b4 - b0) / 4
-                for g4, g0, b4, b0 in zip(q[four], q[zero], q[bare_four], q[bare_zero], strict=True)
-            )
-
         log(
             "  first hop (1 hop − local, incl. verifying a foreign seal):"
             f" p50 {per_hop(p50, one, zero, 1):.2f} ms, p99 {per_hop(p99, one, zero, 1):.2f} ms"
@@ -472,7 +480,8 @@ class Bench:
         )
         log(
             "  per hop, the gateway's share (over the bare chain's):      "
-            f" p50 {added(p50):.2f} ms, p99 {added(p99):.2f} ms"
+            f" p50 {share_per_hop(p50, (four, zero), (bare_four, bare_zero), 4):.2f} ms,"
+            f" p99 {share_per_hop(p99, (four, zero), (bare_four, bare_zero), 4):.2f} ms"
         )
         per50, per99 = per_hop(p50, four, zero, 4), per_hop(p99, four, zero, 4)
         log(

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bench import bare
 from bench.cluster import Cluster
-from bench.run import REPEATS, in_turn, ratio_by_round, side_by_side
+from bench.run import REPEATS, in_turn, per_hop, ratio_by_round, share_per_hop, side_by_side
 
 
 def test_in_turn_alternates_the_order_between_rounds() -> None:
@@ -158,3 +158,31 @@ async def test_the_end_of_a_bare_chain_answers_its_bytes_to_any_route() -> None:
         ):
             assert answer.status == 200
             assert await answer.read() == b'{"a": 1}'
+
+
+def test_a_hop_figure_is_the_median_of_differences_taken_within_each_round() -> None:
+    # round 2 is slow for both routes alike: a difference within the round cancels it
+    q = {"far": [9.0, 29.0, 10.0], "local": [1.0, 21.0, 1.0]}
+    assert per_hop(q, "far", "local", 4) == 2.0  # rounds: 2.0, 2.0, 2.25
+    # the median of the medians would mix the rounds: (10 - 1) / 4
+    assert (
+        per_hop(q, "far", "local", 4)
+        != (statistics.median(q["far"]) - statistics.median(q["local"])) / 4
+    )
+
+
+def test_the_gateways_share_is_its_hop_less_the_bare_chains_hop_in_the_same_round() -> None:
+    q = {
+        "far": [9.0, 17.0, 13.0],
+        "local": [1.0, 1.0, 1.0],
+        "bare far": [5.0, 13.0, 5.0],
+        "bare local": [1.0, 1.0, 1.0],
+    }
+    # per round: (8 - 4) / 4 = 1, (16 - 12) / 4 = 1, (12 - 4) / 4 = 2
+    assert share_per_hop(q, ("far", "local"), ("bare far", "bare local"), 4) == 1.0
+
+
+def test_a_share_needs_every_round_on_every_path() -> None:
+    q = {"far": [2.0, 3.0], "local": [1.0, 1.0], "bare far": [2.0], "bare local": [1.0, 1.0]}
+    with pytest.raises(ValueError, match="shorter"):
+        share_per_hop(q, ("far", "local"), ("bare far", "bare local"), 1)
