@@ -39,8 +39,10 @@ def app(body: bytes, next_url: str | None = None) -> web.Application:
     async def forward(request: web.Request, url: str) -> web.Response:
         # a GET starts the chain: like a node, its first hop turns it into a POST whose
         # body names the request; a POST (from a link before) is passed on as it came
-        data = await request.read() if request.method == "POST" else b""
-        data = data or orjson.dumps({"path": request.path_qs})
+        if request.method == "POST":
+            data = await request.read()
+        else:
+            data = orjson.dumps({"path": request.path_qs})
         headers = {"Content-Type": "application/json"}
         headers.update({h: request.headers[h] for h in FORWARDED if h in request.headers})
         async with request.app[SESSION].post(url, data=data, headers=headers) as response:

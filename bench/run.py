@@ -258,9 +258,16 @@ def ratio_by_round(subject: Sequence[float], reference: Sequence[float]) -> tupl
     return statistics.median(ratios), _rounds(ratios)
 
 
+def _hop_by_round(
+    q: Mapping[str, Sequence[float]], longer: str, shorter: str, hops: int
+) -> list[float]:
+    """``(longer − shorter) / hops`` in each round."""
+    return [(a - b) / hops for a, b in zip(q[longer], q[shorter], strict=True)]
+
+
 def per_hop(q: Mapping[str, Sequence[float]], longer: str, shorter: str, hops: int) -> float:
     """The median over the rounds of ``(longer − shorter) / hops``, each taken in one round."""
-    return statistics.median((a - b) / hops for a, b in zip(q[longer], q[shorter], strict=True))
+    return statistics.median(_hop_by_round(q, longer, shorter, hops))
 
 
 def share_per_hop(
@@ -271,11 +278,8 @@ def share_per_hop(
 ) -> float:
     """What a route adds per hop over a reference route of as many hops: the median over the
     rounds of the two per-hop differences' difference, all four taken in one round."""
-    (longer, shorter), (ref_longer, ref_shorter) = route, reference
-    return statistics.median(
-        (a - b) / hops - (c - d) / hops
-        for a, b, c, d in zip(q[longer], q[shorter], q[ref_longer], q[ref_shorter], strict=True)
-    )
+    ours, theirs = _hop_by_round(q, *route, hops), _hop_by_round(q, *reference, hops)
+    return statistics.median(a - b for a, b in zip(ours, theirs, strict=True))
 
 
 def _rounds(values: Sequence[float]) -> str:
@@ -411,14 +415,16 @@ class Bench:
             "zhuji→linquan (1 hop)": direct,
             "zhuji→…→shanghai (4 hops)": far,
         }
+        answers: dict[str, bytes] = {}
         for name, request in paths.items():
-            status, body = asyncio.run(get(request))
+            status, answers[name] = asyncio.run(get(request))
             if status != 200:
-                raise RuntimeError(f"{name}: {status} {body[:300]!r}")
-            log(f"  {name}: route {orjson.loads(body).get('route', ['zhuji'])}")
+                raise RuntimeError(f"{name}: {status} {answers[name][:300]!r}")
+            log(f"  {name}: route {orjson.loads(answers[name]).get('route', ['zhuji'])}")
         # The framework's own floor, measured alongside: a chain of as many bare aiohttp
         # processes as the 4-hop route has nodes, forwarding the same request (same headers,
         # same answer bytes) with aiohttp's client and doing nothing else.
+        body = answers["zhuji→…→shanghai (4 hops)"]
         first, last, chain = self.bare_chain(4, body)
         try:
             zhuji = self.cluster.url("zhuji")

@@ -183,6 +183,6 @@ def test_the_gateways_share_is_its_hop_less_the_bare_chains_hop_in_the_same_roun
 
 
 def test_a_share_needs_every_round_on_every_path() -> None:
-    q = {"far": [2.0, 3.0], "local": [1.0, 1.0], "bare far": [2.0], "bare local": [1.0, 1.0]}
+    q = {"far": [2.0, 3.0], "local": [1.0, 1.0], "bare far": [2.0, 3.0], "bare local": [1.0]}
     with pytest.raises(ValueError, match="shorter"):
         share_per_hop(q, ("far", "local"), ("bare far", "bare local"), 1)
