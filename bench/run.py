@@ -44,11 +44,11 @@ from bench.load import (
     wrk_rate,
 )
 from gateway.clock import SystemClock
-from gateway.consent import issue_consent
-from gateway.idp import idp_issuer
+from gateway.crypto.keystore import KeyStore
 from gateway.ids import DepartmentId, NodeId
-from gateway.keys import KeyStore
-from gateway.tokens import issue_access_token
+from gateway.services.idp import idp_issuer
+from gateway.sso.consent import issue_consent
+from gateway.sso.tokens import issue_access_token
 
 REPEATS = 3
 SMALL = 10_000

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gateway._internal.passwords import check_hash_format
 from gateway.errors import ConfigError, InvalidIdentifier
 from gateway.identifiers import validate_credit_code, validate_resident_id
 from gateway.ids import DepartmentId, NodeId, RegionCode
-from gateway.passwords import check_hash_format
 from gateway.scopes import SCOPES
 
 DEFAULT_FEDERATION_FILE = Path(__file__).with_name("federation.toml")
@@ -119,7 +119,7 @@ class Client:
     department: DepartmentId
     node: NodeId
     secret_hash: str
-    """scrypt hash checked by the IdP (see :mod:`gateway.passwords`)."""
+    """scrypt hash checked by the IdP (see :mod:`gateway._internal.passwords`)."""
     scopes: tuple[str, ...]
     demo_secret: Secret | None = None
     """The clear secret, for demo clients only (``tongban token --client``)."""

@@ -1,7 +1,7 @@
 """Structured logs: one JSON object a line, carrying the request id.
 
 Nothing logged here may contain a secret or a holder id in clear; callers log holder
-digests (``gateway.holders``) and key ids, never key material or tokens.
+digests (``gateway.certificates.holders``) and key ids, never key material or tokens.
 """
 
 from __future__ import annotations

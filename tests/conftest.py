@@ -12,20 +12,20 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer, unused_port
 
+from gateway.certificates.holders import holder_digest
+from gateway.certificates.schemas import SchemaCatalog, default_schema_dir
+from gateway.cli.commands import run_federation
 from gateway.clock import FixedClock
-from gateway.commands import run_federation
 from gateway.config import Federation, load_federation
-from gateway.consent import issue_consent
-from gateway.holders import holder_digest
+from gateway.crypto.jwks import StaticKeyResolver
+from gateway.crypto.keystore import KeyStore
 from gateway.http.app import create_app
-from gateway.idp import idp_issuer
 from gateway.ids import DepartmentId, NodeId
-from gateway.jwks import StaticKeyResolver
-from gateway.keys import KeyStore
-from gateway.node import NodeService
-from gateway.schemas import SchemaCatalog, default_schema_dir
-from gateway.sso import NodeAuthenticator
-from gateway.tokens import issue_access_token
+from gateway.services.idp import idp_issuer
+from gateway.services.node import NodeService
+from gateway.sso.consent import issue_consent
+from gateway.sso.node_auth import NodeAuthenticator
+from gateway.sso.tokens import issue_access_token
 
 # 2026-11-24T08:00:00Z: fixed, so validity dates and signing times are reproducible.
 NOW = 1_795_507_200.0
@@ -191,7 +191,7 @@ def moved(federation: Federation) -> Federation:
 
 
 class Up:
-    """``tongban up`` in this process (:func:`~gateway.commands.run_federation`) as a task,
+    """``tongban up`` in this process (:func:`~gateway.cli.commands.run_federation`) as a task,
     with its ``stop`` event and what ``ready`` reported."""
 
     def __init__(self, federation: Federation, clock: FixedClock) -> None:

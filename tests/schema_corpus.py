@@ -10,7 +10,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.schemas import CERTIFICATE, EXCHANGE_PREFIX, TYPE_PREFIX, SchemaCatalog
+from gateway.certificates.schemas import CERTIFICATE, EXCHANGE_PREFIX, TYPE_PREFIX, SchemaCatalog
 
 PERSON = {"name": "张三", "id": "11010519491231002X", "id_type": "111"}
 COMPANY = {"name": "诸暨市暨阳纺织有限公司", "id": "91330681MA2BCDEF1X", "id_type": "001"}

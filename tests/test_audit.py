@@ -13,7 +13,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import (
+from gateway.audit.records import (
     MAX_PAGE,
     STH_TYP,
     AuditKind,
@@ -27,11 +27,11 @@ from gateway.audit import (
     verify_tree_head,
 )
 from gateway.clock import FixedClock
+from gateway.crypto.jwks import KeyState, StaticKeyResolver, VerificationKey
+from gateway.crypto.merkle import leaf_hash, root, verify_consistency, verify_inclusion
+from gateway.crypto.seals import PrivateKeySigner, sign_compact
 from gateway.errors import InputError, SealError, StorageError, VerificationError
 from gateway.ids import NodeId
-from gateway.jwks import KeyState, StaticKeyResolver, VerificationKey
-from gateway.merkle import leaf_hash, root, verify_consistency, verify_inclusion
-from gateway.seals import PrivateKeySigner, sign_compact
 
 NOW = 1_795_507_200.0
 ZHUJI = NodeId("zhuji")

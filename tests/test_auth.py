@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth import Principal, Scope, parse_authorization
 from gateway.errors import AuthError, Forbidden, TokenError
 from gateway.ids import DepartmentId
+from gateway.sso.auth import Principal, Scope, parse_authorization
 
 # --- principals ------------------------------------------------------------------------------
 

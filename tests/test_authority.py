@@ -13,15 +13,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.authority import TrustAuthority, collect
 from gateway.clock import FixedClock
 from gateway.config import Federation, load_federation
+from gateway.crypto.jwks import KeyState, VerificationKey, public_jwk
+from gateway.crypto.seals import PrivateKeySigner
 from gateway.errors import ConfigError, NotFoundError, SealError
 from gateway.ids import NodeId
-from gateway.jwks import KeyState, VerificationKey, public_jwk
-from gateway.rootkey import RootKey
-from gateway.seals import PrivateKeySigner
-from gateway.trust import KeyHistory, TrustList, verify_trust_list
+from gateway.services.authority import TrustAuthority, collect
+from gateway.trust.rootkey import RootKey
+from gateway.trust.trust_list import KeyHistory, TrustList, verify_trust_list
 
 NOW = 1_795_507_200.0  # 2026-11-24T08:00:00Z
 T = int(NOW)

@@ -11,14 +11,8 @@ from typing import Any
 
 import pytest
 
-from gateway.catalog import (
-    _LOOKUP,
-    MAX_LOOKUP_RESULTS,
-    MAX_LOOKUP_TYPES,
-    CatalogEntry,
-    CatalogService,
-    SqliteCatalog,
-)
+from gateway.certificates.holders import holder_digest
+from gateway.certificates.schemas import CertificateTypeInfo, SchemaCatalog, default_schema_dir
 from gateway.clock import FixedClock
 from gateway.errors import (
     ConfigError,
@@ -31,11 +25,17 @@ from gateway.errors import (
     StorageError,
     UnknownCertificateType,
 )
-from gateway.holders import holder_digest
 from gateway.identifiers import build_certificate_id
 from gateway.ids import CertificateId, NodeId
-from gateway.registry import CertStatus
-from gateway.schemas import CertificateTypeInfo, SchemaCatalog, default_schema_dir
+from gateway.storage.catalog import (
+    _LOOKUP,
+    MAX_LOOKUP_RESULTS,
+    MAX_LOOKUP_TYPES,
+    CatalogEntry,
+    CatalogService,
+    SqliteCatalog,
+)
+from gateway.storage.registry import CertStatus
 
 SECRET = b"tongban-test-holder-secret-0001"
 CHEN_ID = "31010419950312123X"  # demo citizens of the default federation

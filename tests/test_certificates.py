@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import BRIDE, GROOM, NOW, household_request, marriage_request
 
-from gateway.certificates import (
+from gateway.certificates.documents import (
     IssueContext,
     build_document,
     certificate_date,
@@ -16,11 +16,11 @@ from gateway.certificates import (
     check_identifiers,
     serial_for,
 )
+from gateway.certificates.schemas import SchemaCatalog
 from gateway.config import Federation
 from gateway.errors import InvalidIdentifier
 from gateway.identifiers import build_certificate_id, make_credit_code, parse_certificate_id
-from gateway.registry import StatusSlot
-from gateway.schemas import SchemaCatalog
+from gateway.storage.registry import StatusSlot
 
 STATUS_URI = "http://zhuji.test/v1/status-lists/2"
 SLOT = StatusSlot(2, 17)

@@ -15,17 +15,17 @@ from conftest import household_request
 
 import gateway
 from gateway._internal.wire import b64url_decode, b64url_encode
-from gateway.auth import Principal, Scope
-from gateway.cli import main
+from gateway.certificates.schemas import SchemaCatalog
+from gateway.cli.main import main
 from gateway.clock import SystemClock, from_rfc3339
 from gateway.config import DEFAULT_FEDERATION_FILE, load_federation
+from gateway.crypto.jwks import StaticKeyResolver
+from gateway.crypto.keystore import KeyStore
+from gateway.crypto.reports import SEAL_CHECKS
+from gateway.crypto.seals import verify_seal
 from gateway.ids import DepartmentId, NodeId
-from gateway.jwks import StaticKeyResolver
-from gateway.keys import KeyStore
-from gateway.node import NodeService
-from gateway.reports import SEAL_CHECKS
-from gateway.schemas import SchemaCatalog
-from gateway.seals import verify_seal
+from gateway.services.node import NodeService
+from gateway.sso.auth import Principal, Scope
 
 CERTIFICATE_CHECKS = [*SEAL_CHECKS, "schema", "identifier", "validity", "status"]
 COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")

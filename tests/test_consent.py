@@ -11,13 +11,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.clock import FixedClock
-from gateway.consent import CLOCK_SKEW, CONSENT_TYP, ConsentGrant, ConsentVerifier, issue_consent
+from gateway.crypto.jwks import KeyState, StaticKeyResolver, VerificationKey
+from gateway.crypto.keystore import KeyStore
+from gateway.crypto.seals import PrivateKeySigner, sign_compact
 from gateway.errors import Forbidden, InputError
 from gateway.ids import DepartmentId, NodeId
-from gateway.jwks import KeyState, StaticKeyResolver, VerificationKey
-from gateway.keys import KeyStore
-from gateway.seals import PrivateKeySigner, sign_compact
-from gateway.tokens import issue_access_token
+from gateway.sso.consent import (
+    CLOCK_SKEW,
+    CONSENT_TYP,
+    ConsentGrant,
+    ConsentVerifier,
+    issue_consent,
+)
+from gateway.sso.tokens import issue_access_token
 
 NOW = 1_795_507_200.0  # 2026-11-24T08:00:00Z
 UNTIL = NOW + 86_400

@@ -26,10 +26,10 @@ import aiohttp
 import pytest
 from processes import Processes, federation_file, free_ports, wait_healthy
 
-from gateway.audit import AuditKind, AuditRecord, parse_entry
+from gateway.audit.records import AuditKind, AuditRecord, parse_entry
+from gateway.cli.idp_client import IdpClient
 from gateway.config import load_federation
-from gateway.idp import idp_issuer
-from gateway.idp_client import IdpClient
+from gateway.services.idp import idp_issuer
 
 ISSUERS = 8  # concurrent issuing workers
 CHANGERS = 2  # concurrent status-changing workers

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo import run_demo
+from gateway.cli.demo import run_demo
 
 
 async def test_the_demo_tour_passes_every_step(

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 import gateway
-from gateway.cli import _parser
+from gateway.certificates.schemas import default_schema_dir
+from gateway.cli.main import _parser
 from gateway.config import Federation, NodeConfig, load_federation
-from gateway.keys import FEDERATION_DIR
-from gateway.schemas import default_schema_dir
+from gateway.crypto.keystore import FEDERATION_DIR
 
 REPO = Path(gateway.__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -268,7 +268,8 @@ def test_it_copies_what_the_package_needs(dockerfile: list[Instruction]) -> None
         assert needed in landed, needed
     for source in landed:
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
-    # gateway/schemas.py looks for <package>/../schemas: the image keeps that layout ...
+    # gateway/certificates/schemas.py looks for <package>/../schemas: the image keeps that layout
+    # ...
     assert default_schema_dir() == Path(gateway.__file__).resolve().parents[1] / "schemas"
     assert landed["schemas"] == landed["gateway"].parent / "schemas"
     # ... and installs the package in place (editable), so imports resolve to that copy

@@ -13,7 +13,7 @@ from conftest import HANG_GUARD, Tokens, Up, catalogued, household_request, outb
 
 from gateway.clock import FixedClock
 from gateway.config import Federation
-from gateway.registry import SqliteRegistry
+from gateway.storage.registry import SqliteRegistry
 
 REFUSED_FOR_GOOD = {
     # not a certificate id: national answers 400, and would again on every retry

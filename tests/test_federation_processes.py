@@ -22,9 +22,9 @@ from conftest import catalogued, outbox_entries
 from processes import Processes, federation_file, free_ports, wait_healthy
 
 from gateway._internal.wire import b64url_decode
+from gateway.cli.idp_client import IdpClient
 from gateway.config import load_federation
-from gateway.idp import idp_issuer
-from gateway.idp_client import IdpClient
+from gateway.services.idp import idp_issuer
 
 BUDGET = 2.0  # request_timeout_seconds: each routed request's deadline budget
 SLACK = 1.0  # scheduling slack on a loaded 2-core machine

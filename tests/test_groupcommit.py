@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import (
+from gateway.audit.records import (
     AuditItem,
     AuditKind,
     AuditRecord,
@@ -20,10 +20,10 @@ from gateway.audit import (
     StagedAppend,
 )
 from gateway.clock import FixedClock
+from gateway.crypto.seals import PrivateKeySigner
 from gateway.errors import InputError, StorageError
-from gateway.groupcommit import GroupCommit
 from gateway.ids import NodeId
-from gateway.seals import PrivateKeySigner
+from gateway.storage.groupcommit import GroupCommit
 
 NOW = 1_795_507_200.0
 SIGNER = PrivateKeySigner(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))

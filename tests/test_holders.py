@@ -5,8 +5,8 @@ import hmac
 
 import pytest
 
+from gateway.certificates.holders import MIN_SECRET_BYTES, HolderSecret, holder_digest
 from gateway.errors import ConfigError, InputError
-from gateway.holders import MIN_SECRET_BYTES, HolderSecret, holder_digest
 
 SECRET = b"tongban-test-holder-secret-0001"
 ID_NUMBER = "11010519491231002X"

@@ -11,8 +11,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway.crypto.jwks import KeyState, StaticKeyResolver, VerificationKey
+from gateway.crypto.seals import SEAL_TYP, PrivateKeySigner, sign_compact, verify_compact
 from gateway.errors import AuthError, ConfigError, InputError
-from gateway.hops import (
+from gateway.federation.hops import (
     HOP_TYP,
     HopVerifier,
     NonceCache,
@@ -21,8 +23,6 @@ from gateway.hops import (
     sign_hop,
 )
 from gateway.ids import NodeId
-from gateway.jwks import KeyState, StaticKeyResolver, VerificationKey
-from gateway.seals import SEAL_TYP, PrivateKeySigner, sign_compact, verify_compact
 
 NOW = 1_795_507_200.0  # 2026-11-24T08:00:00Z
 ZHUJI = NodeId("zhuji")

@@ -17,12 +17,14 @@ import pytest
 from conftest import NOW
 
 from gateway._internal.wire import b64url_decode
+from gateway.certificates.holders import holder_digest
 from gateway.clock import FixedClock
 from gateway.config import Federation
-from gateway.consent import CONSENT_TYP, ConsentVerifier
+from gateway.crypto.jwks import StaticKeyResolver
 from gateway.errors import AuthError, ConfigError, Forbidden, InputError, NotFoundError
-from gateway.holders import holder_digest
-from gateway.idp import (
+from gateway.ids import DepartmentId, NodeId
+from gateway.scopes import Scope
+from gateway.services.idp import (
     CLIENT_CREDENTIALS,
     HOLDER_CLIENT_ID,
     HOLDER_GRANT,
@@ -37,10 +39,8 @@ from gateway.idp import (
     parse_form,
     parse_time,
 )
-from gateway.ids import DepartmentId, NodeId
-from gateway.jwks import StaticKeyResolver
-from gateway.scopes import Scope
-from gateway.tokens import ACCESS_TOKEN_TYP, AccessClaims, TokenValidator
+from gateway.sso.consent import CONSENT_TYP, ConsentVerifier
+from gateway.sso.tokens import ACCESS_TOKEN_TYP, AccessClaims, TokenValidator
 
 ISSUER = "http://idp.test"
 HOLDER_SECRET = bytes(range(32))

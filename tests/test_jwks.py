@@ -11,9 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gateway._internal.wire import b64url_decode, b64url_encode
-from gateway.errors import Indication, SealError, SealIndeterminate
-from gateway.ids import KeyId, NodeId
-from gateway.jwks import (
+from gateway.crypto.jwks import (
     KeyState,
     StaticKeyResolver,
     VerificationKey,
@@ -24,6 +22,8 @@ from gateway.jwks import (
     thumbprint,
     thumbprint_of_members,
 )
+from gateway.errors import Indication, SealError, SealIndeterminate
+from gateway.ids import KeyId, NodeId
 
 ZHUJI = NodeId("zhuji")
 B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -22,12 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.clock import FixedClock
+from gateway.crypto.jwks import KeyState, VerificationKey, public_jwk
+from gateway.crypto.seals import PrivateKeySigner
 from gateway.errors import ConfigError, NetworkError, SealIndeterminate, TokenError, UpstreamTimeout
 from gateway.ids import DepartmentId, KeyId, NodeId, RegionCode
-from gateway.jwks import KeyState, VerificationKey, public_jwk
-from gateway.keycache import MIN_REFRESH_INTERVAL, RemoteKeySet, validate_with_refresh
-from gateway.seals import PrivateKeySigner
-from gateway.tokens import TokenValidator, issue_access_token
+from gateway.sso.idp_keys import MIN_REFRESH_INTERVAL, RemoteKeySet, validate_with_refresh
+from gateway.sso.tokens import TokenValidator, issue_access_token
 
 NOW = 1_795_507_200.0  # 2026-11-24T08:00:00Z
 IDP = NodeId("idp")

@@ -10,11 +10,11 @@ import pytest
 
 from gateway.clock import FixedClock
 from gateway.config import Secret
+from gateway.crypto.jwks import KeyState, StaticKeyResolver, parse_jwks
+from gateway.crypto.keystore import KeyStore, federation_holder_secret, iter_key_files
+from gateway.crypto.seals import seal, verify_seal
 from gateway.errors import KeyStoreError, NotFoundError
 from gateway.ids import NodeId
-from gateway.jwks import KeyState, StaticKeyResolver, parse_jwks
-from gateway.keys import KeyStore, federation_holder_secret, iter_key_files
-from gateway.seals import seal, verify_seal
 
 NOW = 1_795_507_200.0
 NODE = NodeId("zhuji")

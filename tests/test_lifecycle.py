@@ -15,11 +15,11 @@ import orjson
 import pytest
 
 from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway.cli.commands import run_federation
+from gateway.cli.idp_client import IdpClient
 from gateway.clock import SystemClock
-from gateway.commands import run_federation
 from gateway.config import Federation, load_federation
-from gateway.idp import idp_issuer
-from gateway.idp_client import IdpClient
+from gateway.services.idp import idp_issuer
 
 GROOM = {"name": "赵立新", "id": "330681199001010015", "id_type": "111"}
 BRIDE = {"name": "王晓燕", "id": "341221199607082464", "id_type": "111"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.certificates.matters import ALL_LEVELS, MATTERS, Level, Matter, MatterCatalog
+from gateway.certificates.schemas import SchemaCatalog
 from gateway.errors import Forbidden, NotFoundError
-from gateway.matters import ALL_LEVELS, MATTERS, Level, Matter, MatterCatalog
-from gateway.schemas import SchemaCatalog
 
 # The seed plan's annex 2 (诸暨市高频政务服务"跨省通办"事项清单), with their lead departments.
 ANNEX_2 = {

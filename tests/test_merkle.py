@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import InputError, VerificationError
-from gateway.merkle import (
+from gateway.crypto.merkle import (
     EMPTY_ROOT,
     MerkleLog,
     TreeBuilder,
@@ -21,6 +20,7 @@ from gateway.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from gateway.errors import InputError, VerificationError
 
 # --- the reference: RFC 9162 §2.1 written as literally as possible --------------------------
 

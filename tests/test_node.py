@@ -13,10 +13,14 @@ import pytest
 from conftest import BRIDE, GROOM, NOW, Tokens, household_request, marriage_request
 
 from gateway._internal.wire import b64url_decode, b64url_encode
-from gateway.audit import AuditKind
-from gateway.auth import Principal, Scope
+from gateway.audit.records import AuditKind
+from gateway.certificates.holders import holder_digest
+from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.status_list import STATUS_LIST_TYP, parse_status_list
 from gateway.clock import FixedClock
 from gateway.config import Department, Federation, Limits
+from gateway.crypto.jwks import StaticKeyResolver
+from gateway.crypto.seals import SEAL_TYP, seal, verify_compact
 from gateway.errors import (
     ConflictError,
     Forbidden,
@@ -29,15 +33,11 @@ from gateway.errors import (
     SealError,
     StorageError,
 )
-from gateway.holders import holder_digest
 from gateway.identifiers import make_credit_code, parse_certificate_id
 from gateway.ids import CertificateId, DepartmentId, NodeId
-from gateway.jwks import StaticKeyResolver
-from gateway.node import STATUS_LIST_TTL, NodeService
-from gateway.registry import CertStatus, Outbox
-from gateway.schemas import SchemaCatalog
-from gateway.seals import SEAL_TYP, seal, verify_compact
-from gateway.status_list import STATUS_LIST_TYP, parse_status_list
+from gateway.services.node import STATUS_LIST_TTL, NodeService
+from gateway.sso.auth import Principal, Scope
+from gateway.storage.registry import CertStatus, Outbox
 
 CIVIL_AFFAIRS_CODE = "11330681002521002U"
 PUBLIC_SECURITY_CODE = "113306810025211840"
@@ -45,7 +45,7 @@ ALL_SCOPES = frozenset(scope.value for scope in Scope)
 
 
 def department(dept: str | None, scopes: frozenset[str] = ALL_SCOPES) -> Principal:
-    """A departmental caller, as :class:`gateway.sso.NodeAuthenticator` produces it."""
+    """A departmental caller, as :class:`gateway.sso.node_auth.NodeAuthenticator` produces it."""
     return Principal(
         subject=dept or "nobody",
         client_id=dept or "nobody",

@@ -16,19 +16,19 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit import AuditKind, SqliteAuditLog
+from gateway.audit.records import AuditKind, SqliteAuditLog
 from gateway.clock import FixedClock
 from gateway.config import Federation, load_federation
+from gateway.crypto.jwks import KeyResolver, KeyState, StaticKeyResolver, VerificationKey
+from gateway.crypto.seals import PrivateKeySigner
 from gateway.errors import SealIndeterminate
+from gateway.federation.partner_watch import CONSISTENCY_PATH, HEAD_PATH, PartnerWatch, neighbours
+from gateway.federation.routing import Topology
 from gateway.http.appkeys import NODE
 from gateway.http.handlers import audit_consistency, audit_head
 from gateway.ids import NodeId
-from gateway.jwks import KeyResolver, KeyState, StaticKeyResolver, VerificationKey
 from gateway.metrics import Metrics
-from gateway.node import NodeService
-from gateway.partners import CONSISTENCY_PATH, HEAD_PATH, PartnerWatch, neighbours
-from gateway.routing import Topology
-from gateway.seals import PrivateKeySigner
+from gateway.services.node import NodeService
 
 NOW = 1_795_507_200.0
 ZHUJI = NodeId("zhuji")
@@ -191,7 +191,7 @@ def checks(metrics: Metrics, partner: str, result: str) -> float:
 
 @pytest.fixture
 def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.WARNING, logger="gateway.partners")
+    caplog.set_level(logging.WARNING, logger="gateway.federation.partner_watch")
     return caplog
 
 
@@ -471,7 +471,7 @@ async def test_a_crashing_check_is_logged_and_the_loop_goes_on(
         if len(slept) == 3:
             raise asyncio.CancelledError
 
-    caplog.set_level(logging.ERROR, logger="gateway.partners")
+    caplog.set_level(logging.ERROR, logger="gateway.federation.partner_watch")
     with pytest.raises(asyncio.CancelledError):
         await watch.run(interval=1.0, sleep=sleep)
     assert calls == 4  # two rounds, two partners: the loop went on after the crash

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from gateway.certificates.holders import holder_digest
+from gateway.certificates.status_list import pack, parse_status_list, status_list_claims
 from gateway.errors import (
     ConfigError,
     ConflictError,
@@ -20,9 +22,8 @@ from gateway.errors import (
     NotFoundError,
     SealIndeterminate,
 )
-from gateway.holders import holder_digest
 from gateway.ids import CertificateId, KeyId, RegionCode
-from gateway.registry import (
+from gateway.storage.registry import (
     SCHEMA_VERSION,
     CertStatus,
     NewCertificate,
@@ -35,7 +36,6 @@ from gateway.registry import (
     StoredCertificate,
     _slot_statuses_sql,
 )
-from gateway.status_list import pack, parse_status_list, status_list_claims
 
 SECRET = b"tongban-test-holder-secret-0001"
 ALICE = holder_digest(SECRET, "111", "11010519491231002X")

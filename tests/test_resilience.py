@@ -11,7 +11,7 @@ import pytest
 
 from gateway.clock import FixedClock
 from gateway.errors import ConfigError, NetworkError, NotFoundError, UpstreamTimeout
-from gateway.resilience import (
+from gateway.federation.resilience import (
     Breakers,
     BreakerState,
     CircuitBreaker,

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditKind, SqliteAuditLog
+from gateway.audit.records import AuditKind, SqliteAuditLog
+from gateway.certificates.revocation import IssuanceProof, check_issuance_proof, make_issuance_proof
 from gateway.clock import FixedClock
+from gateway.crypto.jwks import KeyResolver, StaticKeyResolver
+from gateway.crypto.keystore import KeyStore
 from gateway.errors import NotFoundError, SealIndeterminate
 from gateway.ids import NodeId
-from gateway.jwks import KeyResolver, StaticKeyResolver
-from gateway.keys import KeyStore
-from gateway.revocation import IssuanceProof, check_issuance_proof, make_issuance_proof
 
 NOW = 1_795_507_200.0
 NODE = NodeId("zhuji")

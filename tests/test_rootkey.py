@@ -10,11 +10,11 @@ import pytest
 
 from gateway.clock import FixedClock
 from gateway.config import Secret
+from gateway.crypto.jwks import KeyState, StaticKeyResolver
+from gateway.crypto.keystore import FEDERATION_DIR
+from gateway.crypto.seals import sign_compact, verify_compact
 from gateway.errors import KeyStoreError
-from gateway.jwks import KeyState, StaticKeyResolver
-from gateway.keys import FEDERATION_DIR
-from gateway.rootkey import ROOT_JWK_FILE, ROOT_KEY_FILE, ROOT_NODE, RootKey, load_root_public
-from gateway.seals import sign_compact, verify_compact
+from gateway.trust.rootkey import ROOT_JWK_FILE, ROOT_KEY_FILE, ROOT_NODE, RootKey, load_root_public
 
 NOW = 1_795_507_200.0  # 2026-11-24T08:00:00Z
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from gateway.config import Agreement, Federation, load_federation
 from gateway.errors import ConfigError, InputError, NotFoundError
+from gateway.federation.routing import Route, Topology
 from gateway.ids import NodeId, RegionCode
-from gateway.routing import Route, Topology
 
 N = NodeId
 

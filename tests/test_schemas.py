@@ -1,4 +1,4 @@
-"""The JSON Schemas and their validators (gateway.schemas)."""
+"""The JSON Schemas and their validators (gateway.certificates.schemas)."""
 
 from __future__ import annotations
 
@@ -24,15 +24,15 @@ from schema_corpus import (
     with_value,
 )
 
-from gateway.errors import ConfigError, NotFoundError, SchemaViolation, UnknownCertificateType
-from gateway.identifiers import validate_credit_code
-from gateway.schemas import (
+from gateway.certificates.schemas import (
     MAX_REPORTED_ERRORS,
     SCHEMA_BASE,
     CertificateTypeInfo,
     SchemaCatalog,
     default_schema_dir,
 )
+from gateway.errors import ConfigError, NotFoundError, SchemaViolation, UnknownCertificateType
+from gateway.identifiers import validate_credit_code
 
 SCHEMA_DIR = default_schema_dir()
 SCHEMA_FILES = sorted(SCHEMA_DIR.rglob("*.schema.json"))

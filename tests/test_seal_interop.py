@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
 
+from gateway.crypto.jwks import KeyState, StaticKeyResolver, VerificationKey, public_jwk
+from gateway.crypto.seals import SEAL_TYP, PrivateKeySigner, seal, verify_seal
 from gateway.errors import SealError
 from gateway.ids import NodeId
-from gateway.jwks import KeyState, StaticKeyResolver, VerificationKey, public_jwk
-from gateway.seals import SEAL_TYP, PrivateKeySigner, seal, verify_seal
 
 NOW = 1_795_507_200.0
 SIG_T = "2026-11-24T08:00:00Z"

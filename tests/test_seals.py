@@ -16,26 +16,18 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import seals as seals_module
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.clock import to_rfc3339
-from gateway.errors import (
-    Indication,
-    KeyStoreError,
-    NetworkError,
-    SealError,
-    SealIndeterminate,
-)
-from gateway.ids import KeyId, NodeId
-from gateway.jwks import (
+from gateway.crypto import seals as seals_module
+from gateway.crypto.jwks import (
     KeyState,
     StaticKeyResolver,
     VerificationKey,
     parse_jwk,
     public_jwk,
 )
-from gateway.reports import SEAL_CHECKS, Check, VerificationReport, report_for
-from gateway.seals import (
+from gateway.crypto.reports import SEAL_CHECKS, Check, VerificationReport, report_for
+from gateway.crypto.seals import (
     CLOCK_SKEW_SECONDS,
     MAX_HEADER_BYTES,
     MAX_SEAL_BYTES,
@@ -50,6 +42,14 @@ from gateway.seals import (
     verify_seal,
     verify_signature,
 )
+from gateway.errors import (
+    Indication,
+    KeyStoreError,
+    NetworkError,
+    SealError,
+    SealIndeterminate,
+)
+from gateway.ids import KeyId, NodeId
 
 NOW = 1_795_507_200.0  # 2026-11-24T08:00:00Z
 SIG_T = "2026-11-24T08:00:00Z"

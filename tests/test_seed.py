@@ -16,14 +16,14 @@ import pytest
 from conftest import NOW
 
 from gateway._internal.wire import b64url_decode
-from gateway.certificates import certificate_date
+from gateway.certificates.documents import certificate_date
+from gateway.certificates.schemas import SchemaCatalog
+from gateway.cli.seed import generate, seed_node
 from gateway.clock import FixedClock
 from gateway.config import Federation
 from gateway.errors import ConfigError, Indication
 from gateway.identifiers import ResidentId, validate_credit_code, validate_resident_id
-from gateway.node import NodeService
-from gateway.schemas import SchemaCatalog
-from gateway.seed import generate, seed_node
+from gateway.services.node import NodeService
 
 CJK_NAME = re.compile(r"[\u4e00-\u9fff]{2,3}")
 ZHEJIANG_COUNTIES = {"330102", "330106", "330602", "330681", "330682", "330683"}

@@ -18,20 +18,19 @@ import pytest
 from conftest import BRIDE, GROOM, NOW, Tokens, household_request
 
 from gateway._internal.wire import b64url_decode, b64url_encode
-from gateway.auth import Principal, Scope
+from gateway.certificates.matters import ALL_LEVELS, MATTERS, Matter, MatterCatalog
+from gateway.certificates.schemas import SchemaCatalog
 from gateway.clock import FixedClock
 from gateway.config import Department, Federation
+from gateway.crypto.jwks import VerificationKey
+from gateway.crypto.reports import VerificationReport
 from gateway.errors import Forbidden, TokenError
 from gateway.identifiers import make_credit_code
 from gateway.ids import CertificateId, DepartmentId, KeyId, NodeId, RegionCode
-from gateway.jwks import VerificationKey
-from gateway.matters import ALL_LEVELS, MATTERS, Matter, MatterCatalog
-from gateway.node import NodeService
-from gateway.registry import StoredCertificate
-from gateway.reports import VerificationReport
-from gateway.schemas import SchemaCatalog
-from gateway.sso import NodeAuthenticator
-from gateway.tokens import (
+from gateway.services.node import NodeService
+from gateway.sso.auth import Principal, Scope
+from gateway.sso.node_auth import NodeAuthenticator
+from gateway.sso.tokens import (
     CLOCK_SKEW,
     DEFAULT_LIFETIME,
     CachedTokenValidator,
@@ -39,6 +38,7 @@ from gateway.tokens import (
     TokenValidator,
     issue_access_token,
 )
+from gateway.storage.registry import StoredCertificate
 
 ALL_SCOPES = frozenset(scope.value for scope in Scope)
 MARRIAGE = "marriage-registration"

@@ -7,11 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import status_list
 from gateway._internal.wire import b64url_encode
-from gateway.errors import Indication, InputError, SealError, SealIndeterminate
-from gateway.registry import CertStatus
-from gateway.status_list import (
+from gateway.certificates import status_list
+from gateway.certificates.status_list import (
     BITS,
     MAX_DECOMPRESSED,
     STATUS_LIST_TYP,
@@ -26,6 +24,8 @@ from gateway.status_list import (
     status_code,
     status_list_claims,
 )
+from gateway.errors import Indication, InputError, SealError, SealIndeterminate
+from gateway.storage.registry import CertStatus
 
 URI = "https://zhuji.tongban.test/v1/status-lists/0"
 NOW = 1_800_000_000.0

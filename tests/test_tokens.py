@@ -17,14 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway._internal.wire import b64url_encode
-from gateway.auth import Principal, Scope
 from gateway.clock import FixedClock, to_rfc3339
+from gateway.crypto.jwks import KeyState, StaticKeyResolver, VerificationKey, public_jwk
+from gateway.crypto.keystore import KeyStore
+from gateway.crypto.seals import PrivateKeySigner, Signer, seal, sign_compact
 from gateway.errors import ConfigError, InputError, TokenError
 from gateway.ids import DepartmentId, KeyId, NodeId, RegionCode
-from gateway.jwks import KeyState, StaticKeyResolver, VerificationKey, public_jwk
-from gateway.keys import KeyStore
-from gateway.seals import PrivateKeySigner, Signer, seal, sign_compact
-from gateway.tokens import (
+from gateway.sso.auth import Principal, Scope
+from gateway.sso.tokens import (
     ACCESS_TOKEN_TYP,
     CLOCK_SKEW,
     DEFAULT_LIFETIME,

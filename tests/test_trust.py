@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.config import Federation, load_federation
+from gateway.crypto.jwks import KeyState, VerificationKey, public_jwk
+from gateway.crypto.seals import SEAL_TYP, PrivateKeySigner, Signer, seal, sign_compact, verify_seal
 from gateway.errors import (
     ConfigError,
     Indication,
@@ -24,10 +26,8 @@ from gateway.errors import (
     StorageError,
 )
 from gateway.ids import KeyId, NodeId
-from gateway.jwks import KeyState, VerificationKey, public_jwk
-from gateway.rootkey import ROOT_NODE
-from gateway.seals import SEAL_TYP, PrivateKeySigner, Signer, seal, sign_compact, verify_seal
-from gateway.trust import (
+from gateway.trust.rootkey import ROOT_NODE
+from gateway.trust.trust_list import (
     DEFAULT_VALIDITY,
     REFRESH_MARGIN,
     TRUST_LIST_TYP,

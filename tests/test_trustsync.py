@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestServer
 from gateway.clock import FixedClock
 from gateway.config import Federation, load_federation
 from gateway.errors import KeyStoreError, SealError, SealIndeterminate
-from gateway.rootkey import RootKey
-from gateway.trust import build_trust_list, sign_trust_list
-from gateway.trustsync import LONG_INTERVAL, SHORT_INTERVAL, TrustSync
+from gateway.trust.rootkey import RootKey
+from gateway.trust.sync import LONG_INTERVAL, SHORT_INTERVAL, TrustSync
+from gateway.trust.trust_list import build_trust_list, sign_trust_list
 
 NOW = 1_795_507_200.0  # 2026-11-24T08:00:00Z
 FED: Federation = load_federation(env={})

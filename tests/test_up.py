@@ -20,9 +20,9 @@ from aiohttp.test_utils import unused_port
 from conftest import HANG_GUARD, Up
 
 import gateway
-from gateway.cli import _parser
+from gateway.cli.commands import start_order
+from gateway.cli.main import _parser
 from gateway.clock import FixedClock
-from gateway.commands import start_order
 from gateway.config import DEFAULT_FEDERATION_FILE, Federation
 from gateway.errors import ConfigError
 

@@ -12,17 +12,7 @@ import pytest
 from conftest import GROOM, NOW, marriage_request
 
 from gateway._internal.wire import b64url_decode, b64url_encode
-from gateway.auth import Principal, Scope
-from gateway.clock import FixedClock
-from gateway.errors import Indication, SealIndeterminate, VerificationError
-from gateway.identifiers import build_certificate_id, parse_certificate_id
-from gateway.ids import DepartmentId, NodeId
-from gateway.jwks import StaticKeyResolver
-from gateway.node import NodeService
-from gateway.registry import CertStatus
-from gateway.reports import SEAL_CHECKS, VerificationReport, dump_reports
-from gateway.seals import seal
-from gateway.verification import (
+from gateway.certificates.verification import (
     CertificateFailure,
     CertificateVerifier,
     StatusRef,
@@ -30,6 +20,16 @@ from gateway.verification import (
     VerificationFailed,
     statuses_one_by_one,
 )
+from gateway.clock import FixedClock
+from gateway.crypto.jwks import StaticKeyResolver
+from gateway.crypto.reports import SEAL_CHECKS, VerificationReport, dump_reports
+from gateway.crypto.seals import seal
+from gateway.errors import Indication, SealIndeterminate, VerificationError
+from gateway.identifiers import build_certificate_id, parse_certificate_id
+from gateway.ids import DepartmentId, NodeId
+from gateway.services.node import NodeService
+from gateway.sso.auth import Principal, Scope
+from gateway.storage.registry import CertStatus
 
 CERTIFICATE_CHECKS = [*SEAL_CHECKS, "schema", "identifier", "validity", "status"]
 SHANGHAI_CIVIL_AFFAIRS = "11310000002452019W"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.config import DEFAULT_FEDERATION_FILE
 from gateway.http.middleware import WORKER_HEADER
 

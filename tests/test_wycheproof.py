@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.crypto.jwks import Alg, PublicKey
+from gateway.crypto.seals import verify_signature
 from gateway.errors import SealError
-from gateway.jwks import Alg, PublicKey
-from gateway.seals import verify_signature
 
 VECTORS = Path(__file__).parents[2] / "shared" / "vectors" / "wycheproof"
 

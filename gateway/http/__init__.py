@@ -1,1 +1,1 @@
-"""The aiohttp surface of a node: thin handlers over :mod:`gateway.node`."""
+"""The aiohttp surface of a node: thin handlers over :mod:`gateway.services.node`."""

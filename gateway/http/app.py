@@ -11,14 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 from aiohttp import web
 
-from gateway.audit import AuditKind
-from gateway.auth import Authenticator
-from gateway.authority import TrustAuthority, collect
-from gateway.catalog import CatalogService, SqliteCatalog
+from gateway.audit.records import AuditKind
 from gateway.clock import Clock
 from gateway.errors import GatewayError
-from gateway.exchange import Exchange
-from gateway.groupcommit import GroupCommit
+from gateway.federation.exchange import Exchange
+from gateway.federation.keyrotation import KeyLifecycle
+from gateway.federation.partner_watch import PartnerWatch
+from gateway.federation.remote_status import RemoteStatuses
 from gateway.http.appkeys import (
     AUTHORITY,
     CATALOG,
@@ -39,16 +38,17 @@ from gateway.http.middleware import (
     request_id_middleware,
 )
 from gateway.http.openapi import build_openapi
-from gateway.idp import idp_issuer
 from gateway.ids import NATIONAL, NodeId
-from gateway.keycache import RemoteKeySet
-from gateway.lifecycle import KeyLifecycle
-from gateway.node import NodeService
-from gateway.partners import PartnerWatch
-from gateway.remote_status import RemoteStatuses
-from gateway.rootkey import RootKey
-from gateway.sso import NodeAuthenticator
-from gateway.trustsync import TrustSync
+from gateway.services.authority import TrustAuthority, collect
+from gateway.services.idp import idp_issuer
+from gateway.services.node import NodeService
+from gateway.sso.auth import Authenticator
+from gateway.sso.idp_keys import RemoteKeySet
+from gateway.sso.node_auth import NodeAuthenticator
+from gateway.storage.catalog import CatalogService, SqliteCatalog
+from gateway.storage.groupcommit import GroupCommit
+from gateway.trust.rootkey import RootKey
+from gateway.trust.sync import TrustSync
 
 log = logging.getLogger("gateway.http")
 
@@ -67,7 +67,7 @@ def create_app(
     """The HTTP application of one node. The app owns ``node`` and closes it on cleanup.
 
     Without an ``authenticator`` the node validates the federation IdP's access tokens with a
-    :class:`gateway.keycache.RemoteKeySet` on one shared ``ClientSession``, both created at
+    :class:`gateway.sso.idp_keys.RemoteKeySet` on one shared ``ClientSession``, both created at
     start-up and closed at shutdown; the same keys verify consent grants.
     """
     limits = node.federation.limits
@@ -103,7 +103,7 @@ def _network(clock: Clock) -> Callable[[web.Application], AsyncIterator[None]]:
     - the IdP's keys (unless an authenticator was given): token and consent validation;
     - the trust list: fetched from ``national`` and refreshed before expiry (``national``
       authors it: it enrols the nodes' keys and republishes on change or before expiry);
-    - remote status lists and routed fetches (:class:`gateway.exchange.Exchange`);
+    - remote status lists and routed fetches (:class:`gateway.federation.exchange.Exchange`);
     - at ``national``, the catalog of which node holds which holder's certificates.
     """
 

@@ -8,12 +8,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.authority import TrustAuthority
-from gateway.catalog import CatalogService
-from gateway.exchange import Exchange
-from gateway.lifecycle import KeyLifecycle
-from gateway.node import NodeService
-from gateway.trustsync import TrustSync
+from gateway.federation.exchange import Exchange
+from gateway.federation.keyrotation import KeyLifecycle
+from gateway.services.authority import TrustAuthority
+from gateway.services.node import NodeService
+from gateway.storage.catalog import CatalogService
+from gateway.trust.sync import TrustSync
 
 NODE = web.AppKey("node", NodeService)
 EXECUTOR = web.AppKey("writer", ThreadPoolExecutor)

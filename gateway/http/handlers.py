@@ -10,10 +10,12 @@ import orjson
 from aiohttp import web
 
 from gateway._internal.wire import JsonLimits, b64url_encode, loads
-from gateway.audit import AuditKind
-from gateway.auth import Principal, Scope
-from gateway.certificates import check_party
+from gateway.audit.records import AuditKind
+from gateway.certificates.documents import check_party
+from gateway.certificates.holders import holder_digest
+from gateway.certificates.revocation import PROOF_PATH, make_issuance_proof
 from gateway.config import Limits
+from gateway.crypto.reports import dump_reports
 from gateway.errors import (
     Forbidden,
     InputError,
@@ -21,13 +23,13 @@ from gateway.errors import (
     SealIndeterminate,
     UnsupportedMediaType,
 )
-from gateway.exchange import (
+from gateway.federation.exchange import (
     CATALOG_ENTRIES_PATH,
     CATALOG_LOOKUPS_PATH,
     EXCHANGE_PATH,
     HOP_HEADER,
 )
-from gateway.holders import holder_digest
+from gateway.federation.keyrotation import KEY_CHANGES_PATH
 from gateway.http.appkeys import (
     AUTHORITY,
     CATALOG,
@@ -41,10 +43,8 @@ from gateway.http.appkeys import (
 from gateway.http.middleware import BEARER, principal_of, public
 from gateway.identifiers import parse_certificate_id
 from gateway.ids import KeyId
-from gateway.lifecycle import KEY_CHANGES_PATH
 from gateway.metrics import CONTENT_TYPE
-from gateway.reports import dump_reports
-from gateway.revocation import PROOF_PATH, make_issuance_proof
+from gateway.sso.auth import Principal, Scope
 
 JSON = "application/json"
 CONSENT_HEADER = "Tongban-Consent"

@@ -11,7 +11,7 @@ innermost layer for the token endpoint only: its errors are problem+json with ou
 Authentication: every route is ``@public`` except ``POST /consents``, so a route added later
 without thought fails closed. The auth middleware validates the bearer token with the IdP's
 own keys (:meth:`IdpService.authenticate`); the consent handler then needs the full claims
-(the ``holder`` flag, the holder digest), which a :class:`~gateway.auth.Principal` does not
+(the ``holder`` flag, the holder digest), which a :class:`~gateway.sso.auth.Principal` does not
 carry, and takes them from the service's verified-token cache: the signature is checked once.
 """
 
@@ -28,7 +28,6 @@ import orjson
 from aiohttp import web
 
 from gateway._internal.wire import JsonLimits, loads
-from gateway.auth import Scope, parse_authorization
 from gateway.clock import to_rfc3339
 from gateway.errors import Forbidden, GatewayError, InputError, TooLarge, UnsupportedMediaType
 from gateway.http.middleware import (
@@ -42,7 +41,8 @@ from gateway.http.middleware import (
     public,
     request_id_middleware,
 )
-from gateway.idp import (
+from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.services.idp import (
     CLIENT_CREDENTIALS,
     HOLDER_GRANT,
     MAX_CONSENT_SECONDS,
@@ -51,7 +51,7 @@ from gateway.idp import (
     parse_consent_request,
     parse_form,
 )
-from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.sso.auth import Scope, parse_authorization
 
 log = logging.getLogger("gateway.http")
 

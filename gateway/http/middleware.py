@@ -6,7 +6,7 @@
    with its stack and answered as an opaque 500 that names the request id, never the cause.
 3. metrics: request counts and latency by route.
 4. authentication: every route not marked public needs a bearer token the node's
-   :class:`gateway.auth.Authenticator` accepts.
+   :class:`gateway.sso.auth.Authenticator` accepts.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.auth import Authenticator, Principal, parse_authorization
 from gateway.errors import AuthError, GatewayError, SchemaViolation
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
+from gateway.sso.auth import Authenticator, Principal, parse_authorization
 
 log = logging.getLogger("gateway.http")
 

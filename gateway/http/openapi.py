@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import __version__
-from gateway.node import NodeService
-from gateway.schemas import DRAFT_2020_12
+from gateway.certificates.schemas import DRAFT_2020_12
+from gateway.services.node import NodeService
 
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 

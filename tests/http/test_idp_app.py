@@ -22,15 +22,15 @@ from aiohttp.test_utils import TestClient, TestServer, unused_port
 from conftest import NOW
 
 from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway.certificates.holders import holder_digest
 from gateway.clock import FixedClock, to_rfc3339
 from gateway.config import Federation
-from gateway.consent import ConsentVerifier
-from gateway.holders import holder_digest
+from gateway.crypto.jwks import StaticKeyResolver
 from gateway.http.idp_app import create_idp_app
-from gateway.idp import HOLDER_GRANT, MAX_CONSENT_SECONDS, IdpService
 from gateway.ids import DepartmentId, NodeId
-from gateway.jwks import StaticKeyResolver
-from gateway.tokens import TokenValidator
+from gateway.services.idp import HOLDER_GRANT, MAX_CONSENT_SECONDS, IdpService
+from gateway.sso.consent import ConsentVerifier
+from gateway.sso.tokens import TokenValidator
 
 Client = TestClient[Any, Any]
 PROBLEM = "application/problem+json"

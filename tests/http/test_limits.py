@@ -22,15 +22,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import NOW, Tokens, marriage_request
 
 from gateway._internal.wire import b64url_encode
+from gateway.certificates.schemas import SchemaCatalog
 from gateway.clock import FixedClock
 from gateway.config import Federation
+from gateway.crypto.seals import sign_compact
 from gateway.http.app import create_app
 from gateway.identifiers import build_certificate_id
-from gateway.node import NodeService
-from gateway.schemas import SchemaCatalog
-from gateway.seals import sign_compact
-from gateway.sso import NodeAuthenticator
-from gateway.tokens import ACCESS_TOKEN_TYP
+from gateway.services.node import NodeService
+from gateway.sso.node_auth import NodeAuthenticator
+from gateway.sso.tokens import ACCESS_TOKEN_TYP
 
 Client = TestClient[Any, Any]
 PROBLEM = "application/problem+json"

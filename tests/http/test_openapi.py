@@ -20,9 +20,9 @@ from aiohttp.test_utils import TestClient
 from conftest import Tokens, marriage_request
 
 from gateway import __version__
+from gateway.certificates.schemas import DRAFT_2020_12, SchemaCatalog
 from gateway.http.middleware import PUBLIC
 from gateway.http.openapi import component_name
-from gateway.schemas import DRAFT_2020_12, SchemaCatalog
 
 Client = TestClient[Any, Any]
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})

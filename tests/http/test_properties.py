@@ -33,15 +33,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from gateway.auth import Authenticator
+from gateway.certificates.schemas import SchemaCatalog
 from gateway.clock import FixedClock
 from gateway.config import load_federation
+from gateway.crypto.jwks import StaticKeyResolver
+from gateway.crypto.seals import verify_seal
 from gateway.http.app import create_app
 from gateway.ids import NodeId
-from gateway.jwks import StaticKeyResolver
-from gateway.node import NodeService
-from gateway.schemas import SchemaCatalog
-from gateway.seals import verify_seal
+from gateway.services.node import NodeService
+from gateway.sso.auth import Authenticator
 
 T = TypeVar("T")
 PROBLEM = "application/problem+json"

@@ -34,24 +34,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway.certificates.holders import holder_digest
+from gateway.certificates.schemas import SchemaCatalog
+from gateway.cli.idp_client import IdpClient
 from gateway.clock import FixedClock, to_rfc3339
 from gateway.config import Federation
-from gateway.consent import CONSENT_TYP, issue_consent
-from gateway.holders import holder_digest
+from gateway.crypto.jwks import public_jwk
+from gateway.crypto.keystore import KeyStore, federation_holder_secret
+from gateway.crypto.seals import PrivateKeySigner, Signer, sign_compact
 from gateway.http.app import create_app
 from gateway.http.appkeys import NODE
 from gateway.http.handlers import CONSENT_HEADER
 from gateway.http.idp_app import create_idp_app
-from gateway.idp import IdpService
-from gateway.idp_client import IdpClient
 from gateway.ids import DepartmentId, NodeId
-from gateway.jwks import public_jwk
-from gateway.keys import KeyStore, federation_holder_secret
 from gateway.metrics import Metrics
-from gateway.node import NodeService
-from gateway.schemas import SchemaCatalog
-from gateway.seals import PrivateKeySigner, Signer, sign_compact
-from gateway.tokens import ACCESS_TOKEN_TYP, CLOCK_SKEW, DEFAULT_LIFETIME
+from gateway.services.idp import IdpService
+from gateway.services.node import NodeService
+from gateway.sso.consent import CONSENT_TYP, issue_consent
+from gateway.sso.tokens import ACCESS_TOKEN_TYP, CLOCK_SKEW, DEFAULT_LIFETIME
 
 Client = TestClient[Any, Any]
 PROBLEM = "application/problem+json"

@@ -1,0 +1,145 @@
+"""Seals by a revoked key that can be shown to predate the revocation.
+
+A key revoked from time T fails every seal signed at or after T. A seal whose signing time
+says "before T" proves nothing by itself (whoever holds the key can write any time), so it
+is ``INDETERMINATE`` (``seal.revocation_unproven``) unless the issuing node's audit log
+proves the issuance: the issuance record of that certificate, included (RFC 9162
+inclusion proof) in a signed tree head issued before T. Then the seal stays valid.
+
+Limitation: the head is signed by the node; a thief of the key could back-date a head.
+Partners that fetched the node's heads before T (:mod:`gateway.federation.partner_watch`) are the
+witnesses
+that close this gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway.audit.records import (
+    AuditKind,
+    SignedTreeHead,
+    SqliteAuditLog,
+    parse_entry,
+    verify_tree_head,
+)
+from gateway.crypto.jwks import KeyResolver, KeyState, VerificationKey
+from gateway.crypto.merkle import leaf_hash, verify_inclusion
+from gateway.errors import GatewayError, NotFoundError, SealIndeterminate
+from gateway.ids import KeyId, NodeId
+
+PROOF_PATH = "/v1/audit/issuance-proof"
+
+
+class RevocationSetAside:
+    """Keys as they were before their revocation: only for checking a proof's own time."""
+
+    def __init__(self, keys: KeyResolver) -> None:
+        self._keys = keys
+
+    def key_for(self, kid: KeyId) -> VerificationKey:
+        key = self._keys.key_for(kid)
+        if key.revoked_at is None:
+            return key
+        return replace(key, revoked_at=None, state=KeyState.RETIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuanceProof:
+    entry: bytes
+    seq: int
+    head: str
+    """The signed tree head (compact JWS) that includes the entry."""
+    path: tuple[bytes, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entry": b64url_encode(self.entry),
+            "seq": self.seq,
+            "signed_tree_head": self.head,
+            "proof": [b64url_encode(p) for p in self.path],
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any) -> IssuanceProof:
+        try:
+            return cls(
+                entry=b64url_decode(raw["entry"]),
+                seq=int(raw["seq"]),
+                head=str(raw["signed_tree_head"]),
+                path=tuple(b64url_decode(p) for p in raw["proof"]),
+            )
+        except (KeyError, TypeError, ValueError, GatewayError) as exc:
+            raise _unproven("the issuance proof is malformed") from exc
+
+
+def _unproven(detail: str) -> SealIndeterminate:
+    return SealIndeterminate(detail, code="seal.revocation_unproven")
+
+
+def make_issuance_proof(
+    audit: SqliteAuditLog, certificate_id: str, *, revoked_at: float
+) -> IssuanceProof:
+    """Prove from this node's log that ``certificate_id`` was issued before ``revoked_at``."""
+    record = audit.find_issuance(certificate_id)
+    if record is None:
+        raise NotFoundError("no issuance of that certificate in this log", code="audit.no_proof")
+    head = audit.head_covering(record.seq, signed_before=revoked_at)
+    if head is None:
+        raise NotFoundError(
+            "no signed tree head from before that time includes the issuance",
+            code="audit.no_proof",
+        )
+    path = audit.inclusion_proof(record.seq, head.tree_size)
+    return IssuanceProof(record.entry(), record.seq, head.token, tuple(path))
+
+
+def check_issuance_proof(
+    proof: IssuanceProof,
+    *,
+    keys: KeyResolver,
+    node: NodeId,
+    certificate_id: str,
+    revoked_at: float,
+    now: float,
+) -> SignedTreeHead:
+    """Raise ``seal.revocation_unproven`` unless ``proof`` shows the issuance predates it."""
+    # 1. the head is the issuing node's, signed before the revocation (by that very key,
+    #    typically: its revocation is set aside for the head, whose time is then checked)
+    try:
+        head = verify_tree_head(proof.head, RevocationSetAside(keys), node=node, now=now)
+    except GatewayError as exc:
+        raise _unproven("the issuance proof's tree head does not verify") from exc
+    if head.issued_at >= revoked_at:
+        raise _unproven("the issuance proof's tree head is not older than the revocation")
+    # 2. the entry records this certificate's issuance at this node, at this position
+    try:
+        record = parse_entry(proof.entry)
+    except GatewayError as exc:
+        raise _unproven("the issuance proof's entry is malformed") from exc
+    if (
+        record.kind is not AuditKind.ISSUANCE
+        or record.subject != certificate_id
+        or record.node != node
+        or record.seq != proof.seq
+    ):
+        raise _unproven("the issuance proof's entry is not this certificate's issuance")
+    # 3. the entry is in the tree that head commits to
+    try:
+        verify_inclusion(
+            leaf_hash(proof.entry), proof.seq, head.tree_size, list(proof.path), head.root_hash
+        )
+    except GatewayError as exc:
+        raise _unproven("the issuance proof's inclusion path does not verify") from exc
+    return head
+
+
+def describe(head: SignedTreeHead) -> str:
+    return f"issuance proven by {head.node}'s signed tree head of size {head.tree_size}"
+
+
+ProvenIssuances = Mapping[str, SignedTreeHead]
+"""certificate id → the head that proved its issuance predates its key's revocation."""

@@ -1,0 +1,254 @@
+"""Partners check each other's audit logs: each node watches its neighbours' signed tree heads.
+
+A node's neighbours are its parent, its children and the nodes a point-to-point agreement
+links it to (region nodes only). Every ``interval`` seconds :class:`PartnerWatch` asks each
+for ``GET /v1/audit/head``, verifies the signed head against the federation's trust list and
+hands it to :class:`gateway.audit.records.HeadWatcher`, which proves with the partner's consistency
+proof (``GET /v1/audit/proofs/consistency``) that the log it sees now extends the one it saw
+before.
+
+Each check ends in one result, counted in ``tongban_audit_partner_checks_total``:
+
+- ``ok``: the head verified and extends the last one (or is the first one seen);
+- ``fork``: a shrunk, rewritten or unprovable log (``audit.fork``): logged at ERROR with
+  both heads as evidence, and ``tongban_audit_partner_forks{partner}`` set to 1 for good;
+- ``invalid``: a head that does not verify (bad signature, another node's key, bad claims);
+- ``indeterminate``: a head that cannot be judged yet (unknown kid, no trust list);
+- ``unreachable``: the partner did not answer, or answered nonsense: it proves nothing, and
+  is never a fork.
+- ``error``: anything else (a store failure, a bug): logged, and the watch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import aiohttp
+
+from gateway._internal.wire import JsonLimits, b64url_decode, loads
+from gateway.audit.records import HeadWatcher, SignedTreeHead, verify_tree_head
+from gateway.clock import Clock
+from gateway.config import Federation
+from gateway.crypto.jwks import KeyResolver
+from gateway.crypto.merkle import HASH_BYTES, MAX_PROOF_LENGTH
+from gateway.errors import GatewayError, Indication, InputError, NetworkError, VerificationError
+from gateway.federation.routing import Topology
+from gateway.ids import NodeId
+from gateway.metrics import Metrics
+from gateway.trust.sync import fetch_bounded
+
+log = logging.getLogger("gateway.federation.partner_watch")
+
+HEAD_PATH: Final = "/v1/audit/head"
+CONSISTENCY_PATH: Final = "/v1/audit/proofs/consistency"
+MAX_ANSWER_BYTES: Final = 16_384
+"""A head is a few hundred bytes, a proof at most 64 hashes: anything larger is refused."""
+CHECK_INTERVAL: Final = 10.0
+
+_ANSWER_LIMITS: Final = JsonLimits(max_depth=3, max_string=8192, max_members=MAX_PROOF_LENGTH + 8)
+_JSON_TYPES: Final = frozenset({"application/json"})
+_CODE_PREFIX: Final = "audit.partner"
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _bad_answer(detail: str) -> NetworkError:
+    return NetworkError(
+        "the partner's audit answer is malformed",
+        code="audit.partner.bad_answer",
+        log_detail=detail,
+    )
+
+
+def neighbours(topology: Topology, node: NodeId) -> tuple[NodeId, ...]:
+    """``node``'s parent, children and point-to-point peers, in topology order."""
+    parent = topology.parent(node)
+    return tuple(
+        other
+        for other in topology.nodes
+        if other != node
+        and (other == parent or topology.parent(other) == node or topology.linked(node, other))
+    )
+
+
+class PartnerWatch:
+    """Watches the audit logs of ``node_id``'s neighbours over the node's ``session``.
+
+    ``trust(now)`` is the federation's key resolver at ``now`` (the trust list): a partner's
+    head must be signed by a key the list gives to that partner.
+    """
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        topology: Topology,
+        session: aiohttp.ClientSession,
+        *,
+        trust: Callable[[float], KeyResolver],
+        clock: Clock,
+        metrics: Metrics,
+        federation: Federation,
+        fetch_timeout: float | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.partners = neighbours(topology, node_id)
+        self.watcher = HeadWatcher()
+        self.fetch_timeout = (
+            federation.limits.request_timeout_seconds if fetch_timeout is None else fetch_timeout
+        )
+        self._session = session
+        self._trust = trust
+        self._clock = clock
+        self._metrics = metrics
+        self._urls = {partner: federation.url(partner).rstrip("/") for partner in self.partners}
+        self._lock = asyncio.Lock()
+        for partner in self.partners:  # the series exist from the start, at 0
+            metrics.audit_partner_forks.labels(partner=partner).set(0)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run(self, interval: float = CHECK_INTERVAL, sleep: Sleep = asyncio.sleep) -> None:
+        """Check every partner every ``interval`` seconds, forever; stops when cancelled.
+
+        The first check waits one interval: partners started with this node get time to come up.
+        """
+        while True:
+            await sleep(interval)
+            try:
+                await self.check_once()
+            except Exception:  # a bug must not silently stop the watch
+                log.exception("the partner audit check crashed; retrying")
+
+    async def check_once(self) -> dict[NodeId, str]:
+        """Check every partner once, concurrently; the result of each (see the module doc)."""
+        async with self._lock:  # one check of a partner at a time: observe needs its last head
+            results = await asyncio.gather(*(self._check(p) for p in self.partners))
+        return dict(zip(self.partners, results, strict=True))
+
+    async def _check(self, partner: NodeId) -> str:
+        try:
+            result = await self._judge(partner)
+        except Exception:  # a bug checking one partner must not stop the others
+            log.exception("the audit check of a partner crashed", extra={"partner": partner})
+            result = "error"
+        self._metrics.audit_partner_checks.labels(partner=partner, result=result).inc()
+        if partner in self.watcher.forks:
+            self._metrics.audit_partner_forks.labels(partner=partner).set(1)
+        return result
+
+    async def _judge(self, partner: NodeId) -> str:
+        previous = self.watcher.last(partner)
+        offered: SignedTreeHead | None = None
+        try:
+            # 1. the partner's current head, as it sends it
+            unverified_token = await self._fetch_head(partner)
+            # 2. signed by a key the trust list gives to that partner, with sound claims
+            now = self._clock.now()
+            offered = verify_tree_head(unverified_token, self._trust(now), node=partner, now=now)
+            # 3. for a larger tree, the proof that it extends the last one (observe is sync)
+            proof: Sequence[bytes] = ()
+            if previous is not None and offered.tree_size > previous.tree_size:
+                proof = await self._fetch_proof(partner, previous.tree_size, offered.tree_size)
+            # 4. never smaller, same root at the same size, proven to extend the last one
+            self.watcher.observe(partner, offered, _prefetched(previous, offered, proof))
+        except NetworkError as exc:
+            log.warning(
+                "a partner's audit log could not be checked",
+                extra={"partner": partner, "code": exc.code, "cause": exc.log_detail},
+            )
+            return "unreachable"
+        except VerificationError as exc:
+            if exc.code == "audit.fork":
+                log.error(
+                    "a partner's audit log forked or was rewritten",
+                    extra={
+                        "partner": partner,
+                        "code": exc.code,
+                        "cause": exc.log_detail,
+                        "detail": exc.detail,
+                        # both heads are signed and public: the evidence of the fork
+                        "previous_head": None if previous is None else previous.token,
+                        "offered_head": None if offered is None else offered.token,
+                    },
+                )
+                return "fork"
+            indeterminate = exc.indication is Indication.INDETERMINATE
+            log.warning(
+                "a partner's audit head was refused",
+                extra={"partner": partner, "code": exc.code, "cause": exc.log_detail},
+            )
+            return "indeterminate" if indeterminate else "invalid"
+        except GatewayError as exc:
+            log.warning(
+                "a partner's audit log could not be checked",
+                extra={"partner": partner, "code": exc.code, "cause": exc.log_detail},
+            )
+            return "error"
+        return "ok"
+
+    # --- fetching ---------------------------------------------------------------------------
+
+    async def _get_json(self, partner: NodeId, path: str) -> dict[str, Any]:
+        url = self._urls[partner] + path
+        body = await fetch_bounded(
+            self._session,
+            url,
+            fetch_timeout=self.fetch_timeout,
+            max_bytes=MAX_ANSWER_BYTES,
+            content_types=_JSON_TYPES,
+            accept="application/json",
+            code_prefix=_CODE_PREFIX,
+        )
+        try:
+            value = loads(body, _ANSWER_LIMITS)
+        except InputError as exc:
+            raise _bad_answer(f"{url}: {exc.code}: {exc.log_detail or exc.detail}") from exc
+        if not isinstance(value, dict):
+            raise _bad_answer(f"{url}: not a JSON object")
+        return value
+
+    async def _fetch_head(self, partner: NodeId) -> str:
+        """The compact JWS of the partner's current head, not yet verified."""
+        answer = await self._get_json(partner, HEAD_PATH)
+        unverified_token = answer.get("signed_tree_head")
+        if not isinstance(unverified_token, str) or not unverified_token:
+            raise _bad_answer(f"{partner}: no signed_tree_head")
+        return unverified_token
+
+    async def _fetch_proof(self, partner: NodeId, first: int, second: int) -> list[bytes]:
+        query = urlencode({"first": first, "second": second})
+        answer = await self._get_json(partner, f"{CONSISTENCY_PATH}?{query}")
+        items = answer.get("proof")
+        if not isinstance(items, list) or len(items) > MAX_PROOF_LENGTH:
+            raise _bad_answer(f"{partner}: the consistency proof is not a bounded list")
+        proof: list[bytes] = []
+        for item in items:
+            if not isinstance(item, str):
+                raise _bad_answer(f"{partner}: a proof element is not a string")
+            try:
+                proof.append(b64url_decode(item, max_length=2 * HASH_BYTES))
+            except InputError as exc:
+                raise _bad_answer(f"{partner}: a proof element is not base64url") from exc
+        # a proof of the wrong hashes is judged by verify_consistency: it is the partner's word
+        return proof
+
+
+def _prefetched(
+    previous: SignedTreeHead | None, offered: SignedTreeHead, proof: Sequence[bytes]
+) -> Callable[[int, int], Sequence[bytes]]:
+    """The fetcher :meth:`HeadWatcher.observe` calls: the one proof fetched beforehand."""
+
+    def fetch(first: int, second: int) -> Sequence[bytes]:
+        if previous is None or (first, second) != (previous.tree_size, offered.tree_size):
+            raise NetworkError(
+                "no consistency proof was fetched for these sizes",
+                code="audit.partner.no_proof",
+                log_detail=f"asked for {first}..{second}",
+            )
+        return proof
+
+    return fetch

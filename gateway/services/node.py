@@ -1,0 +1,635 @@
+"""The service layer of one regional node: issue, fetch, change status, verify, publish.
+
+Handlers call this; this calls the domain core (certificates, seals, verification) and the
+store (registry). It is synchronous and knows nothing about HTTP; the HTTP layer runs the
+writes on a one-thread executor so the event loop never waits on SQLite's fsync.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway._internal.wire import b64url_decode
+from gateway.audit.records import (
+    AuditItem,
+    AuditKind,
+    AuditRecord,
+    CheckedItem,
+    SqliteAuditLog,
+    decode_item,
+    encode_item,
+)
+from gateway.certificates.documents import IssueContext, build_document, check_identifiers
+from gateway.certificates.holders import holder_digest
+from gateway.certificates.matters import Matter, MatterCatalog
+from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.status_list import STATUS_LIST_TYP, status_list_claims
+from gateway.certificates.verification import (
+    CertificateVerifier,
+    StatusRef,
+    statuses_one_by_one,
+)
+from gateway.clock import Clock
+from gateway.config import Department, Federation, NodeConfig
+from gateway.crypto.jwks import KeyResolver
+from gateway.crypto.keystore import KeyStore
+from gateway.crypto.reports import VerificationReport
+from gateway.crypto.seals import SealMemo, seal, sign_compact
+from gateway.errors import (
+    Forbidden,
+    InputError,
+    NotFoundError,
+    SealIndeterminate,
+    VerificationError,
+)
+from gateway.identifiers import parse_certificate_id
+from gateway.ids import NATIONAL, CertificateId, NodeId
+from gateway.metrics import Metrics
+from gateway.services.idp import idp_issuer
+from gateway.sso.auth import Principal, Scope
+from gateway.sso.consent import ConsentGrant, ConsentVerifier
+from gateway.storage.registry import (
+    CertStatus,
+    NewCertificate,
+    Outbox,
+    SqliteRegistry,
+    StatusAction,
+    StatusSlot,
+    StoredCertificate,
+)
+
+STATUS_LIST_TTL = 300
+STORED_SEAL_MEMO = 65_536
+"""Own seals a node remembers having verified; at most :data:`~gateway.crypto.seals.SEAL_MEMO_BYTES`
+of them in all (a seal is a few kilobytes)."""
+_LIST_ID = re.compile(r"[0-9]{1,9}")
+
+
+def catalog_entry(
+    cert: NewCertificate | StoredCertificate,
+    node: NodeId,
+    *,
+    status: CertStatus = CertStatus.VALID,
+    status_event: int = 0,
+) -> dict[str, Any]:
+    """What national's catalog learns of a certificate: no personal data but the holder's
+    digest. Sent on issuance, and again on each status change with the registry's number for
+    that change (``status_event``), so national keeps the latest status in whatever order
+    the entries arrive."""
+    return {
+        "certificate_id": cert.id,
+        "type": cert.type,
+        "node": node,
+        "holder_digest": cert.holder_digest,
+        "status": status.value,
+        "status_event": status_event,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    certificate: StoredCertificate
+    document: Mapping[str, Any]
+    report: VerificationReport
+    route: tuple[NodeId, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "certificate_id": self.certificate.id,
+            "type": self.certificate.type,
+            "node": self.route[-1],
+            "status": self.certificate.status.value,
+            "seal": self.certificate.seal,
+            "certificate": dict(self.document),
+            "report": self.report.to_json(),
+            "route": list(self.route),
+        }
+
+
+class _LocalStatuses:
+    """Status of this node's own certificates, straight from the registry."""
+
+    def __init__(self, node: NodeService) -> None:
+        self._node = node
+
+    def status_of(self, uri: str, index: int) -> CertStatus:
+        try:
+            return self._node.registry.slot_status(self._list_id(uri), index)
+        except NotFoundError as exc:
+            raise _no_such_list() from exc
+
+    def statuses_of(self, refs: Sequence[StatusRef]) -> list[CertStatus | VerificationError]:
+        """Every entry of a batch from one registry read (one snapshot)."""
+        slots: list[tuple[int, int]] = []
+        unreadable: dict[int, VerificationError] = {}
+        for at, (uri, index) in enumerate(refs):
+            try:
+                slots.append((self._list_id(uri), index))
+            except SealIndeterminate as exc:
+                unreadable[at] = exc
+        found = iter(self._node.registry.slot_statuses(slots))
+        results: list[CertStatus | VerificationError] = []
+        for at in range(len(refs)):
+            result = unreadable.get(at) or next(found)
+            results.append(_no_such_list() if isinstance(result, NotFoundError) else result)
+        return results
+
+    def _list_id(self, uri: str) -> int:
+        prefix = self._node.status_list_prefix
+        if not uri.startswith(prefix):
+            raise SealIndeterminate(
+                "the status list of that certificate is not available here",
+                code="status.unavailable",
+            )
+        suffix = uri[len(prefix) :]
+        if not _LIST_ID.fullmatch(suffix):
+            raise SealIndeterminate("malformed status list uri", code="status.unavailable")
+        return int(suffix)
+
+
+def _no_such_list() -> SealIndeterminate:
+    return SealIndeterminate(
+        "the certificate's status list does not exist here", code="status.unavailable"
+    )
+
+
+class _StoredStatus:
+    """The status of a certificate just read from the registry, from that same row; any
+    other entry (a seal naming another slot than its row's) from the registry."""
+
+    def __init__(self, stored: StoredCertificate, uri: str, fallback: _LocalStatuses) -> None:
+        self._stored = stored
+        self._uri = uri
+        self._fallback = fallback
+
+    def status_of(self, uri: str, index: int) -> CertStatus:
+        if uri == self._uri and index == self._stored.slot.index and type(index) is int:
+            return self._stored.status
+        return self._fallback.status_of(uri, index)
+
+    def statuses_of(self, refs: Sequence[StatusRef]) -> list[CertStatus | VerificationError]:
+        return statuses_one_by_one(self, refs)
+
+
+class NodeService:
+    """One node's certificates and seals. Construct with :meth:`open`; close when done."""
+
+    def __init__(
+        self,
+        federation: Federation,
+        node: NodeConfig,
+        *,
+        clock: Clock,
+        keys: KeyStore,
+        registry: SqliteRegistry,
+        schemas: SchemaCatalog,
+        metrics: Metrics,
+        public_url: str,
+        idp_keys: KeyResolver | None = None,
+        audit: SqliteAuditLog,
+    ) -> None:
+        self.federation = federation
+        self.node = node
+        self.clock = clock
+        self.keys = keys
+        self.registry = registry
+        self.schemas = schemas
+        self.matters = MatterCatalog()
+        self.metrics = metrics
+        self.public_url = public_url.rstrip("/")
+        self.status_list_prefix = f"{self.public_url}/v1/status-lists/"
+        self._status_tokens: dict[int, tuple[int, float, str]] = {}
+        self._consents: ConsentVerifier | None = None
+        self.audit = audit
+        if idp_keys is not None:
+            self.use_idp_keys(idp_keys)
+        self._status_lock = threading.Lock()
+        self._outbox_lock = threading.Lock()
+        self.local_statuses = _LocalStatuses(self)
+        self.verifier = CertificateVerifier(
+            self.key_resolver(),
+            schemas,
+            clock=clock,
+            statuses=self.local_statuses,
+            max_seal_bytes=federation.limits.max_seal_bytes,
+        )
+        # the node's own stored seals, verified on every fetch: the same bytes again and again
+        self._stored_memo = SealMemo(STORED_SEAL_MEMO)
+        self.refresh_key_metrics()
+
+    @classmethod
+    def open(
+        cls,
+        federation: Federation,
+        node_id: str,
+        *,
+        clock: Clock,
+        schemas: SchemaCatalog,
+        metrics: Metrics | None = None,
+        public_url: str | None = None,
+        data_dir: Path | None = None,
+        idp_keys: KeyResolver | None = None,
+    ) -> NodeService:
+        node = federation.node(node_id)
+        if node.kind != "region":
+            raise InputError(f"node {node_id!r} is not a regional node", code="config.node_kind")
+        keys = KeyStore.open(
+            federation.keys_dir,
+            node.id,
+            clock=clock,
+            passphrase=federation.key_passphrase,
+            default_alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
+            validity_days=federation.key_validity_days,
+        )
+        directory = (data_dir or federation.data_dir) / node.id
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        registry = SqliteRegistry(directory / "registry.sqlite3")
+        audit = SqliteAuditLog(
+            directory / "audit.sqlite3", node=node.id, signer=keys.current_signer(), clock=clock
+        )
+        return cls(
+            federation,
+            node,
+            clock=clock,
+            keys=keys,
+            registry=registry,
+            schemas=schemas,
+            metrics=metrics or Metrics(node.id),
+            public_url=public_url or federation.url(node.id),
+            idp_keys=idp_keys,
+            audit=audit,
+        )
+
+    def close(self) -> None:
+        self.registry.close()
+        self.audit.close()
+
+    def record(
+        self,
+        kind: AuditKind,
+        actor: str,
+        subject: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append to this node's audit log; returns once durable (holders as digests only)."""
+        self.audit.append(kind, actor, subject, details)
+
+    def use_idp_keys(self, keys: KeyResolver) -> None:
+        """Verify consent grants with the IdP's keys (the same set the authenticator uses)."""
+        self._consents = ConsentVerifier(
+            keys, issuer=idp_issuer(self.federation), skew=self.federation.clock_skew_seconds
+        )
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def key_resolver(self) -> KeyResolver:
+        return self.keys
+
+    def jwks(self) -> dict[str, Any]:
+        return self.keys.jwks()
+
+    def refresh_key_metrics(self) -> None:
+        now = self.clock.now()
+        for record in self.keys.records():
+            self.metrics.key_expiry.labels(kid=record.kid, state=record.state.value).set(
+                record.not_after - now
+            )
+
+    def render_metrics(self) -> bytes:
+        """The Prometheus text, with the outbox counts read now (a scrape is their clock)."""
+        for topic, count in self.registry.outbox_counts().items():
+            self.metrics.outbox.labels(topic=topic.value).set(count)
+        return self.metrics.render()
+
+    # -- issuing ---------------------------------------------------------------------------
+
+    def issuing_department(self, principal: Principal, cert_type: str) -> Department:
+        """A department issues only its own certificate types, and only at its own node."""
+        principal.require(Scope.CERT_ISSUE)
+        dept = self.node.department(principal.department or "")
+        if dept is None:
+            raise Forbidden(
+                f"department {principal.department!r} does not belong to node {self.node.id!r}",
+                code="cert.foreign_department",
+            )
+        if cert_type not in dept.issues:
+            raise Forbidden(
+                f"department {dept.id!r} does not issue {cert_type!r}",
+                code="cert.type_not_issued_here",
+            )
+        return dept
+
+    def issue(self, principal: Principal, request: Mapping[str, Any]) -> Fetched:
+        """Validate, seal and store a new certificate. ``request`` is parsed JSON."""
+        principal.require(Scope.CERT_ISSUE)
+        # 1. The envelope, then every identifier's check character.
+        self.schemas.validate("exchange:issue-request", request)
+        check_identifiers(request)
+        cert_type = self.schemas.certificate_type(str(request["type"]))
+        # 2. Who may issue it here.
+        department = self.issuing_department(principal, cert_type.name)
+        # 3. Build the document, validate it against its type, seal and store it.
+        now = self.clock.now()
+        new, document = self.mint(request, department, self.registry.reserve_slot(), now)
+        issuance: AuditItem = (
+            AuditKind.ISSUANCE,
+            principal.client_id,
+            new.id,
+            {
+                "type": new.type,
+                "holder": new.holder_digest,
+                "kid": new.kid,
+                "department": department.id,
+            },
+        )
+        self.registry.add(new, owed=self._owed(issuance, new))
+        self.flush_audit()
+        self.metrics.issued.inc()
+        stored = self.registry.get(new.id)
+        report, _ = self.verifier.report(new.seal)
+        return Fetched(stored, document, report, (self.node.id,))
+
+    def mint(
+        self,
+        request: Mapping[str, Any],
+        department: Department,
+        slot: StatusSlot,
+        now: float,
+    ) -> tuple[NewCertificate, dict[str, Any]]:
+        """Build, schema-check and seal one certificate (shared by ``issue`` and ``seed``)."""
+        cert_type = self.schemas.certificate_type(str(request["type"]))
+        ctx = IssueContext(
+            node=self.node,
+            department=department,
+            cert_type=cert_type,
+            slot=slot,
+            status_uri=f"{self.status_list_prefix}{slot.list_id}",
+            sealed_at=now,
+        )
+        document = build_document(request, ctx)
+        self.schemas.validate(f"type:{cert_type.name}", document)
+        signer = self.keys.signer()
+        token = seal(signer, orjson.dumps(document), signed_at=now)
+        holder = document["holder"]
+        new = NewCertificate(
+            id=CertificateId(document["id"]),
+            type=cert_type.name,
+            holder_digest=holder_digest(self.keys.holder_secret, holder["id_type"], holder["id"]),
+            jurisdiction=document["jurisdiction"],
+            slot=slot,
+            kid=signer.kid,
+            issued_at=now,
+            seal=token,
+        )
+        return new, document
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def fetch(
+        self, principal: Principal, cert_id: str, matter_id: str, *, consent: str | None = None
+    ) -> Fetched:
+        """A certificate for a matter (see :meth:`release`), its audit records committed."""
+        fetched, records = self.release(principal, cert_id, matter_id, consent=consent)
+        self.audit.append_many(records)
+        return fetched
+
+    def release(
+        self, principal: Principal, cert_id: str, matter_id: str, *, consent: str | None = None
+    ) -> tuple[Fetched, list[AuditItem]]:
+        """A certificate for a matter: purpose limitation, then the holder's consent (用证授权).
+
+        Returns it with the audit records of its release, which the caller commits before
+        it answers (:meth:`fetch` does; the gateway commits them in groups).
+        """
+        principal.require(Scope.CERT_READ)
+        parse_certificate_id(cert_id)
+        stored = self.registry.get(CertificateId(cert_id))
+        matter = self.matters.require_type(matter_id, stored.type)
+        grant = self.check_consent(principal, stored, matter, consent)
+        slot = stored.slot
+        verifier = CertificateVerifier(
+            self.keys,
+            self.schemas,
+            clock=self.clock,
+            statuses=_StoredStatus(
+                stored, f"{self.status_list_prefix}{slot.list_id}", self.local_statuses
+            ),
+            memo=self._stored_memo,
+        )
+        report, verified = verifier.report(stored.seal)
+        self._count(report)
+        released = {
+            "matter": matter.id,
+            "department": principal.department,
+            "holder": stored.holder_digest,
+            "indication": report.indication.value,
+        }
+        records: list[AuditItem] = [(AuditKind.FETCH, principal.client_id, stored.id, released)]
+        if grant is not None:
+            records.append(
+                (
+                    AuditKind.CONSENT_USE,
+                    principal.client_id,
+                    stored.id,
+                    {"consent": grant.jti, "matter": grant.matter, "holder": grant.holder_digest},
+                )
+            )
+        document = verified.document if verified else orjson.loads(_payload_of(stored.seal))
+        return Fetched(stored, document, report, (self.node.id,)), records
+
+    def check_consent(
+        self, principal: Principal, stored: StoredCertificate, matter: Matter, consent: str | None
+    ) -> ConsentGrant | None:
+        """Personal certificates leave this node only with the holder's grant for this matter.
+
+        Organisations' certificates (a business licence) and matters marked consent-free need
+        none. The grant must be the IdP's, unexpired, for this holder, this department, this
+        matter and this certificate type.
+        """
+        personal = self.schemas.certificate_type(stored.type).holder_kind == "person"
+        if not (matter.consent_required and personal):
+            return None
+        if consent is None:
+            raise Forbidden(
+                f"matter {matter.id!r} needs the holder's consent grant for {stored.type!r}",
+                code="consent.required",
+            )
+        if self._consents is None or principal.department is None:
+            raise Forbidden("consent cannot be checked for this caller", code="consent.invalid")
+        return self._consents.verify(
+            consent,
+            holder_digest=stored.holder_digest,
+            department=principal.department,
+            matter=matter.id,
+            cert_type=stored.type,
+            now=self.clock.now(),
+        )
+
+    def check_consent_in_transit(
+        self, principal: Principal, matter_id: str, consent: str | None
+    ) -> None:
+        """A relaying hop re-checks a grant it carries as far as it can see (the holding node
+        checks holder and type): the IdP's signature, in force, this department and matter."""
+        if consent is None:
+            return  # whether the matter needs one is the holding node's call
+        if self._consents is None or principal.department is None:
+            raise Forbidden("consent cannot be checked for this caller", code="consent.invalid")
+        matter = self.matters.get(matter_id)
+        self._consents.verify_in_transit(
+            consent, department=principal.department, matter=matter.id, now=self.clock.now()
+        )
+
+    def change_status(
+        self, principal: Principal, cert_id: str, request: Mapping[str, Any]
+    ) -> StoredCertificate:
+        principal.require(Scope.CERT_STATUS)
+        self.schemas.validate("exchange:status-request", request)
+        parse_certificate_id(cert_id)
+        stored = self.registry.get(CertificateId(cert_id))
+        dept = self.node.department(principal.department or "")
+        issuer = parse_certificate_id(cert_id).issuer_code
+        if dept is None or stored.type not in dept.issues or issuer != dept.credit_code:
+            raise Forbidden(
+                "only the issuing department may change a certificate's status",
+                code="cert.not_owner",
+            )
+
+        def owed(updated: StoredCertificate, event: int) -> dict[Outbox, bytes]:
+            # the registry's status event: what makes this change one event in the log, and
+            # what orders it at national's catalog
+            details = {"action": request["action"], "status": updated.status.value, "event": event}
+            item = (AuditKind.STATUS, principal.client_id, updated.id, details)
+            return self._owed(item, updated, status=updated.status, status_event=event)
+
+        updated = self.registry.apply(
+            CertificateId(cert_id),
+            StatusAction(request["action"]),
+            reason=str(request.get("reason", "")),
+            at=self.clock.now(),
+            owed=owed,
+        )
+        with self._status_lock:
+            self._status_tokens.pop(updated.slot.list_id, None)
+        self.flush_audit()
+        return updated
+
+    def _owed(
+        self,
+        item: AuditItem,
+        cert: NewCertificate | StoredCertificate,
+        *,
+        status: CertStatus = CertStatus.VALID,
+        status_event: int = 0,
+    ) -> dict[Outbox, bytes]:
+        """What a change of ``cert`` owes other stores, written in the change's own
+        transaction: its audit record, and national's catalog entry (except at national,
+        whose catalog it is)."""
+        owed = {Outbox.AUDIT: encode_item(item)}
+        if self.node.id != NATIONAL:
+            entry = catalog_entry(cert, self.node.id, status=status, status_event=status_event)
+            owed[Outbox.CATALOG] = orjson.dumps(entry)
+        return owed
+
+    def flush_audit(self) -> None:
+        """Move this process's records in the registry's outbox into the audit log: each
+        appended (durably), then dropped from the outbox. A record left behind by a failure
+        here is moved by the next change, or by :meth:`recover_audit` when the node starts
+        again."""
+        self._move_outbox(every_owner=False, append=self.audit.append_checked)
+
+    def recover_audit(self) -> int:
+        """After a crash: move what the outbox still holds into the audit log, appending
+        only the records not already there (a crash may have come between the append and
+        the outbox's delete). Run before the node serves, by one process. Returns how many
+        records were appended."""
+        return self._move_outbox(every_owner=True, append=self.audit.append_missing)
+
+    def _move_outbox(
+        self,
+        *,
+        every_owner: bool,
+        append: Callable[[Sequence[CheckedItem]], list[AuditRecord]],
+    ) -> int:
+        appended = 0
+        with self._outbox_lock:
+            while pending := self.registry.pending(Outbox.AUDIT, every_owner=every_owner):
+                appended += len(append(self.audit.check([decode_item(r) for _, r in pending])))
+                self.registry.delivered([seq for seq, _ in pending])
+        return appended
+
+    # -- verifying -------------------------------------------------------------------------
+
+    def verify_batch(
+        self, principal: Principal, request: Mapping[str, Any]
+    ) -> list[VerificationReport]:
+        """Verify a batch with this node's own keys and registry (see also the exchange)."""
+        reports = self.verifier.reports(self.verify_request(principal, request))
+        self.audit.append_many([self.verification_record(reports)])
+        return reports
+
+    def verify_request(self, principal: Principal, request: Mapping[str, Any]) -> list[str]:
+        """The seals of a valid ``POST /v1/seals/verify`` body, within every limit."""
+        principal.require(Scope.SEAL_VERIFY)
+        limits = self.federation.limits
+        seals = request.get("seals") if isinstance(request, Mapping) else None
+        # The configured batch limit first, so the answer does not depend on the schema's cap.
+        if isinstance(seals, list) and len(seals) > limits.max_batch:
+            raise InputError(
+                f"at most {limits.max_batch} seals per request", code="input.batch_too_large"
+            )
+        self.schemas.validate("exchange:verify-request", request)
+        tokens: list[str] = request["seals"]
+        return tokens
+
+    def verification_record(self, reports: list[VerificationReport]) -> AuditItem:
+        """The audit record of a batch's reports, which the caller commits before it
+        answers (:meth:`verify_batch` does; the gateway commits them in groups); the
+        metric moves once per (indication, code) of the batch, by how many it saw."""
+        outcomes = Counter((report.indication.value, report.code) for report in reports)
+        tally: dict[str, int] = {}
+        for (indication, code), n in outcomes.items():
+            self.metrics.verified(indication, code, n)
+            tally[indication] = tally.get(indication, 0) + n
+        details = {"seals": len(reports), **tally}
+        return (AuditKind.VERIFICATION, "seals/verify", None, details)
+
+    def _count(self, report: VerificationReport) -> None:
+        self.metrics.verified(report.indication.value, report.code)
+
+    # -- status lists ----------------------------------------------------------------------
+
+    def status_list_token(self, list_id: int) -> str:
+        """The signed status list token for one list, cached until a status in it changes."""
+        if list_id not in self.registry.list_ids():
+            raise NotFoundError(f"no status list {list_id}", code="status_list.not_found")
+        revision = self.registry.revision(list_id)
+        now = self.clock.now()
+        with self._status_lock:
+            cached = self._status_tokens.get(list_id)
+            if cached and cached[0] == revision and cached[1] > now + STATUS_LIST_TTL / 2:
+                return cached[2]
+        claims = status_list_claims(
+            uri=f"{self.status_list_prefix}{list_id}",
+            bits_bytes=self.registry.status_bits(list_id),
+            iat=int(now),
+            exp=int(now) + STATUS_LIST_TTL * 2,
+            ttl=STATUS_LIST_TTL,
+        )
+        token = sign_compact(
+            self.keys.signer(), orjson.dumps(claims), typ=STATUS_LIST_TYP, signed_at=now
+        )
+        with self._status_lock:
+            self._status_tokens[list_id] = (revision, now + STATUS_LIST_TTL * 2, token)
+        return token
+
+
+def _payload_of(token: str) -> bytes:
+    return b64url_decode(token.split(".")[1])
