@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway._internal.passwords import check_hash_format
+from gateway._internal.wire import is_int
 from gateway.errors import ConfigError, InvalidIdentifier
-from gateway.identifiers import validate_credit_code, validate_resident_id
+from gateway.identifiers import REGION_CODE, validate_credit_code, validate_resident_id
 from gateway.ids import DepartmentId, NodeId, RegionCode
 from gateway.scopes import SCOPES
 
 DEFAULT_FEDERATION_FILE = Path(__file__).with_name("federation.toml")
 _NODE_ID = re.compile(r"[a-z][a-z0-9-]{1,31}")
-_REGION = re.compile(r"[0-9]{6}")
 _URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
@@ -250,7 +250,7 @@ class _Parser:
                 raise self.fail(where, f"missing required key {key!r}")
             return default
         value = table[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if kind is float and is_int(value):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise self.fail(
@@ -363,7 +363,7 @@ class _Parser:
         if kind == "region":
             if region is None:
                 raise self.fail(where, "a region node needs a region code", needle, anchor=anchor)
-            if not _REGION.fullmatch(region):
+            if not REGION_CODE.fullmatch(region):
                 raise self.fail(
                     where,
                     f"region {region!r} is not a 6-digit GB/T 2260 code",

@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from dataclasses import dataclass
 from operator import mul
 from typing import Final, Literal
 
 from gateway.errors import InvalidIdentifier
 from gateway.ids import CertificateId, RegionCode
+
+REGION_CODE: Final = re.compile(r"[0-9]{6}")
+"""A GB/T 2260 administrative region code: six ASCII digits."""
 
 FORMAT = "input.identifier.format"
 CHECK = "input.identifier.check"

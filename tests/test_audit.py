@@ -13,25 +13,17 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit.records import (
-    MAX_PAGE,
-    STH_TYP,
-    AuditKind,
-    HeadWatcher,
-    SignedTreeHead,
-    SqliteAuditLog,
-    decode_item,
-    encode_item,
-    sign_tree_head,
-    verify_log,
-    verify_tree_head,
-)
+from gateway.audit.heads import STH_TYP, SignedTreeHead, sign_tree_head, verify_tree_head
+from gateway.audit.records import AuditKind, check_items, decode_item, encode_item
+from gateway.audit.watch import HeadWatcher
 from gateway.clock import FixedClock
 from gateway.crypto.jwks import KeyState, StaticKeyResolver, VerificationKey
 from gateway.crypto.merkle import leaf_hash, root, verify_consistency, verify_inclusion
 from gateway.crypto.seals import PrivateKeySigner, sign_compact
 from gateway.errors import InputError, SealError, StorageError, VerificationError
 from gateway.ids import NodeId
+from gateway.storage.audit_log import MAX_PAGE, SqliteAuditLog
+from gateway.storage.audit_verify import verify_log
 
 NOW = 1_795_507_200.0
 ZHUJI = NodeId("zhuji")
@@ -279,7 +271,7 @@ def test_a_failed_batch_writes_nothing(log: SqliteAuditLog) -> None:
 def test_staged_records_are_invisible_until_committed_from_another_thread(
     log: SqliteAuditLog, path: Path
 ) -> None:
-    staged = log.stage(log.check([(AuditKind.FETCH, "client", "cert-1", None)]))
+    staged = log.stage(check_items([(AuditKind.FETCH, "client", "cert-1", None)]))
     assert log.size() == 0  # written, not committed
     with ThreadPoolExecutor(max_workers=1) as thread:  # as the group commit does
         records = thread.submit(staged.commit).result()
@@ -294,7 +286,7 @@ def test_staged_records_are_invisible_until_committed_from_another_thread(
 
 
 def test_a_rolled_back_stage_leaves_nothing_and_frees_the_writer(log: SqliteAuditLog) -> None:
-    staged = log.stage(log.check([(AuditKind.FETCH, "client", "cert-1", None)]))
+    staged = log.stage(check_items([(AuditKind.FETCH, "client", "cert-1", None)]))
     staged.rollback()
     assert log.size() == 0
     assert log.append(AuditKind.FETCH, "client", "cert-2").seq == 0
@@ -302,7 +294,7 @@ def test_a_rolled_back_stage_leaves_nothing_and_frees_the_writer(log: SqliteAudi
 
 
 def test_staging_a_closed_log_is_refused(log: SqliteAuditLog) -> None:
-    checked = log.check([(AuditKind.FETCH, "client", "cert-1", None)])
+    checked = check_items([(AuditKind.FETCH, "client", "cert-1", None)])
     log.close()
     with pytest.raises(StorageError) as err:
         log.stage(checked)
@@ -314,11 +306,11 @@ def test_append_missing_appends_only_what_the_recent_log_lacks(log: SqliteAuditL
     log.append(*done)
     log.append(AuditKind.FETCH, "client", "cert-9")
     lost = (AuditKind.STATUS, "client", "cert-1", {"event": 1})
-    appended = log.append_missing(log.check([done, lost]))
+    appended = log.append_missing(check_items([done, lost]))
     assert [(r.seq, r.kind) for r in appended] == [(2, AuditKind.STATUS)]
-    assert log.append_missing(log.check([done, lost])) == []  # idempotent
+    assert log.append_missing(check_items([done, lost])) == []  # idempotent
     # beyond the window a record is not looked for: it is appended again
-    assert [r.seq for r in log.append_missing(log.check([done]), window=2)] == [3]
+    assert [r.seq for r in log.append_missing(check_items([done]), window=2)] == [3]
 
 
 def test_a_pending_record_round_trips_and_a_bad_one_is_refused() -> None:

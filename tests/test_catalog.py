@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from gateway.certificates.catalog import MAX_LOOKUP_RESULTS, MAX_LOOKUP_TYPES, CatalogEntry
 from gateway.certificates.holders import holder_digest
 from gateway.certificates.schemas import CertificateTypeInfo, SchemaCatalog, default_schema_dir
+from gateway.certificates.status import CertStatus
 from gateway.clock import FixedClock
 from gateway.errors import (
     ConfigError,
@@ -27,15 +29,8 @@ from gateway.errors import (
 )
 from gateway.identifiers import build_certificate_id
 from gateway.ids import CertificateId, NodeId
-from gateway.storage.catalog import (
-    _LOOKUP,
-    MAX_LOOKUP_RESULTS,
-    MAX_LOOKUP_TYPES,
-    CatalogEntry,
-    CatalogService,
-    SqliteCatalog,
-)
-from gateway.storage.registry import CertStatus
+from gateway.services.catalog import CatalogService
+from gateway.storage.catalog import _LOOKUP, SqliteCatalog
 
 SECRET = b"tongban-test-holder-secret-0001"
 CHEN_ID = "31010419950312123X"  # demo citizens of the default federation

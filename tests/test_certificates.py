@@ -17,10 +17,10 @@ from gateway.certificates.documents import (
     serial_for,
 )
 from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.status import StatusSlot
 from gateway.config import Federation
 from gateway.errors import InvalidIdentifier
 from gateway.identifiers import build_certificate_id, make_credit_code, parse_certificate_id
-from gateway.storage.registry import StatusSlot
 
 STATUS_URI = "http://zhuji.test/v1/status-lists/2"
 SLOT = StatusSlot(2, 17)

@@ -11,18 +11,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit.records import (
-    AuditItem,
-    AuditKind,
-    AuditRecord,
-    CheckedItem,
-    SqliteAuditLog,
-    StagedAppend,
-)
+from gateway.audit.records import AuditItem, AuditKind, AuditRecord, CheckedItem
 from gateway.clock import FixedClock
 from gateway.crypto.seals import PrivateKeySigner
 from gateway.errors import InputError, StorageError
 from gateway.ids import NodeId
+from gateway.storage.audit_log import SqliteAuditLog, StagedAppend
 from gateway.storage.groupcommit import GroupCommit
 
 NOW = 1_795_507_200.0

@@ -16,6 +16,7 @@ from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.audit.records import AuditKind
 from gateway.certificates.holders import holder_digest
 from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.status import CertStatus
 from gateway.certificates.status_list import STATUS_LIST_TYP, parse_status_list
 from gateway.clock import FixedClock
 from gateway.config import Department, Federation, Limits
@@ -37,7 +38,7 @@ from gateway.identifiers import make_credit_code, parse_certificate_id
 from gateway.ids import CertificateId, DepartmentId, NodeId
 from gateway.services.node import STATUS_LIST_TTL, NodeService
 from gateway.sso.auth import Principal, Scope
-from gateway.storage.registry import CertStatus, Outbox
+from gateway.storage.registry import Outbox
 
 CIVIL_AFFAIRS_CODE = "11330681002521002U"
 PUBLIC_SECURITY_CODE = "113306810025211840"

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit.records import AuditKind, SqliteAuditLog
+from gateway.audit.records import AuditKind
 from gateway.clock import FixedClock
 from gateway.config import Federation, load_federation
 from gateway.crypto.jwks import KeyResolver, KeyState, StaticKeyResolver, VerificationKey
@@ -29,6 +29,7 @@ from gateway.http.handlers import audit_consistency, audit_head
 from gateway.ids import NodeId
 from gateway.metrics import Metrics
 from gateway.services.node import NodeService
+from gateway.storage.audit_log import SqliteAuditLog
 
 NOW = 1_795_507_200.0
 ZHUJI = NodeId("zhuji")

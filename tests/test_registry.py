@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gateway.certificates.holders import holder_digest
+from gateway.certificates.status import CertStatus, StatusAction, StatusSlot
 from gateway.certificates.status_list import pack, parse_status_list, status_list_claims
 from gateway.errors import (
     ConfigError,
@@ -25,14 +26,11 @@ from gateway.errors import (
 from gateway.ids import CertificateId, KeyId, RegionCode
 from gateway.storage.registry import (
     SCHEMA_VERSION,
-    CertStatus,
     NewCertificate,
     Outbox,
     Registry,
     SlotBlock,
     SqliteRegistry,
-    StatusAction,
-    StatusSlot,
     StoredCertificate,
     _slot_statuses_sql,
 )

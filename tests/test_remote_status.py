@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.certificates.status import CertStatus
 from gateway.certificates.status_list import (
     STATUS_LIST_MEDIA_TYPE,
     STATUS_LIST_TYP,
@@ -26,7 +27,6 @@ from gateway.crypto.seals import PrivateKeySigner, sign_compact
 from gateway.errors import SealIndeterminate
 from gateway.federation.remote_status import FAILURE_TTL, RemoteStatuses
 from gateway.ids import NodeId
-from gateway.storage.registry import CertStatus
 from gateway.trust.trust_list import KeyHistory, TrustedKey, TrustListResolver, build_trust_list
 
 NOW = 1_795_507_200.0  # 2026-11-24T08:00:00Z

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from conftest import household_request
 
+from gateway.certificates.status import StatusAction
 from gateway.crypto.jwks import KeyState
 from gateway.errors import ConflictError, StorageError
 from gateway.federation.keyrotation import RESEAL_BATCH, reseal
 from gateway.ids import CertificateId, DepartmentId, KeyId, NodeId
 from gateway.services.node import NodeService
 from gateway.sso.auth import Principal
-from gateway.storage.registry import StatusAction
 
 CLERK = Principal(
     subject="zhuji-public-security",

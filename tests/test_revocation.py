@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit.records import AuditKind, SqliteAuditLog
-from gateway.certificates.revocation import IssuanceProof, check_issuance_proof, make_issuance_proof
+from gateway.audit.records import AuditKind
+from gateway.certificates.revocation import IssuanceProof, check_issuance_proof
 from gateway.clock import FixedClock
 from gateway.crypto.jwks import KeyResolver, StaticKeyResolver
 from gateway.crypto.keystore import KeyStore
 from gateway.errors import NotFoundError, SealIndeterminate
 from gateway.ids import NodeId
+from gateway.storage.audit_log import SqliteAuditLog
 
 NOW = 1_795_507_200.0
 NODE = NodeId("zhuji")
@@ -46,7 +47,7 @@ def test_an_issuance_in_an_older_head_is_proven(
     world: tuple[SqliteAuditLog, KeyStore, FixedClock],
 ) -> None:
     log, keys, _ = world
-    proof = make_issuance_proof(log, CERT, revoked_at=NOW + 15)
+    proof = log.issuance_proof(CERT, revoked_at=NOW + 15)
     assert proof.seq == 1
     check(IssuanceProof.from_json(proof.to_json()), keys, NOW + 15)
 
@@ -56,17 +57,17 @@ def test_no_head_before_the_revocation_means_no_proof(
 ) -> None:
     log, _, _ = world
     with pytest.raises(NotFoundError) as info:
-        make_issuance_proof(log, CERT, revoked_at=NOW + 5)
+        log.issuance_proof(CERT, revoked_at=NOW + 5)
     assert info.value.code == "audit.no_proof"
     with pytest.raises(NotFoundError):
-        make_issuance_proof(log, "1.2.156.3005.2.unknown", revoked_at=NOW + 15)
+        log.issuance_proof("1.2.156.3005.2.unknown", revoked_at=NOW + 15)
 
 
 def test_a_head_not_older_than_the_revocation_is_refused(
     world: tuple[SqliteAuditLog, KeyStore, FixedClock],
 ) -> None:
     log, keys, _ = world
-    proof = make_issuance_proof(log, CERT, revoked_at=NOW + 15)
+    proof = log.issuance_proof(CERT, revoked_at=NOW + 15)
     with pytest.raises(SealIndeterminate) as info:
         check(proof, keys, NOW + 10)  # the head was signed at NOW + 10 exactly
     assert info.value.code == "seal.revocation_unproven"
@@ -79,7 +80,7 @@ def test_every_broken_proof_is_unproven(
     world: tuple[SqliteAuditLog, KeyStore, FixedClock], tmp_path: Path, mutation: str
 ) -> None:
     log, keys, clock = world
-    proof = make_issuance_proof(log, CERT, revoked_at=NOW + 15)
+    proof = log.issuance_proof(CERT, revoked_at=NOW + 15)
     resolver: KeyResolver = keys
     cert = CERT
     if mutation == "other certificate":

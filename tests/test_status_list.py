@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gateway._internal.wire import b64url_encode
 from gateway.certificates import status_list
+from gateway.certificates.status import CertStatus
 from gateway.certificates.status_list import (
     BITS,
     MAX_DECOMPRESSED,
@@ -25,7 +26,6 @@ from gateway.certificates.status_list import (
     status_list_claims,
 )
 from gateway.errors import Indication, InputError, SealError, SealIndeterminate
-from gateway.storage.registry import CertStatus
 
 URI = "https://zhuji.tongban.test/v1/status-lists/0"
 NOW = 1_800_000_000.0

@@ -12,6 +12,7 @@ import pytest
 from conftest import GROOM, NOW, marriage_request
 
 from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway.certificates.status import CertStatus
 from gateway.certificates.verification import (
     CertificateFailure,
     CertificateVerifier,
@@ -29,7 +30,6 @@ from gateway.identifiers import build_certificate_id, parse_certificate_id
 from gateway.ids import DepartmentId, NodeId
 from gateway.services.node import NodeService
 from gateway.sso.auth import Principal, Scope
-from gateway.storage.registry import CertStatus
 
 CERTIFICATE_CHECKS = [*SEAL_CHECKS, "schema", "identifier", "validity", "status"]
 SHANGHAI_CIVIL_AFFAIRS = "11310000002452019W"

@@ -27,7 +27,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import orjson
 
@@ -63,6 +63,11 @@ DEFAULT_JSON_LIMITS = JsonLimits()
 class Base64Error(InputError):
     code = "input.base64"
     title = "Invalid base64url"
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """A JSON integer: an ``int`` that is not a ``bool`` (``True`` is an ``int`` in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def b64url_encode(data: bytes) -> str:

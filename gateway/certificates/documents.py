@@ -15,12 +15,12 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from gateway.certificates.schemas import CertificateTypeInfo
+from gateway.certificates.status import StatusSlot
 from gateway.certificates.status_list import status_claim
 from gateway.config import Department, NodeConfig
 from gateway.errors import InvalidIdentifier
 from gateway.identifiers import build_certificate_id, validate_credit_code, validate_resident_id
 from gateway.ids import CertificateId, RegionCode
-from gateway.storage.registry import StatusSlot
 
 ID_TYPE_RESIDENT = "111"
 ID_TYPE_CREDIT_CODE = "001"

@@ -19,16 +19,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway._internal.wire import b64url_decode, b64url_encode
-from gateway.audit.records import (
-    AuditKind,
-    SignedTreeHead,
-    SqliteAuditLog,
-    parse_entry,
-    verify_tree_head,
-)
+from gateway.audit.heads import SignedTreeHead, verify_tree_head
+from gateway.audit.records import AuditKind, parse_entry
 from gateway.crypto.jwks import KeyResolver, KeyState, VerificationKey
 from gateway.crypto.merkle import leaf_hash, verify_inclusion
-from gateway.errors import GatewayError, NotFoundError, SealIndeterminate
+from gateway.errors import GatewayError, SealIndeterminate
 from gateway.ids import KeyId, NodeId
 
 PROOF_PATH = "/v1/audit/issuance-proof"
@@ -78,23 +73,6 @@ class IssuanceProof:
 
 def _unproven(detail: str) -> SealIndeterminate:
     return SealIndeterminate(detail, code="seal.revocation_unproven")
-
-
-def make_issuance_proof(
-    audit: SqliteAuditLog, certificate_id: str, *, revoked_at: float
-) -> IssuanceProof:
-    """Prove from this node's log that ``certificate_id`` was issued before ``revoked_at``."""
-    record = audit.find_issuance(certificate_id)
-    if record is None:
-        raise NotFoundError("no issuance of that certificate in this log", code="audit.no_proof")
-    head = audit.head_covering(record.seq, signed_before=revoked_at)
-    if head is None:
-        raise NotFoundError(
-            "no signed tree head from before that time includes the issuance",
-            code="audit.no_proof",
-        )
-    path = audit.inclusion_proof(record.seq, head.tree_size)
-    return IssuanceProof(record.entry(), record.seq, head.token, tuple(path))
 
 
 def check_issuance_proof(

@@ -25,11 +25,11 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, TypeGuard
+from typing import Any
 
-from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway._internal.wire import b64url_decode, b64url_encode, is_int
+from gateway.certificates.status import CertStatus
 from gateway.errors import InputError, SealIndeterminate
-from gateway.storage.registry import CertStatus
 
 STATUS_LIST_TYP = "statuslist+jwt"
 """JWS ``typ`` of a status list token (draft §5.1)."""
@@ -156,7 +156,7 @@ class StatusList:
 
     def value(self, index: int) -> int:
         """The raw Status Type value of entry ``index``."""
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self):
+        if not is_int(index) or not 0 <= index < len(self):
             raise SealIndeterminate(
                 "the status list has no entry for this certificate",
                 code="status.unknown_index",
@@ -185,10 +185,6 @@ class StatusList:
 
 def _invalid(detail: str, *, log_detail: str | None = None) -> SealIndeterminate:
     return SealIndeterminate(detail, code="status.invalid", log_detail=log_detail)
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def decode_list(lst: str) -> bytes:
@@ -228,11 +224,11 @@ def parse_status_list(claims: Mapping[str, Any], *, uri: str, now: float) -> Sta
         )
     # 2. Times: iat required, exp required and in the future, ttl optional and positive.
     iat, exp, ttl = claims.get("iat"), claims.get("exp"), claims.get("ttl")
-    if not _is_int(iat):
+    if not is_int(iat):
         raise _invalid("status list token iat must be an integer")
-    if not _is_int(exp):
+    if not is_int(exp):
         raise _invalid("status list token exp must be an integer")
-    if ttl is not None and (not _is_int(ttl) or ttl <= 0):
+    if ttl is not None and (not is_int(ttl) or ttl <= 0):
         raise _invalid("status list token ttl must be a positive integer")
     if exp <= now:
         raise SealIndeterminate(
@@ -248,7 +244,7 @@ def parse_status_list(claims: Mapping[str, Any], *, uri: str, now: float) -> Sta
     if unknown:
         raise _invalid("status_list has unknown members", log_detail=f"members {sorted(unknown)}")
     bits, lst = body.get("bits"), body.get("lst")
-    if not _is_int(bits) or bits not in ALLOWED_BITS:
+    if not is_int(bits) or bits not in ALLOWED_BITS:
         raise _invalid("status_list bits must be 1, 2, 4 or 8", log_detail=f"bits {bits!r}")
     if not isinstance(lst, str):
         raise _invalid("status_list lst must be a string")

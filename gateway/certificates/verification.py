@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from gateway.certificates.documents import certificate_date
 from gateway.certificates.revocation import ProvenIssuances, RevocationSetAside, describe
 from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.status import CertStatus
 from gateway.clock import Clock
 from gateway.crypto.jwks import KeyResolver
 from gateway.crypto.reports import (
@@ -34,7 +35,6 @@ from gateway.errors import (
     VerificationError,
 )
 from gateway.identifiers import parse_certificate_id
-from gateway.storage.registry import CertStatus
 
 _IDENTIFIER_PASSED = Check("identifier", Indication.PASSED)
 _VALIDITY_PASSED = Check("validity", Indication.PASSED)

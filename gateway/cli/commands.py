@@ -449,8 +449,8 @@ def export(federation: Federation, node_id: str, output: Path | None) -> int:
 def audit_verify(federation: Federation, node_id: str) -> int:
     """``tongban audit verify --node N``: re-read the node's whole log, recompute every leaf
     and every signed tree head; exit 0 only when nothing was altered, removed or reordered."""
-    from gateway.audit.records import verify_log
     from gateway.crypto.keystore import KeyStore
+    from gateway.storage.audit_verify import verify_log
 
     node = federation.node(node_id)
     path = federation.data_dir / node.id / "audit.sqlite3"

@@ -46,9 +46,9 @@ from gateway.clock import SystemClock
 from gateway.config import Federation, load_federation
 from gateway.crypto.merkle import leaf_hash, verify_inclusion
 from gateway.errors import NotFoundError
-from gateway.http.handlers import CONSENT_HEADER
 from gateway.ids import NATIONAL, CertificateId
 from gateway.services.idp import idp_issuer
+from gateway.sso.consent import CONSENT_HEADER
 from gateway.storage.catalog import SqliteCatalog
 from gateway.trust.rootkey import ROOT_JWK_FILE
 

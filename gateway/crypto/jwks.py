@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nacl.bindings import crypto_core_ed25519_is_valid_point
 
-from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway._internal.wire import b64url_decode, b64url_encode, is_int
 from gateway.errors import InputError, SealError, SealIndeterminate
 from gateway.ids import KeyId, NodeId
 
@@ -195,7 +195,7 @@ def _time(obj: Mapping[str, Any], name: str) -> float | None:
         return None
     value = obj[name]
     # bool is an int subclass: ``true`` is not a time.
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_TIME:
+    if not is_int(value) or not 0 <= value <= _MAX_TIME:
         raise _bad(f"JWK member {name!r} must be an integer number of seconds since the epoch")
     return float(value)
 

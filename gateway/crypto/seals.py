@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
 from nacl.exceptions import BadSignatureError
 
-from gateway._internal.wire import JsonLimits, b64url_decode, b64url_encode, loads
+from gateway._internal.wire import JsonLimits, b64url_decode, b64url_encode, is_int, loads
 from gateway.clock import from_rfc3339, to_rfc3339
 from gateway.crypto.jwks import (
     Alg,
@@ -603,7 +603,7 @@ def _check_claims(verified: VerifiedSeal) -> None:
     if payload.get("iss") != verified.node:
         raise SealError("the seal's issuer (iss) is not its key's node", code="seal.bad_claims")
     iat = payload.get("iat")
-    if not isinstance(iat, int) or isinstance(iat, bool):
+    if not is_int(iat):
         raise SealError("the seal's iat must be an integer", code="seal.bad_claims")
     if abs(iat - int(verified.signed_at)) > _CLAIMS_SKEW:
         raise SealError("the seal's iat does not match its signing time", code="seal.bad_claims")

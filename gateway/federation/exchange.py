@@ -32,15 +32,16 @@ import aiohttp
 import orjson
 
 from gateway._internal.wire import JsonLimits, loads
-from gateway.audit.records import AuditItem, AuditKind, SignedTreeHead
+from gateway.audit.heads import SignedTreeHead
+from gateway.audit.records import AuditItem, AuditKind
 from gateway.certificates.revocation import (
     PROOF_PATH,
     IssuanceProof,
     ProvenIssuances,
     RevocationSetAside,
     check_issuance_proof,
-    make_issuance_proof,
 )
+from gateway.certificates.status import CertStatus
 from gateway.certificates.verification import (
     CertificateVerifier,
     PendingBatch,
@@ -73,8 +74,9 @@ from gateway.identifiers import parse_certificate_id
 from gateway.ids import NATIONAL, KeyId, NodeId
 from gateway.services.node import NodeService
 from gateway.sso.auth import Principal
+from gateway.sso.consent import CONSENT_HEADER
 from gateway.storage.groupcommit import GroupCommit
-from gateway.storage.registry import CertStatus, Outbox
+from gateway.storage.registry import Outbox
 from gateway.trust.trust_list import TrustListResolver
 
 log = logging.getLogger("gateway.federation.exchange")
@@ -92,7 +94,6 @@ FETCHED_SEAL_MEMO = 65_536
 """Foreign seals a node remembers having verified; at most
 :data:`~gateway.crypto.seals.SEAL_MEMO_BYTES` of them in all (a seal is a few kilobytes)."""
 HOP_HEADER = "Tongban-Hop"
-CONSENT_HEADER = "Tongban-Consent"
 MAX_ROUTE = 16
 _BODY_LIMITS = JsonLimits(max_depth=4, max_string=4096, max_members=64)
 
@@ -380,7 +381,7 @@ class Exchange:
 
     async def _issuance_proof(self, node: NodeId, cert_id: str, revoked_at: float) -> IssuanceProof:
         if node == self.me:
-            return make_issuance_proof(self.node.audit, cert_id, revoked_at=revoked_at)
+            return self.node.issuance_proof(cert_id, revoked_at=revoked_at)
         url = self.node.federation.url(node) + PROOF_PATH
         params = {"certificate_id": cert_id, "before": str(int(revoked_at))}
         try:

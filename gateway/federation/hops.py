@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import orjson
 
-from gateway._internal.wire import b64url_encode
+from gateway._internal.wire import b64url_encode, is_int
 from gateway.crypto.jwks import KeyResolver
 from gateway.crypto.seals import Signer, sign_compact, verify_compact
 from gateway.errors import AuthError, ConfigError, InputError, SealError
@@ -187,7 +187,7 @@ class HopVerifier:
             raise _invalid("the hop proof's issuer is not its key's node", "iss")
         # 3. every claim is present and of its type
         iat = claims.get("iat")
-        if not isinstance(iat, int) or isinstance(iat, bool):
+        if not is_int(iat):
             raise _invalid("the hop proof's iat must be an integer", "iat")
         if abs(iat - verified.signed_at) > _CLAIMS_SKEW:
             raise _invalid("the hop proof's iat does not match its signing time", "iat")

@@ -30,7 +30,8 @@ from urllib.parse import urlencode
 import aiohttp
 
 from gateway._internal.wire import JsonLimits, b64url_decode, loads
-from gateway.audit.records import HeadWatcher, SignedTreeHead, verify_tree_head
+from gateway.audit.heads import SignedTreeHead, verify_tree_head
+from gateway.audit.watch import HeadWatcher
 from gateway.clock import Clock
 from gateway.config import Federation
 from gateway.crypto.jwks import KeyResolver

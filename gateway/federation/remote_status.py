@@ -37,6 +37,7 @@ from typing import Final
 
 import aiohttp
 
+from gateway.certificates.status import CertStatus
 from gateway.certificates.status_list import (
     STATUS_LIST_MEDIA_TYPE,
     STATUS_LIST_TYP,
@@ -54,7 +55,6 @@ from gateway.errors import (
     VerificationError,
 )
 from gateway.ids import NodeId
-from gateway.storage.registry import CertStatus
 from gateway.trust.sync import fetch_bounded
 from gateway.trust.trust_list import TrustListResolver
 

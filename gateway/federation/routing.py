@@ -16,20 +16,19 @@ Everything here is plain synchronous Python over frozen data, built once at star
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Final
 
 from gateway.config import Federation
 from gateway.errors import ConfigError, InputError, NotFoundError
+from gateway.identifiers import REGION_CODE
 from gateway.ids import NodeId, RegionCode
 
 Route = tuple[NodeId, ...]
 """The nodes a request passes through, both ends included."""
 
 NATIONAL_REGION: Final = RegionCode("000000")
-_REGION: Final = re.compile(r"[0-9]{6}")
 
 
 class Topology:
@@ -49,7 +48,7 @@ class Topology:
         """Build and check a topology. Raises :class:`ConfigError` naming the problem."""
         by_region: dict[RegionCode, NodeId] = {}
         for node, region in regions.items():
-            if not _REGION.fullmatch(region):
+            if not REGION_CODE.fullmatch(region):
                 raise ConfigError(f"node {node!r}: region {region!r} is not a 6-digit code")
             if region in by_region:
                 raise ConfigError(
@@ -118,7 +117,7 @@ class Topology:
         Raises :class:`InputError` ``routing.bad_region`` for anything but six ASCII digits,
         :class:`NotFoundError` ``routing.no_node`` when no node (not even ``national``) matches.
         """
-        if not isinstance(jurisdiction, str) or not _REGION.fullmatch(jurisdiction):
+        if not isinstance(jurisdiction, str) or not REGION_CODE.fullmatch(jurisdiction):
             raise InputError(
                 "a jurisdiction must be a 6-digit GB/T 2260 region code", code="routing.bad_region"
             )

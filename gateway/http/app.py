@@ -40,12 +40,13 @@ from gateway.http.middleware import (
 from gateway.http.openapi import build_openapi
 from gateway.ids import NATIONAL, NodeId
 from gateway.services.authority import TrustAuthority, collect
+from gateway.services.catalog import CatalogService
 from gateway.services.idp import idp_issuer
 from gateway.services.node import NodeService
 from gateway.sso.auth import Authenticator
 from gateway.sso.idp_keys import RemoteKeySet
 from gateway.sso.node_auth import NodeAuthenticator
-from gateway.storage.catalog import CatalogService, SqliteCatalog
+from gateway.storage.catalog import SqliteCatalog
 from gateway.storage.groupcommit import GroupCommit
 from gateway.trust.rootkey import RootKey
 from gateway.trust.sync import TrustSync

@@ -11,8 +11,8 @@ from aiohttp import web
 from gateway.federation.exchange import Exchange
 from gateway.federation.keyrotation import KeyLifecycle
 from gateway.services.authority import TrustAuthority
+from gateway.services.catalog import CatalogService
 from gateway.services.node import NodeService
-from gateway.storage.catalog import CatalogService
 from gateway.trust.sync import TrustSync
 
 NODE = web.AppKey("node", NodeService)

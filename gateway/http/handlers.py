@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway._internal.wire import JsonLimits, b64url_encode, loads
+from gateway._internal.wire import JsonLimits, b64url_encode, is_int, loads
 from gateway.audit.records import AuditKind
 from gateway.certificates.documents import check_party
 from gateway.certificates.holders import holder_digest
-from gateway.certificates.revocation import PROOF_PATH, make_issuance_proof
+from gateway.certificates.revocation import PROOF_PATH
 from gateway.config import Limits
 from gateway.crypto.reports import dump_reports
 from gateway.errors import (
@@ -45,9 +45,9 @@ from gateway.identifiers import parse_certificate_id
 from gateway.ids import KeyId
 from gateway.metrics import CONTENT_TYPE
 from gateway.sso.auth import Principal, Scope
+from gateway.sso.consent import CONSENT_HEADER
 
 JSON = "application/json"
-CONSENT_HEADER = "Tongban-Consent"
 """The holder's consent grant (用证授权) for the matter, as issued by the IdP."""
 _LIST_ID = re.compile(r"[0-9]{1,9}")
 """ASCII digits only (``str.isdigit`` accepts ``²``, which ``int`` refuses, and ``١``)."""
@@ -312,7 +312,7 @@ async def issuance_proof(request: web.Request) -> web.Response:
     cert_id = request.query.get("certificate_id", "")
     parse_certificate_id(cert_id)
     before = _int_param(request, "before")
-    proof = make_issuance_proof(request.app[NODE].audit, cert_id, revoked_at=before)
+    proof = request.app[NODE].issuance_proof(cert_id, revoked_at=before)
     return json_response(proof.to_json())
 
 
@@ -354,7 +354,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     _admin(request)
     body = await read_json(request) if request.can_read_body else {}
     at = body.get("at") if isinstance(body, dict) else None
-    if at is not None and (not isinstance(at, int) or isinstance(at, bool)):
+    if at is not None and (not is_int(at)):
         raise InputError("'at' is a NumericDate (integer seconds)", code="keys.bad_change")
     kid = KeyId(request.match_info["kid"])
     return json_response(await request.app[LIFECYCLE].revoke(kid, at=at))

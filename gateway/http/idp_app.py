@@ -27,7 +27,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from gateway._internal.wire import JsonLimits, loads
+from gateway._internal.wire import JsonLimits, is_int, loads
 from gateway.clock import to_rfc3339
 from gateway.errors import Forbidden, GatewayError, InputError, TooLarge, UnsupportedMediaType
 from gateway.http.middleware import (
@@ -279,7 +279,7 @@ async def admin_revoke(request: web.Request) -> web.Response:
     body = await request.read()
     raw = loads(body, JsonLimits(max_depth=2, max_string=64, max_members=4)) if body else {}
     at = raw.get("at") if isinstance(raw, dict) else None
-    if at is not None and (not isinstance(at, int) or isinstance(at, bool)):
+    if at is not None and (not is_int(at)):
         raise InputError("'at' is a NumericDate (integer seconds)", code="keys.bad_change")
     record = request.app[IDP].revoke(request.match_info["kid"], at=at)
     return json_response({"revoked": record.kid, "from": record.revoked_at})

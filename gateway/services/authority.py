@@ -34,7 +34,7 @@ import aiohttp
 import orjson
 
 from gateway._internal.files import atomic_write
-from gateway._internal.wire import loads
+from gateway._internal.wire import is_int, loads
 from gateway.clock import Clock
 from gateway.config import Federation
 from gateway.crypto.jwks import KeyState, VerificationKey, parse_jwk, parse_jwks, public_jwk
@@ -203,9 +203,7 @@ class TrustAuthority:
         jwk = change.get("jwk")
         if not isinstance(action, str) or not isinstance(kid, str):
             raise InputError("a key change names an action and a kid", code="keys.bad_change")
-        if (jwk is not None and not isinstance(jwk, dict)) or (
-            at is not None and (not isinstance(at, int) or isinstance(at, bool))
-        ):
+        if (jwk is not None and not isinstance(jwk, dict)) or (at is not None and (not is_int(at))):
             raise InputError("malformed key change", code="keys.bad_change")
         self.apply_key_change(caller, action, KeyId(kid), jwk=jwk, at=at)
         return action, KeyId(kid)
@@ -377,9 +375,9 @@ class TrustAuthority:
         if state["federation"] != self.federation.name:
             raise _state_error(path, f"it belongs to federation {state['federation']!r}")
         seq, token, iat, exp = state["seq"], state["token"], state["iat"], state["exp"]
-        if not _is_int(seq) or seq < 0:
+        if not is_int(seq) or seq < 0:
             raise _state_error(path, "'seq' must be a non-negative integer")
-        if token is not None and not (isinstance(token, str) and _is_int(iat) and _is_int(exp)):
+        if token is not None and not (isinstance(token, str) and is_int(iat) and is_int(exp)):
             raise _state_error(path, "'token', 'iat' and 'exp' must be given together")
         if not isinstance(state["changed"], bool) or not isinstance(state["nodes"], dict):
             raise _state_error(path, "'changed' must be a boolean and 'nodes' an object")
@@ -415,12 +413,8 @@ def _comparable(jwk: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in jwk.items() if name not in ("status", "revoked_at")}
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _int(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not is_int(value):
         raise TypeError("expected an integer")
     return value
 

@@ -33,6 +33,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote_plus
 
 from gateway._internal.passwords import verify_secret
+from gateway._internal.wire import is_int
 from gateway.certificates.holders import HolderSecret
 from gateway.certificates.matters import MatterCatalog
 from gateway.clock import Clock
@@ -215,7 +216,7 @@ def parse_time(value: object, pointer: str = "/until") -> float:
     """An RFC 3339 date-time with a zone (``2026-11-25T08:00:00Z``, ``…+08:00``) or a
     NumericDate (an integer number of seconds). Raises :class:`InputError`
     ``consent.bad_request``."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         return float(value)
     if isinstance(value, str) and _RFC3339.fullmatch(value):
         try:

@@ -23,14 +23,16 @@ from gateway.audit.records import (
     AuditKind,
     AuditRecord,
     CheckedItem,
-    SqliteAuditLog,
+    check_items,
     decode_item,
     encode_item,
 )
 from gateway.certificates.documents import IssueContext, build_document, check_identifiers
 from gateway.certificates.holders import holder_digest
 from gateway.certificates.matters import Matter, MatterCatalog
+from gateway.certificates.revocation import IssuanceProof
 from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.status import CertStatus, StatusAction, StatusSlot
 from gateway.certificates.status_list import STATUS_LIST_TYP, status_list_claims
 from gateway.certificates.verification import (
     CertificateVerifier,
@@ -53,45 +55,18 @@ from gateway.errors import (
 from gateway.identifiers import parse_certificate_id
 from gateway.ids import NATIONAL, CertificateId, NodeId
 from gateway.metrics import Metrics
+from gateway.services.catalog import catalog_entry
 from gateway.services.idp import idp_issuer
 from gateway.sso.auth import Principal, Scope
 from gateway.sso.consent import ConsentGrant, ConsentVerifier
-from gateway.storage.registry import (
-    CertStatus,
-    NewCertificate,
-    Outbox,
-    SqliteRegistry,
-    StatusAction,
-    StatusSlot,
-    StoredCertificate,
-)
+from gateway.storage.audit_log import SqliteAuditLog
+from gateway.storage.registry import NewCertificate, Outbox, SqliteRegistry, StoredCertificate
 
 STATUS_LIST_TTL = 300
 STORED_SEAL_MEMO = 65_536
 """Own seals a node remembers having verified; at most :data:`~gateway.crypto.seals.SEAL_MEMO_BYTES`
 of them in all (a seal is a few kilobytes)."""
 _LIST_ID = re.compile(r"[0-9]{1,9}")
-
-
-def catalog_entry(
-    cert: NewCertificate | StoredCertificate,
-    node: NodeId,
-    *,
-    status: CertStatus = CertStatus.VALID,
-    status_event: int = 0,
-) -> dict[str, Any]:
-    """What national's catalog learns of a certificate: no personal data but the holder's
-    digest. Sent on issuance, and again on each status change with the registry's number for
-    that change (``status_event``), so national keeps the latest status in whatever order
-    the entries arrive."""
-    return {
-        "certificate_id": cert.id,
-        "type": cert.type,
-        "node": node,
-        "holder_digest": cert.holder_digest,
-        "status": status.value,
-        "status_event": status_event,
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +256,11 @@ class NodeService:
     ) -> None:
         """Append to this node's audit log; returns once durable (holders as digests only)."""
         self.audit.append(kind, actor, subject, details)
+
+    def issuance_proof(self, certificate_id: str, *, revoked_at: float) -> IssuanceProof:
+        """``GET /v1/audit/issuance-proof``: this node's proof that it issued
+        ``certificate_id`` before ``revoked_at`` (see :mod:`gateway.certificates.revocation`)."""
+        return self.audit.issuance_proof(certificate_id, revoked_at=revoked_at)
 
     def use_idp_keys(self, keys: KeyResolver) -> None:
         """Verify consent grants with the IdP's keys (the same set the authenticator uses)."""
@@ -561,7 +541,7 @@ class NodeService:
         appended = 0
         with self._outbox_lock:
             while pending := self.registry.pending(Outbox.AUDIT, every_owner=every_owner):
-                appended += len(append(self.audit.check([decode_item(r) for _, r in pending])))
+                appended += len(append(check_items([decode_item(r) for _, r in pending])))
                 self.registry.delivered([seq for seq, _ in pending])
         return appended
 

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import orjson
 
+from gateway._internal.wire import is_int
 from gateway.crypto.jwks import KeyResolver
 from gateway.crypto.seals import SealMemo, Signer, sign_compact, verify_compact
 from gateway.errors import Forbidden, InputError, SealError
@@ -34,6 +35,9 @@ MEMO_ENTRIES: Final = 16_384
 """Grants a verifier remembers having verified (a grant is used for every certificate of a
 matter, at every hop); at most :data:`~gateway.crypto.seals.SEAL_MEMO_BYTES` of them in all."""
 _MAX_STRING: Final = 512
+
+CONSENT_HEADER: Final = "Tongban-Consent"
+"""The request header that carries a holder's consent grant (compact JWS)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,7 @@ def _string(payload: Mapping[str, Any], name: str) -> str:
 
 def _time(payload: Mapping[str, Any], name: str) -> int:
     value = payload.get(name)
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not is_int(value):
         raise _invalid("the consent grant is malformed", f"claim {name!r} is not an integer")
     return value
 

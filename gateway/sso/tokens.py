@@ -20,7 +20,6 @@ binds a :class:`~gateway.clock.Clock` for the HTTP layer.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,9 +27,11 @@ from typing import Any, Final, Protocol, TypeVar
 
 import orjson
 
+from gateway._internal.wire import is_int
 from gateway.crypto.jwks import KeyResolver
 from gateway.crypto.seals import Signer, sign_compact, verify_compact
 from gateway.errors import ConfigError, InputError, SealError, TokenError
+from gateway.identifiers import REGION_CODE
 from gateway.ids import DepartmentId, RegionCode
 from gateway.sso.auth import Principal, Scope
 
@@ -40,7 +41,6 @@ CLOCK_SKEW: Final = 60
 MAX_TOKEN_BYTES: Final = 8192
 
 _KNOWN_SCOPES: Final[frozenset[str]] = frozenset(s.value for s in Scope)
-_REGION: Final = re.compile(r"[0-9]{6}")
 _MAX_STRING: Final = 512
 _T = TypeVar("_T")
 
@@ -134,7 +134,7 @@ def _int_claim(payload: Mapping[str, Any], name: str, *, required: bool) -> int 
         return None
     value = payload[name]
     # bool is an int subclass: ``true`` is not a time; "1795507500" is not a number.
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not is_int(value):
         raise _bad(name, "an integer number of seconds")
     return value
 
@@ -252,7 +252,7 @@ class TokenValidator:
         scope = _scopes(payload)
         department = _str_claim(payload, "department", required=False)
         region = _str_claim(payload, "region", required=False)
-        if region is not None and not _REGION.fullmatch(region):
+        if region is not None and not REGION_CODE.fullmatch(region):
             raise _bad("region", "a six-digit region code")
         holder = payload.get("holder", False)
         if not isinstance(holder, bool):

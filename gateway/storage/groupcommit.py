@@ -27,7 +27,8 @@ routed fetches (one process per node, eight on one core) gained 15-19% throughpu
 32 connections over committing every group on the thread, and the local fetch was within the
 noise (``docs/benchmarks.md``).
 
-Records are validated in the caller's task (:meth:`SqliteAuditLog.check`), so a bad record
+Records are validated in the caller's task (:func:`~gateway.audit.records.check_items`), so a
+bad record
 fails its own request only; a failed commit fails every request whose records it carried.
 """
 
@@ -39,8 +40,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
-from gateway.audit.records import AuditItem, AuditRecord, CheckedItem, SqliteAuditLog
+from gateway.audit.records import AuditItem, AuditRecord, CheckedItem, check_items
 from gateway.errors import StorageError
+from gateway.storage.audit_log import SqliteAuditLog
 
 MAX_BATCH: Final = 1024
 """Records committed in one transaction at most; more wait for the next."""
@@ -70,7 +72,7 @@ class GroupCommit:
         A caller that goes away meanwhile (its client hung up) does not take its records
         back: they are committed with the rest of the group.
         """
-        checked = self._log.check(items)
+        checked = check_items(items)
         if not checked:
             return []
         if self._closed:

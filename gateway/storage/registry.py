@@ -24,7 +24,6 @@ up: a slot is never reused, even if the certificate it was reserved for is never
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -36,6 +35,9 @@ from types import TracebackType
 from typing import Final, Protocol, overload
 
 from gateway._internal.sqlite import Connections
+from gateway.certificates.holders import HOLDER_DIGEST
+from gateway.certificates.status import CertStatus, StatusAction, StatusSlot, transition
+from gateway.certificates.status_list import BITS, status_code
 from gateway.errors import (
     ConfigError,
     ConflictError,
@@ -54,54 +56,9 @@ MAX_LIST_BY_HOLDER = 1_000
 MAX_TYPES_FILTER = 64
 MIN_SQLITE = (3, 38, 0)  # STRICT tables, RETURNING, built-in json_each
 
-_HOLDER_DIGEST = re.compile(r"[0-9a-f]{64}")
 
-
-class CertStatus(StrEnum):
-    VALID = "valid"
-    SUSPENDED = "suspended"
-    REVOKED = "revoked"
-
-
-class StatusAction(StrEnum):
-    SUSPEND = "suspend"
-    REINSTATE = "reinstate"
-    REVOKE = "revoke"
-
-
-_TRANSITIONS: dict[tuple[StatusAction, CertStatus], CertStatus] = {
-    (StatusAction.SUSPEND, CertStatus.VALID): CertStatus.SUSPENDED,
-    (StatusAction.REINSTATE, CertStatus.SUSPENDED): CertStatus.VALID,
-    (StatusAction.REVOKE, CertStatus.VALID): CertStatus.REVOKED,
-    (StatusAction.REVOKE, CertStatus.SUSPENDED): CertStatus.REVOKED,
-}
-
-# Status Type values of draft-ietf-oauth-status-list §7.1, two bits an entry. They are the
-# values gateway.certificates.status_list decodes (which imports this module, so it cannot be
-# imported
-# here); tests/test_registry.py pins that the two agree. VALID is 0, the zeroed default.
-_LIST_BITS = 2
-_LIST_CODE = {CertStatus.REVOKED.value: 0x01, CertStatus.SUSPENDED.value: 0x02}
-
-
-def transition(current: CertStatus, action: StatusAction) -> CertStatus:
-    """The status ``action`` leads to from ``current``, or ``cert.status_transition``."""
-    try:
-        return _TRANSITIONS[(action, current)]
-    except KeyError as exc:
-        if current is CertStatus.REVOKED:
-            detail = f"cannot {action.value} a revoked certificate: revocation is final"
-        else:
-            detail = f"cannot {action.value} a certificate that is {current.value}"
-        raise ConflictError(detail, code="cert.status_transition") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class StatusSlot:
-    """A certificate's entry in the node's status lists."""
-
-    list_id: int
-    index: int
+# The two-bit Status Type values a status list publishes (VALID is 0, the zeroed default).
+_LIST_CODE: Final = {status.value: int(status_code(status)) for status in CertStatus}
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,7 +409,7 @@ class SqliteRegistry:
     # --- certificates ------------------------------------------------------------------------
 
     def _insert_row(self, cert: NewCertificate, next_slot: int) -> _InsertRow:
-        if not _HOLDER_DIGEST.fullmatch(cert.holder_digest):
+        if not HOLDER_DIGEST.fullmatch(cert.holder_digest):
             raise InputError(
                 "holder_digest must be a lower-case hex HMAC-SHA256 (never a holder id)",
                 code="input.holder_digest",
@@ -603,7 +560,7 @@ class SqliteRegistry:
         self, holder_digest: str, *, types: Collection[str] | None = None, limit: int = 100
     ) -> list[StoredCertificate]:
         """A holder's certificates, oldest first, optionally only of some ``types``."""
-        if not _HOLDER_DIGEST.fullmatch(holder_digest):
+        if not HOLDER_DIGEST.fullmatch(holder_digest):
             raise InputError(
                 "holder_digest must be a lower-case hex HMAC-SHA256 (never a holder id)",
                 code="input.holder_digest",
@@ -700,7 +657,7 @@ class SqliteRegistry:
         Only non-valid rows are read (from a partial index); valid entries are the zeroes
         of a fresh array, as are slots not (yet) used by a stored certificate.
         """
-        per_byte = 8 // _LIST_BITS
+        per_byte = 8 // BITS
         with self._db.read() as conn:
             # One statement, so one read snapshot: the list count (meta's next slot) and
             # the list's non-valid rows (none: one row of NULLs, from the LEFT JOIN).
@@ -718,7 +675,7 @@ class SqliteRegistry:
         bits = bytearray(self._list_size // per_byte)
         code = _LIST_CODE
         for _, index, status in rows:
-            bits[index // per_byte] |= code[status] << ((index % per_byte) * _LIST_BITS)
+            bits[index // per_byte] |= code[status] << ((index % per_byte) * BITS)
         return bytes(bits)
 
     def slot_status(self, list_id: int, index: int) -> CertStatus:

@@ -47,11 +47,12 @@ from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, TypeGuard
+from typing import Any, Final, Literal
 
 import orjson
 
 from gateway._internal.files import atomic_write
+from gateway._internal.wire import is_int
 from gateway.config import Federation
 from gateway.crypto.jwks import (
     MAX_JWKS_KEYS,
@@ -76,7 +77,7 @@ from gateway.errors import (
     SealIndeterminate,
     StorageError,
 )
-from gateway.identifiers import validate_credit_code
+from gateway.identifiers import REGION_CODE, validate_credit_code
 from gateway.ids import DepartmentId, KeyId, NodeId, RegionCode
 from gateway.trust.rootkey import ROOT_NODE
 
@@ -98,7 +99,6 @@ NODE_KINDS: Final[frozenset[str]] = frozenset({"idp", "region"})
 _MAX_TIME: Final = 253_402_300_799  # 9999-12-31T23:59:59Z
 _MAX_TEXT: Final = 256
 _NODE_ID: Final = re.compile(r"[a-z][a-z0-9-]{1,31}")  # as in the federation file
-_REGION: Final = re.compile(r"[0-9]{6}")
 _URL: Final = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 _DEPARTMENT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
@@ -398,10 +398,6 @@ def _invalid(detail: str, *, log_detail: str | None = None) -> SealError:
 # --- strict payload parsing -------------------------------------------------------------------
 
 
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _members(value: object, members: frozenset[str], where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise _invalid(f"{where} must be an object")
@@ -433,7 +429,7 @@ def _optional_text(
 
 def _time(obj: Mapping[str, Any], name: str, where: str) -> int:
     value = obj[name]
-    if not _is_int(value) or not 0 <= value <= _MAX_TIME:
+    if not is_int(value) or not 0 <= value <= _MAX_TIME:
         raise _invalid(f"{where} {name!r} must be an integer number of seconds since the epoch")
     return value
 
@@ -453,7 +449,7 @@ def _parse_claims(claims: Mapping[str, Any]) -> TrustList:
         raise _invalid("'iss' must be a string")
     federation = _text(obj, "federation", "the payload")
     seq = obj["seq"]
-    if not _is_int(seq) or seq < 0:
+    if not is_int(seq) or seq < 0:
         raise _invalid("'seq' must be a non-negative integer")
     issued_at, expires_at = _time(obj, "iat", "the payload"), _time(obj, "exp", "the payload")
     if expires_at <= issued_at:
@@ -483,7 +479,7 @@ def _parse_node(value: object, index: int) -> TrustedNode:
     kind = obj["kind"]
     if not isinstance(kind, str) or kind not in NODE_KINDS:
         raise _invalid(f"{where} has an unknown kind", log_detail=repr(kind)[:64])
-    region = _optional_text(obj, "region", where, _REGION)
+    region = _optional_text(obj, "region", where, REGION_CODE)
     if kind == "region" and region is None:
         raise _invalid(f"{where} is a region node without a region code")
     parent = _optional_text(obj, "parent", where, _NODE_ID)

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.status import CertStatus
 from gateway.certificates.status_list import (
     STATUS_LIST_MEDIA_TYPE,
     STATUS_LIST_TYP,
@@ -27,10 +28,9 @@ from gateway.certificates.status_list import (
 from gateway.config import Federation
 from gateway.crypto.jwks import StaticKeyResolver
 from gateway.crypto.seals import PrivateKeySigner, seal, verify_compact, verify_seal
-from gateway.http.handlers import CONSENT_HEADER
 from gateway.identifiers import build_certificate_id
 from gateway.ids import NodeId
-from gateway.storage.registry import CertStatus
+from gateway.sso.consent import CONSENT_HEADER
 
 Client = TestClient[Any, Any]
 PROBLEM = "application/problem+json"

@@ -44,13 +44,12 @@ from gateway.crypto.keystore import KeyStore, federation_holder_secret
 from gateway.crypto.seals import PrivateKeySigner, Signer, sign_compact
 from gateway.http.app import create_app
 from gateway.http.appkeys import NODE
-from gateway.http.handlers import CONSENT_HEADER
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import DepartmentId, NodeId
 from gateway.metrics import Metrics
 from gateway.services.idp import IdpService
 from gateway.services.node import NodeService
-from gateway.sso.consent import CONSENT_TYP, issue_consent
+from gateway.sso.consent import CONSENT_HEADER, CONSENT_TYP, issue_consent
 from gateway.sso.tokens import ACCESS_TOKEN_TYP, CLOCK_SKEW, DEFAULT_LIFETIME
 
 Client = TestClient[Any, Any]
