@@ -46,7 +46,6 @@ from bench.load import (
 from gateway.clock import SystemClock
 from gateway.crypto.keystore import KeyStore
 from gateway.ids import DepartmentId, NodeId
-from gateway.services.idp import idp_issuer
 from gateway.sso.consent import issue_consent
 from gateway.sso.tokens import issue_access_token
 
@@ -96,7 +95,7 @@ class Minter:
         self.federation = cluster.federation
         self.clock = SystemClock()
         self.store = KeyStore.open(self.federation.keys_dir, NodeId("idp"), clock=self.clock)
-        self.issuer = idp_issuer(self.federation)
+        self.issuer = self.federation.idp_issuer()
         self.serial = 0
 
     def jti(self) -> str:

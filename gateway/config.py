@@ -17,41 +17,19 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway._internal.passwords import check_hash_format
+from gateway._internal.secret import Secret
 from gateway._internal.wire import is_int
 from gateway.errors import ConfigError, InvalidIdentifier
 from gateway.identifiers import REGION_CODE, validate_credit_code, validate_resident_id
-from gateway.ids import DepartmentId, NodeId, RegionCode
+from gateway.ids import IDP, DepartmentId, NodeId, RegionCode
 from gateway.scopes import SCOPES
 
 DEFAULT_FEDERATION_FILE = Path(__file__).with_name("federation.toml")
 _NODE_ID = re.compile(r"[a-z][a-z0-9-]{1,31}")
 _URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
-
-
-class Secret:
-    """A string that never shows itself in ``repr`` or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +45,32 @@ class Limits:
     max_token_bytes: int = 8192
     max_lookup_types: int = 16
     request_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """How a node talks to its peers: every timeout, cap and retry number, named once.
+
+    Read from the federation file's ``[network]`` table; each value must be positive."""
+
+    fetch_timeout_seconds: float = 2.0
+    """One GET of a peer's public document (JWKS, trust list, status list, audit head)."""
+    max_answer_bytes: int = 1_048_576
+    """The largest answer read from a peer; a longer one is refused while it is read."""
+    retry_attempts: int = 3
+    """Attempts of one idempotent call to a peer, within the request's deadline."""
+    retry_base_delay_seconds: float = 0.05
+    retry_max_delay_seconds: float = 0.5
+    breaker_failures: int = 3
+    """Consecutive failures of one peer that cut it off (circuit breaker opens)."""
+    breaker_open_seconds: float = 2.0
+    """How long a cut-off peer is left alone before one probe is let through."""
+    nonce_cache_entries: int = 100_000
+    """Hop-proof nonces remembered, to refuse a replayed node-to-node request."""
+    nonce_ttl_seconds: float = 60.0
+    """How long a hop proof is accepted after it was signed (and its nonce remembered)."""
+    registration_retry_seconds: float = 2.0
+    """How often catalog entries national could not take are offered again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,7 @@ class Federation:
     key_passphrase: Secret | None
     limits: Limits
     nodes: tuple[NodeConfig, ...]
+    network: Network = Network()
     agreements: tuple[Agreement, ...] = ()
     clients: tuple[Client, ...] = ()
     citizens: tuple[Citizen, ...] = ()
@@ -167,6 +172,17 @@ class Federation:
     def url(self, node_id: str) -> str:
         node = self.node(node_id)
         return node.url or f"http://{self.host}:{node.port}"
+
+    def idp(self) -> NodeConfig:
+        """The federation's identity provider node (``kind = "idp"``, id ``idp``)."""
+        node = self.node(IDP)
+        if node.kind != "idp":
+            raise ConfigError(f"node {IDP!r} is not an identity provider (kind = 'idp')")
+        return node
+
+    def idp_issuer(self) -> str:
+        """The issuer URL every node pins: the IdP's URL in the federation file."""
+        return self.url(IDP)
 
     def department(self, department_id: str) -> tuple[NodeConfig, Department]:
         for node in self.nodes:
@@ -210,6 +226,9 @@ def load_federation(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     return _Parser(path, text, raw, env or {}, base_dir or Path.cwd()).federation()
+
+
+_Numbers = TypeVar("_Numbers", "Limits", "Network")
 
 
 class _Parser:
@@ -278,6 +297,7 @@ class _Parser:
         known = {
             "federation",
             "limits",
+            "network",
             "nodes",
             "agreements",
             "clients",
@@ -321,6 +341,7 @@ class _Parser:
             key_propagation_seconds=propagation,
             key_passphrase=Secret(passphrase) if passphrase else None,
             limits=self._limits(),
+            network=self._network(),
             nodes=nodes,
             agreements=tuple(
                 self._agreement(i, a, node_ids) for i, a in enumerate(self._array("agreements"))
@@ -331,19 +352,27 @@ class _Parser:
         )
 
     def _limits(self) -> Limits:
-        table = self._table("limits")
-        defaults = Limits()
-        values: dict[str, Any] = {}
+        return self._positive_numbers("limits", Limits)
+
+    def _network(self) -> Network:
+        return self._positive_numbers("network", Network)
+
+    def _positive_numbers(self, section: str, kind: type[_Numbers]) -> _Numbers:
+        """A table of positive numbers, each with its default (``[limits]``, ``[network]``)."""
+        table = self._table(section)
+        defaults = kind()
+        where = f"[{section}]"
         for key in table:
             if not hasattr(defaults, key):
-                raise self.fail("[limits]", f"unknown limit {key!r}", key)
-        for name in Limits.__dataclass_fields__:
+                raise self.fail(where, f"unknown {section} key {key!r}", key)
+        values: dict[str, Any] = {}
+        for name in kind.__dataclass_fields__:
             default = getattr(defaults, name)
-            value = self._get(table, name, type(default), "[limits]", default=default)
+            value = self._get(table, name, type(default), where, default=default)
             if value <= 0:
-                raise self.fail("[limits]", f"{name} must be positive", name)
+                raise self.fail(where, f"{name} must be positive", name)
             values[name] = value
-        return Limits(**values)
+        return kind(**values)
 
     def _node(self, i: int, table: dict[str, Any]) -> NodeConfig:
         where = f"nodes[{i}]"

@@ -10,6 +10,9 @@ NodeId = NewType("NodeId", str)
 NATIONAL: Final = NodeId("national")
 """The hierarchy's root: it authors the trust list and keeps the catalog."""
 
+IDP: Final = NodeId("idp")
+"""The federation's identity provider: it issues access tokens and consent grants."""
+
 KeyId = NewType("KeyId", str)
 """A JWK ``kid`` (RFC 7638 thumbprint of the public key)."""
 

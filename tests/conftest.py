@@ -13,16 +13,18 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer, unused_port
 
 from gateway.certificates.holders import holder_digest
-from gateway.certificates.schemas import SchemaCatalog, default_schema_dir
+from gateway.certificates.schemas import SchemaSet, default_schema_dir
 from gateway.cli.commands import run_federation
 from gateway.clock import FixedClock
 from gateway.config import Federation, load_federation
 from gateway.crypto.jwks import StaticKeyResolver
 from gateway.crypto.keystore import KeyStore
+from gateway.crypto.reports import VerificationReport
 from gateway.http.app import create_app
 from gateway.ids import DepartmentId, NodeId
-from gateway.services.idp import idp_issuer
-from gateway.services.node import NodeService
+from gateway.server.node import open_node_service
+from gateway.services.node import Fetched, NodeService
+from gateway.sso.auth import Principal
 from gateway.sso.consent import issue_consent
 from gateway.sso.node_auth import NodeAuthenticator
 from gateway.sso.tokens import issue_access_token
@@ -34,8 +36,8 @@ BRIDE = {"name": "王晓燕", "id": "341221199607082464", "id_type": "111"}
 
 
 @pytest.fixture(scope="session")
-def schemas() -> SchemaCatalog:
-    return SchemaCatalog.load(default_schema_dir())
+def schemas() -> SchemaSet:
+    return SchemaSet.load(default_schema_dir())
 
 
 @pytest.fixture
@@ -57,7 +59,7 @@ class Tokens:
         self.federation = federation
         self.clock = clock
         self.store = KeyStore.open(federation.keys_dir, NodeId("idp"), clock=clock)
-        self.issuer = idp_issuer(federation)
+        self.issuer = federation.idp_issuer()
         self.resolver = StaticKeyResolver(self.store.verification_keys())
         self._serial = 0
 
@@ -117,9 +119,9 @@ def tokens(federation: Federation, clock: FixedClock) -> Tokens:
 
 @pytest.fixture
 def service(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, tokens: Tokens
+    federation: Federation, clock: FixedClock, schemas: SchemaSet, tokens: Tokens
 ) -> Iterator[NodeService]:
-    node = NodeService.open(
+    node = open_node_service(
         federation,
         "zhuji",
         clock=clock,
@@ -133,9 +135,9 @@ def service(
 
 @pytest.fixture
 async def client(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, tokens: Tokens
+    federation: Federation, clock: FixedClock, schemas: SchemaSet, tokens: Tokens
 ) -> AsyncIterator[TestClient[Any, Any]]:
-    node = NodeService.open(
+    node = open_node_service(
         federation,
         "zhuji",
         clock=clock,
@@ -239,3 +241,28 @@ def catalogued(catalog_file: Path, cert_id: str, column: str = "node") -> str | 
     finally:
         conn.close()
     return None if row is None else str(row[0])
+
+
+def fetch_now(
+    service: NodeService,
+    principal: Principal,
+    cert_id: str,
+    matter: str,
+    *,
+    consent: str | None = None,
+) -> Fetched:
+    """A local fetch as a serving node makes it, without HTTP: the service's release, its
+    audit records committed before the answer (the node commits them in groups)."""
+    fetched, records = service.release(principal, cert_id, matter, consent=consent)
+    service.audit.append_many(records)
+    return fetched
+
+
+def verify_now(
+    service: NodeService, principal: Principal, request: Any
+) -> list[VerificationReport]:
+    """``POST /v1/seals/verify`` at a node without a trust list (its own keys and registry),
+    without HTTP: the request checked, each seal reported, the tally audited."""
+    reports = service.verifier.reports(service.verify_request(principal, request))
+    service.audit.append_many([service.verification_record(reports)])
+    return reports

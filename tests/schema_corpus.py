@@ -10,7 +10,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.certificates.schemas import CERTIFICATE, EXCHANGE_PREFIX, TYPE_PREFIX, SchemaCatalog
+from gateway.certificates.schemas import CERTIFICATE, EXCHANGE_PREFIX, TYPE_PREFIX, SchemaSet
 
 PERSON = {"name": "张三", "id": "11010519491231002X", "id_type": "111"}
 COMPANY = {"name": "诸暨市暨阳纺织有限公司", "id": "91330681MA2BCDEF1X", "id_type": "001"}
@@ -87,7 +87,7 @@ DATA: dict[str, dict[str, Any]] = {
 }
 
 
-def certificate(catalog: SchemaCatalog, type_name: str) -> dict[str, Any]:
+def certificate(catalog: SchemaSet, type_name: str) -> dict[str, Any]:
     """A valid certificate document of ``type_name``."""
     info = catalog.certificate_type(type_name)
     issuer_code = ISSUER_CODES[info.holder_kind]
@@ -110,7 +110,7 @@ def certificate(catalog: SchemaCatalog, type_name: str) -> dict[str, Any]:
     }
 
 
-def issue_request(catalog: SchemaCatalog, type_name: str) -> dict[str, Any]:
+def issue_request(catalog: SchemaSet, type_name: str) -> dict[str, Any]:
     document = certificate(catalog, type_name)
     return {
         "type": type_name,
@@ -191,7 +191,7 @@ def envelopes() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def valid_documents(catalog: SchemaCatalog) -> list[tuple[str, dict[str, Any]]]:
+def valid_documents(catalog: SchemaSet) -> list[tuple[str, dict[str, Any]]]:
     """(schema name, document) pairs that must validate."""
     documents: list[tuple[str, dict[str, Any]]] = []
     for info in catalog.certificate_types():
@@ -241,7 +241,7 @@ class Broken:
     pointers: frozenset[str]
 
 
-def broken_documents(catalog: SchemaCatalog) -> list[Broken]:
+def broken_documents(catalog: SchemaSet) -> list[Broken]:
     """Invalid documents, each with the exact set of pointers that must be reported."""
     hr = certificate(catalog, "household_register")
     marriage = certificate(catalog, "marriage")

@@ -18,8 +18,10 @@ from gateway.config import Federation, load_federation
 from gateway.crypto.jwks import KeyState, VerificationKey, public_jwk
 from gateway.crypto.seals import PrivateKeySigner
 from gateway.errors import ConfigError, NotFoundError, SealError
+from gateway.federation.enrolment import collect
+from gateway.federation.peers import PeerClient
 from gateway.ids import NodeId
-from gateway.services.authority import TrustAuthority, collect
+from gateway.services.authority import TrustAuthority
 from gateway.trust.rootkey import RootKey
 from gateway.trust.trust_list import KeyHistory, TrustList, verify_trust_list
 
@@ -327,6 +329,11 @@ class Nodes:
         return app
 
 
+def peers(federation: Federation, session: aiohttp.ClientSession, clock: FixedClock) -> PeerClient:
+    """National's outbound client (its GETs of public documents carry no hop proof)."""
+    return PeerClient(NATIONAL, federation, session, signer=lambda: signer(30), clock=clock)
+
+
 @pytest.fixture
 async def nodes() -> AsyncIterator[Nodes]:
     fake = Nodes()
@@ -359,7 +366,9 @@ async def test_collect_records_every_region_node_and_skips_one_down(
     nodes.bodies.pop("anhui")  # anhui is down
     own = jwks(jwk(signer(30), NATIONAL))
     async with aiohttp.ClientSession() as session:
-        assert await collect(authority, federation, session, own=own, node_id=NATIONAL)
+        assert await collect(
+            authority, federation, peers(federation, session, clock), own=own, node_id=NATIONAL
+        )
         assert [k.kid for k in authority.keys(NATIONAL)] == [signer(30).kid]
         for node in regions:
             expected = [] if node == "anhui" else [signers[node].kid]
@@ -369,9 +378,13 @@ async def test_collect_records_every_region_node_and_skips_one_down(
 
         # anhui comes back: the next round picks it up; nothing else changed
         nodes.bodies["anhui"] = jwks(jwk(signers[NodeId("anhui")], NodeId("anhui")))
-        assert await collect(authority, federation, session, own=own, node_id=NATIONAL)
+        assert await collect(
+            authority, federation, peers(federation, session, clock), own=own, node_id=NATIONAL
+        )
         assert [k.kid for k in authority.keys(NodeId("anhui"))] == [signers[NodeId("anhui")].kid]
-        assert not await collect(authority, federation, session, own=own, node_id=NATIONAL)
+        assert not await collect(
+            authority, federation, peers(federation, session, clock), own=own, node_id=NATIONAL
+        )
     assert verified(authority.publish(), root).seq == 1
 
 
@@ -382,6 +395,8 @@ async def test_collect_skips_a_refused_jwks(
     nodes.bodies[ZHUJI] = jwks(jwk(A, SHANGHAI))  # a key claiming another node
     nodes.bodies[SHANGHAI] = jwks(jwk(B, SHANGHAI))
     async with aiohttp.ClientSession() as session:
-        assert await collect(authority, federation, session, own=None, node_id=NATIONAL)
+        assert await collect(
+            authority, federation, peers(federation, session, clock), own=None, node_id=NATIONAL
+        )
     assert authority.keys(ZHUJI) == ()
     assert [k.kid for k in authority.keys(SHANGHAI)] == [B.kid]

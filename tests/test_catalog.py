@@ -13,7 +13,7 @@ import pytest
 
 from gateway.certificates.catalog import MAX_LOOKUP_RESULTS, MAX_LOOKUP_TYPES, CatalogEntry
 from gateway.certificates.holders import holder_digest
-from gateway.certificates.schemas import CertificateTypeInfo, SchemaCatalog, default_schema_dir
+from gateway.certificates.schemas import CertificateTypeInfo, SchemaSet, default_schema_dir
 from gateway.certificates.status import CertStatus
 from gateway.clock import FixedClock
 from gateway.errors import (
@@ -48,7 +48,7 @@ NOW = 1_800_000_000.0
 
 @pytest.fixture(scope="module")
 def types() -> dict[str, CertificateTypeInfo]:
-    catalog = SchemaCatalog.load(default_schema_dir())
+    catalog = SchemaSet.load(default_schema_dir())
     return {info.name: info for info in catalog.certificate_types()}
 
 

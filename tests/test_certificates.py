@@ -16,7 +16,7 @@ from gateway.certificates.documents import (
     check_identifiers,
     serial_for,
 )
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.schemas import SchemaSet
 from gateway.certificates.status import StatusSlot
 from gateway.config import Federation
 from gateway.errors import InvalidIdentifier
@@ -37,7 +37,7 @@ def wrong_check(identifier: str) -> str:
 
 def context(
     federation: Federation,
-    schemas: SchemaCatalog,
+    schemas: SchemaSet,
     *,
     cert_type: str = "marriage",
     slot: StatusSlot = SLOT,
@@ -134,7 +134,7 @@ def test_members_that_are_not_checkable_parties_are_left_to_the_schema(
 
 
 def test_build_document_sets_what_only_the_node_may_set(
-    federation: Federation, schemas: SchemaCatalog
+    federation: Federation, schemas: SchemaSet
 ) -> None:
     request = marriage_request()
     document = build_document(request, context(federation, schemas))
@@ -165,7 +165,7 @@ def test_build_document_sets_what_only_the_node_may_set(
     assert certificate_id_of(document) == document["id"]
 
 
-def test_build_document_copies_the_holder(federation: Federation, schemas: SchemaCatalog) -> None:
+def test_build_document_copies_the_holder(federation: Federation, schemas: SchemaSet) -> None:
     request = household_request()
     document = build_document(request, context(federation, schemas, cert_type="household_register"))
     request["holder"]["name"] = "李四"
@@ -174,7 +174,7 @@ def test_build_document_copies_the_holder(federation: Federation, schemas: Schem
 
 
 def test_build_document_keeps_a_number_the_department_gives(
-    federation: Federation, schemas: SchemaCatalog
+    federation: Federation, schemas: SchemaSet
 ) -> None:
     request = marriage_request(number="J330681-2026-001234")
     document = build_document(request, context(federation, schemas))
@@ -190,7 +190,7 @@ def test_build_document_keeps_a_number_the_department_gives(
     ],
 )
 def test_the_issue_date_is_the_day_in_china(
-    federation: Federation, schemas: SchemaCatalog, sealed_at: float, issued: str, year: str
+    federation: Federation, schemas: SchemaSet, sealed_at: float, issued: str, year: str
 ) -> None:
     document = build_document(marriage_request(), context(federation, schemas, sealed_at=sealed_at))
     assert document["issued"] == issued

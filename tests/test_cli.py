@@ -15,7 +15,7 @@ from conftest import household_request
 
 import gateway
 from gateway._internal.wire import b64url_decode, b64url_encode
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.schemas import SchemaSet
 from gateway.cli.main import main
 from gateway.clock import SystemClock, from_rfc3339
 from gateway.config import DEFAULT_FEDERATION_FILE, load_federation
@@ -24,7 +24,7 @@ from gateway.crypto.keystore import KeyStore
 from gateway.crypto.reports import SEAL_CHECKS
 from gateway.crypto.seals import verify_seal
 from gateway.ids import DepartmentId, NodeId
-from gateway.services.node import NodeService
+from gateway.server.node import open_node_service
 from gateway.sso.auth import Principal, Scope
 
 CERTIFICATE_CHECKS = [*SEAL_CHECKS, "schema", "identifier", "validity", "status"]
@@ -77,12 +77,12 @@ class Sealed:
 
 
 @pytest.fixture
-def sealed(tmp_path: Path, schemas: SchemaCatalog) -> Sealed:
+def sealed(tmp_path: Path, schemas: SchemaSet) -> Sealed:
     """A genuine seal from a node on the system clock (as `tongban verify` uses), its JWKS."""
     federation = load_federation(env={}).with_overrides(
         data_dir=tmp_path / "node-var", keys_dir=tmp_path / "node-keys"
     )
-    service = NodeService.open(federation, "zhuji", clock=SystemClock(), schemas=schemas)
+    service = open_node_service(federation, "zhuji", clock=SystemClock(), schemas=schemas)
     try:
         token = service.issue(PUBLIC_SECURITY, household_request()).certificate.seal
         jwks = service.jwks()
@@ -280,7 +280,7 @@ def test_verify_a_tampered_seal_exits_1_and_says_why(tongban: TongBan, sealed: S
 def test_verify_json(
     tongban: TongBan,
     sealed: Sealed,
-    schemas: SchemaCatalog,
+    schemas: SchemaSet,
     which: str,
     code: int,
     indication: str,

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import DEFAULT_FEDERATION_FILE, Secret, load_federation
+from gateway._internal.secret import Secret
+from gateway.config import DEFAULT_FEDERATION_FILE, load_federation
 from gateway.errors import ConfigError
 
 
@@ -92,7 +93,7 @@ def test_passphrase_comes_from_env_and_is_hidden(tmp_path: Path) -> None:
         ('[[citizens]]\nid = "330681199001010016"\nname = "x"\n', "check"),
         ("[bogus]\n", "unknown section"),
         ("[limits]\nmax_batch = 0\n", "must be positive"),
-        ("[limits]\nmax_bach = 3\n", "unknown limit"),
+        ("[limits]\nmax_bach = 3\n", "unknown limits key"),
     ],
 )
 def test_bad_files_fail_naming_the_problem(tmp_path: Path, snippet: str, message: str) -> None:

@@ -29,7 +29,6 @@ from processes import Processes, federation_file, free_ports, wait_healthy
 from gateway.audit.records import AuditKind, AuditRecord, parse_entry
 from gateway.cli.idp_client import IdpClient
 from gateway.config import load_federation
-from gateway.services.idp import idp_issuer
 
 ISSUERS = 8  # concurrent issuing workers
 CHANGERS = 2  # concurrent status-changing workers
@@ -226,7 +225,7 @@ async def test_every_acknowledged_write_survives_kill_9(
     zhuji = nodes.url("zhuji")
     await wait_healthy(session, nodes.url("idp"))
     await wait_healthy(session, zhuji)
-    idp = IdpClient(session, idp_issuer(nodes.federation))
+    idp = IdpClient(session, nodes.federation.idp_issuer())
     secrets = {c.id: c.demo_secret for c in nodes.federation.clients}
     issuer_secret, reader_secret = secrets[ISSUER_CLIENT], secrets[READER_CLIENT]
     assert issuer_secret is not None

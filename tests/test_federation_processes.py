@@ -24,7 +24,6 @@ from processes import Processes, federation_file, free_ports, wait_healthy
 from gateway._internal.wire import b64url_decode
 from gateway.cli.idp_client import IdpClient
 from gateway.config import load_federation
-from gateway.services.idp import idp_issuer
 
 BUDGET = 2.0  # request_timeout_seconds: each routed request's deadline budget
 SLACK = 1.0  # scheduling slack on a loaded 2-core machine
@@ -109,7 +108,7 @@ class Scenario:
     def __init__(self, cluster: Cluster, session: aiohttp.ClientSession) -> None:
         self.cluster = cluster
         self.session = session
-        self.idp = IdpClient(session, idp_issuer(cluster.federation))
+        self.idp = IdpClient(session, cluster.federation.idp_issuer())
 
     async def token(self, client_id: str) -> str:
         entry = next(c for c in self.cluster.federation.clients if c.id == client_id)

@@ -33,7 +33,6 @@ from gateway.services.idp import (
     MAX_FORM_FIELDS,
     RETIRED_KEY_PUBLISHED_SECONDS,
     IdpService,
-    idp_issuer,
     parse_basic,
     parse_consent_request,
     parse_form,
@@ -152,7 +151,7 @@ def test_the_issuer_defaults_to_the_federation_url(
     federation: Federation, clock: FixedClock
 ) -> None:
     idp = IdpService.open(federation, clock=clock, holder_secret=HOLDER_SECRET)
-    assert idp.issuer == "http://127.0.0.1:8400" == idp_issuer(federation)
+    assert idp.issuer == "http://127.0.0.1:8400" == federation.idp_issuer()
 
 
 def test_a_regional_node_is_not_an_idp(federation: Federation, clock: FixedClock) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway._internal.secret import Secret
 from gateway.clock import FixedClock
-from gateway.config import Secret
 from gateway.crypto.jwks import KeyState, StaticKeyResolver, parse_jwks
 from gateway.crypto.keystore import KeyStore, federation_holder_secret, iter_key_files
 from gateway.crypto.seals import seal, verify_seal

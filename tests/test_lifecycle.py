@@ -19,7 +19,6 @@ from gateway.cli.commands import run_federation
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import SystemClock
 from gateway.config import Federation, load_federation
-from gateway.services.idp import idp_issuer
 
 GROOM = {"name": "赵立新", "id": "330681199001010015", "id_type": "111"}
 BRIDE = {"name": "王晓燕", "id": "341221199607082464", "id_type": "111"}
@@ -36,7 +35,7 @@ class Running:
     def __init__(self, federation: Federation, session: aiohttp.ClientSession) -> None:
         self.federation = federation
         self.session = session
-        self.idp = IdpClient(session, idp_issuer(federation))
+        self.idp = IdpClient(session, federation.idp_issuer())
 
     async def token(self, client_id: str) -> str:
         entry = next(c for c in self.federation.clients if c.id == client_id)

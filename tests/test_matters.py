@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.certificates.matters import ALL_LEVELS, MATTERS, Level, Matter, MatterCatalog
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.matters import ALL_LEVELS, MATTERS, Level, Matter, MatterSet
+from gateway.certificates.schemas import SchemaSet
 from gateway.errors import Forbidden, NotFoundError
 
 # The seed plan's annex 2 (诸暨市高频政务服务"跨省通办"事项清单), with their lead departments.
@@ -27,11 +27,11 @@ JOINT = {
 
 
 @pytest.fixture
-def catalog() -> MatterCatalog:
-    return MatterCatalog()
+def catalog() -> MatterSet:
+    return MatterSet()
 
 
-def test_catalog_holds_the_annex_matters_and_the_joint_ones(catalog: MatterCatalog) -> None:
+def test_catalog_holds_the_annex_matters_and_the_joint_ones(catalog: MatterSet) -> None:
     matters = {m.id: m for m in catalog.all()}
     assert set(matters) == set(ANNEX_2) | set(JOINT)
     for matter_id, (name, lead) in ANNEX_2.items():
@@ -40,18 +40,18 @@ def test_catalog_holds_the_annex_matters_and_the_joint_ones(catalog: MatterCatal
         assert matters[matter_id].name == name
 
 
-def test_the_demo_matter_uses_the_id_card_and_household_register(catalog: MatterCatalog) -> None:
+def test_the_demo_matter_uses_the_id_card_and_household_register(catalog: MatterSet) -> None:
     marriage = catalog.get("marriage-registration")
     assert marriage.types == ("resident_id", "household_register")
     assert marriage.consent_required
 
 
-def test_only_business_registration_needs_no_consent(catalog: MatterCatalog) -> None:
+def test_only_business_registration_needs_no_consent(catalog: MatterSet) -> None:
     # a business licence is public information; everything else is personal data
     assert [m.id for m in catalog.all() if not m.consent_required] == ["business-registration"]
 
 
-def test_levels(catalog: MatterCatalog) -> None:
+def test_levels(catalog: MatterSet) -> None:
     housing = catalog.get("housing-fund-transfer")
     assert housing.levels == (Level.INTER_PROVINCIAL, Level.PROVINCE)
     others = [m for m in catalog.all() if m.id != "housing-fund-transfer"]
@@ -64,9 +64,7 @@ def test_levels(catalog: MatterCatalog) -> None:
     ]
 
 
-def test_every_matter_uses_known_certificate_types(
-    catalog: MatterCatalog, schemas: SchemaCatalog
-) -> None:
+def test_every_matter_uses_known_certificate_types(catalog: MatterSet, schemas: SchemaSet) -> None:
     known = {t.name for t in schemas.certificate_types()}
     for matter in catalog.all():
         assert matter.types
@@ -74,7 +72,7 @@ def test_every_matter_uses_known_certificate_types(
         assert len(set(matter.types)) == len(matter.types)
 
 
-def test_matter_json(catalog: MatterCatalog) -> None:
+def test_matter_json(catalog: MatterSet) -> None:
     assert catalog.get("housing-fund-transfer").to_json() == {
         "id": "housing-fund-transfer",
         "name": "住房公积金转移接续",
@@ -87,20 +85,20 @@ def test_matter_json(catalog: MatterCatalog) -> None:
     }
 
 
-def test_get_an_unknown_matter(catalog: MatterCatalog) -> None:
+def test_get_an_unknown_matter(catalog: MatterSet) -> None:
     with pytest.raises(NotFoundError) as caught:
         catalog.get("fishing-licence")
     assert caught.value.code == "matter.unknown"
     assert caught.value.status == 404
 
 
-def test_an_unknown_matter_id_is_not_echoed_in_full(catalog: MatterCatalog) -> None:
+def test_an_unknown_matter_id_is_not_echoed_in_full(catalog: MatterSet) -> None:
     with pytest.raises(NotFoundError) as caught:
         catalog.get("x" * 10_000)
     assert len(caught.value.detail) < 200
 
 
-def test_require_type_allows_a_type_the_matter_uses(catalog: MatterCatalog) -> None:
+def test_require_type_allows_a_type_the_matter_uses(catalog: MatterSet) -> None:
     matter = catalog.require_type("divorce-registration", "marriage")
     assert matter.id == "divorce-registration"
 
@@ -114,7 +112,7 @@ def test_require_type_allows_a_type_the_matter_uses(catalog: MatterCatalog) -> N
     ],
 )
 def test_require_type_refuses_a_type_the_matter_does_not_use(
-    catalog: MatterCatalog, matter_id: str, cert_type: str
+    catalog: MatterSet, matter_id: str, cert_type: str
 ) -> None:
     with pytest.raises(Forbidden) as caught:
         catalog.require_type(matter_id, cert_type)
@@ -122,7 +120,7 @@ def test_require_type_refuses_a_type_the_matter_does_not_use(
     assert caught.value.status == 403
 
 
-def test_require_type_of_an_unknown_matter(catalog: MatterCatalog) -> None:
+def test_require_type_of_an_unknown_matter(catalog: MatterSet) -> None:
     with pytest.raises(NotFoundError) as caught:
         catalog.require_type("fishing-licence", "resident_id")
     assert caught.value.code == "matter.unknown"
@@ -130,7 +128,7 @@ def test_require_type_of_an_unknown_matter(catalog: MatterCatalog) -> None:
 
 def test_a_catalog_of_its_own_matters() -> None:
     only = Matter("m", "事项", "局", ("marriage",), True, (Level.COUNTY,), "场景")
-    catalog = MatterCatalog((only,))
+    catalog = MatterSet((only,))
     assert catalog.all() == [only]
     with pytest.raises(NotFoundError) as caught:
         catalog.get(MATTERS[0].id)

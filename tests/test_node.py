@@ -10,12 +10,21 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import BRIDE, GROOM, NOW, Tokens, household_request, marriage_request
+from conftest import (
+    BRIDE,
+    GROOM,
+    NOW,
+    Tokens,
+    fetch_now,
+    household_request,
+    marriage_request,
+    verify_now,
+)
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.audit.records import AuditKind
 from gateway.certificates.holders import holder_digest
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.schemas import SchemaSet
 from gateway.certificates.status import CertStatus
 from gateway.certificates.status_list import STATUS_LIST_TYP, parse_status_list
 from gateway.clock import FixedClock
@@ -36,6 +45,7 @@ from gateway.errors import (
 )
 from gateway.identifiers import make_credit_code, parse_certificate_id
 from gateway.ids import CertificateId, DepartmentId, NodeId
+from gateway.server.node import open_node_service
 from gateway.services.node import STATUS_LIST_TTL, NodeService
 from gateway.sso.auth import Principal, Scope
 from gateway.storage.registry import Outbox
@@ -88,11 +98,11 @@ def business_licence_request() -> dict[str, Any]:
 
 
 def open_service(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, where: Path
+    federation: Federation, clock: FixedClock, schemas: SchemaSet, where: Path
 ) -> NodeService:
     """A second, independent zhuji node in its own directories."""
     federation = federation.with_overrides(data_dir=where / "var", keys_dir=where / "keys")
-    return NodeService.open(
+    return open_node_service(
         federation, "zhuji", clock=clock, schemas=schemas, public_url="http://zhuji.test"
     )
 
@@ -145,11 +155,11 @@ def test_issuance_and_status_changes_reach_the_audit_log_through_the_outbox(
 
 
 def crash_restart(
-    service: NodeService, federation: Federation, clock: FixedClock, schemas: SchemaCatalog
+    service: NodeService, federation: Federation, clock: FixedClock, schemas: SchemaSet
 ) -> NodeService:
     """The node's process dies (its stores closed as the kernel would), and starts again."""
     service.close()
-    return NodeService.open(
+    return open_node_service(
         federation, "zhuji", clock=clock, schemas=schemas, public_url="http://zhuji.test"
     )
 
@@ -158,7 +168,7 @@ def test_a_crash_before_the_audit_append_is_recovered_on_restart(
     service: NodeService,
     federation: Federation,
     clock: FixedClock,
-    schemas: SchemaCatalog,
+    schemas: SchemaSet,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def power_cut(_items: object) -> None:
@@ -186,7 +196,7 @@ def test_a_crash_after_the_audit_append_does_not_duplicate_the_record(
     service: NodeService,
     federation: Federation,
     clock: FixedClock,
-    schemas: SchemaCatalog,
+    schemas: SchemaSet,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def power_cut(_seqs: object) -> None:
@@ -371,8 +381,8 @@ def test_fetch_returns_the_certificate_for_a_matter_that_uses_its_type(
 ) -> None:
     issued = service.issue(public_security(), household_request())
     consent = tokens.consent(GROOM["id"], types=("household_register",))
-    fetched = service.fetch(
-        civil_affairs(), issued.certificate.id, "marriage-registration", consent=consent
+    fetched = fetch_now(
+        service, civil_affairs(), issued.certificate.id, "marriage-registration", consent=consent
     )
     assert fetched.document == issued.document
     assert fetched.report.indication is Indication.PASSED
@@ -383,14 +393,14 @@ def test_fetch_returns_the_certificate_for_a_matter_that_uses_its_type(
 def test_fetch_refuses_a_type_the_matter_does_not_use(service: NodeService) -> None:
     issued = service.issue(civil_affairs(), marriage_request())
     with pytest.raises(Forbidden) as caught:
-        service.fetch(civil_affairs(), issued.certificate.id, "social-insurance-record-query")
+        fetch_now(service, civil_affairs(), issued.certificate.id, "social-insurance-record-query")
     assert caught.value.code == "matter.type_not_allowed"
 
 
 def test_fetch_refuses_an_unknown_matter(service: NodeService) -> None:
     issued = service.issue(civil_affairs(), marriage_request())
     with pytest.raises(NotFoundError) as caught:
-        service.fetch(civil_affairs(), issued.certificate.id, "no-such-matter")
+        fetch_now(service, civil_affairs(), issued.certificate.id, "no-such-matter")
     assert caught.value.code == "matter.unknown"
 
 
@@ -399,13 +409,13 @@ def test_fetch_of_an_unknown_certificate_is_not_found(service: NodeService) -> N
     ident = parse_certificate_id(issued.certificate.id)
     unknown = _with_valid_check(ident.type_code, ident.issuer_code, "29990000000000")
     with pytest.raises(NotFoundError) as caught:
-        service.fetch(civil_affairs(), unknown, "marriage-registration")
+        fetch_now(service, civil_affairs(), unknown, "marriage-registration")
     assert caught.value.code == "cert.not_found"
 
 
 def test_fetch_of_a_malformed_identifier_is_a_bad_request(service: NodeService) -> None:
     with pytest.raises(InvalidIdentifier) as caught:
-        service.fetch(civil_affairs(), "1.2.156.3005.2.nonsense", "marriage-registration")
+        fetch_now(service, civil_affairs(), "1.2.156.3005.2.nonsense", "marriage-registration")
     assert caught.value.code == "input.identifier.format"
 
 
@@ -413,7 +423,7 @@ def test_fetch_without_the_read_scope_is_refused(service: NodeService) -> None:
     issued = service.issue(civil_affairs(), marriage_request())
     caller = department("zhuji-civil-affairs", ALL_SCOPES - {Scope.CERT_READ.value})
     with pytest.raises(Forbidden) as caught:
-        service.fetch(caller, issued.certificate.id, "marriage-registration")
+        fetch_now(service, caller, issued.certificate.id, "marriage-registration")
     assert caught.value.code == "auth.scope"
 
 
@@ -425,8 +435,8 @@ def test_fetch_of_a_suspended_certificate_reports_the_suspension(
         civil_affairs(), issued.certificate.id, {"action": "suspend", "reason": "x"}
     )
     consent = tokens.consent(GROOM["id"], matter="divorce-registration", types=("marriage",))
-    fetched = service.fetch(
-        civil_affairs(), issued.certificate.id, "divorce-registration", consent=consent
+    fetched = fetch_now(
+        service, civil_affairs(), issued.certificate.id, "divorce-registration", consent=consent
     )
     assert fetched.certificate.status is CertStatus.SUSPENDED
     assert fetched.report.indication is Indication.FAILED
@@ -494,7 +504,7 @@ def test_only_the_owning_department_changes_a_status(
 
 
 def test_a_department_issuing_the_same_type_is_not_the_owner(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, tmp_path: Path
+    federation: Federation, clock: FixedClock, schemas: SchemaSet, tmp_path: Path
 ) -> None:
     annex = Department(
         id=DepartmentId("zhuji-marriage-annex"),
@@ -556,8 +566,8 @@ def test_change_status_of_an_unknown_certificate_is_not_found(service: NodeServi
 
 def test_verify_batch_reports_each_seal_in_order(service: NodeService) -> None:
     genuine = service.issue(civil_affairs(), marriage_request()).certificate.seal
-    reports = service.verify_batch(
-        civil_affairs(), {"seals": [genuine, tamper(genuine), "not-a-seal"]}
+    reports = verify_now(
+        service, civil_affairs(), {"seals": [genuine, tamper(genuine), "not-a-seal"]}
     )
     assert [(r.indication, r.code) for r in reports] == [
         (Indication.PASSED, "ok"),
@@ -575,7 +585,7 @@ def test_verify_batch_reports_each_seal_in_order(service: NodeService) -> None:
 def test_verify_batch_counts_every_seal_and_audits_the_tally(service: NodeService) -> None:
     genuine = service.issue(civil_affairs(), marriage_request()).certificate.seal
     batch = [genuine, tamper(genuine), genuine, "x", tamper(genuine), genuine]
-    service.verify_batch(civil_affairs(), {"seals": batch})
+    verify_now(service, civil_affairs(), {"seals": batch})
     samples = service.metrics.registry
     for labels, n in (
         ({"indication": "PASSED", "code": "ok"}, 3),
@@ -588,15 +598,15 @@ def test_verify_batch_counts_every_seal_and_audits_the_tally(service: NodeServic
 
 
 def test_verify_batch_over_the_configured_limit_is_refused(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, tmp_path: Path
+    federation: Federation, clock: FixedClock, schemas: SchemaSet, tmp_path: Path
 ) -> None:
     limited = federation.with_overrides(limits=Limits(max_batch=2))
     node = open_service(limited, clock, schemas, tmp_path / "limited")
     try:
         genuine = node.issue(civil_affairs(), marriage_request()).certificate.seal
-        assert len(node.verify_batch(civil_affairs(), {"seals": [genuine] * 2})) == 2
+        assert len(verify_now(node, civil_affairs(), {"seals": [genuine] * 2})) == 2
         with pytest.raises(InputError) as caught:
-            node.verify_batch(civil_affairs(), {"seals": [genuine] * 3})
+            verify_now(node, civil_affairs(), {"seals": [genuine] * 3})
         assert caught.value.code == "input.batch_too_large"
         assert caught.value.status == 400
     finally:
@@ -607,20 +617,20 @@ def test_verify_batch_over_the_default_limit_is_refused_before_the_schema(
     service: NodeService,
 ) -> None:
     with pytest.raises(InputError) as caught:
-        service.verify_batch(civil_affairs(), {"seals": ["x"] * 1001})
+        verify_now(service, civil_affairs(), {"seals": ["x"] * 1001})
     assert caught.value.code == "input.batch_too_large"
 
 
 def test_verify_batch_of_nothing_is_refused(service: NodeService) -> None:
     with pytest.raises(SchemaViolation) as caught:
-        service.verify_batch(civil_affairs(), {"seals": []})
+        verify_now(service, civil_affairs(), {"seals": []})
     assert caught.value.code == "input.schema"
 
 
 def test_verify_batch_without_the_verify_scope_is_refused(service: NodeService) -> None:
     caller = department("zhuji-civil-affairs", ALL_SCOPES - {Scope.SEAL_VERIFY.value})
     with pytest.raises(Forbidden) as caught:
-        service.verify_batch(caller, {"seals": ["x"]})
+        verify_now(service, caller, {"seals": ["x"]})
     assert caught.value.code == "auth.scope"
 
 
@@ -630,7 +640,7 @@ def test_a_seal_naming_a_status_list_this_node_does_not_have_is_indeterminate(
     # e.g. a certificate sealed before the registry was reset, the keys kept
     document = dict(service.issue(civil_affairs(), marriage_request()).document)
     document["status"] = {"status_list": {"idx": 0, "uri": "http://zhuji.test/v1/status-lists/7"}}
-    (report,) = service.verify_batch(civil_affairs(), {"seals": [reseal(service, document)]})
+    (report,) = verify_now(service, civil_affairs(), {"seals": [reseal(service, document)]})
     assert report.indication is Indication.INDETERMINATE
     assert report.code == "status.unavailable"
 
@@ -729,18 +739,18 @@ def test_a_fresh_node_has_no_status_list(service: NodeService) -> None:
 def test_open_refuses_a_node_that_is_not_a_region(
     federation: Federation,
     clock: FixedClock,
-    schemas: SchemaCatalog,
+    schemas: SchemaSet,
     node_id: str,
     code: str | None,
 ) -> None:
     with pytest.raises(GatewayError) as caught:
-        NodeService.open(federation, node_id, clock=clock, schemas=schemas)
+        open_node_service(federation, node_id, clock=clock, schemas=schemas)
     assert caught.value.code == (code or "config.invalid")
 
 
 @pytest.fixture
 def two_services(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, tmp_path: Path
+    federation: Federation, clock: FixedClock, schemas: SchemaSet, tmp_path: Path
 ) -> Iterator[tuple[NodeService, NodeService]]:
     first = open_service(federation, clock, schemas, tmp_path / "a")
     second = open_service(federation, clock, schemas, tmp_path / "b")
@@ -754,7 +764,7 @@ def test_a_node_refuses_another_nodes_keys_seal(
 ) -> None:
     first, second = two_services
     token = first.issue(civil_affairs(), marriage_request()).certificate.seal
-    (report,) = second.verify_batch(civil_affairs(), {"seals": [token]})
+    (report,) = verify_now(second, civil_affairs(), {"seals": [token]})
     assert report.indication is Indication.INDETERMINATE
     assert report.code == "seal.unknown_kid"
 

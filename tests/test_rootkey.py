@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gateway._internal.secret import Secret
 from gateway.clock import FixedClock
-from gateway.config import Secret
 from gateway.crypto.jwks import KeyState, StaticKeyResolver
 from gateway.crypto.keystore import FEDERATION_DIR
 from gateway.crypto.seals import sign_compact, verify_compact

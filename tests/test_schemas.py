@@ -28,7 +28,7 @@ from gateway.certificates.schemas import (
     MAX_REPORTED_ERRORS,
     SCHEMA_BASE,
     CertificateTypeInfo,
-    SchemaCatalog,
+    SchemaSet,
     default_schema_dir,
 )
 from gateway.errors import ConfigError, NotFoundError, SchemaViolation, UnknownCertificateType
@@ -59,8 +59,8 @@ ENVELOPES = [
 
 
 @pytest.fixture(scope="module")
-def catalog() -> SchemaCatalog:
-    return SchemaCatalog.load(SCHEMA_DIR)
+def catalog() -> SchemaSet:
+    return SchemaSet.load(SCHEMA_DIR)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def _read(path: Path) -> dict[str, Any]:
 MARRIAGE_CODE: str = _read(SCHEMA_DIR / "types" / "marriage.schema.json")["x-type-code"]
 
 
-def _violation(catalog: SchemaCatalog, name: str, document: object) -> SchemaViolation:
+def _violation(catalog: SchemaSet, name: str, document: object) -> SchemaViolation:
     with pytest.raises(SchemaViolation) as caught:
         catalog.validate(name, document)
     return caught.value
@@ -148,7 +148,7 @@ def test_every_object_is_closed(path: Path) -> None:
     assert open_objects == []
 
 
-def test_type_data_is_closed(catalog: SchemaCatalog) -> None:
+def test_type_data_is_closed(catalog: SchemaSet) -> None:
     for name, document in catalog.schema_documents().items():
         if name.startswith("type:"):
             data = document["properties"]["data"]
@@ -156,7 +156,7 @@ def test_type_data_is_closed(catalog: SchemaCatalog) -> None:
             assert _objects_without_closed_members(data) == [], name
 
 
-def test_nine_types_each_with_a_valid_type_code(catalog: SchemaCatalog) -> None:
+def test_nine_types_each_with_a_valid_type_code(catalog: SchemaSet) -> None:
     types = catalog.certificate_types()
     assert [t.name for t in types] == NINE_TYPES
     codes = [t.type_code for t in types]
@@ -173,7 +173,7 @@ def test_nine_types_each_with_a_valid_type_code(catalog: SchemaCatalog) -> None:
     assert by_name["household_register"].type_code == "11100000000013338W002"
 
 
-def test_certificate_type_info(catalog: SchemaCatalog) -> None:
+def test_certificate_type_info(catalog: SchemaSet) -> None:
     licence = catalog.certificate_type("business_licence")
     assert licence == CertificateTypeInfo(
         name="business_licence",
@@ -193,14 +193,14 @@ def test_certificate_type_info(catalog: SchemaCatalog) -> None:
         marriage.name = "divorce"  # type: ignore[misc]
 
 
-def test_unknown_certificate_type(catalog: SchemaCatalog) -> None:
+def test_unknown_certificate_type(catalog: SchemaSet) -> None:
     with pytest.raises(UnknownCertificateType) as caught:
         catalog.certificate_type("passport")
     assert caught.value.code == "input.certificate_type"
     assert caught.value.status == 400
 
 
-def test_unknown_schema_names(catalog: SchemaCatalog) -> None:
+def test_unknown_schema_names(catalog: SchemaSet) -> None:
     with pytest.raises(UnknownCertificateType) as unknown_type:
         catalog.validate("type:passport", {})
     assert unknown_type.value.code == "input.certificate_type"
@@ -211,7 +211,7 @@ def test_unknown_schema_names(catalog: SchemaCatalog) -> None:
         catalog.reference_errors("nope", {})
 
 
-def test_schema_documents_are_every_schema_and_copies(catalog: SchemaCatalog) -> None:
+def test_schema_documents_are_every_schema_and_copies(catalog: SchemaSet) -> None:
     documents = catalog.schema_documents()
     assert sorted(documents) == catalog.names()
     assert set(documents) == {
@@ -230,7 +230,7 @@ def test_default_schema_dir_is_the_repository_schemas() -> None:
     assert (default_schema_dir() / "certificate.schema.json").is_file()
 
 
-def test_issue_request_checks_each_type_data_and_holder(catalog: SchemaCatalog) -> None:
+def test_issue_request_checks_each_type_data_and_holder(catalog: SchemaSet) -> None:
     documents = catalog.schema_documents()
     for info in catalog.certificate_types():
         request = issue_request(catalog, info.name)
@@ -243,28 +243,28 @@ def test_issue_request_checks_each_type_data_and_holder(catalog: SchemaCatalog) 
 # --- valid and broken documents: exact pointers, and both implementations agree ---------------
 
 
-def test_valid_corpus_covers_every_schema(catalog: SchemaCatalog) -> None:
+def test_valid_corpus_covers_every_schema(catalog: SchemaSet) -> None:
     assert {name for name, _ in valid_documents(catalog)} == set(catalog.names())
 
 
-def test_valid_documents_pass_both_implementations(catalog: SchemaCatalog) -> None:
+def test_valid_documents_pass_both_implementations(catalog: SchemaSet) -> None:
     for name, document in valid_documents(catalog):
         catalog.validate(name, document)
         assert catalog.reference_errors(name, document) == [], name
 
 
 def _broken_ids() -> list[str]:
-    return [b.label for b in broken_documents(SchemaCatalog.load(SCHEMA_DIR))]
+    return [b.label for b in broken_documents(SchemaSet.load(SCHEMA_DIR))]
 
 
 @pytest.fixture(scope="module")
-def broken(catalog: SchemaCatalog) -> dict[str, Broken]:
+def broken(catalog: SchemaSet) -> dict[str, Broken]:
     return {b.label: b for b in broken_documents(catalog)}
 
 
 @pytest.mark.parametrize("label", _broken_ids())
 def test_broken_document_reports_each_failing_field(
-    catalog: SchemaCatalog, broken: dict[str, Broken], label: str
+    catalog: SchemaSet, broken: dict[str, Broken], label: str
 ) -> None:
     case = broken[label]
     violation = _violation(catalog, case.schema, case.document)
@@ -279,7 +279,7 @@ def test_broken_document_reports_each_failing_field(
     assert set(catalog.reference_errors(case.schema, case.document)) == case.pointers
 
 
-def test_messages_name_the_rule_but_not_the_value(catalog: SchemaCatalog) -> None:
+def test_messages_name_the_rule_but_not_the_value(catalog: SchemaSet) -> None:
     document = certificate(catalog, "household_register")
     document["holder"] |= {"id_type": "001", "id": "secret-id-1234567x"}
     violation = _violation(catalog, "certificate", document)
@@ -288,7 +288,7 @@ def test_messages_name_the_rule_but_not_the_value(catalog: SchemaCatalog) -> Non
     assert violation.detail.startswith("document does not match the schema certificate")
 
 
-def test_messages_for_common_rules(catalog: SchemaCatalog) -> None:
+def test_messages_for_common_rules(catalog: SchemaSet) -> None:
     document = certificate(catalog, "household_register")
     document = with_value(document, "/iat", "now")
     document = with_value(document, "/data/household_type", "x")
@@ -306,7 +306,7 @@ def test_messages_for_common_rules(catalog: SchemaCatalog) -> None:
     }
 
 
-def test_too_many_failures_are_capped(catalog: SchemaCatalog) -> None:
+def test_too_many_failures_are_capped(catalog: SchemaSet) -> None:
     document = certificate(catalog, "social_insurance_record")
     period = document["data"]["periods"][0] | {"month": "2026-13"}
     document["data"]["periods"] = [period] * 600
@@ -316,7 +316,7 @@ def test_too_many_failures_are_capped(catalog: SchemaCatalog) -> None:
     assert f"(first {MAX_REPORTED_ERRORS})" in violation.detail
 
 
-def test_non_json_values_are_a_schema_violation(catalog: SchemaCatalog) -> None:
+def test_non_json_values_are_a_schema_violation(catalog: SchemaSet) -> None:
     document = certificate(catalog, "marriage")
     document["data"]["spouse"] = {"a", "set"}
     violation = _violation(catalog, "type:marriage", document)
@@ -325,7 +325,7 @@ def test_non_json_values_are_a_schema_violation(catalog: SchemaCatalog) -> None:
     assert isinstance(violation.__cause__, ValueError)
 
 
-def test_validate_certificate_uses_the_type_it_names(catalog: SchemaCatalog) -> None:
+def test_validate_certificate_uses_the_type_it_names(catalog: SchemaSet) -> None:
     marriage = certificate(catalog, "marriage")
     catalog.validate_certificate(marriage)
     # Valid for the generic schema, but not for its own type.
@@ -350,7 +350,7 @@ def test_validate_certificate_uses_the_type_it_names(catalog: SchemaCatalog) -> 
     ],
 )
 def test_validate_certificate_without_a_known_type(
-    catalog: SchemaCatalog, document: object, pointer: str
+    catalog: SchemaSet, document: object, pointer: str
 ) -> None:
     with pytest.raises(SchemaViolation) as caught:
         catalog.validate_certificate(document)
@@ -360,9 +360,7 @@ def test_validate_certificate_without_a_known_type(
 # --- the validators are compiled once -------------------------------------------------------
 
 
-def test_validators_are_compiled_once(
-    catalog: SchemaCatalog, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_validators_are_compiled_once(catalog: SchemaSet, monkeypatch: pytest.MonkeyPatch) -> None:
     compiled: list[object] = []
     original = jsonschema_rs.Draft202012Validator
 
@@ -391,7 +389,7 @@ def test_load_compiles_every_schema_once(monkeypatch: pytest.MonkeyPatch) -> Non
         return original(schema, **kwargs)
 
     monkeypatch.setattr(jsonschema_rs, "Draft202012Validator", counting)
-    catalog = SchemaCatalog.load(SCHEMA_DIR)
+    catalog = SchemaSet.load(SCHEMA_DIR)
     assert sorted(compiled) == sorted(set(compiled))
     assert len(compiled) == len(catalog.names()) == 17
 
@@ -607,7 +605,7 @@ def test_load_refuses_a_bad_schema_directory(tmp_path: Path, edit: Edit, message
     shutil.copytree(SCHEMA_DIR, root)
     edit(root)
     with pytest.raises(ConfigError) as caught:
-        SchemaCatalog.load(root)
+        SchemaSet.load(root)
     assert type(caught.value) is ConfigError
     assert caught.value.code == "config.invalid"
     assert message in caught.value.detail
@@ -617,7 +615,7 @@ def test_load_accepts_a_copy(tmp_path: Path) -> None:
     root = tmp_path / "schemas"
     shutil.copytree(SCHEMA_DIR, root)
     (root / "README.md").write_text("not a schema", encoding="utf-8")
-    assert SchemaCatalog.load(root).names() == SchemaCatalog.load(SCHEMA_DIR).names()
+    assert SchemaSet.load(root).names() == SchemaSet.load(SCHEMA_DIR).names()
 
 
 # --- differential: mutated valid documents, jsonschema-rs against jsonschema ---------------------
@@ -705,7 +703,7 @@ def mutated(draw: st.DrawFn, corpus: list[tuple[str, dict[str, Any]]]) -> tuple[
 
 
 def _differential_corpus() -> list[tuple[str, dict[str, Any]]]:
-    return valid_documents(SchemaCatalog.load(SCHEMA_DIR))
+    return valid_documents(SchemaSet.load(SCHEMA_DIR))
 
 
 @settings(
@@ -717,7 +715,7 @@ def _differential_corpus() -> list[tuple[str, dict[str, Any]]]:
 )
 @given(case=mutated(_differential_corpus()))
 def test_mutated_documents_get_the_same_verdict_from_both(
-    catalog: SchemaCatalog, case: tuple[str, Any]
+    catalog: SchemaSet, case: tuple[str, Any]
 ) -> None:
     name, document = case
     reference = set(catalog.reference_errors(name, document))
@@ -730,7 +728,7 @@ def test_mutated_documents_get_the_same_verdict_from_both(
     assert found == reference
 
 
-def test_the_mutator_mostly_breaks_documents(catalog: SchemaCatalog) -> None:
+def test_the_mutator_mostly_breaks_documents(catalog: SchemaSet) -> None:
     # Guards the test above against a mutator that (silently) produces only valid documents.
     invalid = 0
     total = 0

@@ -17,12 +17,13 @@ from conftest import NOW
 
 from gateway._internal.wire import b64url_decode
 from gateway.certificates.documents import certificate_date
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.schemas import SchemaSet
 from gateway.cli.seed import generate, seed_node
 from gateway.clock import FixedClock
 from gateway.config import Federation
 from gateway.errors import ConfigError, Indication
 from gateway.identifiers import ResidentId, validate_credit_code, validate_resident_id
+from gateway.server.node import open_node_service
 from gateway.services.node import NodeService
 
 CJK_NAME = re.compile(r"[\u4e00-\u9fff]{2,3}")
@@ -40,7 +41,7 @@ ADULT_TYPES = {
 
 @pytest.fixture
 def open_node(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, tmp_path: Path
+    federation: Federation, clock: FixedClock, schemas: SchemaSet, tmp_path: Path
 ) -> Iterator[Any]:
     """Open a node of the default federation in its own directories; closed afterwards."""
     opened: list[NodeService] = []
@@ -49,7 +50,7 @@ def open_node(
         fed = federation.with_overrides(
             data_dir=tmp_path / where / "var", keys_dir=tmp_path / where / "keys"
         )
-        service = NodeService.open(
+        service = open_node_service(
             fed, node_id, clock=clock, schemas=schemas, public_url=f"http://{node_id}.test"
         )
         opened.append(service)

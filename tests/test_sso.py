@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import BRIDE, GROOM, NOW, Tokens, household_request
+from conftest import BRIDE, GROOM, NOW, Tokens, fetch_now, household_request
 
 from gateway._internal.wire import b64url_decode, b64url_encode
-from gateway.certificates.matters import ALL_LEVELS, MATTERS, Matter, MatterCatalog
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.matters import ALL_LEVELS, MATTERS, Matter, MatterSet
+from gateway.certificates.schemas import SchemaSet
 from gateway.clock import FixedClock
 from gateway.config import Department, Federation
 from gateway.crypto.jwks import VerificationKey
@@ -27,6 +27,7 @@ from gateway.crypto.reports import VerificationReport
 from gateway.errors import Forbidden, TokenError
 from gateway.identifiers import make_credit_code
 from gateway.ids import CertificateId, DepartmentId, KeyId, NodeId, RegionCode
+from gateway.server.node import open_node_service
 from gateway.services.node import NodeService
 from gateway.sso.auth import Principal, Scope
 from gateway.sso.node_auth import NodeAuthenticator
@@ -241,7 +242,7 @@ def issue_household(service: NodeService, holder: dict[str, str] | None = None) 
 def test_a_personal_certificate_needs_the_holders_grant(service: NodeService) -> None:
     cert_id = issue_household(service)
     with pytest.raises(Forbidden) as caught:
-        service.fetch(caller("zhuji-civil-affairs"), cert_id, MARRIAGE)
+        fetch_now(service, caller("zhuji-civil-affairs"), cert_id, MARRIAGE)
     assert caught.value.code == "consent.required"
     assert caught.value.status == 403
 
@@ -249,7 +250,7 @@ def test_a_personal_certificate_needs_the_holders_grant(service: NodeService) ->
 def test_the_holders_grant_releases_it(service: NodeService, tokens: Tokens) -> None:
     cert_id = issue_household(service)
     consent = tokens.consent(GROOM["id"], types=("household_register",))
-    fetched = service.fetch(caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=consent)
+    fetched = fetch_now(service, caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=consent)
     assert fetched.certificate.id == cert_id
     assert fetched.report.to_json()["indication"] == "PASSED"
 
@@ -273,7 +274,7 @@ def test_a_grant_for_something_else_is_refused(
         types=grant.get("types", ("household_register",)),
     )
     with pytest.raises(Forbidden) as caught:
-        service.fetch(caller(dept), cert_id, MARRIAGE, consent=consent)
+        fetch_now(service, caller(dept), cert_id, MARRIAGE, consent=consent)
     assert caught.value.code == code
 
 
@@ -281,8 +282,12 @@ def test_purpose_limitation_comes_before_consent(service: NodeService, tokens: T
     cert_id = issue_household(service)
     consent = tokens.consent(GROOM["id"], types=("household_register",))
     with pytest.raises(Forbidden) as caught:
-        service.fetch(
-            caller("zhuji-civil-affairs"), cert_id, "business-registration", consent=consent
+        fetch_now(
+            service,
+            caller("zhuji-civil-affairs"),
+            cert_id,
+            "business-registration",
+            consent=consent,
         )
     assert caught.value.code == "matter.type_not_allowed"
 
@@ -290,11 +295,11 @@ def test_purpose_limitation_comes_before_consent(service: NodeService, tokens: T
 def test_a_node_without_the_idps_keys_releases_nothing(
     federation: Federation,
     clock: FixedClock,
-    schemas: SchemaCatalog,
+    schemas: SchemaSet,
     tokens: Tokens,
     tmp_path: Path,
 ) -> None:
-    node = NodeService.open(
+    node = open_node_service(
         federation.with_overrides(data_dir=tmp_path / "bare"),
         "zhuji",
         clock=clock,
@@ -305,11 +310,11 @@ def test_a_node_without_the_idps_keys_releases_nothing(
         cert_id = issue_household(node)
         consent = tokens.consent(GROOM["id"], types=("household_register",))
         with pytest.raises(Forbidden) as caught:
-            node.fetch(caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=consent)
+            fetch_now(node, caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=consent)
         assert caught.value.code == "consent.invalid"
         # once it has them (as create_app gives it the IdP's key set) the grant is honoured
         node.use_idp_keys(tokens.resolver)
-        fetched = node.fetch(caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=consent)
+        fetched = fetch_now(node, caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=consent)
         assert fetched.certificate.id == cert_id
     finally:
         node.close()
@@ -321,7 +326,7 @@ def test_a_caller_without_a_department_cannot_present_a_grant(
     cert_id = issue_household(service)
     consent = tokens.consent(GROOM["id"], types=("household_register",))
     with pytest.raises(Forbidden) as caught:
-        service.fetch(caller(None), cert_id, MARRIAGE, consent=consent)
+        fetch_now(service, caller(None), cert_id, MARRIAGE, consent=consent)
     assert caught.value.code == "consent.invalid"
 
 
@@ -332,7 +337,7 @@ def test_a_tampered_grant_is_invalid(service: NodeService, tokens: Tokens) -> No
     claims["types"] = ["resident_id", "household_register"]
     forged = f"{header}.{b64url_encode(orjson.dumps(claims))}.{signature}"
     with pytest.raises(Forbidden) as caught:
-        service.fetch(caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=forged)
+        fetch_now(service, caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=forged)
     assert caught.value.code == "consent.invalid"
 
 
@@ -342,10 +347,10 @@ def test_an_expired_grant_is_refused(
     cert_id = issue_household(service)
     consent = tokens.consent(GROOM["id"], types=("household_register",), until=NOW + 600)
     clock.advance(600 + CLOCK_SKEW)
-    assert service.fetch(caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=consent)
+    assert fetch_now(service, caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=consent)
     clock.advance(1)
     with pytest.raises(Forbidden) as caught:
-        service.fetch(caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=consent)
+        fetch_now(service, caller("zhuji-civil-affairs"), cert_id, MARRIAGE, consent=consent)
     assert caught.value.code == "consent.expired"
 
 
@@ -364,12 +369,12 @@ CONSENT_FREE = Matter(
 
 def test_a_consent_free_matter_releases_a_personal_certificate(service: NodeService) -> None:
     cert_id = issue_household(service)
-    service.matters = MatterCatalog((*MATTERS, CONSENT_FREE))
-    fetched = service.fetch(caller("zhuji-civil-affairs"), cert_id, CONSENT_FREE.id)
+    service.matters = MatterSet((*MATTERS, CONSENT_FREE))
+    fetched = fetch_now(service, caller("zhuji-civil-affairs"), cert_id, CONSENT_FREE.id)
     assert fetched.certificate.id == cert_id
     # the same certificate for a matter that needs consent still needs it
     with pytest.raises(Forbidden) as caught:
-        service.fetch(caller("zhuji-civil-affairs"), cert_id, MARRIAGE)
+        fetch_now(service, caller("zhuji-civil-affairs"), cert_id, MARRIAGE)
     assert caught.value.code == "consent.required"
 
 
@@ -422,7 +427,7 @@ def business_licence_request() -> dict[str, Any]:
 def with_market_regulation(
     federation: Federation,
     clock: FixedClock,
-    schemas: SchemaCatalog,
+    schemas: SchemaSet,
     tokens: Tokens,
     tmp_path: Path,
 ) -> Iterator[NodeService]:
@@ -433,7 +438,7 @@ def with_market_regulation(
         else node
         for node in federation.nodes
     )
-    node = NodeService.open(
+    node = open_node_service(
         federation.with_overrides(nodes=nodes, data_dir=tmp_path / "market"),
         "zhuji",
         clock=clock,
@@ -449,8 +454,8 @@ def test_an_organisations_certificate_needs_no_consent(with_market_regulation: N
     node = with_market_regulation
     issued = node.issue(caller("zhuji-market-regulation"), business_licence_request())
     # business registration is consent-free, and a licence is not personal data anyway
-    fetched = node.fetch(
-        caller("zhuji-civil-affairs"), issued.certificate.id, "business-registration"
+    fetched = fetch_now(
+        node, caller("zhuji-civil-affairs"), issued.certificate.id, "business-registration"
     )
     report: VerificationReport = fetched.report
     assert (report.to_json()["indication"], fetched.certificate.id) == (

@@ -208,7 +208,7 @@ async def test_without_a_root_key_there_is_no_cache_and_no_fetch(
         sync.resolver(NOW)
     assert caught.value.code == "trust.unavailable"
     with pytest.raises(KeyStoreError) as missing:
-        sync.offer_local("x.y.z")
+        await sync.offer_local("x.y.z")
     assert missing.value.code == "keys.root_missing"
     # national creates the root key: the next refresh finds it and loads the list
     root = RootKey.open_or_create(keys_dir, clock=clock)
@@ -221,11 +221,11 @@ async def test_offer_local_makes_national_s_own_list_current(
     sync: TrustSync, national: tuple[National, str], root: RootKey
 ) -> None:
     token = signed(root, 4)
-    assert sync.offer_local(token).seq == 4
+    assert (await sync.offer_local(token)).seq == 4
     assert sync.token == token
     assert national[0].hits == 0
     with pytest.raises(SealError) as caught:
-        sync.offer_local(signed(root, 3))
+        await sync.offer_local(signed(root, 3))
     assert caught.value.code == "trust.rollback"
 
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.config import Secret
+from gateway._internal.secret import Secret
 from gateway.errors import KeyStoreError
 
 PrivateKey = Ed25519PrivateKey | ec.EllipticCurvePrivateKey

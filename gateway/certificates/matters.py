@@ -1,4 +1,4 @@
-"""The catalog of matters (事项): what a service window handles, and which certificates it may use.
+"""The matters (事项): what a service window handles, and which certificates it may use.
 
 A lookup or fetch names its matter; a department may fetch only the certificate types that
 matter needs (purpose limitation). Sources: the seed plan's annex 2 (the national high-
@@ -152,7 +152,7 @@ MATTERS: tuple[Matter, ...] = (
 )
 
 
-class MatterCatalog:
+class MatterSet:
     def __init__(self, matters: tuple[Matter, ...] = MATTERS) -> None:
         self._by_id = {m.id: m for m in matters}
 

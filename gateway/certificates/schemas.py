@@ -10,8 +10,8 @@ file, each with a ``$id`` under :data:`SCHEMA_BASE` that mirrors its path:
   only table of certificate types and their codes;
 - ``exchange/<name>.schema.json``: the HTTP request and response envelopes.
 
-A :class:`SchemaCatalog` is loaded once at start-up. Loading checks every file against the
-draft 2020-12 metaschema and the catalog's own rules (``$id`` matches the path, type schemas
+A :class:`SchemaSet` is loaded once at start-up. Loading checks every file against the
+draft 2020-12 metaschema and the schema set's own rules (``$id`` matches the path, type schemas
 agree with the type list), and compiles one jsonschema-rs validator per schema for the hot
 path. jsonschema (the Python implementation) is kept beside it as the reference, for
 differential tests. Validation raises :class:`~gateway.errors.SchemaViolation` carrying the
@@ -102,7 +102,7 @@ class _Schema:
     reference: jsonschema.Draft202012Validator
 
 
-class SchemaCatalog:
+class SchemaSet:
     """Every schema of a ``schemas/`` directory, checked and compiled once.
 
     Build it with :meth:`load`. Schema names are ``certificate``, ``type:<type name>`` and
@@ -120,17 +120,17 @@ class SchemaCatalog:
     # --- loading ----------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, directory: Path) -> SchemaCatalog:
+    def load(cls, directory: Path) -> SchemaSet:
         """Read, check and compile every ``*.schema.json`` under ``directory``.
 
         Raises :class:`ConfigError` naming the offending file.
         """
         # 1. Read each file strictly (duplicate members are an error) and check it against
-        #    the draft 2020-12 metaschema and the catalog's naming rules.
+        #    the draft 2020-12 metaschema and the schema set's naming rules.
         documents: dict[str, tuple[Path, dict[str, Any]]] = {}
         for path in sorted(directory.rglob(f"*{_SCHEMA_SUFFIX}")):
             relative = path.relative_to(directory)
-            name = _catalog_name(relative)
+            name = _schema_name(relative)
             document = _read_schema(path, relative)
             documents[name] = (relative, document)
         if CERTIFICATE not in documents:
@@ -173,7 +173,7 @@ class SchemaCatalog:
             schemas[name] = _Schema(name, relative, document, validator, reference)
         return cls(schemas, types)
 
-    # --- catalog ----------------------------------------------------------------------------
+    # --- the set ------------------------------------------------------------------------------
 
     def names(self) -> list[str]:
         """Every schema name, sorted."""
@@ -274,7 +274,7 @@ def default_schema_dir() -> Path:
 # --- loading helpers ------------------------------------------------------------------------
 
 
-def _catalog_name(relative: Path) -> str:
+def _schema_name(relative: Path) -> str:
     parts = relative.parts
     stem = parts[-1].removesuffix(_SCHEMA_SUFFIX)
     if parts == (f"{CERTIFICATE}{_SCHEMA_SUFFIX}",):
@@ -351,7 +351,7 @@ def _type_info(name: str, relative: Path, document: Mapping[str, Any]) -> Certif
     if holder_kind not in HOLDER_ID_TYPES:
         raise ConfigError(f"{relative}: x-holder-kind must be person or organisation")
     kind = cast(HolderKind, holder_kind)
-    # The schema itself must pin what the catalog says, so the two cannot drift apart.
+    # The schema itself must pin what the set says, so the two cannot drift apart.
     pins = {
         ("properties", "type", "const"): name,
         ("properties", "type_code", "const"): type_code,

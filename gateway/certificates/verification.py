@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from gateway.certificates.documents import certificate_date
 from gateway.certificates.revocation import ProvenIssuances, RevocationSetAside, describe
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.schemas import SchemaSet
 from gateway.certificates.status import CertStatus
 from gateway.clock import Clock
 from gateway.crypto.jwks import KeyResolver
@@ -111,7 +111,7 @@ class CertificateVerifier:
     def __init__(
         self,
         keys: KeyResolver,
-        schemas: SchemaCatalog,
+        schemas: SchemaSet,
         *,
         clock: Clock,
         statuses: StatusResolver | None = None,

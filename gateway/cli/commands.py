@@ -16,19 +16,17 @@ import orjson
 from aiohttp import web
 
 from gateway._internal.wire import b64url_encode, loads
-from gateway.certificates.schemas import SchemaCatalog, default_schema_dir
+from gateway.certificates.schemas import SchemaSet, default_schema_dir
 from gateway.certificates.verification import CertificateVerifier
 from gateway.cli.console import table
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import Clock, SystemClock, to_rfc3339
 from gateway.config import Federation, NodeConfig
 from gateway.crypto.jwks import KeyResolver, StaticKeyResolver
-from gateway.crypto.keystore import federation_holder_secret
 from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import NATIONAL, NodeId
-from gateway.services.idp import IdpService, idp_issuer
-from gateway.services.node import NodeService
+from gateway.server.node import open_idp_service, open_node_service
 from gateway.trust.rootkey import load_root_public
 from gateway.trust.trust_list import TrustListResolver, read_trust_list_file, verify_trust_list
 
@@ -45,7 +43,7 @@ def node_app(
     node_id: str,
     *,
     clock: Clock,
-    schemas: SchemaCatalog | None = None,
+    schemas: SchemaSet | None = None,
     recover: bool = True,
 ) -> web.Application:
     """The aiohttp application of one node of ``federation``: the IdP's or a region's.
@@ -59,17 +57,13 @@ def node_app(
 
     node = federation.node(node_id)
     if node.kind == "idp":
-        idp = IdpService.open(
-            federation,
-            clock=clock,
-            holder_secret=federation_holder_secret(federation.keys_dir),
-        )
+        idp = open_idp_service(federation, clock=clock)
         return create_idp_app(idp)
-    service = NodeService.open(
+    service = open_node_service(
         federation,
         node_id,
         clock=clock,
-        schemas=schemas or SchemaCatalog.load(default_schema_dir()),
+        schemas=schemas or SchemaSet.load(default_schema_dir()),
     )
     if recover:
         try:
@@ -94,9 +88,7 @@ def _recover(federation: Federation, node_id: str) -> None:
     """The audit outbox recovery of a node served by worker processes (before they start)."""
     if federation.node(node_id).kind == "idp":
         return
-    service = NodeService.open(
-        federation, node_id, clock=SystemClock(), schemas=SchemaCatalog.load(default_schema_dir())
-    )
+    service = open_node_service(federation, node_id, clock=SystemClock())
     try:
         _report_recovery(node_id, service.recover_audit())
     finally:
@@ -252,7 +244,7 @@ async def run_federation(
     whatever opening a node raises (a bad key store, say), after shutting down the others.
     """
     bind = host or federation.host
-    schemas = SchemaCatalog.load(default_schema_dir())
+    schemas = SchemaSet.load(default_schema_dir())
     runners: list[web.AppRunner] = []
     try:
         for node in start_order(federation):
@@ -323,7 +315,7 @@ async def _token(
     federation: Federation, *, client: str | None, holder: str | None, scope: str | None
 ) -> int:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        idp = IdpClient(session, idp_issuer(federation))
+        idp = IdpClient(session, federation.idp_issuer())
         try:
             if client is not None:
                 entry = next((c for c in federation.clients if c.id == client), None)
@@ -383,7 +375,7 @@ def verify_offline(
     else:
         raise ConfigError("name the keys: --trust-list FILE --root-key FILE, or --jwks FILE")
     verifier = CertificateVerifier(
-        keys, SchemaCatalog.load(default_schema_dir()), clock=SystemClock(), statuses=None
+        keys, SchemaSet.load(default_schema_dir()), clock=SystemClock(), statuses=None
     )
     report, _ = verifier.report(token)
     if as_json:
@@ -414,9 +406,7 @@ def seed(federation: Federation, node_id: str, count: int, *, seed: int | None) 
 
     if count <= 0:
         raise ConfigError("--count must be positive")
-    service = NodeService.open(
-        federation, node_id, clock=SystemClock(), schemas=SchemaCatalog.load(default_schema_dir())
-    )
+    service = open_node_service(federation, node_id, clock=SystemClock())
     try:
         written = seed_node(service, count, rng_seed=seed, progress=True)
     finally:
@@ -426,9 +416,7 @@ def seed(federation: Federation, node_id: str, count: int, *, seed: int | None) 
 
 
 def export(federation: Federation, node_id: str, output: Path | None) -> int:
-    service = NodeService.open(
-        federation, node_id, clock=SystemClock(), schemas=SchemaCatalog.load(default_schema_dir())
-    )
+    service = open_node_service(federation, node_id, clock=SystemClock())
     count = 0
     try:
         with (
@@ -476,9 +464,7 @@ def reseal(federation: Federation, node_id: str, kid: str) -> int:
     from gateway.federation.keyrotation import reseal as reseal_node
     from gateway.ids import KeyId
 
-    service = NodeService.open(
-        federation, node_id, clock=SystemClock(), schemas=SchemaCatalog.load(default_schema_dir())
-    )
+    service = open_node_service(federation, node_id, clock=SystemClock())
     try:
         done = reseal_node(service, KeyId(kid), progress=True)
     finally:
@@ -526,7 +512,7 @@ async def _keys_admin(
     base = federation.url(node.id) + "/v1/admin/keys"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         try:
-            token = await IdpClient(session, idp_issuer(federation)).client_credentials(
+            token = await IdpClient(session, federation.idp_issuer()).client_credentials(
                 ops.id, ops.demo_secret.reveal()
             )
             headers = {"Authorization": f"Bearer {token}"}
@@ -576,7 +562,7 @@ def keys_list(federation: Federation, node_id: str) -> int:
     from gateway.crypto.keystore import KeyStore
 
     node = federation.node(node_id)
-    # The same settings as NodeService.open: a first key made here is the one the node uses.
+    # The same settings as open_node_service: a first key made here is the one the node uses.
     store = KeyStore.open(
         federation.keys_dir,
         node.id,

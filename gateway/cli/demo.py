@@ -47,7 +47,6 @@ from gateway.config import Federation, load_federation
 from gateway.crypto.merkle import leaf_hash, verify_inclusion
 from gateway.errors import NotFoundError
 from gateway.ids import NATIONAL, CertificateId
-from gateway.services.idp import idp_issuer
 from gateway.sso.consent import CONSENT_HEADER
 from gateway.storage.catalog import SqliteCatalog
 from gateway.trust.rootkey import ROOT_JWK_FILE
@@ -169,7 +168,7 @@ async def wait_for_trust(session: aiohttp.ClientSession, federation: Federation)
 
 
 async def _steps(session: aiohttp.ClientSession, federation: Federation, base: Path) -> None:
-    idp = IdpClient(session, idp_issuer(federation))
+    idp = IdpClient(session, federation.idp_issuer())
     print(heading("The federation (one process, every node on its own loopback port)"))
     seq = await wait_for_trust(session, federation)
     rows = [

@@ -33,8 +33,8 @@ from gateway._internal.files import (
     ensure_private_dir,
     write_private,
 )
+from gateway._internal.secret import Secret
 from gateway.clock import Clock
-from gateway.config import Secret
 from gateway.crypto.jwks import (
     Alg,
     KeyState,

@@ -21,17 +21,21 @@ import hmac
 import math
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
 
 from gateway._internal.wire import b64url_encode, is_int
+from gateway.clock import Clock
 from gateway.crypto.jwks import KeyResolver
 from gateway.crypto.seals import Signer, sign_compact, verify_compact
 from gateway.errors import AuthError, ConfigError, InputError, SealError
 from gateway.ids import NodeId
 
 HOP_TYP: Final = "hop+jws"
+HOP_HEADER: Final = "Tongban-Hop"
+"""The request header that carries a hop proof."""
 DEFAULT_MAX_AGE: Final = 30
 NONCE_BYTES: Final = 16
 """128 bits of randomness in every default nonce."""
@@ -213,3 +217,38 @@ class HopVerifier:
         # 6. never seen before (nonces are per calling node)
         self.nonces.remember(f"{verified.node} {nonce}", issued_at=iat, now=now)
         return verified.node
+
+
+class HopGate:
+    """The door of a node's node-to-node endpoints: who signed this request, checked once.
+
+    One per node, with one :class:`NonceCache` (from the federation file's ``[network]``), so
+    a proof replayed to any of its endpoints is refused. ``trust`` gives the federation's keys
+    as of a time (the trust list in force).
+    """
+
+    __slots__ = ("_clock", "_me", "_nonces", "_trust")
+
+    def __init__(
+        self,
+        me: NodeId,
+        *,
+        trust: Callable[[float], KeyResolver],
+        nonces: NonceCache,
+        clock: Clock,
+    ) -> None:
+        self._me = me
+        self._trust = trust
+        self._nonces = nonces
+        self._clock = clock
+
+    def authenticate(
+        self, proof: str | None, *, path: str, body: bytes, method: str = "POST"
+    ) -> NodeId:
+        """The node that signed this request (hop proof over its exact bytes); else raises
+        :class:`AuthError` ``hop.*``."""
+        if proof is None:
+            raise AuthError("a node-to-node request needs a hop proof", code="hop.missing")
+        now = self._clock.now()
+        verifier = HopVerifier(self._trust(now), audience=self._me, nonces=self._nonces)
+        return verifier.verify(proof, method=method, path=path, body=body, now=now)

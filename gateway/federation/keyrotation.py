@@ -21,7 +21,6 @@ import asyncio
 import logging
 from typing import Any
 
-import aiohttp
 import orjson
 from tqdm import tqdm
 
@@ -29,11 +28,13 @@ from gateway._internal.wire import b64url_decode
 from gateway.audit.records import AuditKind
 from gateway.clock import Clock, to_rfc3339
 from gateway.crypto.jwks import KeyState, public_jwk
-from gateway.crypto.seals import seal
+from gateway.crypto.seals import MAX_SEAL_BYTES, seal
 from gateway.errors import ConflictError, GatewayError, NetworkError
-from gateway.federation.exchange import Exchange
+from gateway.federation.peers import PeerClient, Sleep
 from gateway.ids import NATIONAL, KeyId, NodeId
 from gateway.services.node import NodeService
+from gateway.storage.groupcommit import GroupCommit
+from gateway.trust.sync import TRUST_LIST_MEDIA_TYPES, TRUST_LIST_PATH
 
 log = logging.getLogger("gateway.federation.keyrotation")
 
@@ -47,18 +48,23 @@ class KeyLifecycle:
     def __init__(
         self,
         node: NodeService,
-        exchange: Exchange,
-        session: aiohttp.ClientSession,
         *,
+        peers: PeerClient,
+        journal: GroupCommit,
         clock: Clock,
-        window: float,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.node = node
-        self._exchange = exchange
-        self._session = session
+        self._peers = peers
+        self._journal = journal
         self._clock = clock
-        self._window = window
+        self._sleep = sleep
+        self._window = node.federation.key_propagation_seconds
         self._lock = asyncio.Lock()
+
+    async def _record(self, kid: KeyId, details: dict[str, Any]) -> None:
+        """The key event in the audit log, durable before the change is answered."""
+        await self._journal.append([(AuditKind.KEY_EVENT, "ops", kid, details)])
 
     def listing(self) -> list[dict[str, Any]]:
         """The node's keys as ``tongban keys list`` shows them."""
@@ -93,9 +99,7 @@ class KeyLifecycle:
             keys.set_state(new.kid, KeyState.ACTIVE)
             keys.set_state(old.kid, KeyState.RETIRED)
             self.node.refresh_key_metrics()
-            self.node.record(
-                AuditKind.KEY_EVENT,
-                "ops",
+            await self._record(
                 new.kid,
                 {"action": "rotate", "previous": old.kid, "trust_list_seq": seq},
             )
@@ -111,9 +115,7 @@ class KeyLifecycle:
                 )
             seq = await self._change("retire", record.kid)
             self.node.keys.set_state(record.kid, KeyState.RETIRED)
-            self.node.record(
-                AuditKind.KEY_EVENT, "ops", record.kid, {"action": "retire", "trust_list_seq": seq}
-            )
+            await self._record(record.kid, {"action": "retire", "trust_list_seq": seq})
             return {"retired": record.kid, "trust_list_seq": seq}
 
     async def revoke(self, kid: KeyId, *, at: float | None = None) -> dict[str, Any]:
@@ -129,9 +131,7 @@ class KeyLifecycle:
             seq = await self._change("revoke", record.kid, at=when)
             self.node.keys.set_state(record.kid, KeyState.REVOKED, at=when)
             self.node.refresh_key_metrics()
-            self.node.record(
-                AuditKind.KEY_EVENT,
-                "ops",
+            await self._record(
                 record.kid,
                 {"action": "revoke", "from": int(when), "trust_list_seq": seq},
             )
@@ -155,9 +155,7 @@ class KeyLifecycle:
             body["jwk"] = jwk
         if at is not None:
             body["at"] = int(at)
-        answer = await self._exchange.signed_post(
-            NATIONAL, KEY_CHANGES_PATH, orjson.dumps(body), bearer=None
-        )
+        answer = await self._peers.post(NATIONAL, KEY_CHANGES_PATH, orjson.dumps(body))
         seq = answer.get("trust_list_seq")
         if not isinstance(seq, int):
             raise NetworkError("national answered a key change badly", code="keys.bad_answer")
@@ -173,7 +171,7 @@ class KeyLifecycle:
                 if await self._seq_at(node) >= seq:
                     pending.discard(node)
             if pending:
-                await asyncio.sleep(POLL_INTERVAL)
+                await self._sleep(POLL_INTERVAL)
         if pending:
             log.warning(
                 "propagation window passed before every node had the new trust list",
@@ -182,13 +180,17 @@ class KeyLifecycle:
 
     async def _seq_at(self, node: NodeId) -> int:
         """The trust-list version a node serves (read unverified: only to watch propagation)."""
-        url = self.node.federation.url(node) + "/v1/trust-list"
         try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
-                if r.status != 200:
-                    return -1
-                unverified_claims = orjson.loads(b64url_decode((await r.text()).split(".")[1]))
-        except (aiohttp.ClientError, TimeoutError, ValueError, IndexError, GatewayError):
+            token = await self._peers.get(
+                node,
+                TRUST_LIST_PATH,
+                content_types=TRUST_LIST_MEDIA_TYPES,
+                accept="application/jwt, text/plain",
+                max_bytes=MAX_SEAL_BYTES + 2,
+                code_prefix="keys",
+            )
+            unverified_claims = orjson.loads(b64url_decode(token.split(b".")[1].decode("ascii")))
+        except (ValueError, IndexError, GatewayError):
             return -1
         seq = unverified_claims.get("seq") if isinstance(unverified_claims, dict) else None
         return seq if isinstance(seq, int) else -1

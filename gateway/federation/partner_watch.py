@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from gateway._internal.fetch import fetch_bounded
 from gateway._internal.wire import JsonLimits, b64url_decode, loads
 from gateway.audit.heads import SignedTreeHead, verify_tree_head
 from gateway.audit.watch import HeadWatcher
@@ -40,7 +41,6 @@ from gateway.errors import GatewayError, Indication, InputError, NetworkError, V
 from gateway.federation.routing import Topology
 from gateway.ids import NodeId
 from gateway.metrics import Metrics
-from gateway.trust.sync import fetch_bounded
 
 log = logging.getLogger("gateway.federation.partner_watch")
 

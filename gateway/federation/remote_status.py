@@ -37,6 +37,7 @@ from typing import Final
 
 import aiohttp
 
+from gateway._internal.fetch import fetch_bounded
 from gateway.certificates.status import CertStatus
 from gateway.certificates.status_list import (
     STATUS_LIST_MEDIA_TYPE,
@@ -55,7 +56,6 @@ from gateway.errors import (
     VerificationError,
 )
 from gateway.ids import NodeId
-from gateway.trust.sync import fetch_bounded
 from gateway.trust.trust_list import TrustListResolver
 
 log = logging.getLogger("gateway.federation.remote_status")

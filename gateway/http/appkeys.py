@@ -1,26 +1,16 @@
-"""Typed application keys: the state a node keeps, created in ``create_app``."""
+"""Typed application keys: the state a node's app keeps (set in ``create_app`` and at start-up)."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from gateway.federation.exchange import Exchange
-from gateway.federation.keyrotation import KeyLifecycle
-from gateway.services.authority import TrustAuthority
-from gateway.services.catalog import CatalogService
+from gateway.server.node import NodeLinks
 from gateway.services.node import NodeService
-from gateway.trust.sync import TrustSync
 
 NODE = web.AppKey("node", NodeService)
-EXECUTOR = web.AppKey("writer", ThreadPoolExecutor)
+"""The node's synchronous service (set when the app is created)."""
+LINKS = web.AppKey("links", NodeLinks)
+"""Everything that talks to other nodes (set at start-up by :func:`gateway.server.node.linked`)."""
 OPENAPI = web.AppKey("openapi", dict[str, Any])
-SESSION = web.AppKey("session", aiohttp.ClientSession)
-TRUST = web.AppKey("trust", TrustSync)
-AUTHORITY = web.AppKey("authority", TrustAuthority)
-CATALOG = web.AppKey("catalog", CatalogService)
-EXCHANGE = web.AppKey("exchange", Exchange)
-LIFECYCLE = web.AppKey("lifecycle", KeyLifecycle)

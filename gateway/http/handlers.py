@@ -9,12 +9,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway._internal.wire import JsonLimits, b64url_encode, is_int, loads
+from gateway._internal.wire import b64url_encode, is_int, loads
 from gateway.audit.records import AuditKind
 from gateway.certificates.documents import check_party
 from gateway.certificates.holders import holder_digest
 from gateway.certificates.revocation import PROOF_PATH
-from gateway.config import Limits
 from gateway.crypto.reports import dump_reports
 from gateway.errors import (
     Forbidden,
@@ -23,48 +22,23 @@ from gateway.errors import (
     SealIndeterminate,
     UnsupportedMediaType,
 )
-from gateway.federation.exchange import (
-    CATALOG_ENTRIES_PATH,
-    CATALOG_LOOKUPS_PATH,
-    EXCHANGE_PATH,
-    HOP_HEADER,
-)
+from gateway.federation.fetch import EXCHANGE_PATH
+from gateway.federation.hops import HOP_HEADER
 from gateway.federation.keyrotation import KEY_CHANGES_PATH
-from gateway.http.appkeys import (
-    AUTHORITY,
-    CATALOG,
-    EXCHANGE,
-    EXECUTOR,
-    LIFECYCLE,
-    NODE,
-    OPENAPI,
-    TRUST,
-)
+from gateway.federation.lookups import CATALOG_LOOKUPS_PATH
+from gateway.federation.registrations import CATALOG_ENTRIES_PATH
+from gateway.http.appkeys import LINKS, NODE, OPENAPI
 from gateway.http.middleware import BEARER, principal_of, public
+from gateway.http.responses import JSON, json_limits, json_response
 from gateway.identifiers import parse_certificate_id
 from gateway.ids import KeyId
 from gateway.metrics import CONTENT_TYPE
+from gateway.services.catalog import CatalogService
 from gateway.sso.auth import Principal, Scope
 from gateway.sso.consent import CONSENT_HEADER
 
-JSON = "application/json"
-"""The holder's consent grant (用证授权) for the matter, as issued by the IdP."""
 _LIST_ID = re.compile(r"[0-9]{1,9}")
 """ASCII digits only (``str.isdigit`` accepts ``²``, which ``int`` refuses, and ``١``)."""
-
-
-def json_response(
-    body: Any, *, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON, headers=headers)
-
-
-def json_limits(limits: Limits) -> JsonLimits:
-    return JsonLimits(
-        max_depth=limits.max_json_depth,
-        max_string=limits.max_string_length,
-        max_members=limits.max_json_members,
-    )
 
 
 async def read_json(request: web.Request) -> Any:
@@ -83,7 +57,13 @@ async def read_json(request: web.Request) -> Any:
 async def in_writer(request: web.Request, fn: Any, *args: Any) -> Any:
     """Run a store write on the node's single writer thread."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(request.app[EXECUTOR], fn, *args)
+    return await loop.run_in_executor(request.app[LINKS].writer, fn, *args)
+
+
+def _registrations_due(request: web.Request) -> None:
+    registrations = request.app[LINKS].registrations
+    if registrations is not None:
+        registrations.due()
 
 
 # -- ops ---------------------------------------------------------------------------------------
@@ -155,8 +135,7 @@ async def issue_certificate(request: web.Request) -> web.Response:
     body = await read_json(request)
     node = request.app[NODE]
     issued = await in_writer(request, node.issue, principal, body)
-    if EXCHANGE in request.app:
-        request.app[EXCHANGE].registrations_due()  # its catalog entry waits in the outbox
+    _registrations_due(request)  # its catalog entry waits in the outbox
     location = f"/v1/certificates/{issued.certificate.id}"
     return json_response(issued.to_json(), status=201, headers={"Location": location})
 
@@ -171,11 +150,8 @@ async def get_certificate(request: web.Request) -> web.Response:
         )
     consent = request.headers.get(CONSENT_HEADER)
     cert_id = request.match_info["id"]
-    if EXCHANGE not in request.app:  # pragma: no cover - every node app has one
-        return json_response(
-            request.app[NODE].fetch(principal, cert_id, matter, consent=consent).to_json()
-        )
-    answer = await request.app[EXCHANGE].fetch(principal, request[BEARER], cert_id, matter, consent)
+    fetches = request.app[LINKS].fetches
+    answer = await fetches.fetch(principal, request[BEARER], cert_id, matter, consent)
     return json_response(answer)
 
 
@@ -183,7 +159,7 @@ async def relay(request: web.Request) -> web.Response:
     """A hop of a routed fetch (node to node; the caller's token is re-validated here)."""
     principal = principal_of(request)
     body = await request.read()
-    answer = await request.app[EXCHANGE].relay(
+    answer = await request.app[LINKS].fetches.relay(
         principal,
         request[BEARER],
         request.headers.get(CONSENT_HEADER),
@@ -197,10 +173,11 @@ async def relay(request: web.Request) -> web.Response:
 async def catalog_register(request: web.Request) -> web.Response:
     """national: a node registers a certificate it holds (hop proof; no user token)."""
     body = await request.read()
-    caller = request.app[EXCHANGE].authenticate_hop(
+    caller = request.app[LINKS].hops.authenticate(
         request.headers.get(HOP_HEADER), path=CATALOG_ENTRIES_PATH, body=body
     )
-    entry = await in_writer(request, request.app[CATALOG].register, caller, _parse(request, body))
+    catalog, document = _catalog_request(request, body)
+    entry = await in_writer(request, catalog.register, caller, document)
     return json_response(entry.to_json(), status=201)
 
 
@@ -208,10 +185,11 @@ async def catalog_lookup(request: web.Request) -> web.Response:
     """national: which nodes hold what for a holder digest (hop proof + the caller's token)."""
     principal_of(request).require(Scope.CERT_READ)
     body = await request.read()
-    request.app[EXCHANGE].authenticate_hop(
+    request.app[LINKS].hops.authenticate(
         request.headers.get(HOP_HEADER), path=CATALOG_LOOKUPS_PATH, body=body
     )
-    entries = request.app[CATALOG].lookup(_parse(request, body))
+    catalog, document = _catalog_request(request, body)
+    entries = catalog.lookup(document)
     return json_response({"entries": [e.to_json() for e in entries]})
 
 
@@ -225,33 +203,36 @@ async def lookups(request: web.Request) -> web.Response:
     holder = body["holder"]
     check_party(holder, "/holder")
     digest = holder_digest(node.keys.holder_secret, holder["id_type"], holder["id"])
-    answer = await request.app[EXCHANGE].lookup(
+    answer = await request.app[LINKS].lookups.lookup(
         principal, request[BEARER], body, request.headers.get(CONSENT_HEADER), digest
     )
     return json_response(answer)
 
 
-def _parse(request: web.Request, body: bytes) -> Any:
-    if CATALOG not in request.app:
+def _catalog_request(request: web.Request, body: bytes) -> tuple[CatalogService, Any]:
+    """National's catalog and the request's JSON body; 404 anywhere else."""
+    catalog = request.app[LINKS].catalog
+    if catalog is None:
         raise NotFoundError("only national keeps the catalog", code="catalog.not_here")
-    return loads(body, json_limits(request.app[NODE].federation.limits))
+    return catalog, loads(body, json_limits(request.app[NODE].federation.limits))
 
 
 @public
 async def key_change(request: web.Request) -> web.Response:
     """national: a node's key-change request, signed (hop proof) by its current key."""
     body = await request.read()
-    caller = request.app[EXCHANGE].authenticate_hop(
+    links = request.app[LINKS]
+    caller = links.hops.authenticate(
         request.headers.get(HOP_HEADER), path=KEY_CHANGES_PATH, body=body
     )
-    if AUTHORITY not in request.app:
+    authority = links.authority
+    if authority is None:
         raise NotFoundError("only national authors the trust list", code="keys.not_here")
     change = loads(body, json_limits(request.app[NODE].federation.limits))
-    authority = request.app[AUTHORITY]
     action, kid = authority.apply_request(caller, change)
-    request.app[TRUST].offer_local(authority.publish())
-    request.app[NODE].record(  # the trust-list change itself is recorded by the sync hook
-        AuditKind.KEY_EVENT, caller, kid, {"action": action, "seq": authority.seq}
+    await links.trust.offer_local(authority.publish())  # its hook records the list's change
+    await links.journal.append(
+        [(AuditKind.KEY_EVENT, caller, kid, {"action": action, "seq": authority.seq})]
     )
     return json_response({"trust_list_seq": authority.seq})
 
@@ -277,7 +258,7 @@ def _auditor(request: web.Request) -> None:
 @public
 async def audit_head(request: web.Request) -> web.Response:
     """Public, like a transparency log's: partners watch it; it reveals only a hash."""
-    head = request.app[NODE].audit.tree_head()
+    head = await asyncio.to_thread(request.app[NODE].audit_head)  # it may sign: off the loop
     return json_response(
         {
             "node": head.node,
@@ -292,14 +273,14 @@ async def audit_entries(request: web.Request) -> web.Response:
     _auditor(request)
     start = _int_param(request, "start", 0)
     end = _int_param(request, "end", start + 100)
-    records = request.app[NODE].audit.entries(start, end)
+    records = request.app[NODE].audit_entries(start, end)
     return json_response({"entries": [orjson.loads(r.entry()) for r in records]})
 
 
 async def audit_inclusion(request: web.Request) -> web.Response:
     _auditor(request)
     seq, size = _int_param(request, "seq"), _int_param(request, "tree_size")
-    proof = request.app[NODE].audit.inclusion_proof(seq, size)
+    proof = request.app[NODE].inclusion_proof(seq, size)
     return json_response(
         {"seq": seq, "tree_size": size, "proof": [b64url_encode(p) for p in proof]}
     )
@@ -320,7 +301,7 @@ async def issuance_proof(request: web.Request) -> web.Response:
 async def audit_consistency(request: web.Request) -> web.Response:
     """Public: hashes only, so partners can check the log only ever grew."""
     first, second = _int_param(request, "first"), _int_param(request, "second")
-    proof = request.app[NODE].audit.consistency_proof(first, second)
+    proof = request.app[NODE].consistency_proof(first, second)
     return json_response(
         {"first": first, "second": second, "proof": [b64url_encode(p) for p in proof]}
     )
@@ -337,17 +318,17 @@ def _admin(request: web.Request) -> Principal:
 
 async def list_keys(request: web.Request) -> web.Response:
     _admin(request)
-    return json_response({"keys": request.app[LIFECYCLE].listing()})
+    return json_response({"keys": request.app[LINKS].keys.listing()})
 
 
 async def rotate_key(request: web.Request) -> web.Response:
     _admin(request)
-    return json_response(await request.app[LIFECYCLE].rotate())
+    return json_response(await request.app[LINKS].keys.rotate())
 
 
 async def retire_key(request: web.Request) -> web.Response:
     _admin(request)
-    return json_response(await request.app[LIFECYCLE].retire(KeyId(request.match_info["kid"])))
+    return json_response(await request.app[LINKS].keys.retire(KeyId(request.match_info["kid"])))
 
 
 async def revoke_key(request: web.Request) -> web.Response:
@@ -357,12 +338,12 @@ async def revoke_key(request: web.Request) -> web.Response:
     if at is not None and (not is_int(at)):
         raise InputError("'at' is a NumericDate (integer seconds)", code="keys.bad_change")
     kid = KeyId(request.match_info["kid"])
-    return json_response(await request.app[LIFECYCLE].revoke(kid, at=at))
+    return json_response(await request.app[LINKS].keys.revoke(kid, at=at))
 
 
 @public
 async def trust_list(request: web.Request) -> web.Response:
-    token = request.app[TRUST].token
+    token = request.app[LINKS].trust.token
     if token is None:
         raise SealIndeterminate("no trust list is available yet", code="trust.unavailable")
     return web.Response(
@@ -377,8 +358,7 @@ async def change_status(request: web.Request) -> web.Response:
     updated = await in_writer(
         request, node.change_status, principal, request.match_info["id"], body
     )
-    if EXCHANGE in request.app:
-        request.app[EXCHANGE].registrations_due()  # national's catalog learns the new status
+    _registrations_due(request)  # national's catalog learns the new status
     return json_response(
         {
             "certificate_id": updated.id,
@@ -392,7 +372,7 @@ async def change_status(request: web.Request) -> web.Response:
 async def verify_seals(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body = await read_json(request)
-    reports = await request.app[EXCHANGE].verify_batch(principal, body)
+    reports = await request.app[LINKS].verifier.verify_batch(principal, body)
     return web.Response(body=dump_reports(reports), content_type=JSON)
 
 

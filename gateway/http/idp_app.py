@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
-import orjson
 from aiohttp import web
 
 from gateway._internal.wire import JsonLimits, is_int, loads
@@ -41,6 +40,7 @@ from gateway.http.middleware import (
     public,
     request_id_middleware,
 )
+from gateway.http.responses import JSON, handler_args, json_limits, json_response
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.services.idp import (
     CLIENT_CREDENTIALS,
@@ -55,14 +55,10 @@ from gateway.sso.auth import Scope, parse_authorization
 
 log = logging.getLogger("gateway.http")
 
-JSON: Final = "application/json"
 FORM: Final = "application/x-www-form-urlencoded"
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 """RFC 6749 §5.1: token responses (and consent grants, also bearer credentials)."""
 PUBLIC_CACHE: Final = {"Cache-Control": "public, max-age=60"}
-AIOHTTP_MAX_FIELD_SIZE: Final = 8190
-HEADER_HEADROOM: Final = 1024
-"""Room above ``max_token_bytes`` so the gateway, not the HTTP parser, refuses a long token."""
 PASSWORD_WORKERS: Final = 4
 """Threads for scrypt checks: they keep the event loop free and bound the memory in use."""
 OAUTH: Final = "tongban.oauth"
@@ -79,9 +75,7 @@ def create_idp_app(service: IdpService, *, metrics: Metrics | None = None) -> we
     limits = service.federation.limits
     app = web.Application(
         client_max_size=limits.max_body_bytes,
-        handler_args={
-            "max_field_size": max(AIOHTTP_MAX_FIELD_SIZE, limits.max_token_bytes + HEADER_HEADROOM)
-        },
+        handler_args=handler_args(limits, decompress=True),
         middlewares=[
             request_id_middleware,
             problem_middleware(metrics),
@@ -158,12 +152,6 @@ def oauth_error_middleware(metrics: Metrics) -> Any:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def json_response(
-    body: Any, *, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON, headers=headers)
-
-
 async def read_body(request: web.Request, media_type: str) -> bytes:
     """The raw body, of ``media_type`` and within ``max_body_bytes``."""
     if request.content_type != media_type:
@@ -180,13 +168,8 @@ async def read_body(request: web.Request, media_type: str) -> bytes:
         ) from exc
 
 
-def json_limits(request: web.Request) -> JsonLimits:
-    limits = request.app[IDP].federation.limits
-    return JsonLimits(
-        max_depth=limits.max_json_depth,
-        max_string=limits.max_string_length,
-        max_members=limits.max_json_members,
-    )
+def _json_limits(request: web.Request) -> JsonLimits:
+    return json_limits(request.app[IDP].federation.limits)
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -294,7 +277,7 @@ async def consents(request: web.Request) -> web.Response:
     )
     claims = service.validate_access_token(bearer)
     # 2. the request, strictly parsed
-    body = loads(await read_body(request, JSON), json_limits(request))
+    body = loads(await read_body(request, JSON), _json_limits(request))
     wanted = parse_consent_request(body)
     # 3. the grant
     consent = service.grant_consent(

@@ -366,6 +366,6 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
 
 
 def component_name(name: str) -> str:
-    """The ``components.schemas`` key of a catalog schema: ``exchange:issue-request`` →
+    """The ``components.schemas`` key of a schema of the set: ``exchange:issue-request`` →
     ``exchange_issue_request``."""
     return name.replace(":", "_").replace("-", "_")

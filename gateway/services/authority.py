@@ -23,14 +23,12 @@ out of band, and key changes arrive as signed key-change requests (a later issue
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
 import orjson
 
 from gateway._internal.files import atomic_write
@@ -50,7 +48,6 @@ from gateway.errors import (
 )
 from gateway.ids import KeyId, NodeId
 from gateway.trust.rootkey import RootKey
-from gateway.trust.sync import fetch_bounded
 from gateway.trust.trust_list import (
     DEFAULT_VALIDITY,
     MAX_HISTORY,
@@ -417,61 +414,3 @@ def _int(value: object) -> int:
     if not is_int(value):
         raise TypeError("expected an integer")
     return value
-
-
-# --- collecting keys over HTTP ----------------------------------------------------------------
-
-
-async def collect(
-    authority: TrustAuthority,
-    federation: Federation,
-    session: aiohttp.ClientSession,
-    *,
-    own: Mapping[str, Any] | None,
-    node_id: NodeId,
-    fetch_timeout: float = 2.0,
-) -> bool:
-    """Fetch every other region node's JWKS and record it; True if anything changed.
-
-    ``own`` is this node's (national's) own JWKS, passed in directly. A node that cannot be
-    reached, or whose JWKS is refused, is logged and skipped: it is tried again next round.
-    """
-    targets = [n.id for n in federation.nodes if n.kind == "region" and n.id != node_id]
-
-    async def fetch(node: NodeId) -> tuple[NodeId, Any]:
-        url = federation.url(node).rstrip("/") + JWKS_PATH
-        body = await fetch_bounded(
-            session,
-            url,
-            fetch_timeout=fetch_timeout,
-            max_bytes=MAX_JWKS_BYTES,
-            content_types=JWKS_MEDIA_TYPES,
-            accept="application/json",
-            code_prefix="trust",
-        )
-        return node, loads(body)
-
-    results = await asyncio.gather(*(fetch(n) for n in targets), return_exceptions=True)
-    changed = False
-    observations: list[tuple[NodeId, Any]] = []
-    if own is not None:
-        observations.append((node_id, own))
-    for node, result in zip(targets, results, strict=True):
-        if isinstance(result, GatewayError):
-            log.warning(
-                "could not fetch a node's keys; retrying next round",
-                extra={"node": node, "code": result.code, "cause": result.log_detail},
-            )
-        elif isinstance(result, BaseException):
-            raise result
-        else:
-            observations.append(result)
-    for node, jwks in observations:
-        try:
-            changed |= authority.observe(node, jwks)
-        except SealError as exc:
-            log.warning(
-                "a node's key set was refused",
-                extra={"node": node, "code": exc.code, "cause": exc.detail},
-            )
-    return changed

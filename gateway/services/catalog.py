@@ -70,7 +70,7 @@ class CatalogService:
 
     ``caller`` is always the node that the request's hop proof authenticated
     (:meth:`gateway.federation.hops.HopVerifier.verify`), never a value read from the body.
-    ``types`` are the federation's certificate types (``SchemaCatalog.certificate_types()``):
+    ``types`` are the federation's certificate types (``SchemaSet.certificate_types()``):
     a registered type must be one of them and agree with the certificate id's type code.
     """
 

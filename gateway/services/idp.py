@@ -35,9 +35,9 @@ from urllib.parse import parse_qsl, unquote_plus
 from gateway._internal.passwords import verify_secret
 from gateway._internal.wire import is_int
 from gateway.certificates.holders import HolderSecret
-from gateway.certificates.matters import MatterCatalog
+from gateway.certificates.matters import MatterSet
 from gateway.clock import Clock
-from gateway.config import Citizen, Client, Federation, NodeConfig
+from gateway.config import Citizen, Client, Federation
 from gateway.crypto.jwks import Alg, KeyState, public_jwk
 from gateway.crypto.keystore import KeyRecord, KeyStore
 from gateway.errors import (
@@ -51,7 +51,7 @@ from gateway.errors import (
     NotFoundError,
 )
 from gateway.identifiers import validate_resident_id
-from gateway.ids import DepartmentId, NodeId
+from gateway.ids import DepartmentId
 from gateway.scopes import Scope
 from gateway.sso.auth import Principal
 from gateway.sso.consent import CLOCK_SKEW as CONSENT_SKEW
@@ -67,7 +67,6 @@ from gateway.sso.tokens import (
 
 log = logging.getLogger("gateway.services.idp")
 
-IDP_NODE: Final = NodeId("idp")
 CLIENT_CREDENTIALS: Final = "client_credentials"
 HOLDER_GRANT: Final = "urn:tongban:params:oauth:grant-type:holder-login"
 HOLDER_CLIENT_ID: Final = "citizen-portal"
@@ -270,19 +269,6 @@ def _pointer(member: str) -> str:
 # --- the service ----------------------------------------------------------------------------
 
 
-def idp_node(federation: Federation) -> NodeConfig:
-    """The federation's identity provider node (``kind = "idp"``, id ``idp``)."""
-    node = federation.node(IDP_NODE)
-    if node.kind != "idp":
-        raise ConfigError(f"node {IDP_NODE!r} is not an identity provider (kind = 'idp')")
-    return node
-
-
-def idp_issuer(federation: Federation) -> str:
-    """The issuer URL every node pins: the IdP's URL in the federation file."""
-    return federation.url(idp_node(federation).id)
-
-
 class IdpService:
     """Issues access tokens and consent grants. Construct with :meth:`open`."""
 
@@ -294,11 +280,11 @@ class IdpService:
         keys: KeyStore,
         issuer: str,
         holder_secret: HolderSecret,
-        matters: MatterCatalog,
+        matters: MatterSet,
         lifetime: int = DEFAULT_LIFETIME,
     ) -> None:
         self.federation = federation
-        self.node = idp_node(federation)
+        self.node = federation.idp()
         self.keys = keys
         self.issuer = issuer.rstrip("/")
         self.matters = matters
@@ -330,10 +316,10 @@ class IdpService:
         clock: Clock,
         public_url: str | None = None,
         holder_secret: bytes,
-        matters: MatterCatalog | None = None,
+        matters: MatterSet | None = None,
     ) -> IdpService:
         """Open the IdP's key store (``keys_dir/idp``), creating its active and next keys."""
-        node = idp_node(federation)
+        node = federation.idp()
         alg: Alg = "ES256" if federation.seal_alg == "ES256" else "EdDSA"
         keys = KeyStore.open(
             federation.keys_dir,
@@ -349,7 +335,7 @@ class IdpService:
             keys=keys,
             issuer=public_url or federation.url(node.id),
             holder_secret=HolderSecret(holder_secret),
-            matters=matters or MatterCatalog(),
+            matters=matters or MatterSet(),
         )
 
     # -- keys ------------------------------------------------------------------------------

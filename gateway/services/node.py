@@ -12,12 +12,12 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from gateway._internal.wire import b64url_decode
+from gateway.audit.heads import SignedTreeHead
 from gateway.audit.records import (
     AuditItem,
     AuditKind,
@@ -29,9 +29,9 @@ from gateway.audit.records import (
 )
 from gateway.certificates.documents import IssueContext, build_document, check_identifiers
 from gateway.certificates.holders import holder_digest
-from gateway.certificates.matters import Matter, MatterCatalog
+from gateway.certificates.matters import Matter, MatterSet
 from gateway.certificates.revocation import IssuanceProof
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.schemas import SchemaSet
 from gateway.certificates.status import CertStatus, StatusAction, StatusSlot
 from gateway.certificates.status_list import STATUS_LIST_TYP, status_list_claims
 from gateway.certificates.verification import (
@@ -56,7 +56,6 @@ from gateway.identifiers import parse_certificate_id
 from gateway.ids import NATIONAL, CertificateId, NodeId
 from gateway.metrics import Metrics
 from gateway.services.catalog import catalog_entry
-from gateway.services.idp import idp_issuer
 from gateway.sso.auth import Principal, Scope
 from gateway.sso.consent import ConsentGrant, ConsentVerifier
 from gateway.storage.audit_log import SqliteAuditLog
@@ -165,7 +164,7 @@ class NodeService:
         clock: Clock,
         keys: KeyStore,
         registry: SqliteRegistry,
-        schemas: SchemaCatalog,
+        schemas: SchemaSet,
         metrics: Metrics,
         public_url: str,
         idp_keys: KeyResolver | None = None,
@@ -177,7 +176,7 @@ class NodeService:
         self.keys = keys
         self.registry = registry
         self.schemas = schemas
-        self.matters = MatterCatalog()
+        self.matters = MatterSet()
         self.metrics = metrics
         self.public_url = public_url.rstrip("/")
         self.status_list_prefix = f"{self.public_url}/v1/status-lists/"
@@ -200,49 +199,6 @@ class NodeService:
         self._stored_memo = SealMemo(STORED_SEAL_MEMO)
         self.refresh_key_metrics()
 
-    @classmethod
-    def open(
-        cls,
-        federation: Federation,
-        node_id: str,
-        *,
-        clock: Clock,
-        schemas: SchemaCatalog,
-        metrics: Metrics | None = None,
-        public_url: str | None = None,
-        data_dir: Path | None = None,
-        idp_keys: KeyResolver | None = None,
-    ) -> NodeService:
-        node = federation.node(node_id)
-        if node.kind != "region":
-            raise InputError(f"node {node_id!r} is not a regional node", code="config.node_kind")
-        keys = KeyStore.open(
-            federation.keys_dir,
-            node.id,
-            clock=clock,
-            passphrase=federation.key_passphrase,
-            default_alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
-            validity_days=federation.key_validity_days,
-        )
-        directory = (data_dir or federation.data_dir) / node.id
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        registry = SqliteRegistry(directory / "registry.sqlite3")
-        audit = SqliteAuditLog(
-            directory / "audit.sqlite3", node=node.id, signer=keys.current_signer(), clock=clock
-        )
-        return cls(
-            federation,
-            node,
-            clock=clock,
-            keys=keys,
-            registry=registry,
-            schemas=schemas,
-            metrics=metrics or Metrics(node.id),
-            public_url=public_url or federation.url(node.id),
-            idp_keys=idp_keys,
-            audit=audit,
-        )
-
     def close(self) -> None:
         self.registry.close()
         self.audit.close()
@@ -254,8 +210,26 @@ class NodeService:
         subject: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> None:
-        """Append to this node's audit log; returns once durable (holders as digests only)."""
+        """Append to this node's audit log; returns once durable (holders as digests only).
+
+        For offline commands (``tongban keys reseal``): a serving node records through its
+        :class:`~gateway.storage.groupcommit.GroupCommit`, never on the event loop."""
         self.audit.append(kind, actor, subject, details)
+
+    def audit_head(self) -> SignedTreeHead:
+        """``GET /v1/audit/head``: the latest signed tree head (a new one if the log grew;
+        it writes, so a serving node calls it on its writer thread)."""
+        return self.audit.tree_head()
+
+    def audit_entries(self, start: int, end: int) -> list[AuditRecord]:
+        """``GET /v1/audit/entries``: entries ``start`` to ``end`` (bounded by the store)."""
+        return self.audit.entries(start, end)
+
+    def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
+        return self.audit.inclusion_proof(seq, tree_size)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        return self.audit.consistency_proof(first, second)
 
     def issuance_proof(self, certificate_id: str, *, revoked_at: float) -> IssuanceProof:
         """``GET /v1/audit/issuance-proof``: this node's proof that it issued
@@ -265,7 +239,7 @@ class NodeService:
     def use_idp_keys(self, keys: KeyResolver) -> None:
         """Verify consent grants with the IdP's keys (the same set the authenticator uses)."""
         self._consents = ConsentVerifier(
-            keys, issuer=idp_issuer(self.federation), skew=self.federation.clock_skew_seconds
+            keys, issuer=self.federation.idp_issuer(), skew=self.federation.clock_skew_seconds
         )
 
     # -- keys ------------------------------------------------------------------------------
@@ -373,21 +347,13 @@ class NodeService:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def fetch(
-        self, principal: Principal, cert_id: str, matter_id: str, *, consent: str | None = None
-    ) -> Fetched:
-        """A certificate for a matter (see :meth:`release`), its audit records committed."""
-        fetched, records = self.release(principal, cert_id, matter_id, consent=consent)
-        self.audit.append_many(records)
-        return fetched
-
     def release(
         self, principal: Principal, cert_id: str, matter_id: str, *, consent: str | None = None
     ) -> tuple[Fetched, list[AuditItem]]:
         """A certificate for a matter: purpose limitation, then the holder's consent (用证授权).
 
         Returns it with the audit records of its release, which the caller commits before
-        it answers (:meth:`fetch` does; the gateway commits them in groups).
+        it answers (the gateway commits them in groups, off the event loop).
         """
         principal.require(Scope.CERT_READ)
         parse_certificate_id(cert_id)
@@ -546,14 +512,6 @@ class NodeService:
         return appended
 
     # -- verifying -------------------------------------------------------------------------
-
-    def verify_batch(
-        self, principal: Principal, request: Mapping[str, Any]
-    ) -> list[VerificationReport]:
-        """Verify a batch with this node's own keys and registry (see also the exchange)."""
-        reports = self.verifier.reports(self.verify_request(principal, request))
-        self.audit.append_many([self.verification_record(reports)])
-        return reports
 
     def verify_request(self, principal: Principal, request: Mapping[str, Any]) -> list[str]:
         """The seals of a valid ``POST /v1/seals/verify`` body, within every limit."""

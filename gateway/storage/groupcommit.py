@@ -11,21 +11,12 @@ caller resumes only once its own records are durable: the same guarantee as comm
 
 The transaction is written on the event loop thread (a few fast statements). The commit is
 the disk flush, which takes a fraction of a millisecond on an idle disk and several when every
-node of a machine flushes at once. A group of several requests' records is committed on a
-thread of its own: on the loop it would stall every request of the node for that long. On the
-commit thread it releases the GIL once and takes it back once; meanwhile the loop serves other
-requests, and the records they queue wait for the next group (SQLite has one writer, so one
-commit is in flight at a time). Writing the statements on that thread too would cost the GIL
-back and forth at every SQLite call, which on a busy loop made commits wait for the
-interpreter rather than the disk.
-
-A group that carries one request's records is committed on the loop, at once: nobody else
-queued records meanwhile, so the node is not busy, the loop has little to overlap with the
-flush, and handing it to the thread costs more (a thread wake-up, the GIL taken back, the
-loop woken through its self-pipe) than it saves. Measured on the bench machine, side by side:
-routed fetches (one process per node, eight on one core) gained 15-19% throughput at 4 and
-32 connections over committing every group on the thread, and the local fetch was within the
-noise (``docs/benchmarks.md``).
+node of a machine flushes at once: it always runs on a commit thread of its own, so the event
+loop never waits on an fsync. On that thread it releases the GIL once and takes it back once;
+meanwhile the loop serves other requests, and the records they queue wait for the next group
+(SQLite has one writer, so one commit is in flight at a time). Writing the statements on that
+thread too would cost the GIL back and forth at every SQLite call, which on a busy loop made
+commits wait for the interpreter rather than the disk.
 
 Records are validated in the caller's task (:func:`~gateway.audit.records.check_items`), so a
 bad record
@@ -36,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
@@ -97,10 +88,7 @@ class GroupCommit:
                 _fail(group, exc)
                 continue
             loop = asyncio.get_running_loop()
-            if len(group) > 1:
-                committing = loop.run_in_executor(self._thread, staged.commit)
-            else:
-                committing = _done_now(loop, staged.commit)
+            committing = loop.run_in_executor(self._thread, staged.commit)
             self._committing = committing
             committing.add_done_callback(functools.partial(self._committed, group))
 
@@ -145,18 +133,6 @@ class GroupCommit:
                 # the group's callers get the outcome; here it only marks the group's end
                 await asyncio.wait([self._committing])
         self._thread.shutdown(wait=True)
-
-
-def _done_now(
-    loop: asyncio.AbstractEventLoop, commit: Callable[[], list[AuditRecord]]
-) -> asyncio.Future[list[AuditRecord]]:
-    """``commit`` run here and now, as a done future."""
-    done: asyncio.Future[list[AuditRecord]] = loop.create_future()
-    try:
-        done.set_result(commit())
-    except Exception as exc:
-        done.set_exception(exc)
-    return done
 
 
 def _fail(group: list[_Waiting], exc: BaseException) -> None:

@@ -33,9 +33,9 @@ from gateway._internal.files import (
     ensure_private_dir,
     write_private,
 )
+from gateway._internal.secret import Secret
 from gateway._internal.wire import JsonLimits, loads
 from gateway.clock import Clock
-from gateway.config import Secret
 from gateway.crypto.jwks import Alg, KeyState, VerificationKey, parse_jwk, public_jwk, thumbprint
 from gateway.crypto.keystore import FEDERATION_DIR, generate_private_key
 from gateway.crypto.seals import PrivateKeySigner

@@ -27,6 +27,7 @@ from typing import Final
 
 import aiohttp
 
+from gateway._internal.fetch import fetch_bounded
 from gateway.clock import Clock
 from gateway.config import Federation
 from gateway.crypto.seals import MAX_SEAL_BYTES
@@ -37,7 +38,6 @@ from gateway.errors import (
     SealError,
     SealIndeterminate,
     StorageError,
-    UpstreamTimeout,
 )
 from gateway.trust.rootkey import load_root_public
 from gateway.trust.trust_list import TrustList, TrustListCache, TrustListResolver
@@ -53,70 +53,6 @@ LONG_INTERVAL: Final = 3.0
 republished list (a node enrolled, a key changed state) reaches every node."""
 
 Sleep = Callable[[float], Awaitable[None]]
-
-
-async def fetch_bounded(
-    session: aiohttp.ClientSession,
-    url: str,
-    *,
-    fetch_timeout: float,
-    max_bytes: int,
-    content_types: frozenset[str],
-    accept: str,
-    code_prefix: str,
-) -> bytes:
-    """GET ``url``: a 200 with an allowed content type and at most ``max_bytes`` of body.
-
-    Redirects are never followed. Raises :class:`UpstreamTimeout` ``<prefix>.fetch_timeout``
-    or :class:`NetworkError` ``<prefix>.fetch_failed`` (the cause in ``log_detail``).
-    """
-    failed = f"{code_prefix}.fetch_failed"
-    try:
-        async with session.get(
-            url,
-            timeout=aiohttp.ClientTimeout(total=fetch_timeout),
-            allow_redirects=False,
-            headers={"Accept": accept},
-        ) as response:
-            if response.status != 200:
-                raise NetworkError(
-                    "the fetch failed", code=failed, log_detail=f"{url}: HTTP {response.status}"
-                )
-            if response.content_type not in content_types:
-                raise NetworkError(
-                    "the fetch failed",
-                    code=failed,
-                    log_detail=f"{url}: content type {response.content_type[:100]!r}",
-                )
-            length = response.content_length
-            if length is not None and length > max_bytes:
-                raise NetworkError(
-                    "the fetch failed", code=failed, log_detail=f"{url}: Content-Length {length}"
-                )
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                chunk = await response.content.read(max_bytes + 1 - size)
-                if not chunk:
-                    return b"".join(chunks)
-                size += len(chunk)
-                if size > max_bytes:
-                    raise NetworkError(
-                        "the fetch failed",
-                        code=failed,
-                        log_detail=f"{url}: body over {max_bytes} bytes",
-                    )
-                chunks.append(chunk)
-    except TimeoutError as exc:  # aiohttp's timeouts are TimeoutError subclasses
-        raise UpstreamTimeout(
-            "the fetch timed out",
-            code=f"{code_prefix}.fetch_timeout",
-            log_detail=f"{url}: no answer within {fetch_timeout} s",
-        ) from exc
-    except aiohttp.ClientError as exc:
-        raise NetworkError(
-            "the fetch failed", code=failed, log_detail=f"{url}: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def _unavailable() -> SealIndeterminate:
@@ -154,8 +90,8 @@ class TrustSync:
         self._cache_path = cache_path
         self._keys_dir = keys_dir
         self._cache: TrustListCache | None = None
-        self.on_change: Callable[[int, int | None], None] | None = None
-        """Called with (new seq, previous seq) whenever a newer list becomes current."""
+        self.on_change: Callable[[int, int | None], Awaitable[None]] | None = None
+        """Awaited with (new seq, previous seq) whenever a newer list becomes current."""
         self._open_cache()
 
     @property
@@ -177,7 +113,7 @@ class TrustSync:
     def needs_refresh(self, now: float) -> bool:
         return self._cache is None or self._cache.needs_refresh(now)
 
-    def offer_local(self, token: str) -> TrustList:
+    async def offer_local(self, token: str) -> TrustList:
         """Make a list ``national`` just published current, without HTTP.
 
         Raises as :meth:`TrustListCache.offer` does (a list national itself signed must
@@ -189,7 +125,7 @@ class TrustSync:
         before = cache.seq
         trust_list = cache.offer(token, now=self._clock.now())
         if trust_list.seq != before and self.on_change is not None:
-            self.on_change(trust_list.seq, before)
+            await self.on_change(trust_list.seq, before)
         return trust_list
 
     async def refresh(self) -> bool:
@@ -228,7 +164,7 @@ class TrustSync:
         if changed:
             log.info("trust list updated", extra={"seq": trust_list.seq, "previous": before})
             if self.on_change is not None:
-                self.on_change(trust_list.seq, before)
+                await self.on_change(trust_list.seq, before)
         return changed
 
     async def run(self, sleep: Sleep = asyncio.sleep) -> None:

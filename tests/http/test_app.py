@@ -18,7 +18,7 @@ from conftest import BRIDE, GROOM, NOW, Tokens, household_request, marriage_requ
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway._internal.wire import b64url_decode, b64url_encode
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.schemas import SchemaSet
 from gateway.certificates.status import CertStatus
 from gateway.certificates.status_list import (
     STATUS_LIST_MEDIA_TYPE,
@@ -263,7 +263,7 @@ async def test_jwks_publishes_one_active_public_key(client: Client) -> None:
     assert (resolved.kid, resolved.alg, resolved.verify_allowed) == (key["kid"], key["alg"], True)
 
 
-async def test_schemas_catalog(client: Client, schemas: SchemaCatalog) -> None:
+async def test_schemas_catalog(client: Client, schemas: SchemaSet) -> None:
     response = await client.get("/v1/schemas")
     assert response.status == 200
     body = await response.json()
@@ -412,7 +412,7 @@ async def test_unknown_status_list(client: Client) -> None:
 
 
 async def test_verify_batch_reports_each_seal_in_order(
-    client: Client, auth: dict[str, str], tokens: Tokens, schemas: SchemaCatalog
+    client: Client, auth: dict[str, str], tokens: Tokens, schemas: SchemaSet
 ) -> None:
     genuine = (await issue(client, tokens, marriage_request()))["seal"]
     tampered = forge(genuine, lambda document: document["holder"].update(name="王五"))
@@ -642,7 +642,7 @@ async def test_wrong_check_character_names_the_field(
 
 
 async def test_schema_violation_lists_every_failing_field(
-    client: Client, auth: dict[str, str], schemas: SchemaCatalog
+    client: Client, auth: dict[str, str], schemas: SchemaSet
 ) -> None:
     request = marriage_request(valid_from="24/11/2026", iss="zhuji")
     del request["holder"]["name"]

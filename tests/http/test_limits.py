@@ -22,13 +22,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from conftest import NOW, Tokens, marriage_request
 
 from gateway._internal.wire import b64url_encode
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.schemas import SchemaSet
 from gateway.clock import FixedClock
 from gateway.config import Federation
 from gateway.crypto.seals import sign_compact
 from gateway.http.app import create_app
 from gateway.identifiers import build_certificate_id
-from gateway.services.node import NodeService
+from gateway.server.node import open_node_service
 from gateway.sso.node_auth import NodeAuthenticator
 from gateway.sso.tokens import ACCESS_TOKEN_TYP
 
@@ -62,7 +62,7 @@ def json_auth(auth: dict[str, str]) -> dict[str, str]:
 async def node_with(
     federation: Federation,
     clock: FixedClock,
-    schemas: SchemaCatalog,
+    schemas: SchemaSet,
     tokens: Tokens,
     **limits: Any,
 ) -> AsyncIterator[Client]:
@@ -71,7 +71,7 @@ async def node_with(
     Its authenticator is built for the changed federation too, so the token limits apply.
     """
     changed = federation.with_overrides(limits=dataclasses.replace(federation.limits, **limits))
-    node = NodeService.open(
+    node = open_node_service(
         changed,
         "zhuji",
         clock=clock,
@@ -265,7 +265,7 @@ async def test_members_over_the_limit_are_413(
 async def test_batch_at_and_over_max_batch(
     federation: Federation,
     clock: FixedClock,
-    schemas: SchemaCatalog,
+    schemas: SchemaSet,
     tokens: Tokens,
     json_auth: dict[str, str],
 ) -> None:
@@ -324,7 +324,7 @@ async def test_seal_with_an_oversized_header_gets_a_too_large_report(
 async def test_configured_max_seal_bytes_fails_longer_seals(
     federation: Federation,
     clock: FixedClock,
-    schemas: SchemaCatalog,
+    schemas: SchemaSet,
     tokens: Tokens,
     json_auth: dict[str, str],
 ) -> None:
@@ -405,7 +405,7 @@ async def test_a_genuine_token_one_byte_over_the_limit_is_refused(
 
 
 async def test_smaller_max_token_bytes_is_applied(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog, tokens: Tokens
+    federation: Federation, clock: FixedClock, schemas: SchemaSet, tokens: Tokens
 ) -> None:
     async with node_with(federation, clock, schemas, tokens, max_token_bytes=32) as client:
         response = await verify(client, {"Authorization": f"Bearer {'t' * 33}"}, b"{}")

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from conftest import Tokens, marriage_request
 
 from gateway import __version__
-from gateway.certificates.schemas import DRAFT_2020_12, SchemaCatalog
+from gateway.certificates.schemas import DRAFT_2020_12, SchemaSet
 from gateway.http.middleware import PUBLIC
 from gateway.http.openapi import component_name
 
@@ -180,7 +180,7 @@ async def test_documented_security_is_what_the_node_enforces(
 
 
 async def test_component_schemas_are_the_catalog_documents(
-    document: dict[str, Any], schemas: SchemaCatalog
+    document: dict[str, Any], schemas: SchemaSet
 ) -> None:
     expected = {component_name(name): doc for name, doc in schemas.schema_documents().items()}
     assert document["components"]["schemas"] == expected

@@ -33,13 +33,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.schemas import SchemaSet
 from gateway.clock import FixedClock
 from gateway.config import load_federation
 from gateway.crypto.jwks import StaticKeyResolver
 from gateway.crypto.seals import verify_seal
 from gateway.http.app import create_app
 from gateway.ids import NodeId
+from gateway.server.node import open_node_service
 from gateway.services.node import NodeService
 from gateway.sso.auth import Authenticator
 
@@ -148,12 +149,12 @@ class LiveNode:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, schemas: SchemaCatalog) -> Iterator[LiveNode]:
+def live(tmp_path_factory: pytest.TempPathFactory, schemas: SchemaSet) -> Iterator[LiveNode]:
     tmp: Path = tmp_path_factory.mktemp("properties")
     federation = load_federation(env={}).with_overrides(data_dir=tmp / "var", keys_dir=tmp / "keys")
     clock = FixedClock(NOW)  # never advanced: the tokens stay valid for the whole module
     idp = Tokens(federation, clock)
-    node = NodeService.open(
+    node = open_node_service(
         federation,
         "zhuji",
         clock=clock,

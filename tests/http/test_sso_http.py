@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.certificates.holders import holder_digest
-from gateway.certificates.schemas import SchemaCatalog
+from gateway.certificates.schemas import SchemaSet
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import FixedClock, to_rfc3339
 from gateway.config import Federation
@@ -47,6 +47,7 @@ from gateway.http.appkeys import NODE
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import DepartmentId, NodeId
 from gateway.metrics import Metrics
+from gateway.server.node import open_node_service
 from gateway.services.idp import IdpService
 from gateway.services.node import NodeService
 from gateway.sso.consent import CONSENT_HEADER, CONSENT_TYP, issue_consent
@@ -781,13 +782,13 @@ async def signed_by(
     request: pytest.FixtureRequest,
     federation: Federation,
     clock: FixedClock,
-    schemas: SchemaCatalog,
+    schemas: SchemaSet,
 ) -> AsyncIterator[tuple[Tokens, Client]]:
     """A zhuji node and an IdP whose signing key is EdDSA or ES256."""
     KeyStore.open(federation.keys_dir, NodeId("idp"), clock=clock, default_alg=request.param)
     tokens = Tokens(federation, clock)
     assert tokens.store.signer().alg == request.param
-    node = NodeService.open(
+    node = open_node_service(
         federation,
         "zhuji",
         clock=clock,
@@ -1018,7 +1019,7 @@ class Federated:
 
 @pytest.fixture
 async def federated(
-    federation: Federation, clock: FixedClock, schemas: SchemaCatalog
+    federation: Federation, clock: FixedClock, schemas: SchemaSet
 ) -> AsyncIterator[Federated]:
     # national too, so the node's trust-list fetches go to a port nobody listens on
     ports = {"idp": unused_port(), "zhuji": unused_port(), "national": unused_port()}
@@ -1030,7 +1031,7 @@ async def federated(
         create_idp_app(idp, metrics=metrics), host="127.0.0.1", port=ports["idp"]
     )
     await idp_server.start_server()
-    node = NodeService.open(fed, "zhuji", clock=clock, schemas=schemas)
+    node = open_node_service(fed, "zhuji", clock=clock, schemas=schemas)
     app = create_app(node)  # no authenticator: RemoteKeySet on the app's ClientSession
     client: Client = TestClient(TestServer(app, host="127.0.0.1", port=ports["zhuji"]))
     await client.start_server()
