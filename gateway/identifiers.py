@@ -36,6 +36,9 @@ from gateway.ids import CertificateId, RegionCode
 
 REGION_CODE: Final = re.compile(r"[0-9]{6}")
 """A GB/T 2260 administrative region code: six ASCII digits."""
+HOLDER_DIGEST: Final = re.compile(r"[0-9a-f]{64}")
+"""A holder as the gateway knows it: the lower-case hex HMAC-SHA256 of its id
+(:func:`gateway.certificates.holders.holder_digest`), never the id in clear."""
 
 FORMAT = "input.identifier.format"
 CHECK = "input.identifier.check"

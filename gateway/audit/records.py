@@ -32,12 +32,11 @@ from typing import Any, Final
 import orjson
 
 from gateway._internal.wire import JsonLimits, is_int, loads
-from gateway.certificates.holders import HOLDER_DIGEST
 from gateway.errors import (
     InputError,
     InvalidIdentifier,
 )
-from gateway.identifiers import parse_certificate_id
+from gateway.identifiers import HOLDER_DIGEST, parse_certificate_id
 from gateway.ids import NodeId
 
 MAX_DETAILS_BYTES: Final = 4096

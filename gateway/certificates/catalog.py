@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.certificates.holders import HOLDER_DIGEST
 from gateway.certificates.status import CertStatus
 from gateway.clock import to_rfc3339
 from gateway.errors import (
     InputError,
 )
+from gateway.identifiers import HOLDER_DIGEST
 from gateway.ids import CertificateId, NodeId
 
 MAX_STATUS_EVENT: Final = 2**53 - 1

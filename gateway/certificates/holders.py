@@ -15,13 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
-from typing import Final
 
 from gateway.errors import ConfigError, InputError
-
-HOLDER_DIGEST: Final = re.compile(r"[0-9a-f]{64}")
-"""The shape of a holder digest: lower-case hex HMAC-SHA256, 64 characters."""
 
 MIN_SECRET_BYTES = 16
 """Shortest accepted HMAC key: anything shorter could be brute-forced offline."""

@@ -35,7 +35,6 @@ from types import TracebackType
 from typing import Final, Protocol, overload
 
 from gateway._internal.sqlite import Connections
-from gateway.certificates.holders import HOLDER_DIGEST
 from gateway.certificates.status import CertStatus, StatusAction, StatusSlot, transition
 from gateway.certificates.status_list import BITS, status_code
 from gateway.errors import (
@@ -46,6 +45,7 @@ from gateway.errors import (
     NotFoundError,
     SealIndeterminate,
 )
+from gateway.identifiers import HOLDER_DIGEST
 from gateway.ids import CertificateId, KeyId, RegionCode
 
 # NORMAL in WAL mode: a commit survives a process crash (kill -9).

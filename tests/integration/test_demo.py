@@ -8,6 +8,8 @@ import pytest
 
 from gateway.cli.demo import run_demo
 
+pytestmark = pytest.mark.slow  # real processes or a whole federation
+
 
 async def test_the_demo_tour_passes_every_step(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pytest
 from conftest import HANG_GUARD, Tokens, Up, catalogued, household_request, outbox_entries
 
 from gateway.clock import FixedClock
 from gateway.config import Federation
 from gateway.storage.registry import SqliteRegistry
+
+pytestmark = pytest.mark.slow  # real processes or a whole federation
 
 REFUSED_FOR_GOOD = {
     # not a certificate id: national answers 400, and would again on every retry

@@ -26,6 +26,8 @@ from gateway.clock import FixedClock
 from gateway.config import DEFAULT_FEDERATION_FILE, Federation
 from gateway.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # real processes or a whole federation
+
 REPO = Path(gateway.__file__).resolve().parents[1]
 
 

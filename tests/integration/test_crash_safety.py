@@ -30,6 +30,8 @@ from gateway.audit.records import AuditKind, AuditRecord, parse_entry
 from gateway.cli.idp_client import IdpClient
 from gateway.config import load_federation
 
+pytestmark = pytest.mark.slow  # real processes or a whole federation
+
 ISSUERS = 8  # concurrent issuing workers
 CHANGERS = 2  # concurrent status-changing workers
 WATCHERS = 1  # a partner fetching signed tree heads (each one written to the log's store)

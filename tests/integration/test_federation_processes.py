@@ -25,6 +25,8 @@ from gateway._internal.wire import b64url_decode
 from gateway.cli.idp_client import IdpClient
 from gateway.config import load_federation
 
+pytestmark = pytest.mark.slow  # real processes or a whole federation
+
 BUDGET = 2.0  # request_timeout_seconds: each routed request's deadline budget
 SLACK = 1.0  # scheduling slack on a loaded 2-core machine
 STARTUP_TIMEOUT = 60.0  # for the whole federation to enrol

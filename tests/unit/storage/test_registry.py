@@ -432,6 +432,7 @@ def test_add_many_refuses_a_bad_batch_size(registry: SqliteRegistry) -> None:
     assert registry.add_many([]) == 0
 
 
+@pytest.mark.slow
 def test_add_many_memory_stays_flat(tmp_path: Path) -> None:
     rows, seal_size = 200_000, 250
     # Materialised, these rows would take over 100 MB of Python objects (measured: 115 MB).

@@ -15,7 +15,7 @@ from gateway.crypto.jwks import Alg, PublicKey
 from gateway.crypto.seals import verify_signature
 from gateway.errors import SealError
 
-VECTORS = Path(__file__).parents[2] / "shared" / "vectors" / "wycheproof"
+VECTORS = Path(__file__).parents[1] / "vectors" / "wycheproof"
 
 
 def _load(name: str) -> dict[str, Any]:

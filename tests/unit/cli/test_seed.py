@@ -188,6 +188,7 @@ def test_a_node_without_issuing_departments_cannot_be_seeded(open_node: Any) -> 
     assert national.registry.count() == 0
 
 
+@pytest.mark.slow
 def test_seeding_streams_in_flat_memory(service: NodeService) -> None:
     # Holding every sealed certificate of 20,000 would take about 36 MB on its own (measured:
     # 9 MB for 5,000); streaming in batches of 2,000 peaks near 8 MB. A memory bound only.

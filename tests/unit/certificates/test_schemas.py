@@ -226,7 +226,7 @@ def test_schema_documents_are_every_schema_and_copies(catalog: SchemaSet) -> Non
 
 
 def test_default_schema_dir_is_the_repository_schemas() -> None:
-    assert default_schema_dir() == Path(__file__).resolve().parents[1] / "schemas"
+    assert default_schema_dir() == Path(__file__).resolve().parents[3] / "schemas"
     assert (default_schema_dir() / "certificate.schema.json").is_file()
 
 

@@ -20,6 +20,8 @@ from gateway.cli.idp_client import IdpClient
 from gateway.clock import SystemClock
 from gateway.config import Federation, load_federation
 
+pytestmark = pytest.mark.slow  # real processes or a whole federation
+
 GROOM = {"name": "赵立新", "id": "330681199001010015", "id_type": "111"}
 BRIDE = {"name": "王晓燕", "id": "341221199607082464", "id_type": "111"}
 

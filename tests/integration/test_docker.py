@@ -23,6 +23,8 @@ from gateway.cli.main import _parser
 from gateway.config import Federation, NodeConfig, load_federation
 from gateway.crypto.keystore import FEDERATION_DIR
 
+pytestmark = pytest.mark.slow  # real processes or a whole federation
+
 REPO = Path(gateway.__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
 STATE = PurePosixPath("/var/lib/tongban")

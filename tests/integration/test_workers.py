@@ -20,6 +20,8 @@ from gateway.cli.main import main
 from gateway.config import DEFAULT_FEDERATION_FILE
 from gateway.http.middleware import WORKER_HEADER
 
+pytestmark = pytest.mark.slow  # real processes or a whole federation
+
 STARTUP_TIMEOUT = 60.0
 
 
