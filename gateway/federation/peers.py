@@ -39,7 +39,6 @@ from gateway.federation.resilience import (
     Deadline,
     RetryPolicy,
     call_with_retries,
-    hop_label,
 )
 from gateway.ids import NodeId
 from gateway.sso.consent import CONSENT_HEADER
@@ -183,7 +182,7 @@ class PeerClient:
     async def _post(
         self, url: str, body: bytes, headers: Mapping[str, str], budget: float, peer: NodeId
     ) -> dict[str, Any]:
-        label = hop_label(peer, self.me)
+        # details name no hop: call_with_retries names it once, for every failure
         try:
             async with self._session.post(
                 url,
@@ -195,18 +194,17 @@ class PeerClient:
                 raw = await response.content.read(self._max_answer + 1)
                 status = response.status
         except TimeoutError as exc:
-            raise NetworkError(f"{label}: timed out", code="network.timeout") from exc
+            raise NetworkError("timed out", code="network.timeout") from exc
         except aiohttp.ClientError as exc:
-            raise NetworkError(f"{label}: unreachable", code="network.unreachable") from exc
+            raise NetworkError("unreachable", code="network.unreachable") from exc
         if len(raw) > self._max_answer:
             raise NetworkError(
-                f"{label}: answered more than {self._max_answer} bytes",
-                code="network.answer_too_large",
+                f"answered more than {self._max_answer} bytes", code="network.answer_too_large"
             )
         try:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise NetworkError(f"{label}: answered {status} without JSON") from exc
+            raise NetworkError(f"answered {status} without JSON") from exc
         if status in (200, 201) and isinstance(answer, dict):
             return answer
         if isinstance(answer, dict) and isinstance(answer.get("code"), str) and status < 500:
@@ -214,4 +212,4 @@ class PeerClient:
         if isinstance(answer, dict) and str(answer.get("code", "")).startswith("network."):
             # a hop further down failed; relay its verdict (it names the hop) unchanged
             raise UpstreamProblem(status, answer["code"], str(answer.get("detail", "")))
-        raise NetworkError(f"{label}: answered {status}", code="network.bad_gateway")
+        raise NetworkError(f"answered {status}", code="network.bad_gateway")

@@ -167,6 +167,42 @@ class Scenario:
             return response.status, body, time.monotonic() - started
 
 
+async def test_a_local_and_a_routed_fetch_answer_the_same_shape(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    await wait_until_enrolled(session, cluster)
+    scenario = Scenario(cluster, session)
+    token = await scenario.token("zhuji-civil-affairs")
+    here = await scenario.issue("zhuji", "zhuji-public-security", GROOM)
+    there = await scenario.issue("shanghai", "shanghai-public-security", GROOM)
+    consent = await scenario.consent(GROOM)
+    answers = []
+    for cert_id in (here, there):
+        status, body, _ = await scenario.fetch(token, cert_id, consent)
+        assert status == 200, body
+        answers.append(body)
+    local, routed = answers
+    assert local["route"] == ["zhuji"]
+    assert routed["route"] == ["zhuji", "shaoxing", "zhejiang", "national", "shanghai"]
+    assert (
+        sorted(local)
+        == sorted(routed)
+        == [
+            "certificate",
+            "certificate_id",
+            "node",
+            "report",
+            "route",
+            "seal",
+            "status",
+            "type",
+        ]
+    )
+    for body, node in ((local, "zhuji"), (routed, "shanghai")):
+        assert (body["type"], body["status"], body["node"]) == ("household_register", "valid", node)
+        assert body["certificate"]["type"] == "household_register"
+
+
 async def test_a_dead_point_to_point_link_falls_back_to_the_hierarchy(
     cluster: Cluster, session: aiohttp.ClientSession
 ) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gateway._internal.secret import Secret
-from gateway.config import DEFAULT_FEDERATION_FILE, load_federation
+from gateway.config import DEFAULT_FEDERATION_FILE, Network, load_federation
 from gateway.errors import ConfigError
 
 
@@ -56,6 +56,20 @@ def test_limits_are_read(tmp_path: Path) -> None:
     assert fed.limits.max_batch == 7
 
 
+def test_network_numbers_are_read_with_their_defaults(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[network]\nretry_attempts = 5\nbreaker_open_seconds = 7\n"
+    fed = load_federation(write(tmp_path, text), env={})
+    assert fed.network == Network(retry_attempts=5, breaker_open_seconds=7.0)
+    assert load_federation(write(tmp_path, MINIMAL), env={}).network == Network()
+
+
+def test_the_default_federation_file_spells_out_every_network_default() -> None:
+    fed = load_federation(DEFAULT_FEDERATION_FILE, env={})
+    assert fed.network == Network()
+    text = DEFAULT_FEDERATION_FILE.read_text(encoding="utf-8")
+    assert all(f"\n{name} = " in text for name in Network.__dataclass_fields__)
+
+
 def test_a_development_token_section_is_refused(tmp_path: Path) -> None:
     # There is no development bearer token any more: a file that still configures one fails
     # at start-up instead of silently running without it.
@@ -94,6 +108,10 @@ def test_passphrase_comes_from_env_and_is_hidden(tmp_path: Path) -> None:
         ("[bogus]\n", "unknown section"),
         ("[limits]\nmax_batch = 0\n", "must be positive"),
         ("[limits]\nmax_bach = 3\n", "unknown limits key"),
+        ("[network]\nretry_attempts = 0\n", "retry_attempts must be positive"),
+        ("[network]\nfetch_timeout_seconds = -1.5\n", "must be positive"),
+        ("[network]\nretries = 3\n", "unknown network key 'retries'"),
+        ('[network]\nbreaker_failures = "3"\n', "'breaker_failures' must be a int"),
     ],
 )
 def test_bad_files_fail_naming_the_problem(tmp_path: Path, snippet: str, message: str) -> None:
