@@ -7,9 +7,8 @@ proves the issuance: the issuance record of that certificate, included (RFC 9162
 inclusion proof) in a signed tree head issued before T. Then the seal stays valid.
 
 Limitation: the head is signed by the node; a thief of the key could back-date a head.
-Partners that fetched the node's heads before T (:mod:`gateway.federation.partner_watch`) are the
-witnesses
-that close this gap.
+Partners that fetched the node's heads before T (:mod:`gateway.federation.partner_watch`)
+are the witnesses that close this gap.
 """
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ def verify_signature(
         # libsodium: the same RFC 8032 cofactorless check as OpenSSL in half the time, and
         # stricter (it also refuses small-order and non-canonical keys and small-order R,
         # which no honest signer produces). Every Wycheproof vector agrees
-        # (tests/test_wycheproof.py).
+        # (tests/interop/test_wycheproof.py).
         try:
             crypto_sign_open(signature + signing_input, public_key.public_bytes_raw())
         except BadSignatureError as exc:

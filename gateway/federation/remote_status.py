@@ -9,9 +9,9 @@ The URI comes from a document under verification, so it is attacker-controlled:
 
 1. only ``<url of a node in the trust list>/v1/status-lists/<digits>`` is ever fetched (no
    SSRF: any other URI is refused without a request), and redirects are never followed;
-2. the token must verify as a :data:`~gateway.certificates.status_list.STATUS_LIST_TYP` JWS against
-the
-   trust list, with a key of the node that owns the URI (``status.wrong_node`` otherwise);
+2. the token must verify as a :data:`~gateway.certificates.status_list.STATUS_LIST_TYP`
+   JWS against the trust list, with a key of the node that owns the URI
+   (``status.wrong_node`` otherwise);
 3. its claims must be a valid, unexpired list for that very URI
    (:func:`gateway.certificates.status_list.parse_status_list`).
 
@@ -22,8 +22,7 @@ cannot be judged; the certificate is not proven bad): ``status.unavailable`` (no
 prefetched, not a trusted status URI, fetch failed, no trust list), ``status.<seal code>``
 (the token's JWS was refused, e.g. ``status.bad_signature``), ``status.wrong_node``,
 :func:`~gateway.certificates.status_list.parse_status_list`'s ``status.invalid`` /
-``status.expired``, and
-the trust list's own ``trust.unavailable`` / ``trust.expired``.
+``status.expired``, and the trust list's own ``trust.unavailable`` / ``trust.expired``.
 """
 
 from __future__ import annotations

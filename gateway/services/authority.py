@@ -3,10 +3,10 @@
 :class:`TrustAuthority` is a synchronous core. It keeps, for every node, each seal key it has
 ever seen with that key's status history, and publishes signed trust lists
 (:func:`gateway.trust.trust_list.build_trust_list` +
-:func:`gateway.trust.trust_list.sign_trust_list`) with a
-sequence number that only grows. Its state (``seq``, the current token, the keys and their
-histories) is a JSON file written atomically (0600) after every change, so a restart neither
-forgets a key's history nor reuses a ``seq``.
+:func:`gateway.trust.trust_list.sign_trust_list`) with a sequence number that only grows.
+Its state (``seq``, the current token, the keys and their histories) is a JSON file written
+atomically (0600) after every change, so a restart neither forgets a key's history nor reuses
+a ``seq``.
 
 History rules (:meth:`TrustAuthority.observe`):
 
@@ -162,8 +162,7 @@ class TrustAuthority:
         """Record ``node``'s published JWKS. True if any key or status changed.
 
         Parsed strictly (:func:`gateway.crypto.jwks.parse_jwks`): raises :class:`SealError`
-        ``jwk.*``
-        for a bad set, :class:`NotFoundError` ``trust.unknown_node`` for a node not in the
+        ``jwk.*`` for a bad set, :class:`NotFoundError` ``trust.unknown_node`` for a node not in the
         federation, :class:`StorageError` ``trust.storage`` if the state cannot be saved.
         """
         if node not in {n.id for n in self.federation.nodes}:

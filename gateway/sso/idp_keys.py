@@ -3,9 +3,8 @@
 :class:`RemoteKeySet` discovers the issuer's ``jwks_uri`` from
 ``<issuer>/.well-known/openid-configuration`` and fetches the JWKS with the node's one shared
 :class:`aiohttp.ClientSession`. It serves :meth:`~RemoteKeySet.key_for` synchronously from an
-immutable snapshot, so it is a :class:`gateway.crypto.jwks.KeyResolver` the strict token verifier
-can
-use as is. The snapshot changes only when a fetch fully succeeds:
+immutable snapshot, so it is a :class:`gateway.crypto.jwks.KeyResolver` the strict token
+verifier can use as is. The snapshot changes only when a fetch fully succeeds:
 
 - **single flight**: concurrent refreshes share one fetch (one discovery, one JWKS GET);
 - **unknown kid**: a token naming a key we do not hold triggers at most one refresh per

@@ -1,19 +1,19 @@
 """Every node's copy of the federation trust list, kept fresh from ``national`` over HTTP.
 
-:class:`TrustSync` wraps a :class:`gateway.trust.trust_list.TrustListCache` (the verified list,
-kept on
-disk) and fills it from ``<national>/v1/trust-list``. The cache exists once the federation
-root's public key can be read (:func:`gateway.trust.rootkey.load_root_public`); until then there is
-nothing to pin a list to, :attr:`TrustSync.cache` is None and every seal is judged
-``trust.unavailable``.
+:class:`TrustSync` wraps a :class:`gateway.trust.trust_list.TrustListCache` (the verified
+list, kept on disk) and fills it from ``<national>/v1/trust-list``. The cache exists once the
+federation root's public key can be read (:func:`gateway.trust.rootkey.load_root_public`);
+until then there is nothing to pin a list to, :attr:`TrustSync.cache` is None and every
+seal is judged ``trust.unavailable``.
 
 A refresh never makes things worse: a failed fetch (``trust.fetch_failed``,
 ``trust.fetch_timeout``) or a list the cache refuses (bad signature, older ``seq``, a fork,
 expired) is logged and the current list stays. ``national`` itself feeds each list it
 publishes straight in with :meth:`TrustSync.offer_local`.
 
-:func:`fetch_bounded` is the one bounded GET the trust and status fetchers share: a total
-timeout, no redirects, an allowed content type, at most ``max_bytes`` of body.
+:func:`gateway._internal.fetch.fetch_bounded` is the one bounded GET every fetcher of a
+peer's document shares: a total timeout, no redirects, an allowed content type, at most
+``max_bytes`` of body.
 """
 
 from __future__ import annotations

@@ -270,8 +270,8 @@ def test_it_copies_what_the_package_needs(dockerfile: list[Instruction]) -> None
         assert needed in landed, needed
     for source in landed:
         assert (REPO / source).exists(), f"COPY {source}: not in the repository"
-    # gateway/certificates/schemas.py looks for <package>/../schemas: the image keeps that layout
-    # ...
+    # gateway/certificates/schemas.py looks for <package>/../schemas: the image keeps that
+    # layout ...
     assert default_schema_dir() == Path(gateway.__file__).resolve().parents[1] / "schemas"
     assert landed["schemas"] == landed["gateway"].parent / "schemas"
     # ... and installs the package in place (editable), so imports resolve to that copy

@@ -3,7 +3,7 @@
 Tokens and grants are real: minted by the test IdP's own key store (``tokens`` in
 ``tests/conftest.py``), validated against its keys, at the fixed time 2026-11-24T08:00Z.
 The HTTP side (every refusal as problem+json, the attack classes, a real IdP and a key
-rotation) is in ``tests/http/test_sso_http.py``.
+rotation) is in ``tests/unit/http/test_sso_http.py``.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ async def test_a_refused_token_is_never_cached(tokens: Tokens) -> None:
     assert keys.calls == 3
 
 
-# --- consent at the node (NodeService.fetch / check_consent) --------------------------------
+# --- consent at the node (NodeService.release / check_consent) ----------------------------
 
 
 def issue_household(service: NodeService, holder: dict[str, str] | None = None) -> str:
