@@ -24,7 +24,7 @@ from gateway._internal.secret import Secret
 from gateway._internal.wire import is_int
 from gateway.errors import ConfigError, InvalidIdentifier
 from gateway.identifiers import REGION_CODE, validate_credit_code, validate_resident_id
-from gateway.ids import IDP, DepartmentId, NodeId, RegionCode
+from gateway.ids import IDP, NATIONAL, DepartmentId, NodeId, RegionCode
 from gateway.scopes import SCOPES
 
 DEFAULT_FEDERATION_FILE = Path(__file__).with_name("federation.toml")
@@ -45,6 +45,10 @@ class Limits:
     max_token_bytes: int = 8192
     max_lookup_types: int = 16
     request_timeout_seconds: float = 10.0
+    max_request_line_bytes: int = 8190
+    """The request line (method, path and query, version); longer is refused (414)."""
+    max_header_bytes: int = 16_384
+    """One header line; longer is refused (431). At least ``max_token_bytes`` + 1 KiB."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,12 @@ class Network:
     """How long a hop proof is accepted after it was signed (and its nonce remembered)."""
     registration_retry_seconds: float = 2.0
     """How often catalog entries national could not take are offered again."""
+    hop_margin_seconds: float = 0.5
+    """Each hop forwards a deadline this much shorter than its own, so the hop next to a
+    failure gives up first and its answer, naming that hop, still reaches the caller."""
+    max_connections_per_peer: int = 64
+    """Open connections to one peer at most: a frozen peer holds only these, never the
+    connections every other route needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +137,9 @@ class Client:
     scopes: tuple[str, ...]
     demo_secret: Secret | None = None
     """The clear secret, for demo clients only (``tongban token --client``)."""
+    audit_everywhere: bool = False
+    """With ``audit:read``: read every node's audit log, not only its own node's. Only for
+    national's auditors, and only when the federation file says so."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +185,10 @@ class Federation:
     def url(self, node_id: str) -> str:
         node = self.node(node_id)
         return node.url or f"http://{self.host}:{node.port}"
+
+    def client(self, client_id: str) -> Client | None:
+        """The federation file's entry for a client id (None for one it does not list)."""
+        return next((c for c in self.clients if c.id == client_id), None)
 
     def idp(self) -> NodeConfig:
         """The federation's identity provider node (``kind = "idp"``, id ``idp``)."""
@@ -352,7 +369,14 @@ class _Parser:
         )
 
     def _limits(self) -> Limits:
-        return self._positive_numbers("limits", Limits)
+        limits = self._positive_numbers("limits", Limits)
+        if limits.max_header_bytes < limits.max_token_bytes + 1024:
+            raise self.fail(
+                "[limits]",
+                "max_header_bytes must leave 1 KiB above max_token_bytes",
+                "max_header_bytes",
+            )
+        return limits
 
     def _network(self) -> Network:
         return self._positive_numbers("network", Network)
@@ -500,6 +524,14 @@ class _Parser:
                             anchor=f'id = "{client_id}"')  # fmt: skip
         secret_hash = self._hash(table, "secret_hash", f"client {client_id!r}", client_id)
         demo = self._get(table, "demo_secret", str, where, default=None)
+        everywhere = self._get(table, "audit_everywhere", bool, where, default=False)
+        if everywhere and (owner.id != NATIONAL or "audit:read" not in scopes):
+            raise self.fail(
+                f"client {client_id!r}",
+                "audit_everywhere is for national's clients with the audit:read scope",
+                "audit_everywhere",
+                anchor=f'id = "{client_id}"',
+            )
         return Client(
             id=client_id,
             department=DepartmentId(department),
@@ -507,6 +539,7 @@ class _Parser:
             secret_hash=secret_hash,
             scopes=tuple(str(s) for s in scopes),
             demo_secret=Secret(demo) if demo else None,
+            audit_everywhere=everywhere,
         )
 
     def _hash(self, table: dict[str, Any], key: str, where: str, anchor_id: str) -> str:

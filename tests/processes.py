@@ -42,6 +42,7 @@ def federation_file(
     base: Path,
     *,
     request_timeout: float | None = None,
+    hop_margin: float | None = None,
     urls: dict[str, str] | None = None,
 ) -> Path:
     """The default federation on ``ports``, state under ``base``; ``urls`` override nodes'."""
@@ -58,6 +59,8 @@ def federation_file(
         text = text.replace(
             "request_timeout_seconds = 10.0", f"request_timeout_seconds = {request_timeout}"
         )
+    if hop_margin is not None:
+        text = text.replace("hop_margin_seconds = 0.5", f"hop_margin_seconds = {hop_margin}")
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -83,6 +86,14 @@ class Processes:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
 
+    def freeze(self, node: str) -> None:
+        """SIGSTOP: the process stops as a GC pause, a full disk or a hung kernel would stop
+        it; its socket still accepts connections, nothing answers."""
+        self.procs[node].send_signal(signal.SIGSTOP)
+
+    def thaw(self, node: str) -> None:
+        self.procs[node].send_signal(signal.SIGCONT)
+
     def kill(self, node: str) -> None:
         """SIGKILL: no shutdown path runs."""
         proc = self.procs.pop(node)
@@ -92,6 +103,7 @@ class Processes:
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
+            proc.send_signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
             proc.terminate()
         for proc in self.procs.values():
             try:

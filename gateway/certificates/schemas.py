@@ -43,6 +43,7 @@ from gateway.errors import (
     SchemaViolation,
     UnknownCertificateType,
 )
+from gateway.identifiers import CertificateIdentifier
 
 SCHEMA_BASE = "https://schemas.tongban.example/"
 """Every schema's ``$id`` is this base followed by the file's path under ``schemas/``."""
@@ -182,6 +183,14 @@ class SchemaSet:
     def certificate_types(self) -> list[CertificateTypeInfo]:
         """Every certificate type, in the order the certificate schema lists them."""
         return list(self._types.values())
+
+    def certificate_type_of(self, certificate_id: CertificateIdentifier) -> CertificateTypeInfo:
+        """The type a certificate id names by its type code (GB/T 36904), without fetching
+        the certificate; raises :class:`UnknownCertificateType` for a code no type has."""
+        for info in self._types.values():
+            if info.type_code == certificate_id.type_code:
+                return info
+        raise UnknownCertificateType("the certificate id names no known certificate type")
 
     def certificate_type(self, name: str) -> CertificateTypeInfo:
         """The type called ``name``; raises :class:`UnknownCertificateType`."""

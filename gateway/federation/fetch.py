@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import orjson
@@ -43,7 +43,7 @@ from gateway.federation.verifier import FederatedVerifier
 from gateway.identifiers import parse_certificate_id
 from gateway.ids import NodeId
 from gateway.services.node import NodeService
-from gateway.sso.auth import Principal
+from gateway.sso.auth import Principal, Scope
 from gateway.storage.groupcommit import GroupCommit
 from gateway.trust.trust_list import TrustListResolver
 
@@ -122,6 +122,7 @@ class RoutedFetch:
         self._verifier = verifier
         self._journal = journal
         self._clock = clock
+        self._margin = node.federation.network.hop_margin_seconds
 
     def holder_of(self, cert_id: str) -> NodeId:
         """The node whose department issued ``cert_id`` (from the trust list)."""
@@ -140,7 +141,12 @@ class RoutedFetch:
     async def fetch(
         self, principal: Principal, bearer: str, cert_id: str, matter: str, consent: str | None
     ) -> dict[str, Any]:
-        """Fetch ``cert_id`` for ``matter`` from wherever it lives, verified here."""
+        """Fetch ``cert_id`` for ``matter`` from wherever it lives, verified here.
+
+        Everything this node can judge is judged before anything is routed or recorded
+        (:meth:`~gateway.services.node.NodeService.admit_fetch`): a refusal costs no other
+        node a request."""
+        self._node.admit_fetch(principal, cert_id, matter, consent)
         target = self.holder_of(cert_id)
         if target == self.me:
             fetched, records = self._node.release(principal, cert_id, matter, consent=consent)
@@ -150,7 +156,8 @@ class RoutedFetch:
         answer: dict[str, Any] | None = None
         failure: NetworkError | None = None
         for route in self.topology.routes(self.me, target):
-            request = RelayRequest(cert_id, matter, route, deadline.expires_at)
+            # the next hop must give up a margin before this one does (see relay)
+            request = RelayRequest(cert_id, matter, route, deadline.expires_at - self._margin)
             try:
                 answer = await self._forward(request, bearer, consent, deadline)
                 break
@@ -195,8 +202,10 @@ class RoutedFetch:
     ) -> dict[str, Any]:
         """Handle a forwarded fetch: authenticate the hop, then answer or forward on."""
         now = self._clock.now()
-        # 1. the previous hop, by its node-signed proof over this exact request
+        # 1. the previous hop, by its node-signed proof over this exact request, and the
+        #    caller's token (validated by the middleware) allows reading certificates
         caller = self._hops.authenticate(proof, path=EXCHANGE_PATH, body=body)
+        principal.require(Scope.CERT_READ)
         request = RelayRequest.parse(body)
         # 2. we are on the route, right after the caller, and they are neighbours
         route = request.route
@@ -224,14 +233,18 @@ class RoutedFetch:
                 raise
             await self._journal.append([hop, *records])
             return {"seal": fetched.certificate.seal, "route": list(route)}
+        # 4. a relay re-checks what it can see of the grant before it records or forwards
+        self._node.check_consent_in_transit(principal, request.matter, consent)
         # The hop's record is committed while the request travels on, and is durable before
         # this hop answers, whatever the answer (a failed commit fails the answer).
         committed = asyncio.ensure_future(self._journal.append([hop]))
         try:
-            self._node.check_consent_in_transit(principal, request.matter, consent)
+            # 5. this hop waits until the deadline it was given; the next hop gets one a
+            #    margin shorter, so the hop next to a failure gives up first and its answer
+            #    (naming that hop) travels back before anyone upstream gives up
             remaining = max(0.0, min(self._peers.deadline().remaining(), request.deadline - now))
-            local = Deadline(remaining, self._clock)
-            return await self._forward(request, bearer, consent, local)
+            onward = replace(request, deadline=request.deadline - self._margin)
+            return await self._forward(onward, bearer, consent, Deadline(remaining, self._clock))
         finally:
             await committed
 

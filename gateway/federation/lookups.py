@@ -40,11 +40,14 @@ class Lookups:
         consent: str | None,
         holder_digest: str,
     ) -> dict[str, Any]:
-        """Find the holder's certificates of the wanted types anywhere, and fetch each."""
+        """Find the holder's certificates of the wanted types anywhere, and fetch each.
+
+        Nothing is asked of national's catalog before this node has judged all it can: the
+        caller, purpose limitation, and the holder's grant for every personal type
+        (:meth:`~gateway.services.node.NodeService.admit_lookup`)."""
         matter = str(request["matter"])
         types = [str(t) for t in request["types"]]
-        for cert_type in types:  # purpose limitation before anything leaves this node
-            self._node.matters.require_type(matter, cert_type)
+        self._node.admit_lookup(principal, matter, types, consent, holder_digest)
         body = orjson.dumps({"holder_digest": holder_digest, "types": types})
         listed = await self._peers.post(NATIONAL, CATALOG_LOOKUPS_PATH, body, bearer=bearer)
         entries = listed.get("entries", [])

@@ -15,6 +15,7 @@ from gateway.http.middleware import (
     metrics_middleware,
     problem_middleware,
     request_id_middleware,
+    size_middleware,
 )
 from gateway.http.openapi import build_openapi
 from gateway.http.responses import handler_args
@@ -43,6 +44,7 @@ def create_app(
         middlewares=[
             request_id_middleware,
             problem_middleware(node.metrics),
+            size_middleware(limits),
             metrics_middleware(node.metrics),
             auth_middleware(max_token_bytes=limits.max_token_bytes),
         ],

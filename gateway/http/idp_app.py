@@ -39,6 +39,7 @@ from gateway.http.middleware import (
     problem_middleware,
     public,
     request_id_middleware,
+    size_middleware,
 )
 from gateway.http.responses import JSON, handler_args, json_limits, json_response
 from gateway.metrics import CONTENT_TYPE, Metrics
@@ -79,6 +80,7 @@ def create_idp_app(service: IdpService, *, metrics: Metrics | None = None) -> we
         middlewares=[
             request_id_middleware,
             problem_middleware(metrics),
+            size_middleware(limits),
             metrics_middleware(metrics),
             auth_middleware(max_token_bytes=limits.max_token_bytes),
             oauth_error_middleware(metrics),

@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.errors import AuthError, GatewayError, SchemaViolation
+from gateway.config import Limits
+from gateway.errors import AuthError, GatewayError, SchemaViolation, TooLarge
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
 from gateway.sso.auth import Authenticator, Principal, parse_authorization
@@ -114,6 +115,37 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         return response
     finally:
         request_id_var.reset(token)
+
+
+class LineTooLong(TooLarge):
+    status = 414
+    title = "Request line too long"
+
+
+class HeaderTooLarge(TooLarge):
+    status = 431
+    title = "Request header too large"
+
+
+def size_middleware(limits: Limits) -> Any:
+    """The request line and every header line within the configured bounds, or 414 / 431
+    ``input.too_large`` as problem+json; nothing of the input is echoed."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        line = len(request.method) + len(request.raw_path.encode("utf-8", "surrogateescape"))
+        if line + len(" HTTP/1.1") > limits.max_request_line_bytes:
+            raise LineTooLong(
+                f"the request line may be at most {limits.max_request_line_bytes} bytes"
+            )
+        for name, value in request.raw_headers:
+            if len(name) + len(value) + 2 > limits.max_header_bytes:
+                raise HeaderTooLarge(
+                    f"a header line may be at most {limits.max_header_bytes} bytes"
+                )
+        return await handler(request)
+
+    return middleware
 
 
 def problem_middleware(metrics: Metrics) -> Any:

@@ -174,7 +174,7 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                             "schema": {"type": "string", "maxLength": 64},
                         },
                     ],
-                    errors=(400, 404),
+                    errors=(400, 404, 502, 504),
                 )
             },
             "/v1/certificates/{id}/status": {
@@ -276,7 +276,7 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
             },
             "/v1/audit/entries": {
                 "get": _op(
-                    "Audit entries [start, end), at most 1000 (audit:read)",
+                    "Audit entries [start, end), at most 1000 (audit:read, this node's auditors)",
                     tag="audit",
                     params=[_query("start"), _query("end")],
                     errors=(400,),
@@ -284,7 +284,7 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
             },
             "/v1/audit/proofs/inclusion": {
                 "get": _op(
-                    "RFC 9162 inclusion proof of entry seq in the tree of tree_size",
+                    "RFC 9162 inclusion proof of entry seq in the tree of tree_size (this node's auditors)",
                     tag="audit",
                     params=[_query("seq", True), _query("tree_size", True)],
                     errors=(400,),

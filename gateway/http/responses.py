@@ -11,10 +11,11 @@ from gateway._internal.wire import JsonLimits
 from gateway.config import Limits
 
 JSON: Final = "application/json"
-AIOHTTP_MAX_FIELD_SIZE: Final = 8190
-"""aiohttp's default bound on one header line; its parser answers a bare 400 beyond it."""
-HEADER_HEADROOM: Final = 1024
-"""Room above ``max_token_bytes`` so the gateway, not the HTTP parser, refuses a long token."""
+PARSER_CEILING_BYTES: Final = 65_536
+"""What aiohttp's parser reads of a request line or a header line at most. The gateway's own
+bounds (``max_request_line_bytes``, ``max_header_bytes``) are lower and refused with
+problem+json (:func:`gateway.http.middleware.size_middleware`); only a line longer than this
+ceiling still gets the parser's bare 400."""
 
 
 def json_response(
@@ -33,12 +34,13 @@ def json_limits(limits: Limits) -> JsonLimits:
 
 
 def handler_args(limits: Limits, *, decompress: bool = False) -> dict[str, Any]:
-    """aiohttp's request-handler settings: header lines long enough for the longest accepted
-    token, and (unless ``decompress``) compressed bodies refused (415), never inflated: no
-    decompression bombs, and no decoding failures answered outside problem+json."""
-    args: dict[str, Any] = {
-        "max_field_size": max(AIOHTTP_MAX_FIELD_SIZE, limits.max_token_bytes + HEADER_HEADROOM)
-    }
+    """aiohttp's request-handler settings: request and header lines read up to a ceiling well
+    above the gateway's own bounds (so the gateway, not the parser, refuses them, as
+    problem+json), and (unless ``decompress``) compressed bodies refused (415), never
+    inflated: no decompression bombs, and no decoding failures answered outside
+    problem+json."""
+    ceiling = max(PARSER_CEILING_BYTES, limits.max_request_line_bytes, limits.max_header_bytes)
+    args: dict[str, Any] = {"max_line_size": ceiling, "max_field_size": ceiling}
     if not decompress:
         args["auto_decompress"] = False
     return args

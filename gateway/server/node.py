@@ -176,7 +176,8 @@ async def linked(
         tasks.append(asyncio.create_task(work))
 
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=network.max_connections_per_peer)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             idp_keys: RemoteKeySet | None = None
             if authenticator is None:
                 issuer = federation.idp_issuer()

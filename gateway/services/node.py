@@ -7,6 +7,7 @@ writes on a one-thread executor so the event loop never waits on SQLite's fsync.
 
 from __future__ import annotations
 
+import hmac
 import re
 import threading
 from collections import Counter
@@ -53,7 +54,7 @@ from gateway.errors import (
     VerificationError,
 )
 from gateway.identifiers import parse_certificate_id
-from gateway.ids import NATIONAL, CertificateId, NodeId
+from gateway.ids import NATIONAL, CertificateId, DepartmentId, NodeId
 from gateway.metrics import Metrics
 from gateway.services.catalog import catalog_entry
 from gateway.sso.auth import Principal, Scope
@@ -221,11 +222,25 @@ class NodeService:
         it writes, so a serving node calls it on its writer thread)."""
         return self.audit.tree_head()
 
-    def audit_entries(self, start: int, end: int) -> list[AuditRecord]:
+    def require_auditor(self, principal: Principal) -> None:
+        """Who reads this node's audit log: its own node's clients with ``audit:read``, and
+        national's clients the federation file names ``audit_everywhere``."""
+        principal.require(Scope.AUDIT_READ)
+        if principal.node == self.node.id:
+            return
+        client = self.federation.client(principal.client_id)
+        if client is not None and client.audit_everywhere and client.node == principal.node:
+            return
+        raise Forbidden("only this node's auditors read its audit log", code="audit.not_this_node")
+
+    def audit_entries(self, principal: Principal, start: int, end: int) -> list[AuditRecord]:
         """``GET /v1/audit/entries``: entries ``start`` to ``end`` (bounded by the store)."""
+        self.require_auditor(principal)
         return self.audit.entries(start, end)
 
-    def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
+    def inclusion_proof(self, principal: Principal, seq: int, tree_size: int) -> list[bytes]:
+        """``GET /v1/audit/proofs/inclusion``: where an entry stands in a tree."""
+        self.require_auditor(principal)
         return self.audit.inclusion_proof(seq, tree_size)
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
@@ -417,6 +432,86 @@ class NodeService:
             matter=matter.id,
             cert_type=stored.type,
             now=self.clock.now(),
+        )
+
+    def admit(self, principal: Principal) -> DepartmentId:
+        """A department of this node with ``cert:read``: who may ask this node to fetch or
+        look up certificates (checked where a request enters, before anything is routed)."""
+        principal.require(Scope.CERT_READ)
+        department = principal.department
+        if department is None or principal.node != self.node.id:
+            raise Forbidden(
+                "only a department of this node may ask it for certificates",
+                code="auth.department",
+            )
+        return department
+
+    def admit_fetch(
+        self, principal: Principal, cert_id: str, matter_id: str, consent: str | None
+    ) -> None:
+        """Everything the node a fetch enters can judge before it routes or records it.
+
+        1. the caller: ``cert:read``, a department of this node;
+        2. the certificate id and the type its type code names;
+        3. purpose limitation: the matter uses that type;
+        4. the consent grant, where the matter needs one for a person's certificate: the
+           IdP's signature, in force, for this department, this matter and this type (the
+           holder is checked where the certificate is, which knows it).
+        """
+        department = self.admit(principal)
+        cert_type = self.schemas.certificate_type_of(parse_certificate_id(cert_id))
+        matter = self.matters.require_type(matter_id, cert_type.name)
+        if not (matter.consent_required and cert_type.holder_kind == "person"):
+            return
+        grant = self._grant_in_transit(department, matter, consent, cert_type.name)
+        if cert_type.name not in grant.types:
+            raise Forbidden(
+                "the consent grant does not cover this certificate type",
+                code="consent.type_not_granted",
+            )
+
+    def admit_lookup(
+        self,
+        principal: Principal,
+        matter_id: str,
+        types: Sequence[str],
+        consent: str | None,
+        holder_digest: str,
+    ) -> None:
+        """Everything the node a lookup enters judges before it asks national's catalog.
+
+        Without a grant that covers this holder and every personal type asked for, nothing
+        is asked: the answer is the same whether or not the person holds any certificate.
+        """
+        department = self.admit(principal)
+        matter = self.matters.get(matter_id)
+        for name in types:  # purpose limitation before anything leaves this node
+            self.matters.require_type(matter.id, name)
+        personal = [t for t in types if self.schemas.certificate_type(t).holder_kind == "person"]
+        if not (matter.consent_required and personal):
+            return
+        grant = self._grant_in_transit(department, matter, consent, personal[0])
+        if not hmac.compare_digest(grant.holder_digest.encode(), holder_digest.encode()):
+            raise Forbidden("the consent grant is for another holder", code="consent.wrong_holder")
+        ungranted = [name for name in personal if name not in grant.types]
+        if ungranted:
+            raise Forbidden(
+                "the consent grant does not cover every certificate type asked for",
+                code="consent.type_not_granted",
+            )
+
+    def _grant_in_transit(
+        self, department: DepartmentId, matter: Matter, consent: str | None, cert_type: str
+    ) -> ConsentGrant:
+        if consent is None:
+            raise Forbidden(
+                f"matter {matter.id!r} needs the holder's consent grant for {cert_type!r}",
+                code="consent.required",
+            )
+        if self._consents is None:
+            raise Forbidden("consent cannot be checked yet", code="consent.invalid")
+        return self._consents.verify_in_transit(
+            consent, department=department, matter=matter.id, now=self.clock.now()
         )
 
     def check_consent_in_transit(

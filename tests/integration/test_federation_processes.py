@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,8 +29,10 @@ from gateway.config import load_federation
 pytestmark = pytest.mark.slow  # real processes or a whole federation
 
 BUDGET = 2.0  # request_timeout_seconds: each routed request's deadline budget
+MARGIN = 0.25  # hop_margin_seconds: each hop forwards a deadline this much shorter
 SLACK = 1.0  # scheduling slack on a loaded 2-core machine
 STARTUP_TIMEOUT = 60.0  # for the whole federation to enrol
+MARRIAGE = "marriage-registration"
 GROOM = {"name": "陈思远", "id": "31010419950312123X", "id_type": "111"}
 BRIDE = {"name": "王晓燕", "id": "341221199607082464", "id_type": "111"}
 
@@ -51,12 +54,15 @@ class Cluster(Processes):
                 strict=True,
             )
         )
-        file = federation_file(base / "federation.toml", ports, base, request_timeout=BUDGET)
+        file = federation_file(
+            base / "federation.toml", ports, base, request_timeout=BUDGET, hop_margin=MARGIN
+        )
         zhuji = federation_file(
             base / "zhuji.toml",
             ports,
             base,
             request_timeout=BUDGET,
+            hop_margin=MARGIN,
             urls={"linquan": f"http://127.0.0.1:{dead_port}"},
         )
         super().__init__(base, file, files={"zhuji": zhuji})
@@ -301,3 +307,142 @@ async def test_national_s_catalog_follows_a_certificate_s_status_changes(
         assert loop.time() < deadline, "national's catalog never learnt of the revocation"
         await asyncio.sleep(0.2)
     assert catalogued(catalog, cert_id) == "linquan"
+
+
+# --- issue 19: the failing hop named, the door, the audit log's readers ----------------------
+
+
+async def requests_seen(session: aiohttp.ClientSession, url: str, route: str) -> float:
+    """How many requests a node has counted on ``route`` (any method, any status)."""
+    async with session.get(url + "/metrics") as response:
+        text = await response.text()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("tongban_http_requests_total{") and f'route="{route}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def audit_size(cluster: Cluster, node: str) -> int:
+    path = cluster.federation.data_dir / node / "audit.sqlite3"
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_a_frozen_node_is_named_and_cuts_off_no_other_route(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    await wait_until_enrolled(session, cluster)
+    scenario = Scenario(cluster, session)
+    token = await scenario.token("zhuji-civil-affairs")
+    frozen_cert = await scenario.issue("shanghai", "shanghai-public-security", GROOM)
+    other_cert = await scenario.issue("linquan", "linquan-public-security", BRIDE)
+    frozen_grant, other_grant = await scenario.consent(GROOM), await scenario.consent(BRIDE)
+    for cert_id, grant in ((frozen_cert, frozen_grant), (other_cert, other_grant)):
+        status, body, _ = await scenario.fetch(token, cert_id, grant)
+        assert status == 200, body
+
+    frozen: list[tuple[int, Any, float]] = []
+    others: list[tuple[int, Any, float]] = []
+    thawed = asyncio.Event()
+
+    async def keep_fetching(cert_id: str, grant: str, into: list[tuple[int, Any, float]]) -> None:
+        while not thawed.is_set():
+            into.append(await scenario.fetch(token, cert_id, grant))
+
+    cluster.freeze("shanghai")  # longer than a request's whole deadline
+    try:
+        workers = [
+            asyncio.create_task(keep_fetching(frozen_cert, frozen_grant, frozen)),
+            asyncio.create_task(keep_fetching(other_cert, other_grant, others)),
+        ]
+        await asyncio.sleep(3 * BUDGET)
+    finally:
+        cluster.thaw("shanghai")
+    thawed.set()
+    await asyncio.gather(*workers)
+    # every failure names the frozen node's hop, none another; nothing outlived its deadline
+    failed = [(status, body) for status, body, _ in frozen if status != 200]
+    assert len(failed) >= 3, frozen
+    for status, body in failed:
+        assert status in (502, 504), body
+        assert body["code"] in ("network.deadline", "network.circuit_open"), body
+        assert body["detail"].startswith("hop national→shanghai: "), body
+        assert body["detail"].count("hop ") == 1, body
+    # a route that avoids the frozen node kept working throughout
+    assert others, "the other route was never tried"
+    assert [(s, b) for s, b, _ in others if s != 200] == []
+    assert max(elapsed for _, _, elapsed in frozen + others) < BUDGET + SLACK
+    # once it runs again, the frozen node serves again within seconds
+    thawed_at = time.monotonic()
+    while True:
+        status, body, _ = await scenario.fetch(token, frozen_cert, frozen_grant)
+        if status == 200:
+            break
+        assert time.monotonic() - thawed_at < 5.0, body
+        await asyncio.sleep(0.1)
+
+
+async def test_a_request_refused_at_the_door_reaches_no_other_node(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    await wait_until_enrolled(session, cluster)
+    scenario = Scenario(cluster, session)
+    cert_id = await scenario.issue("shanghai", "shanghai-public-security", GROOM)
+    grant = await scenario.consent(GROOM)  # made out to zhuji-civil-affairs
+    others = [n.id for n in cluster.federation.nodes if n.kind == "region" and n.id != "zhuji"]
+    audits = {node: audit_size(cluster, node) for node in ["zhuji", *others]}
+    relayed = {
+        node: await requests_seen(session, cluster.url(node), "/v1/exchange/fetch")
+        for node in others
+    }
+    refusals = [
+        (await scenario.token("zhuji-ops"), grant, "auth.scope"),  # no cert:read
+        (await scenario.token("zhuji-public-security"), grant, "consent.wrong_department"),
+        (await scenario.token("shanghai-public-security"), grant, "auth.department"),
+    ]
+    for token, consent, code in refusals:
+        status, body, _ = await scenario.fetch(token, cert_id, consent)
+        assert (status, body["code"]) == (403, code), body
+    assert {node: audit_size(cluster, node) for node in audits} == audits
+    for node in others:
+        seen = await requests_seen(session, cluster.url(node), "/v1/exchange/fetch")
+        assert seen == relayed[node], node
+
+
+async def test_a_lookup_without_a_grant_reveals_nothing_and_asks_no_catalog(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    await wait_until_enrolled(session, cluster)
+    scenario = Scenario(cluster, session)
+    await scenario.issue("shanghai", "shanghai-public-security", GROOM)  # the groom holds one
+    token = await scenario.token("zhuji-civil-affairs")
+    url = cluster.url("zhuji") + "/v1/lookups"
+    asked = await requests_seen(session, cluster.url("national"), "/v1/catalog/lookups")
+    answers = []
+    for person in (GROOM, BRIDE):
+        holder = {"id": person["id"], "id_type": person["id_type"]}
+        body = {"holder": holder, "matter": MARRIAGE, "types": ["household_register"]}
+        headers = {"Authorization": f"Bearer {token}"}
+        async with session.post(url, json=body, headers=headers) as response:
+            problem = await response.json(content_type=None)
+            problem.pop("request_id")
+            answers.append((response.status, problem))
+    assert answers[0] == answers[1]
+    status, problem = answers[0]
+    assert (status, problem["code"]) == (403, "consent.required")
+    assert "shanghai" not in str(problem)
+    assert "1.2.156" not in str(problem)
+    assert await requests_seen(session, cluster.url("national"), "/v1/catalog/lookups") == asked
+    # with the groom's grant, his certificate is found
+    grant = await scenario.consent(GROOM)
+    holder = {"id": GROOM["id"], "id_type": GROOM["id_type"]}
+    body = {"holder": holder, "matter": MARRIAGE, "types": ["household_register"]}
+    headers = {"Authorization": f"Bearer {token}", "Tongban-Consent": grant}
+    async with session.post(url, json=body, headers=headers) as response:
+        found = await response.json()
+    assert response.status == 200, found
+    assert {r["type"] for r in found["results"]} == {"household_register"}

@@ -70,6 +70,25 @@ def test_the_default_federation_file_spells_out_every_network_default() -> None:
     assert all(f"\n{name} = " in text for name in Network.__dataclass_fields__)
 
 
+def test_only_nationals_auditors_may_read_every_audit_log(tmp_path: Path) -> None:
+    text = DEFAULT_FEDERATION_FILE.read_text(encoding="utf-8")
+    national = text.replace(
+        'department = "national-ops"\n', 'department = "national-ops"\naudit_everywhere = true\n'
+    )
+    fed = load_federation(DEFAULT_FEDERATION_FILE, env={})
+    assert fed.client("national-ops") is not None
+    assert not any(c.audit_everywhere for c in fed.clients)  # off unless the file says so
+    assert fed.client("nobody") is None
+    wide = load_federation(write(tmp_path, national), env={})
+    assert [c.id for c in wide.clients if c.audit_everywhere] == ["national-ops"]
+    zhuji = text.replace(
+        'department = "zhuji-ops"\n', 'department = "zhuji-ops"\naudit_everywhere = true\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_federation(write(tmp_path, zhuji), env={})
+    assert "audit_everywhere is for national's clients" in info.value.detail
+
+
 def test_a_development_token_section_is_refused(tmp_path: Path) -> None:
     # There is no development bearer token any more: a file that still configures one fails
     # at start-up instead of silently running without it.
@@ -112,6 +131,7 @@ def test_passphrase_comes_from_env_and_is_hidden(tmp_path: Path) -> None:
         ("[network]\nfetch_timeout_seconds = -1.5\n", "must be positive"),
         ("[network]\nretries = 3\n", "unknown network key 'retries'"),
         ('[network]\nbreaker_failures = "3"\n', "'breaker_failures' must be a int"),
+        ("[limits]\nmax_header_bytes = 9000\n", "1 KiB above max_token_bytes"),
     ],
 )
 def test_bad_files_fail_naming_the_problem(tmp_path: Path, snippet: str, message: str) -> None:

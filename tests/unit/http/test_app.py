@@ -8,12 +8,13 @@ Each test talks to a real zhuji node through ``aiohttp``'s test client (``client
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from conftest import BRIDE, GROOM, NOW, Tokens, household_request, marriage_request
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -25,11 +26,14 @@ from gateway.certificates.status_list import (
     STATUS_LIST_TYP,
     parse_status_list,
 )
+from gateway.clock import FixedClock
 from gateway.config import Federation
 from gateway.crypto.jwks import StaticKeyResolver
 from gateway.crypto.seals import PrivateKeySigner, seal, verify_compact, verify_seal
+from gateway.http.app import create_app
 from gateway.identifiers import build_certificate_id
 from gateway.ids import NodeId
+from gateway.server.node import open_node_service
 from gateway.sso.consent import CONSENT_HEADER
 
 Client = TestClient[Any, Any]
@@ -53,6 +57,8 @@ PUBLIC_PATHS = (
 CERT_ID = str(
     build_certificate_id("111000000000MCA07A003", ZHUJI_PUBLIC_SECURITY, "2026000", "001")
 )
+DIVORCE = "divorce-registration"
+"""A matter that uses marriage certificates (marriage registration does not)."""
 ISSUER_OF = {"marriage": "zhuji-civil-affairs", "household_register": "zhuji-public-security"}
 """The zhuji department whose system issues (and owns) each certificate type used here."""
 PROTECTED = (
@@ -187,10 +193,11 @@ async def test_readyz_counts_certificates(client: Client, tokens: Tokens) -> Non
 
 
 async def test_metrics_count_requests_by_route_template(
-    client: Client, auth: dict[str, str]
+    client: Client, auth: dict[str, str], tokens: Tokens
 ) -> None:
     assert (await client.get("/healthz")).status == 200
-    assert (await fetch(client, auth, CERT_ID)).status == 404
+    consent = tokens.consent(GROOM["id"], matter=DIVORCE, types=("marriage",))
+    assert (await fetch(client, auth, CERT_ID, DIVORCE, consent=consent)).status == 404
     assert (await client.get("/no/such/route")).status == 404
     response = await client.get("/metrics")
     assert response.status == 200
@@ -557,8 +564,22 @@ async def test_wrong_method_is_405_with_allow(
     assert response.headers["Allow"] == allow
 
 
-async def test_unknown_certificate(client: Client, auth: dict[str, str]) -> None:
-    await problem_of(await fetch(client, auth, CERT_ID), 404, "cert.not_found")
+async def test_unknown_certificate(client: Client, auth: dict[str, str], tokens: Tokens) -> None:
+    consent = tokens.consent(GROOM["id"], matter=DIVORCE, types=("marriage",))
+    answer = await fetch(client, auth, CERT_ID, DIVORCE, consent=consent)
+    await problem_of(answer, 404, "cert.not_found")
+
+
+async def test_without_a_grant_an_unknown_and_a_held_certificate_look_the_same(
+    client: Client, auth: dict[str, str], tokens: Tokens
+) -> None:
+    held = (await issue(client, tokens, marriage_request()))["certificate_id"]
+    answers = []
+    for cert_id in (held, CERT_ID):
+        answer = await fetch(client, auth, cert_id, DIVORCE)
+        body = await problem_of(answer, 403, "consent.required")
+        answers.append((body["detail"], body["title"]))
+    assert answers[0] == answers[1]
 
 
 @pytest.mark.parametrize(
@@ -663,11 +684,14 @@ async def test_schema_violation_lists_every_failing_field(
 
 
 async def test_request_id_is_echoed_in_headers_and_problems(
-    client: Client, auth: dict[str, str]
+    client: Client, auth: dict[str, str], tokens: Tokens
 ) -> None:
     ok = await client.get("/healthz", headers={"X-Request-Id": "window-7.trace_1"})
     assert ok.headers["X-Request-Id"] == "window-7.trace_1"
-    failed = await fetch(client, {**auth, "X-Request-Id": "window-7.trace_2"}, CERT_ID)
+    consent = tokens.consent(GROOM["id"], matter=DIVORCE, types=("marriage",))
+    failed = await fetch(
+        client, {**auth, "X-Request-Id": "window-7.trace_2"}, CERT_ID, DIVORCE, consent=consent
+    )
     body = await problem_of(failed, 404, "cert.not_found")
     assert body["request_id"] == "window-7.trace_2"
 
@@ -677,3 +701,56 @@ async def test_unusable_request_ids_are_replaced(client: Client, given: str) -> 
     response = await client.get("/v2/nothing", headers={"X-Request-Id": given})
     body = await problem_of(response, 404, "http.not_found")
     assert re.fullmatch(r"[0-9a-f]{16}", body["request_id"])
+
+
+# --- who reads the audit log -------------------------------------------------------------------
+
+
+async def audit_entries(client: Client, headers: dict[str, str]) -> Any:
+    return await client.get("/v1/audit/entries?start=0&end=10", headers=headers)
+
+
+async def test_this_nodes_auditors_read_its_audit_log(client: Client, tokens: Tokens) -> None:
+    response = await audit_entries(client, bearer(tokens.client("zhuji-ops")))
+    assert response.status == 200
+    assert isinstance((await response.json())["entries"], list)
+    proof = await client.get(
+        "/v1/audit/proofs/inclusion?seq=0&tree_size=0", headers=bearer(tokens.client("zhuji-ops"))
+    )
+    assert proof.status != 403
+
+
+@pytest.mark.parametrize("other", ["shanghai-ops", "national-ops"])
+async def test_another_nodes_auditors_do_not(client: Client, tokens: Tokens, other: str) -> None:
+    headers = bearer(tokens.client(other))
+    await problem_of(await audit_entries(client, headers), 403, "audit.not_this_node")
+    inclusion = await client.get("/v1/audit/proofs/inclusion?seq=0&tree_size=1", headers=headers)
+    await problem_of(inclusion, 403, "audit.not_this_node")
+
+
+async def test_without_audit_read_nobody_does(client: Client, auth: dict[str, str]) -> None:
+    await problem_of(await audit_entries(client, auth), 403, "auth.scope")
+
+
+async def test_the_public_audit_endpoints_stay_public(client: Client) -> None:
+    head = await client.get("/v1/audit/head")
+    assert head.status == 200
+    consistency = await client.get("/v1/audit/proofs/consistency?first=0&second=0")
+    assert consistency.status == 200
+
+
+async def test_a_national_auditor_named_in_the_federation_file_reads_every_log(
+    federation: Federation, clock: FixedClock, schemas: SchemaSet, tokens: Tokens
+) -> None:
+    everywhere = tuple(
+        dataclasses.replace(c, audit_everywhere=True) if c.id == "national-ops" else c
+        for c in federation.clients
+    )
+    wide = federation.with_overrides(clients=everywhere)
+    node = open_node_service(wide, "zhuji", clock=clock, schemas=schemas, idp_keys=tokens.resolver)
+    app = create_app(node, authenticator=tokens.authenticator())
+    async with TestClient(TestServer(app)) as wide_client:
+        national = await audit_entries(wide_client, bearer(tokens.client("national-ops")))
+        assert national.status == 200
+        shanghai = await audit_entries(wide_client, bearer(tokens.client("shanghai-ops")))
+        await problem_of(shanghai, 403, "audit.not_this_node")

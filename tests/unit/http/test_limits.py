@@ -9,6 +9,7 @@ too: they are the limits of what the body parser accepts.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import zlib
@@ -504,3 +505,57 @@ async def test_duplicate_member_names_are_400(
 
 async def test_trailing_whitespace_is_fine(client: Client, json_auth: dict[str, str]) -> None:
     assert (await verify(client, json_auth, b' \n{"seals": ["x"]}\r\n\t ')).status == 200
+
+
+# --- request and header lines ------------------------------------------------------------------
+
+
+async def raw_request(client: Client, head: bytes) -> tuple[int, bytes, bytes]:
+    """Send ``head`` as it is (the client library would refuse some of these); the status,
+    the response's header block and its body."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+    header_block, _, body = answer.partition(b"\r\n\r\n")
+    return int(header_block.split(b" ", 2)[1]), header_block, body
+
+
+@pytest.mark.parametrize("extra", [1, 30_000])
+async def test_a_request_line_over_the_limit_is_414_problem_json(
+    client: Client, federation: Federation, extra: int
+) -> None:
+    query = "SECRET" * ((federation.limits.max_request_line_bytes + extra) // 6 + 1)
+    head = f"GET /v1/matters?q={query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    status, header_block, body = await raw_request(client, head.encode())
+    assert status == 414
+    assert b"Content-Type: application/problem+json" in header_block
+    problem = orjson.loads(body)
+    assert problem["code"] == "input.too_large"
+    assert b"SECRET" not in body
+
+
+async def test_a_request_line_at_the_limit_is_served(
+    client: Client, federation: Federation
+) -> None:
+    prefix, suffix = "GET /v1/matters?q=", " HTTP/1.1"
+    query = "a" * (federation.limits.max_request_line_bytes - len(prefix) - len(suffix))
+    head = f"{prefix}{query}{suffix}\r\nHost: x\r\nConnection: close\r\n\r\n"
+    status, _, _ = await raw_request(client, head.encode())
+    assert status == 200
+
+
+@pytest.mark.parametrize("extra", [1, 30_000])
+async def test_a_header_line_over_the_limit_is_431_problem_json(
+    client: Client, federation: Federation, extra: int
+) -> None:
+    value = "SECRET" * ((federation.limits.max_header_bytes + extra) // 6 + 1)
+    head = f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {value}\r\nConnection: close\r\n\r\n"
+    status, header_block, body = await raw_request(client, head.encode())
+    assert status == 431
+    assert b"Content-Type: application/problem+json" in header_block
+    assert orjson.loads(body)["code"] == "input.too_large"
+    assert b"SECRET" not in body
