@@ -284,7 +284,8 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
             },
             "/v1/audit/proofs/inclusion": {
                 "get": _op(
-                    "RFC 9162 inclusion proof of entry seq in the tree of tree_size (this node's auditors)",
+                    "RFC 9162 inclusion proof of entry seq in the tree of tree_size"
+                    " (this node's auditors)",
                     tag="audit",
                     params=[_query("seq", True), _query("tree_size", True)],
                     errors=(400,),
