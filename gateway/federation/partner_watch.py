@@ -3,7 +3,7 @@
 A node's neighbours are its parent, its children and the nodes a point-to-point agreement
 links it to (region nodes only). Every ``interval`` seconds :class:`PartnerWatch` asks each
 for ``GET /v1/audit/head``, verifies the signed head against the federation's trust list and
-hands it to :class:`gateway.audit.records.HeadWatcher`, which proves with the partner's consistency
+hands it to :class:`gateway.audit.watch.HeadWatcher`, which proves with the partner's consistency
 proof (``GET /v1/audit/proofs/consistency``) that the log it sees now extends the one it saw
 before.
 
