@@ -248,7 +248,7 @@ class KeyStore:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [public_jwk(self.verification_key(r)) for r in self._records]}
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- key states ------------------------------------------------------------------------
 
     def add_key(self, *, state: KeyState, alg: Alg | None = None) -> KeyRecord:
         """Generate a key, write it (0600, encrypted if a passphrase is set), record it."""

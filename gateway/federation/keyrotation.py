@@ -1,4 +1,4 @@
-"""Seal-key lifecycle on a running federation: rotate, retire, revoke.
+"""Seal-key changes on a running federation: rotate, retire, revoke.
 
 Rotation never causes a failed verification anywhere, because no node ever meets a seal
 whose key it does not already trust:
@@ -42,7 +42,7 @@ KEY_CHANGES_PATH = "/v1/admin/key-changes"
 POLL_INTERVAL = 0.25
 
 
-class KeyLifecycle:
+class KeyRotation:
     """Runs key changes for one node against national and the rest of the federation."""
 
     def __init__(

@@ -92,11 +92,11 @@ def create_idp_app(service: IdpService, *, metrics: Metrics | None = None) -> we
     app[IDP_OPENAPI] = build_idp_openapi(service)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(_password_workers)
     return app
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+async def _password_workers(app: web.Application) -> AsyncIterator[None]:
     executor = ThreadPoolExecutor(max_workers=PASSWORD_WORKERS, thread_name_prefix="tongban-idp")
     app[IDP_EXECUTOR] = executor
     yield

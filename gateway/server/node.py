@@ -40,7 +40,7 @@ from gateway.errors import GatewayError, InputError
 from gateway.federation.enrolment import run_enrolment
 from gateway.federation.fetch import RoutedFetch
 from gateway.federation.hops import HopGate, NonceCache
-from gateway.federation.keyrotation import KeyLifecycle
+from gateway.federation.keyrotation import KeyRotation
 from gateway.federation.lookups import Lookups
 from gateway.federation.partner_watch import PartnerWatch
 from gateway.federation.peers import PeerClient
@@ -145,7 +145,7 @@ class NodeLinks:
     lookups: Lookups
     registrations: Registrations | None
     """Catalog entries to national (None at national itself)."""
-    keys: KeyLifecycle
+    keys: KeyRotation
     authority: TrustAuthority | None
     """National only: the trust-list authority."""
     catalog: CatalogService | None
@@ -287,7 +287,7 @@ async def linked(
                     fetches=fetches,
                     lookups=Lookups(service, peers=peers, fetches=fetches),
                     registrations=registrations,
-                    keys=KeyLifecycle(service, peers=peers, journal=journal, clock=clock),
+                    keys=KeyRotation(service, peers=peers, journal=journal, clock=clock),
                     authority=authority,
                     catalog=catalog,
                 )

@@ -175,7 +175,7 @@ class SqliteAuditLog:
         with self._db.read(snapshot=True) as conn:
             self._sync(conn)
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    # --- open and close ------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
         """Copy committed WAL frames into the database (SQLite's PASSIVE checkpoint: never

@@ -155,7 +155,7 @@ class SqliteCatalog:
             self._db.close()
             raise
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    # --- open and close ------------------------------------------------------------------------
 
     def close(self) -> None:
         """Close both connections. Idempotent."""

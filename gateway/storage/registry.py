@@ -8,7 +8,7 @@ lists.
 :class:`Registry` is the small interface the rest of the gateway uses; :class:`SqliteRegistry`
 implements it on an embedded SQLite file in WAL mode, so a server database can follow.
 
-Status lifecycle::
+Status changes::
 
     valid --suspend--> suspended --reinstate--> valid
     valid | suspended --revoke--> revoked   (final)
@@ -348,7 +348,7 @@ class SqliteRegistry:
             self._db.close()
             raise
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    # --- open and close ------------------------------------------------------------------------
 
     def _migrate(self, list_size: int) -> int:
         """Create or check the schema; returns the list size the file was created with."""
