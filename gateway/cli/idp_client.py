@@ -5,7 +5,7 @@ Used by ``tongban token`` and the demo; any OAuth 2.0 client library would do th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote_plus
 
 import aiohttp
@@ -56,8 +56,14 @@ class IdpClient:
             return await _json(response)
 
 
+MAX_ANSWER_BYTES: Final = 65_536
+"""A token or a consent grant answer is a few kilobytes: anything larger is refused."""
+
+
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    raw = await response.read()
+    raw = await response.content.read(MAX_ANSWER_BYTES + 1)
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise NetworkError(f"the IdP answered more than {MAX_ANSWER_BYTES} bytes")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
