@@ -185,6 +185,15 @@ class ConflictError(GatewayError):
     title = "Conflict"
 
 
+class NotReady(GatewayError):
+    """The node cannot do this yet (e.g. the federation does not trust its key yet): the
+    same request will succeed once it is ready; ``GET /readyz`` says when."""
+
+    code = "node.not_ready"
+    status = 503
+    title = "Not ready yet"
+
+
 # --- storage --------------------------------------------------------------------------------
 
 

@@ -21,13 +21,16 @@ from gateway.crypto.jwks import StaticKeyResolver
 from gateway.crypto.keystore import KeyStore
 from gateway.crypto.reports import VerificationReport
 from gateway.http.app import create_app
+from gateway.http.appkeys import LINKS, NODE
 from gateway.ids import DepartmentId, NodeId
 from gateway.server.node import open_node_service
+from gateway.services.authority import TrustAuthority
 from gateway.services.node import Fetched, NodeService
 from gateway.sso.auth import Principal
 from gateway.sso.consent import issue_consent
 from gateway.sso.node_auth import NodeAuthenticator
 from gateway.sso.tokens import issue_access_token
+from gateway.trust.rootkey import RootKey
 
 # 2026-11-24T08:00:00Z: fixed, so validity dates and signing times are reproducible.
 NOW = 1_795_507_200.0
@@ -266,3 +269,22 @@ def verify_now(
     reports = service.verifier.reports(service.verify_request(principal, request))
     service.audit.append_many([service.verification_record(reports)])
     return reports
+
+
+async def trust_itself(client: TestClient[Any, Any]) -> str:
+    """Make the node behind ``client`` hold a trust list that lists its own key, as national
+    would publish it (the federation's root key created in its keys directory); the token."""
+    app = client.app
+    assert app is not None
+    service = app[NODE]
+    root = RootKey.open_or_create(service.federation.keys_dir, clock=service.clock)
+    authority = TrustAuthority.open(
+        service.federation,
+        clock=service.clock,
+        root=root,
+        state_path=service.federation.data_dir / "authority.json",
+    )
+    authority.observe(service.node.id, service.jwks())
+    token = authority.publish()
+    await app[LINKS].trust.offer_local(token)
+    return token

@@ -8,7 +8,7 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -22,8 +22,9 @@ from gateway.cli.console import table
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import Clock, SystemClock, to_rfc3339
 from gateway.config import Federation, NodeConfig
-from gateway.crypto.jwks import KeyResolver, StaticKeyResolver
+from gateway.crypto.jwks import KeyResolver, KeyState, StaticKeyResolver
 from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
+from gateway.http.appkeys import LINKS, NODE
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import NATIONAL, NodeId
 from gateway.server.node import open_idp_service, open_node_service
@@ -237,7 +238,9 @@ async def run_federation(
     Each node is its own aiohttp application on its own port (``host``, default the
     federation's, and the node's port from the file); the nodes still talk to each other only
     over HTTP, at their federation URLs. ``ready`` receives ``{node id: URL}`` once every node
-    listens. On the way out (``stop``, cancellation, or a node that cannot start) the nodes
+    listens and every regional node holds a trust list that lists every regional node's
+    active key (:func:`all_enrolled`): before that a node could not verify a peer. On the way
+    out (``stop``, cancellation, or a node that cannot start) the nodes
     that did start are shut down in reverse order.
 
     Raises :class:`ConfigError` (``config.listen``) when a node cannot bind its port, and
@@ -262,12 +265,50 @@ async def run_federation(
                     f"node {node.id}: cannot listen on {bind}:{node.port}: {exc.strerror or exc}",
                     code="config.listen",
                 ) from exc
-        if ready is not None:
+        await _until_enrolled([runner.app for runner in runners], stop)
+        if ready is not None and not stop.is_set():
             ready({node.id: federation.url(node.id) for node in start_order(federation)})
         await stop.wait()
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+ENROLMENT_TIMEOUT = 120.0
+"""How long ``up`` waits for every node to trust every other before it gives up."""
+
+
+def all_enrolled(apps: Sequence[web.Application]) -> bool:
+    """Every regional node's trust list lists every regional node's active key as active."""
+    regions = [app for app in apps if NODE in app]
+    for app in regions:
+        if LINKS not in app:
+            return False
+        service = app[NODE]
+        try:
+            resolver = app[LINKS].trust.resolver(service.clock.now())
+            for other in regions:
+                kid = other[NODE].keys.active().kid
+                key = resolver.key_for(kid)
+                if key.node != other[NODE].node.id or key.state is not KeyState.ACTIVE:
+                    return False
+        except GatewayError:
+            return False
+    return True
+
+
+async def _until_enrolled(apps: Sequence[web.Application], stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ENROLMENT_TIMEOUT
+    while not all_enrolled(apps):
+        if stop.is_set():
+            return
+        if loop.time() > deadline:
+            raise ConfigError(
+                f"the nodes did not all trust each other's keys within {ENROLMENT_TIMEOUT:.0f} s",
+                code="config.enrolment",
+            )
+        await asyncio.sleep(0.1)
 
 
 def up(federation: Federation, *, host: str | None) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -27,10 +28,10 @@ from tqdm import tqdm
 from gateway._internal.wire import b64url_decode
 from gateway.audit.records import AuditKind
 from gateway.clock import Clock, to_rfc3339
-from gateway.crypto.jwks import KeyState, public_jwk
+from gateway.crypto.jwks import KeyResolver, KeyState, public_jwk
 from gateway.crypto.seals import MAX_SEAL_BYTES, seal
-from gateway.errors import ConflictError, GatewayError, NetworkError
-from gateway.federation.peers import PeerClient, Sleep
+from gateway.errors import ConflictError, GatewayError, NetworkError, NotReady
+from gateway.federation.peers import PeerClient, Sleep, UpstreamProblem
 from gateway.ids import NATIONAL, KeyId, NodeId
 from gateway.services.node import NodeService
 from gateway.storage.groupcommit import GroupCommit
@@ -51,16 +52,25 @@ class KeyRotation:
         *,
         peers: PeerClient,
         journal: GroupCommit,
+        trust: Callable[[float], KeyResolver],
         clock: Clock,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.node = node
         self._peers = peers
+        self._trust = trust
         self._journal = journal
         self._clock = clock
         self._sleep = sleep
         self._window = node.federation.key_propagation_seconds
         self._lock = asyncio.Lock()
+
+    def _require_enrolled(self) -> None:
+        """A key change is signed with the node's current key: national must trust it."""
+        try:
+            self.node.readiness(self._trust)
+        except GatewayError as exc:
+            raise _not_enrolled(exc.code) from exc
 
     async def _record(self, kid: KeyId, details: dict[str, Any]) -> None:
         """The key event in the audit log, durable before the change is answered."""
@@ -84,6 +94,7 @@ class KeyRotation:
         ]
 
     async def rotate(self) -> dict[str, Any]:
+        self._require_enrolled()
         async with self._lock:  # one key change at a time per node
             keys = self.node.keys
             old = keys.active()
@@ -107,6 +118,7 @@ class KeyRotation:
             return {"previous": old.kid, "active": new.kid, "trust_list_seq": seq}
 
     async def retire(self, kid: KeyId) -> dict[str, Any]:
+        self._require_enrolled()
         async with self._lock:
             record = self.node.keys.record(kid)
             if record.state is KeyState.ACTIVE:
@@ -120,6 +132,7 @@ class KeyRotation:
 
     async def revoke(self, kid: KeyId, *, at: float | None = None) -> dict[str, Any]:
         """Revoke ``kid`` from ``at`` (default now). Revoking the active key rotates first."""
+        self._require_enrolled()
         record = self.node.keys.record(kid)
         if record.state is KeyState.REVOKED:
             raise ConflictError("that key is already revoked", code="keys.revoked")
@@ -155,7 +168,12 @@ class KeyRotation:
             body["jwk"] = jwk
         if at is not None:
             body["at"] = int(at)
-        answer = await self._peers.post(NATIONAL, KEY_CHANGES_PATH, orjson.dumps(body))
+        try:
+            answer = await self._peers.post(NATIONAL, KEY_CHANGES_PATH, orjson.dumps(body))
+        except UpstreamProblem as exc:
+            if exc.status == 401 and exc.code.startswith("hop."):
+                raise _not_enrolled(exc.code) from exc  # national cannot check our signature
+            raise
         seq = answer.get("trust_list_seq")
         if not isinstance(seq, int):
             raise NetworkError("national answered a key change badly", code="keys.bad_answer")
@@ -234,3 +252,12 @@ def reseal(node: NodeService, kid: KeyId, *, progress: bool = False) -> int:
             done += len(resealed)
             bar.update(len(resealed))
     return done
+
+
+def _not_enrolled(cause: str) -> NotReady:
+    return NotReady(
+        "national does not trust this node's seal key yet (a node's key is enrolled in the"
+        " trust list a few seconds after it starts): try again once GET /readyz answers ready",
+        code="keys.not_enrolled",
+        log_detail=cause,
+    )

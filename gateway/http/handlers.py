@@ -17,6 +17,7 @@ from gateway.certificates.revocation import PROOF_PATH
 from gateway.crypto.reports import dump_reports
 from gateway.errors import (
     Forbidden,
+    GatewayError,
     InputError,
     NotFoundError,
     SealIndeterminate,
@@ -76,12 +77,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 @public
 async def readyz(request: web.Request) -> web.Response:
+    """Ready once the node's registry answers and the trust list it holds lists its active
+    key; 503 with the reason's code until then."""
     node = request.app[NODE]
     try:
-        count = node.registry.count()
-        node.keys.active()
-    except Exception as exc:
-        return json_response({"status": "unavailable", "reason": type(exc).__name__}, status=503)
+        count = node.readiness(request.app[LINKS].trust.resolver)
+    except GatewayError as exc:
+        body = {"status": "unavailable", "node": node.node.id, "reason": exc.code}
+        return json_response(body, status=503)
     return json_response({"status": "ready", "node": node.node.id, "certificates": count})
 
 

@@ -287,7 +287,9 @@ async def linked(
                     fetches=fetches,
                     lookups=Lookups(service, peers=peers, fetches=fetches),
                     registrations=registrations,
-                    keys=KeyRotation(service, peers=peers, journal=journal, clock=clock),
+                    keys=KeyRotation(
+                        service, peers=peers, journal=journal, trust=trust.resolver, clock=clock
+                    ),
                     authority=authority,
                     catalog=catalog,
                 )

@@ -42,7 +42,7 @@ from gateway.certificates.verification import (
 )
 from gateway.clock import Clock
 from gateway.config import Department, Federation, NodeConfig
-from gateway.crypto.jwks import KeyResolver
+from gateway.crypto.jwks import KeyResolver, KeyState
 from gateway.crypto.keystore import KeyStore
 from gateway.crypto.reports import VerificationReport
 from gateway.crypto.seals import SealMemo, seal, sign_compact
@@ -245,6 +245,22 @@ class NodeService:
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         return self.audit.consistency_proof(first, second)
+
+    def readiness(self, trust: Callable[[float], KeyResolver]) -> int:
+        """Raise what keeps this node from serving its federation; else its certificate count.
+
+        Ready means: the registry answers, the node has an active seal key, and the trust
+        list it holds is valid, unexpired and lists that key as this node's active key (until
+        then no peer could verify this node's hop proofs or seals)."""
+        count = self.registry.count()
+        active = self.keys.active()
+        listed = trust(self.clock.now()).key_for(active.kid)  # trust.* / seal.unknown_kid
+        if listed.node != self.node.id or listed.state is not KeyState.ACTIVE:
+            raise SealIndeterminate(
+                "the trust list does not list this node's signing key as active yet",
+                code="trust.key_not_active",
+            )
+        return count
 
     def issuance_proof(self, certificate_id: str, *, revoked_at: float) -> IssuanceProof:
         """``GET /v1/audit/issuance-proof``: this node's proof that it issued

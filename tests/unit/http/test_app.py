@@ -15,7 +15,15 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import BRIDE, GROOM, NOW, Tokens, household_request, marriage_request
+from conftest import (
+    BRIDE,
+    GROOM,
+    NOW,
+    Tokens,
+    household_request,
+    marriage_request,
+    trust_itself,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway._internal.wire import b64url_decode, b64url_encode
@@ -47,7 +55,6 @@ HANG_GUARD = 30.0
 
 PUBLIC_PATHS = (
     "/healthz",
-    "/readyz",
     "/metrics",
     "/openapi.json",
     "/.well-known/jwks.json",
@@ -182,10 +189,22 @@ async def test_healthz(client: Client) -> None:
     assert await response.json() == {"status": "ok", "node": "zhuji"}
 
 
+async def test_readyz_waits_for_a_trust_list_that_lists_the_nodes_key(client: Client) -> None:
+    waiting = await client.get("/readyz")
+    assert waiting.status == 503
+    assert await waiting.json() == {
+        "status": "unavailable",
+        "node": "zhuji",
+        "reason": "trust.unavailable",
+    }
+    await trust_itself(client)
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    assert await ready.json() == {"status": "ready", "node": "zhuji", "certificates": 0}
+
+
 async def test_readyz_counts_certificates(client: Client, tokens: Tokens) -> None:
-    before = await client.get("/readyz")
-    assert before.status == 200
-    assert await before.json() == {"status": "ready", "node": "zhuji", "certificates": 0}
+    await trust_itself(client)
     await issue(client, tokens, household_request())
     await issue(client, tokens, marriage_request())
     after = await client.get("/readyz")
@@ -523,6 +542,21 @@ async def test_token_bytes_that_are_not_utf8_are_refused(client: Client) -> None
     )
     problem = orjson.loads(body)
     assert (status, headers["Content-Type"], problem["code"]) == (401, PROBLEM, "token.invalid")
+
+
+async def test_readiness_is_public(client: Client) -> None:
+    await trust_itself(client)
+    assert (await client.get("/readyz")).status == 200
+    assert (await client.get("/readyz", headers={"Authorization": "Bearer wrong"})).status == 200
+
+
+async def test_a_key_change_before_national_trusts_the_key_says_so(
+    client: Client, tokens: Tokens
+) -> None:
+    ops = bearer(tokens.client("zhuji-ops"))
+    refused = await client.post("/v1/admin/keys/rotate", headers=ops)
+    body = await problem_of(refused, 503, "keys.not_enrolled")
+    assert "does not trust this node's seal key yet" in body["detail"]
 
 
 @pytest.mark.parametrize("path", PUBLIC_PATHS)
