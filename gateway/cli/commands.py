@@ -27,7 +27,7 @@ from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
 from gateway.http.appkeys import LINKS, NODE
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import NATIONAL, NodeId
-from gateway.server.node import open_idp_service, open_node_service
+from gateway.server.node import open_idp_service, open_node_service, open_nonce_store
 from gateway.trust.rootkey import load_root_public
 from gateway.trust.trust_list import TrustListResolver, read_trust_list_file, verify_trust_list
 
@@ -86,7 +86,9 @@ def _report_recovery(node_id: str, appended: int) -> None:
 
 
 def _recover(federation: Federation, node_id: str) -> None:
-    """The audit outbox recovery of a node served by worker processes (before they start)."""
+    """What a node served by worker processes needs done once, before they start: the audit
+    outbox recovered, and every store file created (workers open them, never create them
+    side by side)."""
     if federation.node(node_id).kind == "idp":
         return
     service = open_node_service(federation, node_id, clock=SystemClock())
@@ -94,6 +96,7 @@ def _recover(federation: Federation, node_id: str) -> None:
         _report_recovery(node_id, service.recover_audit())
     finally:
         service.close()
+    open_nonce_store(federation, node_id).close()
 
 
 def serve(

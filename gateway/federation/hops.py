@@ -22,7 +22,7 @@ import math
 import re
 import secrets
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -87,6 +87,18 @@ def sign_hop(
     }
     payload = orjson.dumps(claims, option=orjson.OPT_SORT_KEYS)
     return sign_compact(signer, payload, typ=HOP_TYP, signed_at=now)
+
+
+class NonceStore(Protocol):
+    """Where a node keeps the hop-proof nonces it has seen: :class:`NonceCache` in memory
+    (one process), :class:`gateway.storage.nonces.SqliteNonces` for every process of a node."""
+
+    @property
+    def ttl(self) -> float: ...
+
+    def remember(self, nonce: str, *, issued_at: float, now: float) -> None:
+        """Record ``nonce``; raise :class:`AuthError` ``hop.replay`` if it may have been seen."""
+        ...
 
 
 class NonceCache:
@@ -158,7 +170,7 @@ class HopVerifier:
         keys: KeyResolver,
         *,
         audience: NodeId,
-        nonces: NonceCache,
+        nonces: NonceStore,
         max_age: float = DEFAULT_MAX_AGE,
     ) -> None:
         if not (math.isfinite(max_age) and max_age > 0):
@@ -234,7 +246,7 @@ class HopGate:
         me: NodeId,
         *,
         trust: Callable[[float], KeyResolver],
-        nonces: NonceCache,
+        nonces: NonceStore,
         clock: Clock,
     ) -> None:
         self._me = me

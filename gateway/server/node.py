@@ -39,7 +39,7 @@ from gateway.crypto.keystore import KeyStore, federation_holder_secret
 from gateway.errors import GatewayError, InputError
 from gateway.federation.enrolment import run_enrolment
 from gateway.federation.fetch import RoutedFetch
-from gateway.federation.hops import HopGate, NonceCache
+from gateway.federation.hops import HopGate
 from gateway.federation.keyrotation import KeyRotation
 from gateway.federation.lookups import Lookups
 from gateway.federation.partner_watch import PartnerWatch
@@ -60,6 +60,7 @@ from gateway.sso.node_auth import NodeAuthenticator
 from gateway.storage.audit_log import SqliteAuditLog
 from gateway.storage.catalog import SqliteCatalog
 from gateway.storage.groupcommit import GroupCommit
+from gateway.storage.nonces import SqliteNonces
 from gateway.storage.registry import SqliteRegistry
 from gateway.trust.rootkey import RootKey
 from gateway.trust.sync import TrustSync
@@ -120,6 +121,19 @@ def open_node_service(
     )
 
 
+def open_nonce_store(federation: Federation, node_id: str) -> SqliteNonces:
+    """The hop-proof nonces every process of ``node_id`` shares (created on first use: a node
+    served by worker processes creates it once, before they start)."""
+    network = federation.network
+    directory = federation.data_dir / node_id
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return SqliteNonces(
+        directory / "nonces.sqlite3",
+        max_entries=network.nonce_cache_entries,
+        ttl=network.nonce_ttl_seconds,
+    )
+
+
 def open_idp_service(federation: Federation, *, clock: Clock) -> IdpService:
     """The identity provider's service (its signing keys, clients and citizens)."""
     return IdpService.open(
@@ -171,6 +185,7 @@ async def linked(
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tongban-writer")
     journal = GroupCommit(service.audit)
     catalog_store: SqliteCatalog | None = None
+    nonces: SqliteNonces | None = None
 
     def start(work: Coroutine[Any, Any, None]) -> None:
         tasks.append(asyncio.create_task(work))
@@ -211,14 +226,10 @@ async def linked(
             trust.on_change = trust_list_changed
             peers = PeerClient(me, federation, session, signer=service.keys.signer, clock=clock)
             topology = Topology.from_federation(federation)
-            hops = HopGate(
-                me,
-                trust=trust.resolver,
-                nonces=NonceCache(
-                    max_entries=network.nonce_cache_entries, ttl=network.nonce_ttl_seconds
-                ),
-                clock=clock,
-            )
+            # one nonce store for every process of this node: a hop proof replayed to
+            # another worker is refused as surely as one replayed to the same worker
+            nonces = open_nonce_store(federation, me)
+            hops = HopGate(me, trust=trust.resolver, nonces=nonces, clock=clock)
             statuses = RemoteStatuses(
                 session, trust.resolver, clock=clock, fetch_timeout=network.fetch_timeout_seconds
             )
@@ -274,6 +285,7 @@ async def linked(
             )
             start(partners.run())
             start(_sign_heads(service, writer))
+            start(_checkpoint_nonces(nonces, writer))
             try:
                 yield NodeLinks(
                     session=session,
@@ -307,6 +319,8 @@ async def linked(
         writer.shutdown(wait=True)
         if catalog_store is not None:
             catalog_store.close()
+        if nonces is not None:
+            nonces.close()
 
 
 async def _sign_heads(service: NodeService, writer: ThreadPoolExecutor) -> None:
@@ -324,4 +338,15 @@ async def _sign_heads(service: NodeService, writer: ThreadPoolExecutor) -> None:
                 signed = size
         except GatewayError as exc:
             log.warning("could not sign an audit tree head", extra={"code": exc.code})
+        await asyncio.sleep(HEAD_INTERVAL)
+
+
+async def _checkpoint_nonces(nonces: SqliteNonces, writer: ThreadPoolExecutor) -> None:
+    """Every :data:`HEAD_INTERVAL`: the nonce store's WAL into its file, on the writer thread."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await loop.run_in_executor(writer, nonces.checkpoint)
+        except GatewayError as exc:
+            log.warning("could not checkpoint the nonce store", extra={"code": exc.code})
         await asyncio.sleep(HEAD_INTERVAL)

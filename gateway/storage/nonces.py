@@ -1,0 +1,138 @@
+"""Hop-proof nonces a node has seen, in one SQLite file every process of the node shares.
+
+A hop proof's nonce may be used once by the whole node, however many worker processes serve
+it: a proof captured on the wire and replayed to another worker within its lifetime is
+refused as surely as one replayed to the same worker. The file's primary key makes the
+first use win across processes (SQLite serialises writers); a row lives until its proof
+would be stale anyway (``issued_at + ttl``) and is purged on later writes.
+
+The store is bounded: about ``max_entries`` live nonces (counted every :data:`PURGE_EVERY`
+writes, and on every write while full). When it is full of unexpired nonces a new proof is
+refused as a possible replay: a full store fails closed, never open. WAL mode with
+``synchronous = NORMAL``: a use survives a crash of the process that recorded it; no commit
+flushes the disk, and the WAL is checkpointed off the event loop (:meth:`checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from gateway._internal.sqlite import Connections, connect
+from gateway.errors import AuthError, ConfigError
+
+SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = (
+    """
+    CREATE TABLE nonces (
+        nonce TEXT PRIMARY KEY,
+        expires REAL NOT NULL
+    ) STRICT, WITHOUT ROWID
+    """,
+    "CREATE INDEX nonces_by_expiry ON nonces (expires)",
+)
+_AUTOCHECKPOINT_PAGES: Final = 65_536
+PURGE_EVERY: Final = 256
+"""Writes between two purges of expired nonces (each purge is one indexed DELETE)."""
+MAX_NONCE_LENGTH: Final = 256
+
+
+def _replay(detail: str = "the hop request was already used (replay)") -> AuthError:
+    return AuthError(detail, code="hop.replay")
+
+
+class SqliteNonces:
+    """The node's used hop-proof nonces (see :class:`gateway.federation.hops.NonceStore`)."""
+
+    def __init__(self, path: Path, *, max_entries: int, ttl: float) -> None:
+        if max_entries < 1:
+            raise ConfigError("a nonce store needs room for at least one entry", code="hop.cache")
+        if not (math.isfinite(ttl) and ttl > 0):
+            raise ConfigError("a nonce store's ttl must be positive", code="hop.cache")
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self.path = path
+        self._db = Connections(
+            path, busy_timeout=5.0, synchronous="NORMAL", prefix="hop", store="nonce store"
+        )
+        self._db.migrate(_SCHEMA, SCHEMA_VERSION)
+        try:  # checkpointed by checkpoint(), off the event loop; a commit does it only as a
+            # safety net, should nobody call checkpoint() (256 MiB of WAL at 4 KiB pages)
+            self._db.writer.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise self._db.translate(exc) from exc
+        self._checkpoint_lock = threading.Lock()
+        self._checkpointer: sqlite3.Connection | None = None
+        self._writes = 0
+        self._full = False
+        """Set when the last count found the store full: every write counts until it is not."""
+
+    def remember(self, nonce: str, *, issued_at: float, now: float) -> None:
+        """Record ``nonce`` as used; raise :class:`AuthError` ``hop.replay`` if any process of
+        this node recorded it before (or the store is full of live nonces)."""
+        if not nonce or len(nonce) > MAX_NONCE_LENGTH:
+            raise AuthError("the hop proof's nonce is malformed", code="hop.invalid")
+        expires = issued_at + self.ttl
+        if expires < now:
+            raise _replay("the hop request is older than the nonces kept for it")
+        try:
+            with self._db.write() as conn:
+                self._writes += 1
+                if self._full or self._writes % PURGE_EVERY == 1:
+                    # expired nonces out, then the store's bound (counted on every write
+                    # while it is full, every PURGE_EVERY writes otherwise)
+                    conn.execute("DELETE FROM nonces WHERE expires < ?", (now,))
+                    live = conn.execute("SELECT count(*) FROM nonces").fetchone()[0]
+                    self._full = int(live) >= self.max_entries
+                inserted = 0
+                if not self._full:  # a full store keeps its purge, and records nothing more
+                    inserted = conn.execute(
+                        "INSERT INTO nonces (nonce, expires) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        (nonce, expires),
+                    ).rowcount
+        except sqlite3.Error as exc:
+            raise self._db.translate(exc) from exc
+        if self._full:
+            raise _replay("the hop request cannot be told from a replay (nonce store full)")
+        if inserted != 1:
+            raise _replay()
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL frames into the database (PASSIVE: never waits for, nor
+        blocks, the writers), on a connection of its own; a serving node calls it every
+        few seconds on its writer thread."""
+        with self._checkpoint_lock:
+            self._db.check_open()
+            try:
+                if self._checkpointer is None:
+                    self._checkpointer = connect(self.path, 5.0, synchronous="NORMAL")
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                raise self._db.translate(exc) from exc
+
+    def __len__(self) -> int:
+        with self._db.read() as conn:
+            return int(conn.execute("SELECT count(*) FROM nonces").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+        with self._checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
+
+    def __enter__(self) -> SqliteNonces:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
