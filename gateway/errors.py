@@ -147,6 +147,13 @@ class SealIndeterminate(SealError):
     indication = Indication.INDETERMINATE
 
 
+class RevocationUnproven(SealIndeterminate):
+    """A seal by a key revoked later, whose signing before the revocation is not (yet)
+    proven: the issuing node's audit log may prove it (:mod:`gateway.certificates.revocation`)."""
+
+    code = "seal.revocation_unproven"
+
+
 class TokenError(VerificationError):
     """An access token (or other bearer JWT) was rejected: always a 401."""
 

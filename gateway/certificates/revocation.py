@@ -22,7 +22,7 @@ from gateway.audit.heads import SignedTreeHead, verify_tree_head
 from gateway.audit.records import AuditKind, parse_entry
 from gateway.crypto.jwks import KeyResolver, KeyState, VerificationKey
 from gateway.crypto.merkle import leaf_hash, verify_inclusion
-from gateway.errors import GatewayError, SealIndeterminate
+from gateway.errors import GatewayError, RevocationUnproven
 from gateway.ids import KeyId, NodeId
 
 PROOF_PATH = "/v1/audit/issuance-proof"
@@ -70,8 +70,8 @@ class IssuanceProof:
             raise _unproven("the issuance proof is malformed") from exc
 
 
-def _unproven(detail: str) -> SealIndeterminate:
-    return SealIndeterminate(detail, code="seal.revocation_unproven")
+def _unproven(detail: str) -> RevocationUnproven:
+    return RevocationUnproven(detail)
 
 
 def check_issuance_proof(

@@ -30,6 +30,7 @@ from gateway.crypto.seals import MAX_SEAL_BYTES, SealMemo, VerifiedSeal, verify_
 from gateway.errors import (
     Indication,
     InvalidIdentifier,
+    RevocationUnproven,
     SchemaViolation,
     SealError,
     VerificationError,
@@ -164,7 +165,7 @@ class CertificateVerifier:
             seal = verify_seal(token, self._keys, now=now, memo=self._memo)
             progress.checks.extend(seal.checks)
         except SealError as exc:
-            if exc.code != "seal.revocation_unproven" or not self._proven:
+            if not isinstance(exc, RevocationUnproven) or not self._proven:
                 raise
             seal = self._proven_before_revocation(token, now, exc, progress)
         document = seal.payload

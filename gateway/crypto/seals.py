@@ -52,6 +52,7 @@ from gateway.errors import (
     Indication,
     InputError,
     KeyStoreError,
+    RevocationUnproven,
     SealError,
     SealIndeterminate,
     TooLarge,
@@ -549,10 +550,7 @@ def _check_revocation(key: VerificationKey, signed_at: float) -> None:
     if key.state is KeyState.REVOKED or key.revoked_at is not None:
         if key.revoked_at is None or signed_at >= key.revoked_at:
             raise SealError("the seal's key is revoked", code="seal.key_revoked")
-        raise SealIndeterminate(
-            "the seal's key was revoked later; the signing time is not proven",
-            code="seal.revocation_unproven",
-        )
+        raise RevocationUnproven("the seal's key was revoked later; the signing time is not proven")
 
 
 def _recall(

@@ -39,7 +39,7 @@ from gateway.clock import Clock
 from gateway.crypto.jwks import KeyResolver, VerificationKey
 from gateway.crypto.reports import VerificationReport
 from gateway.crypto.seals import SealMemo, verify_seal
-from gateway.errors import GatewayError, InputError, VerificationError
+from gateway.errors import GatewayError, InputError, RevocationUnproven, VerificationError
 from gateway.federation.peers import PeerClient
 from gateway.federation.remote_status import RemoteStatuses
 from gateway.ids import KeyId, NodeId
@@ -146,9 +146,7 @@ class FederatedVerifier:
         verifier = self._verifier(trusted, memo, proven={})
         outcomes = await self._finish(verifier, verifier.begin(seals))
         unproven = [
-            at
-            for at, (report, _) in enumerate(outcomes)
-            if report.code == "seal.revocation_unproven"
+            at for at, (report, _) in enumerate(outcomes) if report.code == RevocationUnproven.code
         ]
         proven = await self._revocation_proofs([seals[at] for at in unproven], trusted, now)
         if proven:
@@ -223,6 +221,4 @@ class FederatedVerifier:
         try:
             return IssuanceProof.from_json(loads(raw))
         except InputError as exc:
-            raise VerificationError(
-                f"{node}'s issuance proof is not JSON", code="seal.revocation_unproven"
-            ) from exc
+            raise RevocationUnproven(f"{node}'s issuance proof is not JSON") from exc
