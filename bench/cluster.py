@@ -22,10 +22,21 @@ STARTUP_TIMEOUT = 90.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: all bound at once, so none is handed out twice
+    (ports bound and released one by one may repeat)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def split_cores() -> tuple[set[int], set[int]]:
@@ -74,7 +85,9 @@ class Cluster:
         self.base = base
         self.server_cores = server_cores
         default = load_federation(env={})
-        self.ports = {node.id: free_port() for node in default.nodes}
+        self.ports = dict(
+            zip((node.id for node in default.nodes), free_ports(len(default.nodes)), strict=True)
+        )
         text = DEFAULT_FEDERATION_FILE.read_text(encoding="utf-8")
         for node, port in self.ports.items():
             text = re.sub(

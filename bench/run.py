@@ -33,7 +33,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.bindings import crypto_sign_open
 
-from bench.cluster import Cluster, Process, free_port, split_cores, wait_http
+from bench.cluster import Cluster, Process, free_port, free_ports, split_cores, wait_http
 from bench.load import (
     Request,
     ensure_wrk,
@@ -387,7 +387,7 @@ class Bench:
         """Figure C's reference: ``links`` + 1 bare aiohttp servers on the server cores, each
         forwarding to the next, the last answering ``body``; the chain's first and last URL."""
         (self.base / "c.json").write_bytes(body)
-        ports = [free_port() for _ in range(links + 1)]
+        ports = free_ports(links + 1)
         command = [sys.executable, "-m", "bench.bare"]
         procs: list[Process] = []
         try:

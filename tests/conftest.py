@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer, unused_port
+from aiohttp.test_utils import TestClient, TestServer
+from processes import free_ports
 
 from gateway.certificates.holders import holder_digest
 from gateway.certificates.schemas import SchemaSet, default_schema_dir
@@ -192,7 +193,8 @@ HANG_GUARD = 60.0
 @pytest.fixture
 def moved(federation: Federation) -> Federation:
     """The default federation in a temporary directory, every node on a free port."""
-    return federation.with_ports({node.id: unused_port() for node in federation.nodes})
+    ports = free_ports(len(federation.nodes))  # all bound at once: none handed out twice
+    return federation.with_ports(dict(zip((n.id for n in federation.nodes), ports, strict=True)))
 
 
 class Up:

@@ -234,8 +234,9 @@ class HopVerifier:
 class HopGate:
     """The door of a node's node-to-node endpoints: who signed this request, checked once.
 
-    One per node, with one :class:`NonceCache` (from the federation file's ``[network]``), so
-    a proof replayed to any of its endpoints is refused. ``trust`` gives the federation's keys
+    One per node, with one :class:`NonceStore` (a serving node's is shared by all its worker
+    processes; its bounds come from the federation file's ``[network]``), so a proof replayed
+    to any of its endpoints, at any worker, is refused. ``trust`` gives the federation's keys
     as of a time (the trust list in force).
     """
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from processes import free_ports
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.cli.commands import run_federation
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.slow  # real processes or a whole federation
 
 GROOM = {"name": "赵立新", "id": "330681199001010015", "id_type": "111"}
 BRIDE = {"name": "王晓燕", "id": "341221199607082464", "id_type": "111"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Running:
@@ -79,7 +72,10 @@ async def enrolled(running: Running) -> None:
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Running]:
     default = load_federation(env={})
-    federation = default.with_ports({n.id: free_port() for n in default.nodes}).with_overrides(
+    ports: dict[str, int] = dict(
+        zip((n.id for n in default.nodes), free_ports(len(default.nodes)), strict=True)
+    )
+    federation = default.with_ports(ports).with_overrides(
         data_dir=tmp_path / "var", keys_dir=tmp_path / "keys"
     )
     stop, ready = asyncio.Event(), asyncio.Event()

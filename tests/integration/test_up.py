@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from aiohttp.test_utils import unused_port
 from conftest import HANG_GUARD, Up
+from processes import free_ports
 
 import gateway
 from gateway.cli.commands import start_order
@@ -144,7 +144,9 @@ def federation_file(directory: Path, ports: dict[str, int]) -> Path:
 def test_tongban_up_prints_every_node_and_stops_on_a_signal(
     tmp_path: Path, federation: Federation, signum: signal.Signals
 ) -> None:
-    ports: dict[str, int] = {node.id: unused_port() for node in federation.nodes}
+    ports: dict[str, int] = dict(
+        zip((n.id for n in federation.nodes), free_ports(len(federation.nodes)), strict=True)
+    )  # all bound at once: none handed out twice
     path = federation_file(tmp_path, ports)
     argv = [sys.executable, "-m", "gateway", "--federation", str(path)]
     argv += ["--data-dir", str(tmp_path / "var"), "--keys-dir", str(tmp_path / "keys"), "up"]

@@ -27,11 +27,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer, unused_port
+from aiohttp.test_utils import TestClient, TestServer
 from conftest import BRIDE, GROOM, NOW, Tokens, household_request, marriage_request
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from processes import free_ports
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.certificates.holders import holder_digest
@@ -1022,7 +1023,7 @@ async def federated(
     federation: Federation, clock: FixedClock, schemas: SchemaSet
 ) -> AsyncIterator[Federated]:
     # national too, so the node's trust-list fetches go to a port nobody listens on
-    ports = {"idp": unused_port(), "zhuji": unused_port(), "national": unused_port()}
+    ports = dict(zip(("idp", "zhuji", "national"), free_ports(3), strict=True))
     fed = federation.with_ports(ports)
     idp = IdpService.open(fed, clock=clock, holder_secret=federation_holder_secret(fed.keys_dir))
     assert idp.issuer == f"http://127.0.0.1:{ports['idp']}"
