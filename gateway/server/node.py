@@ -145,7 +145,6 @@ def open_idp_service(federation: Federation, *, clock: Clock) -> IdpService:
 class NodeLinks:
     """What a serving regional node holds beside its service: built once by :func:`linked`."""
 
-    session: aiohttp.ClientSession
     authenticator: Authenticator
     writer: ThreadPoolExecutor
     """The node's one store-writer thread (issuance, status changes, catalog entries)."""
@@ -288,7 +287,6 @@ async def linked(
             start(_checkpoint_nonces(nonces, writer))
             try:
                 yield NodeLinks(
-                    session=session,
                     authenticator=authenticator,
                     writer=writer,
                     journal=journal,
