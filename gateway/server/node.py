@@ -193,99 +193,103 @@ async def linked(
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=network.max_connections_per_peer)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             idp_keys: RemoteKeySet | None = None
-            if authenticator is None:
-                issuer = federation.idp_issuer()
-                idp_keys = RemoteKeySet(
-                    issuer,
+            statuses: RemoteStatuses | None = None
+            try:  # whatever was started is stopped, even when building a later part fails
+                if authenticator is None:
+                    issuer = federation.idp_issuer()
+                    idp_keys = RemoteKeySet(
+                        issuer,
+                        session,
+                        clock=clock,
+                        node=IDP,
+                        fetch_timeout=network.fetch_timeout_seconds,
+                    )
+                    authenticator = NodeAuthenticator.for_federation(
+                        federation, idp_keys, clock=clock, issuer=issuer
+                    )
+                    service.use_idp_keys(idp_keys)
+                    start(idp_keys.run_background_refresh())
+                trust = TrustSync(
+                    federation,
                     session,
                     clock=clock,
-                    node=IDP,
+                    cache_path=state / "trust-list.jws",
+                    keys_dir=federation.keys_dir,
+                    national_url=federation.url(NATIONAL),
                     fetch_timeout=network.fetch_timeout_seconds,
                 )
-                authenticator = NodeAuthenticator.for_federation(
-                    federation, idp_keys, clock=clock, issuer=issuer
-                )
-                service.use_idp_keys(idp_keys)
-                start(idp_keys.run_background_refresh())
-            trust = TrustSync(
-                federation,
-                session,
-                clock=clock,
-                cache_path=state / "trust-list.jws",
-                keys_dir=federation.keys_dir,
-                national_url=federation.url(NATIONAL),
-                fetch_timeout=network.fetch_timeout_seconds,
-            )
 
-            async def trust_list_changed(seq: int, before: int | None) -> None:
-                await journal.append(
-                    [(AuditKind.TRUST_LIST, "national", None, {"seq": seq, "previous": before})]
-                )
+                async def trust_list_changed(seq: int, before: int | None) -> None:
+                    await journal.append(
+                        [(AuditKind.TRUST_LIST, "national", None, {"seq": seq, "previous": before})]
+                    )
 
-            trust.on_change = trust_list_changed
-            peers = PeerClient(me, federation, session, signer=service.keys.signer, clock=clock)
-            topology = Topology.from_federation(federation)
-            # one nonce store for every process of this node: a hop proof replayed to
-            # another worker is refused as surely as one replayed to the same worker
-            nonces = open_nonce_store(federation, me)
-            hops = HopGate(me, trust=trust.resolver, nonces=nonces, clock=clock)
-            statuses = RemoteStatuses(
-                session, trust.resolver, clock=clock, fetch_timeout=network.fetch_timeout_seconds
-            )
-            verifier = FederatedVerifier(
-                service,
-                trust=trust.resolver,
-                statuses=statuses,
-                peers=peers,
-                journal=journal,
-                clock=clock,
-            )
-            fetches = RoutedFetch(
-                service,
-                topology=topology,
-                trust=trust.resolver,
-                peers=peers,
-                hops=hops,
-                verifier=verifier,
-                journal=journal,
-                clock=clock,
-            )
-            authority: TrustAuthority | None = None
-            catalog: CatalogService | None = None
-            registrations: Registrations | None = None
-            if me == NATIONAL:
-                root = RootKey.open_or_create(
-                    federation.keys_dir,
+                trust.on_change = trust_list_changed
+                peers = PeerClient(me, federation, session, signer=service.keys.signer, clock=clock)
+                topology = Topology.from_federation(federation)
+                # one nonce store for every process of this node: a hop proof replayed to
+                # another worker is refused as surely as one replayed to the same worker
+                nonces = open_nonce_store(federation, me)
+                hops = HopGate(me, trust=trust.resolver, nonces=nonces, clock=clock)
+                statuses = RemoteStatuses(
+                    session,
+                    trust.resolver,
                     clock=clock,
-                    passphrase=federation.key_passphrase,
-                    alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
+                    fetch_timeout=network.fetch_timeout_seconds,
                 )
-                authority = TrustAuthority.open(
-                    federation, clock=clock, root=root, state_path=state / "authority.json"
+                verifier = FederatedVerifier(
+                    service,
+                    trust=trust.resolver,
+                    statuses=statuses,
+                    peers=peers,
+                    journal=journal,
+                    clock=clock,
                 )
-                catalog_store = SqliteCatalog(state / "catalog.sqlite3")
-                catalog = CatalogService(
-                    catalog_store, clock=clock, types=service.schemas.certificate_types()
+                fetches = RoutedFetch(
+                    service,
+                    topology=topology,
+                    trust=trust.resolver,
+                    peers=peers,
+                    hops=hops,
+                    verifier=verifier,
+                    journal=journal,
+                    clock=clock,
                 )
-                start(run_enrolment(authority, trust, service, peers, clock=clock))
-            else:
-                start(trust.run())
-                registrations = Registrations(service, peers=peers)
-                start(registrations.run())
-            partners = PartnerWatch(
-                me,
-                topology,
-                session,
-                trust=trust.resolver,
-                clock=clock,
-                metrics=service.metrics,
-                federation=federation,
-                fetch_timeout=network.fetch_timeout_seconds,
-            )
-            start(partners.run())
-            start(_sign_heads(service, writer))
-            start(_checkpoint_nonces(nonces, writer))
-            try:
+                authority: TrustAuthority | None = None
+                catalog: CatalogService | None = None
+                registrations: Registrations | None = None
+                if me == NATIONAL:
+                    root = RootKey.open_or_create(
+                        federation.keys_dir,
+                        clock=clock,
+                        passphrase=federation.key_passphrase,
+                        alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
+                    )
+                    authority = TrustAuthority.open(
+                        federation, clock=clock, root=root, state_path=state / "authority.json"
+                    )
+                    catalog_store = SqliteCatalog(state / "catalog.sqlite3")
+                    catalog = CatalogService(
+                        catalog_store, clock=clock, types=service.schemas.certificate_types()
+                    )
+                    start(run_enrolment(authority, trust, service, peers, clock=clock))
+                else:
+                    start(trust.run())
+                    registrations = Registrations(service, peers=peers)
+                    start(registrations.run())
+                partners = PartnerWatch(
+                    me,
+                    topology,
+                    session,
+                    trust=trust.resolver,
+                    clock=clock,
+                    metrics=service.metrics,
+                    federation=federation,
+                    fetch_timeout=network.fetch_timeout_seconds,
+                )
+                start(partners.run())
+                start(_sign_heads(service, writer))
+                start(_checkpoint_nonces(nonces, writer))
                 yield NodeLinks(
                     authenticator=authenticator,
                     writer=writer,
@@ -309,7 +313,8 @@ async def linked(
                 for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-                await statuses.aclose()
+                if statuses is not None:
+                    await statuses.aclose()
                 await journal.aclose()  # commits what the last requests left waiting
                 if idp_keys is not None:
                     await idp_keys.aclose()
