@@ -146,8 +146,12 @@ class Connections:
         self._path = path
         self._prefix = prefix
         self._store = store
+        self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+        self._checkpointer: sqlite3.Connection | None = None
         self._closed = False
         try:
             create_private(path)
@@ -271,11 +275,31 @@ class Connections:
             except sqlite3.Error as exc:
                 raise self.translate(exc) from exc
 
+    def checkpoint(self) -> None:
+        """Copy committed WAL frames into the database (SQLite's PASSIVE checkpoint: never
+        waits for, nor blocks, readers and writers), on a connection of its own, so that a
+        store whose commits do not checkpoint (``wal_autocheckpoint`` set high) can have it
+        done off the event loop, every few seconds."""
+        with self._checkpoint_lock:
+            self.check_open()
+            try:
+                if self._checkpointer is None:
+                    self._checkpointer = connect(
+                        self._path, self._busy_timeout, synchronous=self._synchronous
+                    )
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as exc:
+                raise self.translate(exc) from exc
+
     def close(self) -> None:
-        """Close both connections. Idempotent."""
+        """Close every connection. Idempotent."""
         with self._write_lock, self._read_lock:
             if self._closed:
                 return
             self._closed = True
             self.reader.close()
             self.writer.close()
+        with self._checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None

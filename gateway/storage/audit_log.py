@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from gateway._internal.sqlite import Connections, PendingWrite, connect, storage_error
+from gateway._internal.sqlite import Connections, PendingWrite, storage_error
 from gateway.audit.heads import SignedTreeHead, sign_tree_head
 from gateway.audit.records import (
     AuditItem,
@@ -144,7 +144,6 @@ class SqliteAuditLog:
         busy_timeout: float = 5.0,
     ) -> None:
         self._path = path
-        self._busy_timeout = busy_timeout
         self._node = node
         self._signer = signer
         self._clock = clock
@@ -170,34 +169,17 @@ class SqliteAuditLog:
                     f"cannot open the audit log at {path}", code="audit.open"
                 ) from exc
             raise
-        self._checkpoint_lock = threading.Lock()
-        self._checkpointer: sqlite3.Connection | None = None
         with self._db.read(snapshot=True) as conn:
             self._sync(conn)
 
     # --- open and close ------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
-        """Copy committed WAL frames into the database (SQLite's PASSIVE checkpoint: never
-        waits for, nor blocks, readers and writers), on a connection of its own. A serving
-        node calls it every few seconds off the event loop."""
-        with self._checkpoint_lock:
-            self._db.check_open()
-            try:
-                if self._checkpointer is None:
-                    self._checkpointer = connect(
-                        self._path, self._busy_timeout, synchronous=_SYNCHRONOUS
-                    )
-                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as exc:
-                raise self._db.translate(exc) from exc
+        """The WAL into the database, off the event loop (:meth:`Connections.checkpoint`)."""
+        self._db.checkpoint()
 
     def close(self) -> None:
         self._db.close()
-        with self._checkpoint_lock:
-            if self._checkpointer is not None:
-                self._checkpointer.close()
-                self._checkpointer = None
 
     def __enter__(self) -> SqliteAuditLog:
         return self

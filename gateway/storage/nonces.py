@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from gateway._internal.sqlite import Connections, connect
+from gateway._internal.sqlite import Connections
 from gateway.errors import AuthError, ConfigError
 
 SCHEMA_VERSION: Final = 1
@@ -66,8 +65,6 @@ class SqliteNonces:
         except sqlite3.Error as exc:
             self._db.close()
             raise self._db.translate(exc) from exc
-        self._checkpoint_lock = threading.Lock()
-        self._checkpointer: sqlite3.Connection | None = None
         self._writes = 0
         self._full = False
         """Set when the last count found the store full: every write counts until it is not."""
@@ -103,17 +100,9 @@ class SqliteNonces:
             raise _replay()
 
     def checkpoint(self) -> None:
-        """Copy committed WAL frames into the database (PASSIVE: never waits for, nor
-        blocks, the writers), on a connection of its own; a serving node calls it every
-        few seconds on its writer thread."""
-        with self._checkpoint_lock:
-            self._db.check_open()
-            try:
-                if self._checkpointer is None:
-                    self._checkpointer = connect(self.path, 5.0, synchronous="NORMAL")
-                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error as exc:
-                raise self._db.translate(exc) from exc
+        """The WAL into the file, off the event loop (a serving node calls it every few
+        seconds on its writer thread; see :meth:`Connections.checkpoint`)."""
+        self._db.checkpoint()
 
     def __len__(self) -> int:
         with self._db.read() as conn:
@@ -121,10 +110,6 @@ class SqliteNonces:
 
     def close(self) -> None:
         self._db.close()
-        with self._checkpoint_lock:
-            if self._checkpointer is not None:
-                self._checkpointer.close()
-                self._checkpointer = None
 
     def __enter__(self) -> SqliteNonces:
         return self
