@@ -147,6 +147,19 @@ class SealIndeterminate(SealError):
     indication = Indication.INDETERMINATE
 
 
+class SignedInFuture(SealError):
+    """A seal or proof whose signing time is ahead of this node's clock (beyond the skew)."""
+
+    code = "seal.signed_in_future"
+
+
+class AuditFork(VerificationError):
+    """A partner's audit log shrank, or was rewritten, or cannot be proven to extend the
+    log seen before."""
+
+    code = "audit.fork"
+
+
 class RevocationUnproven(SealIndeterminate):
     """A seal by a key revoked later, whose signing before the revocation is not (yet)
     proven: the issuing node's audit log may prove it (:mod:`gateway.certificates.revocation`)."""
@@ -243,3 +256,9 @@ class ConfigError(GatewayError):
 class KeyStoreError(ConfigError):
     code = "keys.invalid"
     title = "Key store problem"
+
+
+class RootKeyMissing(KeyStoreError):
+    """No federation root key where one is expected (not yet made, or lost)."""
+
+    code = "keys.root_missing"

@@ -15,6 +15,7 @@ from gateway.crypto.merkle import (
     verify_consistency,
 )
 from gateway.errors import (
+    AuditFork,
     VerificationError,
 )
 from gateway.ids import NodeId
@@ -47,12 +48,11 @@ class HeadWatcher:
         with self._lock:
             return self._last.get(node)
 
-    def _fork(self, node: NodeId, detail: str, exc: Exception | None = None) -> VerificationError:
+    def _fork(self, node: NodeId, detail: str, exc: Exception | None = None) -> AuditFork:
         with self._lock:
             self._forks.add(node)
-        return VerificationError(
+        return AuditFork(
             f"the audit log of {node} forked: {detail}",
-            code="audit.fork",
             log_detail=None if exc is None else repr(exc),
         )
 

@@ -55,6 +55,7 @@ from gateway.errors import (
     RevocationUnproven,
     SealError,
     SealIndeterminate,
+    SignedInFuture,
     TooLarge,
     VerificationError,
 )
@@ -535,7 +536,7 @@ def _resolve_key(keys: KeyResolver, kid: str, alg: str) -> VerificationKey:
 def _check_time(key: VerificationKey, signed_at: float, *, now: float, skew: float) -> None:
     # 15. the signing time: not in the future, within the key's validity, key in service
     if signed_at > now + skew:
-        raise SealError("the seal is signed in the future", code="seal.signed_in_future")
+        raise SignedInFuture("the seal is signed in the future")
     if key.not_before is not None and signed_at < key.not_before:
         raise SealError("the seal predates its key's validity", code="seal.key_not_yet_valid")
     if key.not_after is not None and signed_at > key.not_after:

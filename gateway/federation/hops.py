@@ -30,7 +30,7 @@ from gateway._internal.wire import b64url_encode, is_int
 from gateway.clock import Clock
 from gateway.crypto.jwks import KeyResolver
 from gateway.crypto.seals import Signer, sign_compact, verify_compact
-from gateway.errors import AuthError, ConfigError, InputError, SealError
+from gateway.errors import AuthError, ConfigError, InputError, SealError, SignedInFuture
 from gateway.ids import NodeId
 
 HOP_TYP: Final = "hop+jws"
@@ -192,7 +192,7 @@ class HopVerifier:
         try:
             verified = verify_compact(token, self.keys, typ=HOP_TYP, now=now, skew=self.max_age)
         except SealError as exc:
-            if exc.code == "seal.signed_in_future":
+            if isinstance(exc, SignedInFuture):
                 raise AuthError(
                     "the hop request is not fresh", code="hop.stale", log_detail=exc.code
                 ) from exc

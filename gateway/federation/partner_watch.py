@@ -37,7 +37,14 @@ from gateway.clock import Clock
 from gateway.config import Federation
 from gateway.crypto.jwks import KeyResolver
 from gateway.crypto.merkle import HASH_BYTES, MAX_PROOF_LENGTH
-from gateway.errors import GatewayError, Indication, InputError, NetworkError, VerificationError
+from gateway.errors import (
+    AuditFork,
+    GatewayError,
+    Indication,
+    InputError,
+    NetworkError,
+    VerificationError,
+)
 from gateway.federation.routing import Topology
 from gateway.ids import NodeId
 from gateway.metrics import Metrics
@@ -163,7 +170,7 @@ class PartnerWatch:
             )
             return "unreachable"
         except VerificationError as exc:
-            if exc.code == "audit.fork":
+            if isinstance(exc, AuditFork):
                 log.error(
                     "a partner's audit log forked or was rewritten",
                     extra={

@@ -39,7 +39,7 @@ from gateway.clock import Clock
 from gateway.crypto.jwks import Alg, KeyState, VerificationKey, parse_jwk, public_jwk, thumbprint
 from gateway.crypto.keystore import FEDERATION_DIR, generate_private_key
 from gateway.crypto.seals import PrivateKeySigner
-from gateway.errors import InputError, KeyStoreError, SealError
+from gateway.errors import InputError, KeyStoreError, RootKeyMissing, SealError
 from gateway.ids import NodeId
 
 ROOT_NODE: Final = NodeId("federation-root")
@@ -100,10 +100,9 @@ class RootKey:
                 _write_public(jwk_path, key)
         elif jwk_path.exists():
             # Verifiers pin this key: silently making a new one would break every one of them.
-            raise KeyStoreError(
+            raise RootKeyMissing(
                 f"{pem_path}: the federation root key is missing but {jwk_path} exists; "
-                "restore the key, or remove both files to start a new federation root",
-                code="keys.root_missing",
+                "restore the key, or remove both files to start a new federation root"
             )
         else:
             private = generate_private_key(alg)
@@ -136,9 +135,7 @@ def load_root_public(path: Path) -> VerificationKey:
         with file.open("rb") as handle:
             data = handle.read(_MAX_JWK_FILE_BYTES + 1)
     except FileNotFoundError as exc:
-        raise KeyStoreError(
-            f"{file}: no federation root public key", code="keys.root_missing"
-        ) from exc
+        raise RootKeyMissing(f"{file}: no federation root public key") from exc
     except OSError as exc:
         raise KeyStoreError(
             f"{file}: cannot read the federation root public key: {exc.strerror}",

@@ -35,6 +35,7 @@ from gateway.errors import (
     GatewayError,
     KeyStoreError,
     NetworkError,
+    RootKeyMissing,
     SealError,
     SealIndeterminate,
     StorageError,
@@ -121,7 +122,7 @@ class TrustSync:
         """
         cache = self._open_cache()
         if cache is None:
-            raise KeyStoreError("no federation root public key", code="keys.root_missing")
+            raise RootKeyMissing("no federation root public key")
         before = cache.seq
         trust_list = cache.offer(token, now=self._clock.now())
         if trust_list.seq != before and self.on_change is not None:
@@ -182,7 +183,7 @@ class TrustSync:
         try:
             root = load_root_public(self._keys_dir)
         except KeyStoreError as exc:
-            level = logging.DEBUG if exc.code == "keys.root_missing" else logging.WARNING
+            level = logging.DEBUG if isinstance(exc, RootKeyMissing) else logging.WARNING
             log.log(level, "no usable federation root key yet", extra={"code": exc.code})
             return None
         now = self._clock.now()
