@@ -22,14 +22,19 @@ from gateway.cli.console import table
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import Clock, SystemClock, to_rfc3339
 from gateway.config import Federation, NodeConfig
-from gateway.crypto.jwks import KeyResolver, KeyState, StaticKeyResolver
+from gateway.crypto.jwks import KeyResolver, StaticKeyResolver
 from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
 from gateway.http.appkeys import LINKS, NODE
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import NATIONAL, NodeId
 from gateway.server.node import open_idp_service, open_node_service, open_nonce_store
 from gateway.trust.rootkey import load_root_public
-from gateway.trust.trust_list import TrustListResolver, read_trust_list_file, verify_trust_list
+from gateway.trust.trust_list import (
+    TrustListResolver,
+    read_trust_list_file,
+    require_active_key,
+    verify_trust_list,
+)
 
 
 def _install_uvloop() -> None:
@@ -291,10 +296,7 @@ def all_enrolled(apps: Sequence[web.Application]) -> bool:
         try:
             resolver = app[LINKS].trust.resolver(service.clock.now())
             for other in regions:
-                kid = other[NODE].keys.active().kid
-                key = resolver.key_for(kid)
-                if key.node != other[NODE].node.id or key.state is not KeyState.ACTIVE:
-                    return False
+                require_active_key(resolver, other[NODE].node.id, other[NODE].keys.active().kid)
         except GatewayError:
             return False
     return True

@@ -42,7 +42,7 @@ from gateway.certificates.verification import (
 )
 from gateway.clock import Clock
 from gateway.config import Department, Federation, NodeConfig
-from gateway.crypto.jwks import KeyResolver, KeyState
+from gateway.crypto.jwks import KeyResolver
 from gateway.crypto.keystore import KeyStore
 from gateway.crypto.reports import VerificationReport
 from gateway.crypto.seals import SealMemo, seal, sign_compact
@@ -61,6 +61,7 @@ from gateway.sso.auth import Principal, Scope
 from gateway.sso.consent import ConsentGrant, ConsentVerifier
 from gateway.storage.audit_log import SqliteAuditLog
 from gateway.storage.registry import NewCertificate, Outbox, SqliteRegistry, StoredCertificate
+from gateway.trust.trust_list import require_active_key
 
 STATUS_LIST_TTL = 300
 STORED_SEAL_MEMO = 65_536
@@ -254,12 +255,7 @@ class NodeService:
         then no peer could verify this node's hop proofs or seals)."""
         count = self.registry.count()
         active = self.keys.active()
-        listed = trust(self.clock.now()).key_for(active.kid)  # trust.* / seal.unknown_kid
-        if listed.node != self.node.id or listed.state is not KeyState.ACTIVE:
-            raise SealIndeterminate(
-                "the trust list does not list this node's signing key as active yet",
-                code="trust.key_not_active",
-            )
+        require_active_key(trust(self.clock.now()), self.node.id, active.kid)  # trust.* too
         return count
 
     def issuance_proof(self, certificate_id: str, *, revoked_at: float) -> IssuanceProof:

@@ -54,7 +54,6 @@ class SqliteNonces:
             raise ConfigError("a nonce store's ttl must be positive", code="hop.cache")
         self.max_entries = max_entries
         self.ttl = ttl
-        self.path = path
         self._db = Connections(
             path, busy_timeout=5.0, synchronous="NORMAL", prefix="hop", store="nonce store"
         )

@@ -56,6 +56,7 @@ from gateway._internal.wire import is_int
 from gateway.config import Federation
 from gateway.crypto.jwks import (
     MAX_JWKS_KEYS,
+    KeyResolver,
     KeyState,
     StaticKeyResolver,
     VerificationKey,
@@ -768,6 +769,17 @@ class TrustListCache:
     def _accept(self, token: str, trust_list: TrustList) -> None:
         self._token, self._list = token, trust_list
         self._resolver = TrustListResolver(trust_list)
+
+
+def require_active_key(keys: KeyResolver, node: NodeId, kid: KeyId) -> None:
+    """Raise unless ``keys`` (a trust list's) hold ``kid`` as ``node``'s active key: the
+    condition for the federation to verify that node's seals and hop proofs."""
+    listed = keys.key_for(kid)  # seal.unknown_kid when the list does not have it at all
+    if listed.node != node or listed.state is not KeyState.ACTIVE:
+        raise SealIndeterminate(
+            f"the trust list does not list {node}'s signing key as active yet",
+            code="trust.key_not_active",
+        )
 
 
 def read_trust_list_file(path: Path) -> str:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.config import Federation, load_federation
-from gateway.crypto.jwks import KeyState, VerificationKey, public_jwk
+from gateway.crypto.jwks import KeyState, StaticKeyResolver, VerificationKey, public_jwk
 from gateway.crypto.seals import SEAL_TYP, PrivateKeySigner, Signer, seal, sign_compact, verify_seal
 from gateway.errors import (
     ConfigError,
@@ -38,6 +38,7 @@ from gateway.trust.trust_list import (
     TrustListResolver,
     build_trust_list,
     read_trust_list_file,
+    require_active_key,
     sign_trust_list,
     verify_trust_list,
 )
@@ -820,3 +821,31 @@ def test_cache_reports_an_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         TrustListCache(ROOT, path=tmp_path, now=NOW)  # a directory
     assert info.value.code == "trust.unreadable"
+
+
+def test_require_active_key_names_why_a_node_is_not_yet_trusted() -> None:
+    signer = PrivateKeySigner(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
+
+    def keys(state: KeyState, node: str = "zhuji") -> StaticKeyResolver:
+        key = VerificationKey(
+            node=NodeId(node),
+            kid=KeyId(signer.kid),
+            alg=signer.alg,
+            public_key=signer.public_key,
+            state=state,
+            not_before=0.0,
+            not_after=4e9,
+            revoked_at=None,
+            verify_allowed=True,
+        )
+        return StaticKeyResolver({key.kid: key})
+
+    zhuji, kid = NodeId("zhuji"), KeyId(signer.kid)
+    require_active_key(keys(KeyState.ACTIVE), zhuji, kid)
+    for resolver in (keys(KeyState.NEXT), keys(KeyState.RETIRED), keys(KeyState.ACTIVE, "linquan")):
+        with pytest.raises(SealIndeterminate) as caught:
+            require_active_key(resolver, zhuji, kid)
+        assert caught.value.code == "trust.key_not_active"
+    with pytest.raises(SealIndeterminate) as unknown:
+        require_active_key(StaticKeyResolver({}), zhuji, kid)
+    assert unknown.value.code == "seal.unknown_kid"
