@@ -84,6 +84,22 @@ class Network:
 
 
 @dataclass(frozen=True, slots=True)
+class Witness:
+    """Partners witnessing each other's audit logs (issue 22, item 4): read from the
+    federation file's ``[witness]`` table; each value must be positive."""
+
+    quorum: int = 1
+    """Distinct partners (never the issuing node itself) that must have cosigned a tree head
+    before a key's revocation for an issuance proof to keep that key's seals valid."""
+    check_interval_seconds: float = 10.0
+    """How often a node checks, and cosigns, each partner's tree head and gathers the
+    partners' cosignatures of its own heads."""
+    max_cosignatures: int = 64
+    """Cosignatures in one answer of ``GET /v1/audit/cosignatures`` and in one issuance
+    proof, at most; a proof carrying more is refused unread."""
+
+
+@dataclass(frozen=True, slots=True)
 class Department:
     id: DepartmentId
     name: str
@@ -170,6 +186,7 @@ class Federation:
     limits: Limits
     nodes: tuple[NodeConfig, ...]
     network: Network = Network()
+    witness: Witness = Witness()
     agreements: tuple[Agreement, ...] = ()
     clients: tuple[Client, ...] = ()
     citizens: tuple[Citizen, ...] = ()
@@ -245,7 +262,7 @@ def load_federation(
     return _Parser(path, text, raw, env or {}, base_dir or Path.cwd()).federation()
 
 
-_Numbers = TypeVar("_Numbers", "Limits", "Network")
+_Numbers = TypeVar("_Numbers", "Limits", "Network", "Witness")
 
 
 class _Parser:
@@ -315,6 +332,7 @@ class _Parser:
             "federation",
             "limits",
             "network",
+            "witness",
             "nodes",
             "agreements",
             "clients",
@@ -359,6 +377,7 @@ class _Parser:
             key_passphrase=Secret(passphrase) if passphrase else None,
             limits=self._limits(),
             network=self._network(),
+            witness=self._positive_numbers("witness", Witness),
             nodes=nodes,
             agreements=tuple(
                 self._agreement(i, a, node_ids) for i, a in enumerate(self._array("agreements"))

@@ -160,6 +160,26 @@ class AuditFork(VerificationError):
     code = "audit.fork"
 
 
+class CosignatureError(VerificationError):
+    """A witness's cosignature of a tree head does not hold: malformed claims, another
+    head than the one it is offered for, or cosigned by the head's own node."""
+
+    code = "audit.bad_cosignature"
+
+
+class WitnessQuorumNotMet(VerificationError):
+    """Fewer distinct partners than the federation's quorum cosigned a tree head in time.
+
+    ``reasons`` holds the code of each cosignature that did not count."""
+
+    code = "audit.witness_quorum"
+    indication = Indication.INDETERMINATE
+
+    def __init__(self, detail: str, *, reasons: tuple[str, ...] = ()) -> None:
+        super().__init__(detail, log_detail=", ".join(reasons) or None)
+        self.reasons = reasons
+
+
 class RevocationUnproven(SealIndeterminate):
     """A seal by a key revoked later, whose signing before the revocation is not (yet)
     proven: the issuing node's audit log may prove it (:mod:`gateway.certificates.revocation`)."""

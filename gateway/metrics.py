@@ -72,6 +72,13 @@ class Metrics:
             ["partner", "result"],
             registry=self.registry,
         )
+        self.audit_cosignatures = Counter(
+            "tongban_audit_cosignatures",
+            "Witness cosignatures: of partners' heads made here (made) and of this node's"
+            " heads gathered from partners (gathered, refused), by partner",
+            ["partner", "result"],
+            registry=self.registry,
+        )
         self.info = Gauge("tongban_node_info", "Node identity", ["node"], registry=self.registry)
         self.info.labels(node=node).set(1)
         # labelled series of the per-request metrics, each looked up once (``labels()`` costs

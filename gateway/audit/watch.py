@@ -8,7 +8,7 @@ HTTP and hands them here.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from gateway.audit.heads import SignedTreeHead, bad_head
 from gateway.crypto.merkle import (
@@ -34,9 +34,11 @@ class HeadWatcher:
     last good head is kept. Fetch failures propagate as they are: they prove nothing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, last: Mapping[NodeId, SignedTreeHead] | None = None) -> None:
+        """``last``: the heads checks resume from (a witness's last cosigned heads, kept
+        across restarts, so that it never cosigns a rollback)."""
         self._lock = threading.Lock()
-        self._last: dict[NodeId, SignedTreeHead] = {}
+        self._last: dict[NodeId, SignedTreeHead] = dict(last or {})
         self._forks: set[NodeId] = set()
 
     @property

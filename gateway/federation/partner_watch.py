@@ -17,20 +17,31 @@ Each check ends in one result, counted in ``tongban_audit_partner_checks_total``
 - ``unreachable``: the partner did not answer, or answered nonsense: it proves nothing, and
   is never a fork.
 - ``error``: anything else (a store failure, a bug): logged, and the watch goes on.
+
+**Witnessing** (with a :class:`WitnessLedger`, the node's service): a head that checks ``ok``
+and is larger than the last one this node cosigned is cosigned and kept
+(:mod:`gateway.audit.cosignatures`); the checks resume after a restart from the last head
+cosigned, so a witness never cosigns a rollback. And every check also gathers the partner's
+cosignatures of this node's own heads (``GET /v1/audit/cosignatures?origin=<this node>``),
+verified against the trust list and this node's own heads, and kept for its issuance proofs.
+Each cosignature made, gathered or refused is counted in ``tongban_audit_cosignatures_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from concurrent.futures import Executor
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
 
 from gateway._internal.fetch import fetch_bounded
 from gateway._internal.wire import JsonLimits, b64url_decode, loads
+from gateway.audit.cosignatures import Cosignature
 from gateway.audit.heads import SignedTreeHead, verify_tree_head
 from gateway.audit.watch import HeadWatcher
 from gateway.clock import Clock
@@ -53,8 +64,12 @@ log = logging.getLogger("gateway.federation.partner_watch")
 
 HEAD_PATH: Final = "/v1/audit/head"
 CONSISTENCY_PATH: Final = "/v1/audit/proofs/consistency"
+COSIGNATURES_PATH: Final = "/v1/audit/cosignatures"
 MAX_ANSWER_BYTES: Final = 16_384
 """A head is a few hundred bytes, a proof at most 64 hashes: anything larger is refused."""
+COSIGNATURE_BYTES: Final = 2_048
+"""Room for one cosignature and its fields in an answer of :data:`COSIGNATURES_PATH` (a
+cosignature is about 500 bytes)."""
 CHECK_INTERVAL: Final = 10.0
 
 _ANSWER_LIMITS: Final = JsonLimits(max_depth=3, max_string=8192, max_members=MAX_PROOF_LENGTH + 8)
@@ -62,6 +77,19 @@ _JSON_TYPES: Final = frozenset({"application/json"})
 _CODE_PREFIX: Final = "audit.partner"
 
 Sleep = Callable[[float], Awaitable[None]]
+_T = TypeVar("_T")
+
+
+class WitnessLedger(Protocol):
+    """Where a witness keeps what it cosigned and gathered (the node's service)."""
+
+    def cosigned_heads(self) -> dict[NodeId, SignedTreeHead]: ...
+
+    def cosign(self, head: SignedTreeHead) -> Cosignature: ...
+
+    def gathered_size(self, witness: NodeId) -> int: ...
+
+    def accept_cosignature(self, token: str, keys: KeyResolver, *, witness: NodeId) -> bool: ...
 
 
 def _bad_answer(detail: str) -> NetworkError:
@@ -101,10 +129,17 @@ class PartnerWatch:
         metrics: Metrics,
         federation: Federation,
         fetch_timeout: float | None = None,
+        ledger: WitnessLedger | None = None,
+        writer: Executor | None = None,
     ) -> None:
+        """``ledger``: cosign partners' heads and gather their cosignatures of this node's
+        (without one, heads are only checked); its writes run on ``writer``."""
         self.node_id = node_id
         self.partners = neighbours(topology, node_id)
-        self.watcher = HeadWatcher()
+        self._ledger = ledger
+        self._writer = writer
+        self._max_cosignatures = federation.witness.max_cosignatures
+        self.watcher = HeadWatcher(ledger.cosigned_heads() if ledger is not None else None)
         self.fetch_timeout = (
             federation.limits.request_timeout_seconds if fetch_timeout is None else fetch_timeout
         )
@@ -138,6 +173,7 @@ class PartnerWatch:
         return dict(zip(self.partners, results, strict=True))
 
     async def _check(self, partner: NodeId) -> str:
+        previous = self.watcher.last(partner)
         try:
             result = await self._judge(partner)
         except Exception:  # a bug checking one partner must not stop the others
@@ -146,7 +182,91 @@ class PartnerWatch:
         self._metrics.audit_partner_checks.labels(partner=partner, result=result).inc()
         if partner in self.watcher.forks:
             self._metrics.audit_partner_forks.labels(partner=partner).set(1)
+        if self._ledger is not None:
+            try:
+                checked = self.watcher.last(partner)
+                if result == "ok" and checked is not None and checked is not previous:
+                    await self._cosign(partner, checked, previous)
+                await self._gather(partner)
+            except Exception:  # the same: a failure here stops neither the watch nor others
+                log.exception("witnessing a partner crashed", extra={"partner": partner})
         return result
+
+    # --- witnessing -------------------------------------------------------------------------
+
+    async def _off_loop(self, work: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, work)
+
+    async def _cosign(
+        self, partner: NodeId, head: SignedTreeHead, previous: SignedTreeHead | None
+    ) -> None:
+        """Cosign ``head``, just proven to extend ``previous`` (a head of a size already
+        cosigned is not cosigned again)."""
+        assert self._ledger is not None
+        if previous is not None and head.tree_size <= previous.tree_size:
+            return
+        ledger = self._ledger
+        try:
+            await self._off_loop(lambda: ledger.cosign(head))
+        except GatewayError as exc:
+            log.warning(
+                "could not cosign a partner's tree head",
+                extra={"partner": partner, "code": exc.code, "cause": exc.log_detail},
+            )
+            return
+        self._metrics.audit_cosignatures.labels(partner=partner, result="made").inc()
+
+    async def _gather(self, partner: NodeId) -> None:
+        """The partner's cosignatures of this node's heads newer than the ones kept."""
+        assert self._ledger is not None
+        ledger = self._ledger
+        try:
+            after = await self._off_loop(lambda: ledger.gathered_size(partner))
+            tokens = await self._fetch_cosignatures(partner, after)
+        except GatewayError as exc:
+            log.warning(
+                "could not gather a partner's cosignatures",
+                extra={"partner": partner, "code": exc.code, "cause": exc.log_detail},
+            )
+            return
+        for token in tokens:
+            try:
+                keys = self._trust(self._clock.now())
+                await self._off_loop(
+                    functools.partial(ledger.accept_cosignature, token, keys, witness=partner)
+                )
+            except GatewayError as exc:
+                log.warning(
+                    "a partner's cosignature was refused",
+                    extra={"partner": partner, "code": exc.code, "cause": exc.log_detail},
+                )
+                self._metrics.audit_cosignatures.labels(partner=partner, result="refused").inc()
+                continue
+            self._metrics.audit_cosignatures.labels(partner=partner, result="gathered").inc()
+
+    async def _fetch_cosignatures(self, partner: NodeId, after: int) -> list[str]:
+        params: dict[str, str | int] = {"origin": self.node_id}
+        if after >= 0:
+            params["after"] = after
+        query = urlencode(params)
+        answer = await self._get_json(
+            partner,
+            f"{COSIGNATURES_PATH}?{query}",
+            max_bytes=MAX_ANSWER_BYTES + self._max_cosignatures * COSIGNATURE_BYTES,
+            limits=JsonLimits(
+                max_depth=3, max_string=8192, max_members=8 * self._max_cosignatures + 8
+            ),
+        )
+        items = answer.get("cosignatures")
+        if not isinstance(items, list) or len(items) > self._max_cosignatures:
+            raise _bad_answer(f"{partner}: the cosignatures are not a bounded list")
+        tokens: list[str] = []
+        for item in items:
+            token = item.get("cosignature") if isinstance(item, dict) else None
+            if not isinstance(token, str):
+                raise _bad_answer(f"{partner}: a cosignature is not a compact JWS string")
+            tokens.append(token)
+        return tokens
 
     async def _judge(self, partner: NodeId) -> str:
         previous = self.watcher.last(partner)
@@ -200,19 +320,26 @@ class PartnerWatch:
 
     # --- fetching ---------------------------------------------------------------------------
 
-    async def _get_json(self, partner: NodeId, path: str) -> dict[str, Any]:
+    async def _get_json(
+        self,
+        partner: NodeId,
+        path: str,
+        *,
+        max_bytes: int = MAX_ANSWER_BYTES,
+        limits: JsonLimits = _ANSWER_LIMITS,
+    ) -> dict[str, Any]:
         url = self._urls[partner] + path
         body = await fetch_bounded(
             self._session,
             url,
             fetch_timeout=self.fetch_timeout,
-            max_bytes=MAX_ANSWER_BYTES,
+            max_bytes=max_bytes,
             content_types=_JSON_TYPES,
             accept="application/json",
             code_prefix=_CODE_PREFIX,
         )
         try:
-            value = loads(body, _ANSWER_LIMITS)
+            value = loads(body, limits)
         except InputError as exc:
             raise _bad_answer(f"{url}: {exc.code}: {exc.log_detail or exc.detail}") from exc
         if not isinstance(value, dict):

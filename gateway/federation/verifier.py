@@ -4,7 +4,8 @@ A node verifies its own seals with its own keys and registry, and every other re
 the federation's trust list and the issuing node's signed status list (fetched and cached by
 :class:`~gateway.federation.remote_status.RemoteStatuses`). A seal by a key revoked after the
 seal claims to be signed is judged with the issuing node's proof of issuance from its audit
-log (:mod:`gateway.certificates.revocation`), fetched from that node.
+log (:mod:`gateway.certificates.revocation`), fetched from that node: its head must carry
+the cosignatures of ``[witness] quorum`` partners made before the revocation.
 
 Nothing is fetched on the word of an unverified seal: every other check of every seal comes
 first, then the status lists their verified documents name, then the proofs of issuance.
@@ -18,12 +19,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from gateway._internal.wire import loads
-from gateway.audit.heads import SignedTreeHead
 from gateway.certificates.revocation import (
     PROOF_PATH,
     IssuanceProof,
     ProvenIssuances,
     RevocationSetAside,
+    WitnessedHead,
     check_issuance_proof,
 )
 from gateway.certificates.status import CertStatus
@@ -187,7 +188,7 @@ class FederatedVerifier:
         """For seals by revoked keys that claim to predate the revocation: the issuing node's
         audit-log proof of issuance, checked here. Asked only for a seal that passes every
         other check, with the certificate id it really seals."""
-        proven: dict[str, SignedTreeHead] = {}
+        proven: dict[str, WitnessedHead] = {}
         for seal in seals:
             try:
                 verified = verify_seal(seal, RevocationSetAside(keys), now=now)
@@ -202,10 +203,14 @@ class FederatedVerifier:
                     node=key.node,
                     certificate_id=cert_id,
                     revoked_at=key.revoked_at,
+                    quorum=self._node.federation.witness.quorum,
                     now=now,
                 )
             except GatewayError as exc:
-                log.info("no proof of issuance before revocation", extra={"code": exc.code})
+                log.info(
+                    "no proof of issuance before revocation",
+                    extra={"code": exc.code, "cause": getattr(exc.__cause__, "code", None)},
+                )
         return proven
 
     async def _issuance_proof(self, node: NodeId, cert_id: str, revoked_at: float) -> IssuanceProof:
@@ -219,6 +224,8 @@ class FederatedVerifier:
             code_prefix="revocation",
         )
         try:
-            return IssuanceProof.from_json(loads(raw))
+            return IssuanceProof.from_json(
+                loads(raw), max_cosignatures=self._node.federation.witness.max_cosignatures
+            )
         except InputError as exc:
             raise RevocationUnproven(f"{node}'s issuance proof is not JSON") from exc

@@ -27,12 +27,13 @@ from gateway.federation.fetch import EXCHANGE_PATH
 from gateway.federation.hops import HOP_HEADER
 from gateway.federation.keyrotation import KEY_CHANGES_PATH
 from gateway.federation.lookups import CATALOG_LOOKUPS_PATH
+from gateway.federation.partner_watch import COSIGNATURES_PATH
 from gateway.federation.registrations import CATALOG_ENTRIES_PATH
 from gateway.http.appkeys import LINKS, NODE, OPENAPI
 from gateway.http.middleware import BEARER, principal_of, public
 from gateway.http.responses import JSON, json_limits, json_response
 from gateway.identifiers import parse_certificate_id
-from gateway.ids import KeyId
+from gateway.ids import KeyId, NodeId
 from gateway.metrics import CONTENT_TYPE
 from gateway.services.catalog import CatalogService
 from gateway.sso.auth import Principal, Scope
@@ -297,6 +298,34 @@ async def issuance_proof(request: web.Request) -> web.Response:
 
 
 @public
+async def audit_cosignatures(request: web.Request) -> web.Response:
+    """Public, like a witness's: this node's cosignatures of a partner's heads larger than
+    ``after`` entries (smallest first, a page of ``[witness] max_cosignatures``)."""
+    node = request.app[NODE]
+    origin = request.query.get("origin", "")
+    if origin not in {n.id for n in node.federation.nodes}:
+        raise InputError("query parameter 'origin' names no node", code="input.query")
+    after = _int_param(request, "after", 0) if "after" in request.query else -1
+    made = node.cosignatures_made(NodeId(origin), after_size=after)
+    return json_response(
+        {
+            "witness": node.node.id,
+            "origin": origin,
+            "cosignatures": [
+                {
+                    "tree_size": c.tree_size,
+                    "root_hash": b64url_encode(c.root_hash),
+                    "head_issued_at": int(c.head_issued_at),
+                    "cosigned_at": int(c.cosigned_at),
+                    "cosignature": c.token,
+                }
+                for c in made
+            ],
+        }
+    )
+
+
+@public
 async def audit_consistency(request: web.Request) -> web.Response:
     """Public: hashes only, so partners can check the log only ever grew."""
     first, second = _int_param(request, "first"), _int_param(request, "second")
@@ -399,6 +428,7 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/v1/audit/proofs/inclusion", audit_inclusion),
     ("GET", "/v1/audit/proofs/consistency", audit_consistency),
     ("GET", PROOF_PATH, issuance_proof),
+    ("GET", COSIGNATURES_PATH, audit_cosignatures),
     ("GET", "/v1/admin/keys", list_keys),
     ("POST", "/v1/admin/keys/rotate", rotate_key),
     ("POST", "/v1/admin/keys/{kid}/retire", retire_key),

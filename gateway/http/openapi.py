@@ -318,6 +318,24 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                     errors=(400, 404),
                 )
             },
+            "/v1/audit/cosignatures": {
+                "get": _op(
+                    "This node's witness cosignatures (typ audit-cosig+jws) of a partner's"
+                    " signed tree heads larger than `after` entries, smallest first (public)",
+                    tag="audit",
+                    secured=False,
+                    params=[
+                        {
+                            "name": "origin",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "maxLength": 32},
+                        },
+                        _query("after"),
+                    ],
+                    errors=(400,),
+                )
+            },
             "/v1/catalog/lookups": {
                 "post": _op(
                     "Node to national: which nodes hold a holder digest's certificates",

@@ -59,6 +59,7 @@ from gateway.sso.idp_keys import RemoteKeySet
 from gateway.sso.node_auth import NodeAuthenticator
 from gateway.storage.audit_log import SqliteAuditLog
 from gateway.storage.catalog import SqliteCatalog
+from gateway.storage.cosignatures import SqliteCosignatures
 from gateway.storage.groupcommit import GroupCommit
 from gateway.storage.nonces import SqliteNonces
 from gateway.storage.registry import SqliteRegistry
@@ -107,6 +108,12 @@ def open_node_service(
     except BaseException:
         registry.close()
         raise
+    try:
+        cosignatures = SqliteCosignatures(directory / "cosignatures.sqlite3")
+    except BaseException:
+        audit.close()
+        registry.close()
+        raise
     return NodeService(
         federation,
         node,
@@ -118,6 +125,7 @@ def open_node_service(
         public_url=public_url or federation.url(node.id),
         idp_keys=idp_keys,
         audit=audit,
+        cosignatures=cosignatures,
     )
 
 
@@ -286,8 +294,10 @@ async def linked(
                     metrics=service.metrics,
                     federation=federation,
                     fetch_timeout=network.fetch_timeout_seconds,
+                    ledger=service,  # a witness: cosigns partners' heads, gathers theirs
+                    writer=writer,
                 )
-                start(partners.run())
+                start(partners.run(federation.witness.check_interval_seconds))
                 start(_sign_heads(service, writer))
                 start(_checkpoint_nonces(nonces, writer))
                 yield NodeLinks(

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gateway._internal.wire import b64url_decode
+from gateway.audit.cosignatures import Cosignature, cosign_head, verify_cosignature
 from gateway.audit.heads import SignedTreeHead
 from gateway.audit.records import (
     AuditItem,
@@ -47,6 +48,7 @@ from gateway.crypto.keystore import KeyStore
 from gateway.crypto.reports import VerificationReport
 from gateway.crypto.seals import SealMemo, seal, sign_compact
 from gateway.errors import (
+    CosignatureError,
     Forbidden,
     InputError,
     NotFoundError,
@@ -60,6 +62,7 @@ from gateway.services.catalog import catalog_entry
 from gateway.sso.auth import Principal, Scope
 from gateway.sso.consent import ConsentGrant, ConsentVerifier
 from gateway.storage.audit_log import SqliteAuditLog
+from gateway.storage.cosignatures import SqliteCosignatures
 from gateway.storage.registry import NewCertificate, Outbox, SqliteRegistry, StoredCertificate
 from gateway.trust.trust_list import require_active_key
 
@@ -171,6 +174,7 @@ class NodeService:
         public_url: str,
         idp_keys: KeyResolver | None = None,
         audit: SqliteAuditLog,
+        cosignatures: SqliteCosignatures,
     ) -> None:
         self.federation = federation
         self.node = node
@@ -185,6 +189,7 @@ class NodeService:
         self._status_tokens: dict[int, tuple[int, float, str]] = {}
         self._consents: ConsentVerifier | None = None
         self.audit = audit
+        self.cosignatures = cosignatures
         if idp_keys is not None:
             self.use_idp_keys(idp_keys)
         self._status_lock = threading.Lock()
@@ -204,6 +209,7 @@ class NodeService:
     def close(self) -> None:
         self.registry.close()
         self.audit.close()
+        self.cosignatures.close()
 
     def record(
         self,
@@ -260,8 +266,83 @@ class NodeService:
 
     def issuance_proof(self, certificate_id: str, *, revoked_at: float) -> IssuanceProof:
         """``GET /v1/audit/issuance-proof``: this node's proof that it issued
-        ``certificate_id`` before ``revoked_at`` (see :mod:`gateway.certificates.revocation`)."""
-        return self.audit.issuance_proof(certificate_id, revoked_at=revoked_at)
+        ``certificate_id`` before ``revoked_at`` (see :mod:`gateway.certificates.revocation`).
+
+        The head is the smallest one that includes the issuance and that the quorum of
+        partners cosigned before ``revoked_at``, with those cosignatures; without such a head,
+        the oldest head before ``revoked_at`` alone (a verifier finds it unwitnessed)."""
+        witness = self.federation.witness
+        record = self.audit.find_issuance(certificate_id)
+        witnessed = None
+        if record is not None:
+            witnessed = self.cosignatures.first_witnessed(
+                self.node.id, larger_than=record.seq, before=revoked_at, quorum=witness.quorum
+            )
+        if record is None or witnessed is None:
+            return self.audit.issuance_proof(certificate_id, revoked_at=revoked_at)
+        head, cosignatures = witnessed
+        size = cosignatures[0].tree_size
+        return IssuanceProof(
+            record.entry(),
+            record.seq,
+            head,
+            tuple(self.audit.inclusion_proof(record.seq, size)),
+            tuple(c.token for c in cosignatures[: witness.max_cosignatures]),
+        )
+
+    # -- witnessing partners' audit logs (gateway.audit.cosignatures) ----------------------
+
+    def cosign(self, head: SignedTreeHead) -> Cosignature:
+        """Cosign a partner's ``head``, verified and proven consistent with the last one this
+        node cosigned (:class:`~gateway.audit.watch.HeadWatcher`), and keep it; a head of a
+        size already cosigned keeps its first cosignature. It writes: the writer thread's."""
+        cosignature = cosign_head(
+            self.keys.signer(), witness=self.node.id, head=head, cosigned_at=self.clock.now()
+        )
+        self.cosignatures.add(cosignature, head.token)
+        return cosignature
+
+    def cosigned_heads(self) -> dict[NodeId, SignedTreeHead]:
+        """The last head of each partner this node cosigned: where its checks resume."""
+        return self.cosignatures.last_cosigned(self.node.id)
+
+    def cosignatures_made(self, origin: NodeId, *, after_size: int) -> list[Cosignature]:
+        """``GET /v1/audit/cosignatures``: this node's cosignatures of ``origin``'s heads
+        larger than ``after_size``, smallest first, a page of ``[witness]
+        max_cosignatures``."""
+        if origin == self.node.id:
+            return []
+        return self.cosignatures.made_by(
+            self.node.id,
+            origin=origin,
+            after_size=after_size,
+            limit=self.federation.witness.max_cosignatures,
+        )
+
+    def gathered_size(self, witness: NodeId) -> int:
+        """The largest of this node's heads kept with ``witness``'s cosignature (-1: none)."""
+        found = self.cosignatures.largest_size(origin=self.node.id, witness=witness)
+        return -1 if found is None else found
+
+    def accept_cosignature(self, token: str, keys: KeyResolver, *, witness: NodeId) -> bool:
+        """Keep a partner's cosignature of one of this node's heads, gathered from
+        ``witness``: verified against ``keys`` (the trust list) and against the head this node
+        signed for that size. Raises a :class:`VerificationError` for one that does not
+        hold; False when it was already kept. It writes: the writer thread's."""
+        now = self.clock.now()
+        unverified_size = _unverified_tree_size(token)
+        head = self.audit.head_at(unverified_size) if unverified_size is not None else None
+        if head is None:
+            raise CosignatureError(
+                "a cosignature of a tree head this node never signed",
+                code="audit.cosignature_mismatch",
+            )
+        cosignature = verify_cosignature(token, keys, head=head, now=now)
+        if cosignature.witness != witness:
+            raise CosignatureError(
+                f"a cosignature by {cosignature.witness} was offered by {witness}"
+            )
+        return self.cosignatures.add(cosignature, head.token)
 
     def use_idp_keys(self, keys: KeyResolver) -> None:
         """Verify consent grants with the IdP's keys (the same set the authenticator uses)."""
@@ -678,3 +759,14 @@ class NodeService:
 
 def _payload_of(token: str) -> bytes:
     return b64url_decode(token.split(".")[1])
+
+
+def _unverified_tree_size(token: str) -> int | None:
+    """The tree size a cosignature names, read before it is verified: only to find the
+    head to verify it against (the verification then checks it is that head's)."""
+    try:
+        claims = orjson.loads(b64url_decode(token.split(".")[1]))
+    except (IndexError, orjson.JSONDecodeError, InputError, ValueError):
+        return None
+    size = claims.get("tree_size") if isinstance(claims, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None

@@ -413,6 +413,18 @@ class SqliteAuditLog:
             return None
         return SignedTreeHead(self._node, int(row[0]), bytes(row[1]), float(row[2]), str(row[3]))
 
+    def head_at(self, tree_size: int) -> SignedTreeHead | None:
+        """The head this log signed for ``tree_size`` entries (the oldest), if any."""
+        with self._db.read(snapshot=True) as conn:
+            row = conn.execute(
+                "SELECT root_hash, issued_at, token FROM heads WHERE tree_size = ?"
+                " ORDER BY id LIMIT 1",
+                (tree_size,),
+            ).fetchone()
+        if row is None:
+            return None
+        return SignedTreeHead(self._node, tree_size, bytes(row[0]), float(row[1]), str(row[2]))
+
     def inclusion_proof(self, seq: int, tree_size: int) -> list[bytes]:
         if not 0 <= seq < tree_size:
             raise _bad_range(f"entry {seq} is not in a tree of {tree_size} entries")

@@ -1,4 +1,5 @@
-"""Proving from the audit log that a seal's issuance predates its key's revocation."""
+"""Proving from the audit log that a seal's issuance predates its key's revocation: a head
+older than the revocation, witnessed before it by a quorum of partners."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from gateway.audit.cosignatures import cosign_head
+from gateway.audit.heads import sign_tree_head, verify_tree_head
 from gateway.audit.records import AuditKind
-from gateway.certificates.revocation import IssuanceProof, check_issuance_proof
+from gateway.certificates.revocation import IssuanceProof, WitnessedHead, check_issuance_proof
 from gateway.clock import FixedClock
-from gateway.crypto.jwks import KeyResolver, StaticKeyResolver
+from gateway.crypto.jwks import KeyResolver, KeyState, StaticKeyResolver
 from gateway.crypto.keystore import KeyStore
-from gateway.errors import NotFoundError, SealIndeterminate
+from gateway.crypto.merkle import MerkleLog, leaf_hash
+from gateway.errors import GatewayError, NotFoundError, SealIndeterminate
 from gateway.ids import NodeId
 from gateway.storage.audit_log import SqliteAuditLog
 
@@ -20,6 +24,10 @@ NOW = 1_795_507_200.0
 NODE = NodeId("zhuji")
 CERT = "1.2.156.3005.2.111000000000MCA07A003.11330681002521002U.20260000000000.001.H"
 OTHER = "1.2.156.3005.2.111000000000MCA07A003.11330681002521002U.20260000000001.001.1"
+
+
+WITNESS = NodeId("shaoxing")
+OTHER_WITNESS = NodeId("linquan")
 
 
 @pytest.fixture
@@ -37,24 +45,94 @@ def world(tmp_path: Path) -> tuple[SqliteAuditLog, KeyStore, FixedClock]:
     return log, keys, clock
 
 
-def check(proof: IssuanceProof, keys: KeyStore, revoked_at: float, cert: str = CERT) -> None:
-    check_issuance_proof(
-        proof, keys=keys, node=NODE, certificate_id=cert, revoked_at=revoked_at, now=NOW + 20
+@pytest.fixture
+def witnesses(tmp_path: Path) -> dict[NodeId, KeyStore]:
+    clock = FixedClock(NOW - 86_400)
+    return {
+        node: KeyStore.open(tmp_path / "keys", node, clock=clock)
+        for node in (WITNESS, OTHER_WITNESS)
+    }
+
+
+def trusted(keys: KeyStore, witnesses: dict[NodeId, KeyStore], **revoked: float) -> KeyResolver:
+    """The trust list: the node's and the witnesses' keys (a node's revoked from a time)."""
+    found = {}
+    for store in (keys, *witnesses.values()):
+        for kid, key in store.verification_keys().items():
+            at = revoked.get(key.node)
+            found[kid] = key if at is None else replace(key, state=KeyState.REVOKED, revoked_at=at)
+    return StaticKeyResolver(found)
+
+
+def cosigned(
+    proof: IssuanceProof,
+    keys: KeyStore,
+    witnesses: dict[NodeId, KeyStore],
+    *,
+    at: float,
+    by: tuple[str, ...] = ("shaoxing",),
+) -> IssuanceProof:
+    """``proof`` with its head cosigned at ``at`` by the named witnesses."""
+    head = verify_tree_head(proof.head, keys, node=NODE, now=NOW + 20)
+    tokens = tuple(
+        cosign_head(
+            witnesses[NodeId(name)].signer(), witness=NodeId(name), head=head, cosigned_at=at
+        ).token
+        for name in by
+    )
+    return replace(proof, cosignatures=proof.cosignatures + tokens)
+
+
+def check(
+    proof: IssuanceProof,
+    keys: KeyStore,
+    revoked_at: float,
+    cert: str = CERT,
+    *,
+    witnesses: dict[NodeId, KeyStore],
+    quorum: int = 1,
+) -> WitnessedHead:
+    return check_issuance_proof(
+        proof,
+        keys=trusted(keys, witnesses, zhuji=revoked_at),
+        node=NODE,
+        certificate_id=cert,
+        revoked_at=revoked_at,
+        quorum=quorum,
+        now=NOW + 20,
     )
 
 
-def test_an_issuance_in_an_older_head_is_proven(
-    world: tuple[SqliteAuditLog, KeyStore, FixedClock],
+def unproven_because(
+    proof: IssuanceProof,
+    keys: KeyStore,
+    witnesses: dict[NodeId, KeyStore],
+    *,
+    revoked_at: float = NOW + 15,
+    quorum: int = 1,
+) -> str:
+    """The code of the check that left the proof unproven."""
+    with pytest.raises(SealIndeterminate) as info:
+        check(proof, keys, revoked_at, witnesses=witnesses, quorum=quorum)
+    assert info.value.code == "seal.revocation_unproven"
+    cause = info.value.__cause__
+    return cause.code if isinstance(cause, GatewayError) else info.value.code
+
+
+World = tuple[SqliteAuditLog, KeyStore, FixedClock]
+
+
+def test_an_issuance_in_an_older_witnessed_head_is_proven(
+    world: World, witnesses: dict[NodeId, KeyStore]
 ) -> None:
     log, keys, _ = world
-    proof = log.issuance_proof(CERT, revoked_at=NOW + 15)
+    proof = cosigned(log.issuance_proof(CERT, revoked_at=NOW + 15), keys, witnesses, at=NOW + 12)
     assert proof.seq == 1
-    check(IssuanceProof.from_json(proof.to_json()), keys, NOW + 15)
+    proven = check(IssuanceProof.from_json(proof.to_json()), keys, NOW + 15, witnesses=witnesses)
+    assert (proven.head.tree_size, proven.witnesses) == (2, (WITNESS,))
 
 
-def test_no_head_before_the_revocation_means_no_proof(
-    world: tuple[SqliteAuditLog, KeyStore, FixedClock],
-) -> None:
+def test_no_head_before_the_revocation_means_no_proof(world: World) -> None:
     log, _, _ = world
     with pytest.raises(NotFoundError) as info:
         log.issuance_proof(CERT, revoked_at=NOW + 5)
@@ -64,24 +142,95 @@ def test_no_head_before_the_revocation_means_no_proof(
 
 
 def test_a_head_not_older_than_the_revocation_is_refused(
-    world: tuple[SqliteAuditLog, KeyStore, FixedClock],
+    world: World, witnesses: dict[NodeId, KeyStore]
+) -> None:
+    log, keys, _ = world
+    proof = cosigned(log.issuance_proof(CERT, revoked_at=NOW + 15), keys, witnesses, at=NOW + 10)
+    # the head was signed at NOW + 10 exactly (and cosigned then)
+    assert (
+        unproven_because(proof, keys, witnesses, revoked_at=NOW + 10) == "seal.revocation_unproven"
+    )
+
+
+def test_an_unwitnessed_head_proves_nothing(
+    world: World, witnesses: dict[NodeId, KeyStore]
+) -> None:
+    log, keys, _ = world
+    proof = log.issuance_proof(CERT, revoked_at=NOW + 15)  # the node's own head alone
+    assert proof.cosignatures == ()
+    assert unproven_because(proof, keys, witnesses) == "audit.witness_quorum"
+
+
+def test_a_head_witnessed_only_after_the_revocation_proves_nothing(
+    world: World, witnesses: dict[NodeId, KeyStore]
+) -> None:
+    log, keys, _ = world
+    proof = cosigned(log.issuance_proof(CERT, revoked_at=NOW + 15), keys, witnesses, at=NOW + 15)
+    assert unproven_because(proof, keys, witnesses) == "audit.witness_quorum"
+
+
+def test_the_quorum_counts_distinct_partners(
+    world: World, witnesses: dict[NodeId, KeyStore]
 ) -> None:
     log, keys, _ = world
     proof = log.issuance_proof(CERT, revoked_at=NOW + 15)
+    once = cosigned(proof, keys, witnesses, at=NOW + 12)
+    twice = cosigned(once, keys, witnesses, at=NOW + 13)  # shaoxing again
+    assert unproven_because(twice, keys, witnesses, quorum=2) == "audit.witness_quorum"
+    both = cosigned(once, keys, witnesses, at=NOW + 13, by=("linquan",))
+    proven = check(both, keys, NOW + 15, witnesses=witnesses, quorum=2)
+    assert proven.witnesses == (WITNESS, OTHER_WITNESS)
+
+
+def test_a_head_forged_with_the_stolen_key_is_not_witnessed(
+    world: World, witnesses: dict[NodeId, KeyStore], tmp_path: Path
+) -> None:
+    """After the revocation, the thief signs a head back-dated before it, over a log of its
+    own making; the witnesses never saw it, and their cosignatures of the honest head are of
+    another head."""
+    log, keys, _ = world
+    honest = cosigned(log.issuance_proof(CERT, revoked_at=NOW + 15), keys, witnesses, at=NOW + 12)
+    forged_entry = replace(log.entries(1, 2)[0], details={"type": "marriage", "forged": True})
+    leaves = MerkleLog()
+    leaves.extend([leaf_hash(log.entries(0, 1)[0].entry()), leaf_hash(forged_entry.entry())])
+    back_dated = sign_tree_head(
+        keys.signer(), node=NODE, tree_size=2, root_hash=leaves.root(2), issued_at=NOW + 5
+    )
+    forged = IssuanceProof(
+        forged_entry.entry(), 1, back_dated.token, tuple(leaves.inclusion_proof(1, 2))
+    )
+    assert unproven_because(forged, keys, witnesses) == "audit.witness_quorum"
+    with_honest_cosignatures = replace(forged, cosignatures=honest.cosignatures)
+    assert unproven_because(with_honest_cosignatures, keys, witnesses) == "audit.witness_quorum"
+
+
+def test_too_many_cosignatures_are_refused_unread(
+    world: World, witnesses: dict[NodeId, KeyStore]
+) -> None:
+    log, keys, _ = world
+    proof = cosigned(log.issuance_proof(CERT, revoked_at=NOW + 15), keys, witnesses, at=NOW + 12)
+    raw = proof.to_json()
     with pytest.raises(SealIndeterminate) as info:
-        check(proof, keys, NOW + 10)  # the head was signed at NOW + 10 exactly
+        IssuanceProof.from_json(
+            {**raw, "cosignatures": raw["cosignatures"] * 3}, max_cosignatures=2
+        )
     assert info.value.code == "seal.revocation_unproven"
+    for bad in ("x", [1], None):
+        with pytest.raises(SealIndeterminate):
+            IssuanceProof.from_json({**raw, "cosignatures": bad})
+    unwitnessed = {k: v for k, v in raw.items() if k != "cosignatures"}
+    assert IssuanceProof.from_json(unwitnessed).cosignatures == ()
 
 
 @pytest.mark.parametrize(
     "mutation", ["other certificate", "wrong seq", "bad path", "bad head", "foreign key"]
 )
 def test_every_broken_proof_is_unproven(
-    world: tuple[SqliteAuditLog, KeyStore, FixedClock], tmp_path: Path, mutation: str
+    world: World, witnesses: dict[NodeId, KeyStore], tmp_path: Path, mutation: str
 ) -> None:
     log, keys, clock = world
-    proof = log.issuance_proof(CERT, revoked_at=NOW + 15)
-    resolver: KeyResolver = keys
+    proof = cosigned(log.issuance_proof(CERT, revoked_at=NOW + 15), keys, witnesses, at=NOW + 12)
+    resolver = trusted(keys, witnesses, zhuji=NOW + 15)
     cert = CERT
     if mutation == "other certificate":
         cert = OTHER
@@ -101,6 +250,7 @@ def test_every_broken_proof_is_unproven(
             node=NODE,
             certificate_id=cert,
             revoked_at=NOW + 15,
+            quorum=1,
             now=NOW + 20,
         )
     assert info.value.code == "seal.revocation_unproven"

@@ -1,0 +1,185 @@
+"""Witness cosignatures of tree heads, in one SQLite file of the node.
+
+One table serves both ends of witnessing (:mod:`gateway.audit.cosignatures`):
+
+- as a **witness**, the node keeps every cosignature it made of a partner's head (``witness``
+  is this node), with that head: the last one of each partner is where its consistency
+  checks resume after a restart (never a rollback), and they are what it publishes;
+- as an **origin**, it keeps the partners' cosignatures of its own heads (``origin`` is this
+  node), gathered from them: what its issuance proofs carry.
+
+A row is written once (the first cosignature of a head by a witness is kept: the oldest is
+the one that proves the most) and never changed. WAL mode, ``synchronous = FULL``: a
+cosignature the node has published or will rely on survives a crash.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from gateway._internal.sqlite import Connections
+from gateway.audit.cosignatures import Cosignature
+from gateway.audit.heads import SignedTreeHead
+from gateway.errors import ConfigError
+from gateway.ids import NodeId
+
+SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = (
+    """
+    CREATE TABLE cosignatures (
+        origin TEXT NOT NULL,
+        witness TEXT NOT NULL,
+        tree_size INTEGER NOT NULL,
+        root_hash BLOB NOT NULL,
+        head_issued_at REAL NOT NULL,
+        cosigned_at REAL NOT NULL,
+        head TEXT NOT NULL,
+        token TEXT NOT NULL,
+        PRIMARY KEY (origin, witness, tree_size)
+    ) STRICT, WITHOUT ROWID
+    """,
+    "CREATE INDEX cosignatures_by_head ON cosignatures (origin, tree_size, cosigned_at)",
+    """
+    CREATE TRIGGER cosignatures_no_update BEFORE UPDATE ON cosignatures
+    BEGIN SELECT RAISE(ABORT, 'cosignatures are never changed'); END
+    """,
+)
+
+
+def _cosignature(row: Sequence[Any]) -> Cosignature:
+    witness, origin, tree_size, root_hash, head_issued_at, cosigned_at, token = row
+    return Cosignature(
+        NodeId(str(witness)),
+        NodeId(str(origin)),
+        int(tree_size),
+        bytes(root_hash),
+        float(head_issued_at),
+        float(cosigned_at),
+        str(token),
+    )
+
+
+class SqliteCosignatures:
+    """Cosignatures made by this node and gathered for its heads (see the module doc)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._db = Connections(
+            path, busy_timeout=5.0, synchronous="FULL", prefix="witness", store="cosignatures"
+        )
+        try:
+            self._db.migrate(_SCHEMA, SCHEMA_VERSION)
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise ConfigError(
+                    f"cannot open the cosignatures at {path}", code="witness.open"
+                ) from exc
+            raise
+
+    def add(self, cosignature: Cosignature, head: str) -> bool:
+        """Keep ``cosignature`` of ``head`` (its compact JWS); False if this witness's
+        cosignature of that origin's head of that size is already kept (the older stays)."""
+        with self._db.write() as conn:
+            inserted = conn.execute(
+                "INSERT INTO cosignatures (witness, origin, tree_size, root_hash, head_issued_at,"
+                " cosigned_at, token, head) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (
+                    cosignature.witness,
+                    cosignature.origin,
+                    cosignature.tree_size,
+                    cosignature.root_hash,
+                    cosignature.head_issued_at,
+                    cosignature.cosigned_at,
+                    cosignature.token,
+                    head,
+                ),
+            ).rowcount
+        return inserted == 1
+
+    def last_cosigned(self, witness: NodeId) -> dict[NodeId, SignedTreeHead]:
+        """The largest head of each origin ``witness`` cosigned (for this node as witness:
+        where its consistency checks of each partner resume)."""
+        with self._db.read(snapshot=True) as conn:
+            rows = conn.execute(
+                "SELECT origin, tree_size, root_hash, head_issued_at, head FROM cosignatures c"
+                " WHERE witness = ? AND tree_size = (SELECT max(tree_size) FROM cosignatures"
+                " WHERE witness = c.witness AND origin = c.origin)",
+                (witness,),
+            ).fetchall()
+        return {
+            NodeId(origin): SignedTreeHead(
+                NodeId(origin), int(size), bytes(root), float(issued_at), str(head)
+            )
+            for origin, size, root, issued_at, head in rows
+        }
+
+    def largest_size(self, *, origin: NodeId, witness: NodeId) -> int | None:
+        """The size of the largest head of ``origin`` kept with ``witness``'s cosignature."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT max(tree_size) FROM cosignatures WHERE origin = ? AND witness = ?",
+                (origin, witness),
+            ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def made_by(
+        self, witness: NodeId, *, origin: NodeId, after_size: int, limit: int
+    ) -> list[Cosignature]:
+        """``witness``'s cosignatures of ``origin``'s heads larger than ``after_size``,
+        smallest first, at most ``limit``."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT witness, origin, tree_size, root_hash, head_issued_at, cosigned_at, token"
+                " FROM cosignatures WHERE witness = ? AND origin = ?"
+                " AND tree_size > ? ORDER BY tree_size LIMIT ?",
+                (witness, origin, after_size, limit),
+            ).fetchall()
+        return [_cosignature(tuple(row)) for row in rows]
+
+    def first_witnessed(
+        self, origin: NodeId, *, larger_than: int, before: float, quorum: int
+    ) -> tuple[str, list[Cosignature]] | None:
+        """The smallest head of ``origin`` larger than ``larger_than`` entries, signed and
+        cosigned by at least ``quorum`` distinct other nodes strictly before ``before``: the
+        head (compact JWS) and those cosignatures (one a witness, the oldest). None if none."""
+        with self._db.read(snapshot=True) as conn:
+            row = conn.execute(
+                "SELECT tree_size FROM cosignatures WHERE origin = ? AND witness != origin"
+                " AND tree_size > ? AND head_issued_at < ? AND cosigned_at < ?"
+                " GROUP BY tree_size HAVING count(DISTINCT witness) >= ?"
+                " ORDER BY tree_size LIMIT 1",
+                (origin, larger_than, before, before, quorum),
+            ).fetchone()
+            if row is None:
+                return None
+            rows = conn.execute(
+                "SELECT witness, origin, tree_size, root_hash, head_issued_at, cosigned_at, token,"
+                " head FROM cosignatures WHERE origin = ? AND tree_size = ?"
+                " AND witness != origin AND cosigned_at < ? ORDER BY cosigned_at",
+                (origin, int(row[0]), before),
+            ).fetchall()
+        cosignatures = [_cosignature(tuple(r[:-1])) for r in rows]
+        return str(rows[0][-1]), cosignatures
+
+    def checkpoint(self) -> None:
+        self._db.checkpoint()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SqliteCosignatures:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
