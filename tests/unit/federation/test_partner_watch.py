@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import aiohttp
@@ -15,17 +16,24 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.audit.heads import SignedTreeHead
+from gateway.audit.cosignatures import Cosignature, cosign_head
+from gateway.audit.heads import SignedTreeHead, sign_tree_head
 from gateway.audit.records import AuditKind
 from gateway.clock import FixedClock
 from gateway.config import Federation, load_federation
 from gateway.crypto.jwks import KeyResolver, KeyState, StaticKeyResolver, VerificationKey
 from gateway.crypto.seals import PrivateKeySigner
-from gateway.errors import SealIndeterminate
-from gateway.federation.partner_watch import CONSISTENCY_PATH, HEAD_PATH, PartnerWatch, neighbours
+from gateway.errors import CosignatureError, SealIndeterminate
+from gateway.federation.partner_watch import (
+    CONSISTENCY_PATH,
+    COSIGNATURES_PATH,
+    HEAD_PATH,
+    PartnerWatch,
+    neighbours,
+)
 from gateway.federation.routing import Topology
 from gateway.http.appkeys import NODE
-from gateway.http.handlers import audit_consistency, audit_head
+from gateway.http.handlers import audit_consistency, audit_cosignatures, audit_head
 from gateway.ids import NodeId
 from gateway.metrics import Metrics
 from gateway.services.node import NodeService
@@ -70,6 +78,13 @@ class Served:
 
     def __init__(self, audit: SqliteAuditLog) -> None:
         self.audit = audit
+        self.federation = load_federation(env={})
+        self.node = SimpleNamespace(id=audit.node)
+        self.published: list[Cosignature] = []
+        """The cosignatures this partner publishes (as a witness of zhuji's heads)."""
+
+    def cosignatures_made(self, origin: NodeId, *, after_size: int) -> list[Cosignature]:
+        return [c for c in self.published if c.origin == origin and c.tree_size > after_size]
 
     def audit_head(self) -> SignedTreeHead:
         return self.audit.tree_head()
@@ -96,6 +111,7 @@ class Partner:
         app[NODE] = cast(NodeService, self.served)  # the handlers use only these two
         app.router.add_get(HEAD_PATH, audit_head)
         app.router.add_get(CONSISTENCY_PATH, audit_consistency)
+        app.router.add_get(COSIGNATURES_PATH, audit_cosignatures)
         self.server = TestServer(app)
 
     def open_log(self, signer: PrivateKeySigner | None = None) -> SqliteAuditLog:
@@ -176,7 +192,11 @@ def make_watch(
     clock: FixedClock,
     metrics: Metrics,
 ) -> Watch:
-    def make(trust: Callable[[float], KeyResolver] = lambda now: KEYS, **urls: str) -> PartnerWatch:
+    def make(
+        trust: Callable[[float], KeyResolver] = lambda now: KEYS,
+        ledger: Ledger | None = None,
+        **urls: str,
+    ) -> PartnerWatch:
         federation = federation_at({SHAOXING: shaoxing.url, LINQUAN: linquan.url, **urls})
         return PartnerWatch(
             ZHUJI,
@@ -187,6 +207,7 @@ def make_watch(
             metrics=metrics,
             federation=federation,
             fetch_timeout=5.0,
+            ledger=ledger,
         )
 
     return make
@@ -496,3 +517,118 @@ async def test_a_crashing_check_is_logged_and_the_loop_goes_on(
     partners = [str(getattr(r, "partner", "")) for r in crashes]
     assert sorted(partners[:2]) == sorted(partners[2:]) == sorted([SHAOXING, LINQUAN])
     assert all(r.exc_info is not None for r in crashes)
+
+
+# --- witnessing -----------------------------------------------------------------------------
+
+ZHUJI_KEY = STRANGER_KEY  # zhuji's own key (the trust list of these tests does not hold it)
+
+
+class Ledger:
+    """A witness's store, in memory: what it cosigned, what it gathered."""
+
+    def __init__(self, heads: dict[NodeId, SignedTreeHead] | None = None) -> None:
+        self.heads = dict(heads or {})
+        self.cosigned: list[SignedTreeHead] = []
+        self.gathered: list[tuple[str, NodeId]] = []
+        self.sizes: dict[NodeId, int] = {}
+        self.refuse = False
+
+    def cosigned_heads(self) -> dict[NodeId, SignedTreeHead]:
+        return dict(self.heads)
+
+    def cosign(self, head: SignedTreeHead) -> Cosignature:
+        self.cosigned.append(head)
+        self.heads[head.node] = head
+        return cosign_head(ZHUJI_KEY, witness=ZHUJI, head=head, cosigned_at=NOW)
+
+    def gathered_size(self, witness: NodeId) -> int:
+        return self.sizes.get(witness, -1)
+
+    def accept_cosignature(self, token: str, keys: KeyResolver, *, witness: NodeId) -> bool:
+        if self.refuse:
+            raise CosignatureError("refused", code="audit.cosignature_mismatch")
+        self.gathered.append((token, witness))
+        return True
+
+
+def cosignatures(metrics: Metrics, partner: str, result: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "tongban_audit_cosignatures_total", {"partner": partner, "result": result}
+    )
+    return value or 0.0
+
+
+async def test_a_witness_cosigns_each_new_consistent_head_once(
+    make_watch: Watch, shaoxing: Partner, clock: FixedClock, metrics: Metrics
+) -> None:
+    ledger = Ledger()
+    watch = make_watch(ledger=ledger)
+    fill(shaoxing.log, clock, 3)
+    await watch.check_once()
+    assert [(h.node, h.tree_size) for h in ledger.cosigned] == [(SHAOXING, 3), (LINQUAN, 0)]
+    await watch.check_once()  # the same heads: nothing new to cosign
+    assert len(ledger.cosigned) == 2
+    fill(shaoxing.log, clock, 2)
+    await watch.check_once()
+    assert [(h.node, h.tree_size) for h in ledger.cosigned[2:]] == [(SHAOXING, 5)]
+    assert cosignatures(metrics, SHAOXING, "made") == 2
+
+
+async def test_a_witness_never_cosigns_a_fork_even_after_a_restart(
+    make_watch: Watch, shaoxing: Partner, clock: FixedClock, metrics: Metrics
+) -> None:
+    fill(shaoxing.log, clock, 5)
+    ledger = Ledger()
+    await make_watch(ledger=ledger).check_once()
+    cosigned = ledger.heads[SHAOXING]
+    # the witness restarts: its checks resume from the last head it cosigned...
+    kept = Ledger({SHAOXING: cosigned})
+    restarted = make_watch(ledger=kept)
+    assert restarted.watcher.last(SHAOXING) == cosigned
+    # ...so a partner that now serves a rewritten log of the same size is a fork, not a new
+    # first head taken on trust, and is not cosigned
+    rewritten = shaoxing.open_log()
+    fill(rewritten, clock, 5, actor="someone-else")
+    shaoxing.serve(rewritten)
+    assert (await restarted.check_once())[SHAOXING] == "fork"
+    assert SHAOXING not in [h.node for h in kept.cosigned]
+
+
+async def test_a_node_gathers_its_partners_cosignatures_of_its_own_heads(
+    make_watch: Watch, shaoxing: Partner, linquan: Partner, metrics: Metrics
+) -> None:
+    mine = [
+        sign_tree_head(ZHUJI_KEY, node=ZHUJI, tree_size=n, root_hash=bytes(32), issued_at=NOW)
+        for n in (4, 6)
+    ]
+    shaoxing.served.published = [
+        cosign_head(SHAOXING_KEY, witness=SHAOXING, head=head, cosigned_at=NOW + 1) for head in mine
+    ]
+    ledger = Ledger()
+    watch = make_watch(ledger=ledger)
+    await watch.check_once()
+    assert ledger.gathered == [(c.token, SHAOXING) for c in shaoxing.served.published]
+    assert f"{COSIGNATURES_PATH}?origin=zhuji" in shaoxing.requests
+    assert cosignatures(metrics, SHAOXING, "gathered") == 2
+    # next time, only those of heads larger than the ones kept
+    ledger.sizes[SHAOXING] = 4
+    await watch.check_once()
+    assert f"{COSIGNATURES_PATH}?origin=zhuji&after=4" in shaoxing.requests
+    assert ledger.gathered[2:] == [(shaoxing.served.published[1].token, SHAOXING)]
+    # a cosignature the node refuses is counted, and the watch goes on
+    ledger.refuse = True
+    await watch.check_once()
+    assert cosignatures(metrics, SHAOXING, "refused") == 1  # the one larger than 4
+    assert linquan.served.published == []
+
+
+async def test_a_malformed_cosignatures_answer_gathers_nothing(
+    make_watch: Watch, shaoxing: Partner, logs: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger()
+    watch = make_watch(ledger=ledger)
+    shaoxing.broken.add(COSIGNATURES_PATH)
+    assert (await watch.check_once())[SHAOXING] == "ok"  # the head check is not affected
+    assert ledger.gathered == []
+    assert "could not gather a partner's cosignatures" in logs.text
