@@ -44,6 +44,7 @@ def federation_file(
     request_timeout: float | None = None,
     hop_margin: float | None = None,
     urls: dict[str, str] | None = None,
+    witness_interval: float | None = None,
 ) -> Path:
     """The default federation on ``ports``, state under ``base``; ``urls`` override nodes'."""
     text = DEFAULT_FEDERATION_FILE.read_text(encoding="utf-8")
@@ -61,6 +62,10 @@ def federation_file(
         )
     if hop_margin is not None:
         text = text.replace("hop_margin_seconds = 0.5", f"hop_margin_seconds = {hop_margin}")
+    if witness_interval is not None:
+        text = text.replace(
+            "check_interval_seconds = 10.0", f"check_interval_seconds = {witness_interval}"
+        )
     path.write_text(text, encoding="utf-8")
     return path
 

@@ -18,7 +18,7 @@ from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.cli.commands import run_federation
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import SystemClock
-from gateway.config import Federation, load_federation
+from gateway.config import Federation, Witness, load_federation
 
 pytestmark = pytest.mark.slow  # real processes or a whole federation
 
@@ -76,7 +76,9 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
         zip((n.id for n in default.nodes), free_ports(len(default.nodes)), strict=True)
     )
     federation = default.with_ports(ports).with_overrides(
-        data_dir=tmp_path / "var", keys_dir=tmp_path / "keys"
+        data_dir=tmp_path / "var",
+        keys_dir=tmp_path / "keys",
+        witness=Witness(check_interval_seconds=1.0),  # partners cosign heads every second
     )
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(
@@ -264,10 +266,23 @@ async def test_a_seal_proven_to_predate_its_keys_revocation_stays_valid(
     _, issued = await running.call(
         "zhuji", "POST", "/v1/certificates", clerk, marriage(GROOM, BRIDE)
     )
-    # the node signs a tree head that includes the issuance...
-    async with running.session.get(running.federation.url("zhuji") + "/v1/audit/head") as r:
-        head = await r.json()
-    assert head["tree_size"] >= 1
+    # the node signs a tree head that includes the issuance, its partners witness it, and
+    # it gathers their cosignatures...
+    cert_id = issued["certificate_id"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    proof: dict[str, Any] = {}
+    while loop.time() < deadline:
+        url = (
+            f"{running.federation.url('zhuji')}/v1/audit/issuance-proof"
+            f"?certificate_id={cert_id}&before={int(time.time()) + 3600}"
+        )
+        async with running.session.get(url) as r:
+            proof = await r.json()
+        if r.status == 200 and proof["cosignatures"]:
+            break
+        await asyncio.sleep(0.25)
+    assert proof.get("cosignatures"), proof
     await asyncio.sleep(1.1)  # ...strictly before the revocation time (whole seconds)
     old_kid = next(k["kid"] for k in await running.jwks("zhuji") if k["status"] == "active")
     status, revoked = await running.call(
@@ -275,7 +290,6 @@ async def test_a_seal_proven_to_predate_its_keys_revocation_stays_valid(
     )
     assert status == 200, revoked
     # Shanghai, once it holds the revocation, asks Zhuji's log for the proof and keeps trusting
-    loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     report: dict[str, Any] = {}
     while loop.time() < deadline:
@@ -289,6 +303,7 @@ async def test_a_seal_proven_to_predate_its_keys_revocation_stays_valid(
         await asyncio.sleep(0.25)
     assert report["indication"] == "PASSED", report
     assert "signed tree head" in revocation["detail"]
+    assert "cosigned by" in revocation["detail"]  # by zhuji's partners, before the revocation
 
 
 async def test_the_idp_key_is_rotated_by_nationals_operators_without_rejecting_tokens(

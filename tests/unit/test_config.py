@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gateway._internal.secret import Secret
-from gateway.config import DEFAULT_FEDERATION_FILE, Network, load_federation
+from gateway.config import DEFAULT_FEDERATION_FILE, Network, Witness, load_federation
 from gateway.errors import ConfigError
 
 
@@ -70,6 +70,16 @@ def test_the_default_federation_file_spells_out_every_network_default() -> None:
     assert all(f"\n{name} = " in text for name in Network.__dataclass_fields__)
 
 
+def test_witness_numbers_are_read_with_their_defaults(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[witness]\nquorum = 2\ncheck_interval_seconds = 1\n"
+    fed = load_federation(write(tmp_path, text), env={})
+    assert fed.witness == Witness(quorum=2, check_interval_seconds=1.0)
+    assert load_federation(write(tmp_path, MINIMAL), env={}).witness == Witness()
+    default = DEFAULT_FEDERATION_FILE.read_text(encoding="utf-8")
+    assert load_federation(DEFAULT_FEDERATION_FILE, env={}).witness == Witness()
+    assert all(f"\n{name} = " in default for name in Witness.__dataclass_fields__)
+
+
 def test_only_nationals_auditors_may_read_every_audit_log(tmp_path: Path) -> None:
     text = DEFAULT_FEDERATION_FILE.read_text(encoding="utf-8")
     national = text.replace(
@@ -132,6 +142,9 @@ def test_passphrase_comes_from_env_and_is_hidden(tmp_path: Path) -> None:
         ("[network]\nretries = 3\n", "unknown network key 'retries'"),
         ('[network]\nbreaker_failures = "3"\n', "'breaker_failures' must be a int"),
         ("[limits]\nmax_header_bytes = 9000\n", "1 KiB above max_token_bytes"),
+        ("[witness]\nquorum = 0\n", "quorum must be positive"),
+        ("[witness]\nquorum = 1.5\n", "'quorum' must be a int"),
+        ("[witness]\nwitnesses = 2\n", "unknown witness key 'witnesses'"),
     ],
 )
 def test_bad_files_fail_naming_the_problem(tmp_path: Path, snippet: str, message: str) -> None:
