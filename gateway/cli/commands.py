@@ -16,17 +16,24 @@ import orjson
 from aiohttp import web
 
 from gateway._internal.wire import b64url_encode, loads
+from gateway.certificates.revocation import (
+    IssuanceProof,
+    ProvenIssuances,
+    RevocationSetAside,
+    check_issuance_proof,
+)
 from gateway.certificates.schemas import SchemaSet, default_schema_dir
 from gateway.certificates.verification import CertificateVerifier
 from gateway.cli.console import table
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import Clock, SystemClock, to_rfc3339
-from gateway.config import Federation, NodeConfig
+from gateway.config import Federation, NodeConfig, Witness
 from gateway.crypto.jwks import KeyResolver, StaticKeyResolver
+from gateway.crypto.seals import verify_seal
 from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
 from gateway.http.appkeys import LINKS, NODE
 from gateway.http.idp_app import create_idp_app
-from gateway.ids import NATIONAL, NodeId
+from gateway.ids import NATIONAL, KeyId, NodeId
 from gateway.server.node import open_idp_service, open_node_service, open_nonce_store
 from gateway.trust.rootkey import load_root_public
 from gateway.trust.trust_list import (
@@ -390,11 +397,17 @@ def verify_offline(
     root_key: Path | None = None,
     node: str | None = None,
     as_json: bool = False,
+    issuance_proof_file: Path | None = None,
+    witness: Witness | None = None,
 ) -> int:
-    """``tongban verify FILE --trust-list FILE [--root-key FILE]`` or ``--jwks FILE``.
+    """``tongban verify FILE --trust-list FILE [--root-key FILE] [--issuance-proof FILE]`` or
+    ``--jwks FILE``.
 
     With a trust list, the seal is verified against every node's keys and their status
     history, the list itself against the pinned federation root key (``root.jwk.json``).
+    A seal by a key revoked after it claims to be signed stays ``seal.revocation_unproven``
+    unless an issuance proof is given whose head ``witness.quorum`` partners cosigned before
+    the revocation (:mod:`gateway.certificates.revocation`).
     Exit status 0 only when the seal passed.
     """
     try:
@@ -420,8 +433,17 @@ def verify_offline(
         keys = StaticKeyResolver.from_jwks(jwks, node=NodeId(node) if node else None)
     else:
         raise ConfigError("name the keys: --trust-list FILE --root-key FILE, or --jwks FILE")
+    proven: ProvenIssuances = {}
+    if issuance_proof_file is not None:
+        if trust_list_file is None:
+            raise ConfigError("--issuance-proof needs --trust-list (the keys' revocation times)")
+        proven = _offline_issuance_proof(token, issuance_proof_file, keys, witness or Witness())
     verifier = CertificateVerifier(
-        keys, SchemaSet.load(default_schema_dir()), clock=SystemClock(), statuses=None
+        keys,
+        SchemaSet.load(default_schema_dir()),
+        clock=SystemClock(),
+        statuses=None,
+        proven=proven,
     )
     report, _ = verifier.report(token)
     if as_json:
@@ -429,6 +451,42 @@ def verify_offline(
     else:
         print(format_report(report.to_json()))
     return 0 if report.indication.value == "PASSED" else 1
+
+
+def _offline_issuance_proof(
+    token: str, file: Path, keys: KeyResolver, witness: Witness
+) -> ProvenIssuances:
+    """The proof in ``file``, checked for the seal ``token`` (its revoked key's node and
+    revocation time from the trust list); nothing proven when it does not hold (the reason
+    on stderr: the report then says ``seal.revocation_unproven``)."""
+    try:
+        raw = loads(file.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
+    except InputError as exc:
+        raise ConfigError(f"{file}: not a strict JSON issuance proof: {exc.detail}") from exc
+    now = SystemClock().now()
+    try:
+        seal = verify_seal(token, RevocationSetAside(keys), now=now)
+        key = keys.key_for(KeyId(seal.kid))
+        if key.revoked_at is None:
+            return {}  # the seal's key is not revoked: there is nothing to prove
+        cert_id = str(seal.payload.get("id"))
+        proven = check_issuance_proof(
+            IssuanceProof.from_json(raw, max_cosignatures=witness.max_cosignatures),
+            keys=keys,
+            node=key.node,
+            certificate_id=cert_id,
+            revoked_at=key.revoked_at,
+            quorum=witness.quorum,
+            now=now,
+        )
+    except GatewayError as exc:
+        cause = exc.__cause__
+        why = cause.code if isinstance(cause, GatewayError) else exc.code
+        print(f"tongban: the issuance proof does not hold: {exc.detail} ({why})", file=sys.stderr)
+        return {}
+    return {cert_id: proven}
 
 
 def format_report(report: dict[str, object]) -> str:

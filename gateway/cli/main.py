@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the federation root public key (default: <keys_dir>/_federation/root.jwk.json)",
     )
     verify.add_argument("--node", default=None, help="the issuing node (default: from the JWKS)")
+    verify.add_argument(
+        "--issuance-proof",
+        type=Path,
+        default=None,
+        help="the issuing node's proof of issuance (GET /v1/audit/issuance-proof) for a seal"
+        " by a key revoked since: it counts only with a head its partners witnessed before"
+        " the revocation ([witness] quorum of the federation file; needs --trust-list)",
+    )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
 
     seed = sub.add_parser("seed", help="generate realistic certificates into a node's registry")
@@ -155,6 +163,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             root_key=root_key,
             node=args.node,
             as_json=args.json,
+            issuance_proof_file=args.issuance_proof,
+            witness=_federation(args).witness if args.issuance_proof is not None else None,
         )
     if args.command == "seed":
         return commands.seed(_federation(args), args.node, args.count, seed=args.seed)

@@ -17,6 +17,7 @@ from processes import free_ports
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.cli.commands import run_federation
 from gateway.cli.idp_client import IdpClient
+from gateway.cli.main import main
 from gateway.clock import SystemClock
 from gateway.config import Federation, Witness, load_federation
 
@@ -258,7 +259,7 @@ async def test_a_seal_that_fails_verification_makes_its_verifier_fetch_nothing(
 
 
 async def test_a_seal_proven_to_predate_its_keys_revocation_stays_valid(
-    running: Running,
+    running: Running, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clerk = await running.token("zhuji-civil-affairs")
     checker = await running.token("shanghai-public-security")
@@ -285,8 +286,9 @@ async def test_a_seal_proven_to_predate_its_keys_revocation_stays_valid(
     assert proof.get("cosignatures"), proof
     await asyncio.sleep(1.1)  # ...strictly before the revocation time (whole seconds)
     old_kid = next(k["kid"] for k in await running.jwks("zhuji") if k["status"] == "active")
+    revoked_at = int(time.time())
     status, revoked = await running.call(
-        "zhuji", "POST", f"/v1/admin/keys/{old_kid}/revoke", ops, {"at": int(time.time())}
+        "zhuji", "POST", f"/v1/admin/keys/{old_kid}/revoke", ops, {"at": revoked_at}
     )
     assert status == 200, revoked
     # Shanghai, once it holds the revocation, asks Zhuji's log for the proof and keeps trusting
@@ -304,6 +306,30 @@ async def test_a_seal_proven_to_predate_its_keys_revocation_stays_valid(
     assert report["indication"] == "PASSED", report
     assert "signed tree head" in revocation["detail"]
     assert "cosigned by" in revocation["detail"]  # by zhuji's partners, before the revocation
+
+    # offline, from the trust list that holds the revocation and the node's proof
+    seal_file, list_file, proof_file = (tmp_path / n for n in ("c.jws", "tl.jws", "proof.json"))
+    seal_file.write_text(issued["seal"], encoding="ascii")
+    async with running.session.get(running.federation.url("shanghai") + "/v1/trust-list") as r:
+        list_file.write_text(await r.text(), encoding="ascii")
+    url = (
+        f"{running.federation.url('zhuji')}/v1/audit/issuance-proof"
+        f"?certificate_id={cert_id}&before={revoked_at}"
+    )
+    async with running.session.get(url) as r:
+        proof = await r.json()
+    root = running.federation.keys_dir / "_federation" / "root.jwk.json"
+    offline = ["verify", str(seal_file), "--trust-list", str(list_file), "--root-key", str(root)]
+    capsys.readouterr()
+    assert main(offline) == 1  # without the proof: INDETERMINATE, seal.revocation_unproven
+    assert "seal.revocation_unproven" in capsys.readouterr().out
+    proof_file.write_bytes(orjson.dumps(proof))
+    assert main([*offline, "--issuance-proof", str(proof_file)]) == 0
+    assert "cosigned by" in capsys.readouterr().out
+    # the same proof without its cosignatures: the node's own head alone proves nothing
+    proof_file.write_bytes(orjson.dumps({**proof, "cosignatures": []}))
+    assert main([*offline, "--issuance-proof", str(proof_file)]) == 1
+    assert "audit.witness_quorum" in capsys.readouterr().err
 
 
 async def test_the_idp_key_is_rotated_by_nationals_operators_without_rejecting_tokens(
