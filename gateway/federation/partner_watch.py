@@ -223,6 +223,9 @@ class PartnerWatch:
         try:
             after = await self._off_loop(lambda: ledger.gathered_size(partner))
             tokens = await self._fetch_cosignatures(partner, after)
+            if not tokens:
+                return
+            keys = self._trust(self._clock.now())  # the witness's key, as the list holds it
         except GatewayError as exc:
             log.warning(
                 "could not gather a partner's cosignatures",
@@ -231,7 +234,6 @@ class PartnerWatch:
             return
         for token in tokens:
             try:
-                keys = self._trust(self._clock.now())
                 await self._off_loop(
                     functools.partial(ledger.accept_cosignature, token, keys, witness=partner)
                 )
