@@ -20,7 +20,7 @@ cosigned, before the revocation, by at least a quorum of distinct partners:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from typing import Final
 
@@ -147,13 +147,15 @@ def check_witnessed(
     tokens: Iterable[str],
     keys: KeyResolver,
     *,
+    partners: Set[NodeId],
     quorum: int,
     before: float,
     now: float,
 ) -> tuple[NodeId, ...]:
-    """The distinct witnesses that cosigned ``head`` strictly before ``before``: at least
-    ``quorum`` of them, or :class:`WitnessQuorumNotMet` (``audit.witness_quorum``, INDETERMINATE:
-    more cosignatures may prove it), whose ``reasons`` name why each other one did not count.
+    """The distinct ``partners`` of the head's node (the nodes that watch its log) that
+    cosigned ``head`` strictly before ``before``: at least ``quorum`` of them, or
+    :class:`WitnessQuorumNotMet` (``audit.witness_quorum``, INDETERMINATE: more cosignatures
+    may prove it), whose ``reasons`` name why each other one did not count.
     """
     if quorum < 1:
         raise ValueError("a witness quorum is at least one partner")
@@ -166,11 +168,15 @@ def check_witnessed(
         except VerificationError as exc:
             reasons.append(exc.code)
             continue
-        # 2. made before the time it must predate, by the witness's own clock
+        # 2. by a partner of the head's node: one that watches its log
+        if cosignature.witness not in partners:
+            reasons.append("audit.not_a_partner")
+            continue
+        # 3. made before the time it must predate, by the witness's own clock
         if cosignature.cosigned_at >= before:
             reasons.append("audit.cosigned_too_late")
             continue
-        # 3. one vote a witness
+        # 4. one vote a witness
         if cosignature.witness in witnesses:
             reasons.append("audit.duplicate_witness")
             continue

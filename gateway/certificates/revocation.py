@@ -15,7 +15,7 @@ with their own keys, at their own time: a thief cannot back-date those.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -106,12 +106,13 @@ def check_issuance_proof(
     node: NodeId,
     certificate_id: str,
     revoked_at: float,
+    partners: Set[NodeId],
     quorum: int,
     now: float,
 ) -> WitnessedHead:
     """Raise ``seal.revocation_unproven`` unless ``proof`` shows the issuance predates it:
     in a head of ``node`` older than ``revoked_at``, cosigned before then by ``quorum``
-    distinct partners (the error's cause says which check failed)."""
+    distinct ``partners`` of ``node`` (the error's cause says which check failed)."""
     # 1. the head is the issuing node's, signed before the revocation (by that very key,
     #    typically: its revocation is set aside for the head, whose time is then checked)
     try:
@@ -140,10 +141,16 @@ def check_issuance_proof(
     except GatewayError as exc:
         raise _unproven("the issuance proof's inclusion path does not verify") from exc
     # 4. the head was witnessed before the revocation: cosigned, with their own keys (active
-    #    in the trust list when they cosigned), by `quorum` partners other than the node
+    #    in the trust list when they cosigned), by `quorum` of the node's partners
     try:
         witnesses = check_witnessed(
-            head, proof.cosignatures, keys, quorum=quorum, before=revoked_at, now=now
+            head,
+            proof.cosignatures,
+            keys,
+            partners=partners,
+            quorum=quorum,
+            before=revoked_at,
+            now=now,
         )
     except GatewayError as exc:
         raise _unproven(

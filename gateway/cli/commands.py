@@ -27,10 +27,12 @@ from gateway.certificates.verification import CertificateVerifier
 from gateway.cli.console import table
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import Clock, SystemClock, to_rfc3339
-from gateway.config import Federation, NodeConfig, Witness
+from gateway.config import Federation, NodeConfig
 from gateway.crypto.jwks import KeyResolver, StaticKeyResolver
 from gateway.crypto.seals import verify_seal
 from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
+from gateway.federation.partner_watch import partners_of
+from gateway.federation.routing import Topology
 from gateway.http.appkeys import LINKS, NODE
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import NATIONAL, KeyId, NodeId
@@ -398,7 +400,7 @@ def verify_offline(
     node: str | None = None,
     as_json: bool = False,
     issuance_proof_file: Path | None = None,
-    witness: Witness | None = None,
+    federation: Federation | None = None,
 ) -> int:
     """``tongban verify FILE --trust-list FILE [--root-key FILE] [--issuance-proof FILE]`` or
     ``--jwks FILE``.
@@ -406,8 +408,9 @@ def verify_offline(
     With a trust list, the seal is verified against every node's keys and their status
     history, the list itself against the pinned federation root key (``root.jwk.json``).
     A seal by a key revoked after it claims to be signed stays ``seal.revocation_unproven``
-    unless an issuance proof is given whose head ``witness.quorum`` partners cosigned before
-    the revocation (:mod:`gateway.certificates.revocation`).
+    unless an issuance proof is given whose head ``[witness] quorum`` of the issuing node's
+    partners in ``federation`` cosigned before the revocation
+    (:mod:`gateway.certificates.revocation`).
     Exit status 0 only when the seal passed.
     """
     try:
@@ -437,7 +440,9 @@ def verify_offline(
     if issuance_proof_file is not None:
         if trust_list_file is None:
             raise ConfigError("--issuance-proof needs --trust-list (the keys' revocation times)")
-        proven = _offline_issuance_proof(token, issuance_proof_file, keys, witness or Witness())
+        if federation is None:
+            raise ConfigError("--issuance-proof needs the federation file (its [witness] quorum)")
+        proven = _offline_issuance_proof(token, issuance_proof_file, keys, federation)
     verifier = CertificateVerifier(
         keys,
         SchemaSet.load(default_schema_dir()),
@@ -454,7 +459,7 @@ def verify_offline(
 
 
 def _offline_issuance_proof(
-    token: str, file: Path, keys: KeyResolver, witness: Witness
+    token: str, file: Path, keys: KeyResolver, federation: Federation
 ) -> ProvenIssuances:
     """The proof in ``file``, checked for the seal ``token`` (its revoked key's node and
     revocation time from the trust list); nothing proven when it does not hold (the reason
@@ -466,6 +471,7 @@ def _offline_issuance_proof(
     except InputError as exc:
         raise ConfigError(f"{file}: not a strict JSON issuance proof: {exc.detail}") from exc
     now = SystemClock().now()
+    witness = federation.witness
     try:
         seal = verify_seal(token, RevocationSetAside(keys), now=now)
         key = keys.key_for(KeyId(seal.kid))
@@ -478,6 +484,7 @@ def _offline_issuance_proof(
             node=key.node,
             certificate_id=cert_id,
             revoked_at=key.revoked_at,
+            partners=partners_of(Topology.from_federation(federation), key.node),
             quorum=witness.quorum,
             now=now,
         )

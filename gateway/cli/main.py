@@ -164,7 +164,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             node=args.node,
             as_json=args.json,
             issuance_proof_file=args.issuance_proof,
-            witness=_federation(args).witness if args.issuance_proof is not None else None,
+            federation=_federation(args) if args.issuance_proof is not None else None,
         )
     if args.command == "seed":
         return commands.seed(_federation(args), args.node, args.count, seed=args.seed)

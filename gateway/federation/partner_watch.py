@@ -111,6 +111,14 @@ def neighbours(topology: Topology, node: NodeId) -> tuple[NodeId, ...]:
     )
 
 
+def partners_of(topology: Topology, node: NodeId) -> frozenset[NodeId]:
+    """The nodes that watch, and so witness, ``node``'s audit log: its neighbours (none for a
+    node this federation file does not know as a region)."""
+    if node not in topology.nodes:
+        return frozenset()
+    return frozenset(neighbours(topology, node))
+
+
 class PartnerWatch:
     """Watches the audit logs of ``node_id``'s neighbours over the node's ``session``.
 

@@ -41,8 +41,10 @@ from gateway.crypto.jwks import KeyResolver, VerificationKey
 from gateway.crypto.reports import VerificationReport
 from gateway.crypto.seals import SealMemo, verify_seal
 from gateway.errors import GatewayError, InputError, RevocationUnproven, VerificationError
+from gateway.federation.partner_watch import partners_of
 from gateway.federation.peers import PeerClient
 from gateway.federation.remote_status import RemoteStatuses
+from gateway.federation.routing import Topology
 from gateway.ids import KeyId, NodeId
 from gateway.services.node import NodeService
 from gateway.sso.auth import Principal
@@ -103,8 +105,11 @@ class FederatedVerifier:
         peers: PeerClient,
         journal: GroupCommit,
         clock: Clock,
+        topology: Topology,
     ) -> None:
+        """``topology``: whose cosignatures witness a node's heads (its partners)."""
         self._node = node
+        self._topology = topology
         self._trust = trust
         self._statuses = statuses
         self._peers = peers
@@ -203,6 +208,7 @@ class FederatedVerifier:
                     node=key.node,
                     certificate_id=cert_id,
                     revoked_at=key.revoked_at,
+                    partners=partners_of(self._topology, key.node),
                     quorum=self._node.federation.witness.quorum,
                     now=now,
                 )

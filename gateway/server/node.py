@@ -252,6 +252,7 @@ async def linked(
                     peers=peers,
                     journal=journal,
                     clock=clock,
+                    topology=topology,
                 )
                 fetches = RoutedFetch(
                     service,

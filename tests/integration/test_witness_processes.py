@@ -142,6 +142,7 @@ async def test_partners_cosign_publish_and_the_origin_gathers_into_its_proofs(
         node=ZHUJI,
         certificate_id=cert_id,
         revoked_at=now + 1,
+        partners=frozenset({SHAOXING, NodeId("linquan")}),
         quorum=1,
         now=now,
     )

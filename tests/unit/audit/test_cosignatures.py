@@ -209,13 +209,30 @@ def test_a_cosignature_signed_in_the_future_is_refused() -> None:
 # --- the quorum -----------------------------------------------------------------------------
 
 
-def witnessed(tokens: list[str], *, quorum: int = 1, before: float = NOW) -> tuple[NodeId, ...]:
-    return check_witnessed(HEAD, tokens, KEYS, quorum=quorum, before=before, now=NOW)
+PARTNERS = frozenset({SHAOXING, LINQUAN})  # zhuji's parent and its point-to-point peer
 
 
-def refused(tokens: list[str], *, quorum: int = 1, before: float = NOW) -> WitnessQuorumNotMet:
+def witnessed(
+    tokens: list[str],
+    *,
+    quorum: int = 1,
+    before: float = NOW,
+    partners: frozenset[NodeId] = PARTNERS,
+) -> tuple[NodeId, ...]:
+    return check_witnessed(
+        HEAD, tokens, KEYS, partners=partners, quorum=quorum, before=before, now=NOW
+    )
+
+
+def refused(
+    tokens: list[str],
+    *,
+    quorum: int = 1,
+    before: float = NOW,
+    partners: frozenset[NodeId] = PARTNERS,
+) -> WitnessQuorumNotMet:
     with pytest.raises(WitnessQuorumNotMet) as info:
-        witnessed(tokens, quorum=quorum, before=before)
+        witnessed(tokens, quorum=quorum, before=before, partners=partners)
     assert info.value.code == "audit.witness_quorum"
     return info.value
 
@@ -234,6 +251,11 @@ def test_no_cosignature_is_no_quorum() -> None:
 def test_a_cosignature_made_at_or_after_the_time_does_not_count() -> None:
     error = refused([crafted()], before=NOW - 30)  # cosigned at NOW - 30 exactly
     assert error.reasons == ("audit.cosigned_too_late",)
+
+
+def test_only_a_partner_of_the_heads_node_witnesses_it() -> None:
+    error = refused([crafted()], partners=frozenset({LINQUAN}))
+    assert error.reasons == ("audit.not_a_partner",)
 
 
 def test_one_witness_counts_once() -> None:

@@ -16,7 +16,7 @@ from gateway.clock import FixedClock
 from gateway.crypto.jwks import KeyResolver, KeyState, StaticKeyResolver
 from gateway.crypto.keystore import KeyStore
 from gateway.crypto.merkle import MerkleLog, leaf_hash
-from gateway.errors import GatewayError, NotFoundError, SealIndeterminate
+from gateway.errors import GatewayError, NotFoundError, SealIndeterminate, WitnessQuorumNotMet
 from gateway.ids import NodeId
 from gateway.storage.audit_log import SqliteAuditLog
 
@@ -98,6 +98,7 @@ def check(
         node=NODE,
         certificate_id=cert,
         revoked_at=revoked_at,
+        partners=frozenset({WITNESS, OTHER_WITNESS}),
         quorum=quorum,
         now=NOW + 20,
     )
@@ -204,6 +205,27 @@ def test_a_head_forged_with_the_stolen_key_is_not_witnessed(
     assert unproven_because(with_honest_cosignatures, keys, witnesses) == "audit.witness_quorum"
 
 
+def test_a_cosignature_by_a_node_that_is_not_a_partner_does_not_count(
+    world: World, witnesses: dict[NodeId, KeyStore]
+) -> None:
+    log, keys, _ = world
+    proof = cosigned(log.issuance_proof(CERT, revoked_at=NOW + 15), keys, witnesses, at=NOW + 12)
+    with pytest.raises(SealIndeterminate) as info:
+        check_issuance_proof(
+            proof,
+            keys=trusted(keys, witnesses, zhuji=NOW + 15),
+            node=NODE,
+            certificate_id=CERT,
+            revoked_at=NOW + 15,
+            partners=frozenset({OTHER_WITNESS}),  # shaoxing does not watch this node here
+            quorum=1,
+            now=NOW + 20,
+        )
+    cause = info.value.__cause__
+    assert isinstance(cause, WitnessQuorumNotMet)
+    assert cause.reasons == ("audit.not_a_partner",)
+
+
 def test_too_many_cosignatures_are_refused_unread(
     world: World, witnesses: dict[NodeId, KeyStore]
 ) -> None:
@@ -250,6 +272,7 @@ def test_every_broken_proof_is_unproven(
             node=NODE,
             certificate_id=cert,
             revoked_at=NOW + 15,
+            partners=frozenset({WITNESS, OTHER_WITNESS}),
             quorum=1,
             now=NOW + 20,
         )

@@ -26,6 +26,8 @@ from gateway.crypto.keystore import KeyStore
 from gateway.crypto.merkle import MerkleLog, leaf_hash
 from gateway.crypto.seals import seal
 from gateway.errors import CosignatureError, NotFoundError, SealIndeterminate
+from gateway.federation.partner_watch import partners_of
+from gateway.federation.routing import Topology
 from gateway.ids import DepartmentId, NodeId
 from gateway.services.node import NodeService
 from gateway.sso.auth import Principal, Scope
@@ -198,6 +200,9 @@ def judged(
                 node=ZHUJI,
                 certificate_id=cert_id,
                 revoked_at=revoked_at,
+                partners=frozenset(
+                    partners_of(Topology.from_federation(service.federation), ZHUJI)
+                ),
                 quorum=service.federation.witness.quorum,
                 now=service.clock.now(),
             )
