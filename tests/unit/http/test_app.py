@@ -773,6 +773,22 @@ async def test_the_public_audit_endpoints_stay_public(client: Client) -> None:
     assert consistency.status == 200
 
 
+async def test_the_witness_cosignatures_are_public_and_their_query_is_checked(
+    client: Client,
+) -> None:
+    published = await client.get("/v1/audit/cosignatures?origin=shaoxing")
+    assert published.status == 200
+    assert await published.json() == {"witness": "zhuji", "origin": "shaoxing", "cosignatures": []}
+    paged = await client.get("/v1/audit/cosignatures?origin=shaoxing&after=12")
+    assert paged.status == 200
+    await problem_of(await client.get("/v1/audit/cosignatures"), 400, "input.query")
+    long_origin = "/v1/audit/cosignatures?origin=" + "x" * 200
+    await problem_of(await client.get(long_origin), 400, "input.query")
+    for after in ("-1", "x", "1" * 13, "²"):
+        query = f"/v1/audit/cosignatures?origin=shaoxing&after={after}"
+        await problem_of(await client.get(query), 400, "input.query")
+
+
 async def test_a_national_auditor_named_in_the_federation_file_reads_every_log(
     federation: Federation, clock: FixedClock, schemas: SchemaSet, tokens: Tokens
 ) -> None:
