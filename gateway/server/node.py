@@ -69,9 +69,9 @@ from gateway.trust.sync import TrustSync
 log = logging.getLogger("gateway.server")
 
 HEAD_INTERVAL: Final = 5.0
-"""How often a node signs a tree head of its audit log when it grew: partners watch them,
-and a head older than a key's revocation is what proves a seal predates it. The log's WAL
-is checkpointed at the same pace."""
+"""How often a node signs a tree head of its audit log when it grew: partners watch (and
+cosign) them, and a head older than a key's revocation, cosigned by partners before it, is
+what proves a seal predates it. The log's WAL is checkpointed at the same pace."""
 
 
 def open_node_service(
