@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Set
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -53,6 +53,16 @@ class Cosignature:
     cosigned_at: float
     token: str
     """The compact JWS (typ :data:`COSIGNATURE_TYP`), verified with :func:`verify_cosignature`."""
+
+    def to_json(self) -> dict[str, Any]:
+        """As a witness publishes it: the head it cosigned, when, and the cosignature."""
+        return {
+            "tree_size": self.tree_size,
+            "root_hash": b64url_encode(self.root_hash),
+            "head_issued_at": int(self.head_issued_at),
+            "cosigned_at": int(self.cosigned_at),
+            "cosignature": self.token,
+        }
 
 
 def _bad(detail: str, code: str = CosignatureError.code) -> CosignatureError:

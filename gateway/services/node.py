@@ -306,15 +306,17 @@ class NodeService:
         """The last head of each partner this node cosigned: where its checks resume."""
         return self.cosignatures.last_cosigned(self.node.id)
 
-    def cosignatures_made(self, origin: NodeId, *, after_size: int) -> list[Cosignature]:
+    def cosignatures_made(self, origin: str, *, after_size: int) -> list[Cosignature]:
         """``GET /v1/audit/cosignatures``: this node's cosignatures of ``origin``'s heads
         larger than ``after_size``, smallest first, a page of ``[witness]
-        max_cosignatures``."""
+        max_cosignatures`` (``origin`` must name a node of the federation)."""
+        if origin not in {n.id for n in self.federation.nodes}:
+            raise InputError("query parameter 'origin' names no node", code="input.query")
         if origin == self.node.id:
             return []
         return self.cosignatures.made_by(
             self.node.id,
-            origin=origin,
+            origin=NodeId(origin),
             after_size=after_size,
             limit=self.federation.witness.max_cosignatures,
         )
