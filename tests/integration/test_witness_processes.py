@@ -126,6 +126,23 @@ async def witnessed_proof(
     raise AssertionError(f"zhuji gathered no cosignature of a head with the issuance: {proof}")
 
 
+async def published_by(
+    session: aiohttp.ClientSession, cluster: Processes, witness: str, *, origin: str
+) -> dict[str, Any]:
+    """``witness``'s published cosignatures of ``origin``'s heads, once there is one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
+    answer: dict[str, Any] = {}
+    while loop.time() < deadline:
+        url = f"{cluster.url(witness)}/v1/audit/cosignatures?origin={origin}"
+        status, answer = await get_json(session, url)
+        assert status == 200, answer
+        if answer["cosignatures"]:
+            break
+        await asyncio.sleep(0.25)
+    return answer
+
+
 async def test_partners_cosign_publish_and_the_origin_gathers_into_its_proofs(
     cluster: Processes, session: aiohttp.ClientSession
 ) -> None:
@@ -163,10 +180,7 @@ async def test_partners_cosign_publish_and_the_origin_gathers_into_its_proofs(
     assert cosignature.witness == SHAOXING
     assert cosignature.head_issued_at <= cosignature.cosigned_at <= time.time()
     # and zhuji witnesses shaoxing in turn
-    status, theirs = await get_json(
-        session, cluster.url("zhuji") + "/v1/audit/cosignatures?origin=shaoxing"
-    )
-    assert status == 200
+    theirs = await published_by(session, cluster, "zhuji", origin="shaoxing")
     assert theirs["cosignatures"], theirs
     # a node publishes no cosignature of its own heads, and names only federation nodes
     status, own = await get_json(
