@@ -37,6 +37,7 @@ from gateway.config import Federation
 from gateway.crypto.jwks import KeyResolver
 from gateway.crypto.keystore import KeyStore, federation_holder_secret
 from gateway.errors import GatewayError, InputError
+from gateway.federation.cases import CaseExchange
 from gateway.federation.enrolment import run_enrolment
 from gateway.federation.fetch import RoutedFetch
 from gateway.federation.hops import HopGate
@@ -48,9 +49,11 @@ from gateway.federation.registrations import Registrations
 from gateway.federation.remote_status import RemoteStatuses
 from gateway.federation.routing import Topology
 from gateway.federation.verifier import FederatedVerifier
+from gateway.federation.webhooks import WebhookSender
 from gateway.ids import IDP, NATIONAL
 from gateway.metrics import Metrics
 from gateway.services.authority import TrustAuthority
+from gateway.services.cases import CaseService
 from gateway.services.catalog import CatalogService
 from gateway.services.idp import IdpService
 from gateway.services.node import NodeService
@@ -58,6 +61,7 @@ from gateway.sso.auth import Authenticator
 from gateway.sso.idp_keys import RemoteKeySet
 from gateway.sso.node_auth import NodeAuthenticator
 from gateway.storage.audit_log import SqliteAuditLog
+from gateway.storage.cases import SqliteCaseStore
 from gateway.storage.catalog import SqliteCatalog
 from gateway.storage.groupcommit import GroupCommit
 from gateway.storage.nonces import SqliteNonces
@@ -163,6 +167,10 @@ class NodeLinks:
     """National only: the trust-list authority."""
     catalog: CatalogService | None
     """National only: the catalog of which node holds which holder's certificates."""
+    cases: CaseExchange
+    """Cases (办件): intake, actions, the peers' packages and events, the outbox sender."""
+    webhooks: WebhookSender
+    """CloudEvents notifications of case transitions to subscribed departmental systems."""
 
 
 @contextlib.asynccontextmanager
@@ -185,6 +193,7 @@ async def linked(
     journal = GroupCommit(service.audit)
     catalog_store: SqliteCatalog | None = None
     nonces: SqliteNonces | None = None
+    case_store: SqliteCaseStore | None = None
 
     def start(work: Coroutine[Any, Any, None]) -> None:
         tasks.append(asyncio.create_task(work))
@@ -288,6 +297,32 @@ async def linked(
                     fetch_timeout=network.fetch_timeout_seconds,
                 )
                 start(partners.run())
+                case_store = SqliteCaseStore(state / "cases.sqlite3")
+                case_service = CaseService(service, case_store)
+                await asyncio.get_running_loop().run_in_executor(
+                    writer, case_service.recover_audit
+                )  # what a crash left owed to the audit log, once
+                webhooks = WebhookSender(
+                    case_store,
+                    session,
+                    node=me,
+                    signer=service.keys.signer,
+                    clock=clock,
+                    timeout=network.fetch_timeout_seconds,
+                )
+                cases = CaseExchange(
+                    case_service,
+                    topology=topology,
+                    trust=trust.resolver,
+                    peers=peers,
+                    hops=hops,
+                    writer=writer,
+                    clock=clock,
+                    notify=webhooks.due,
+                )
+                start(cases.run())
+                start(cases.run_clock())
+                start(webhooks.run())
                 start(_sign_heads(service, writer))
                 start(_checkpoint_nonces(nonces, writer))
                 yield NodeLinks(
@@ -306,6 +341,8 @@ async def linked(
                     ),
                     authority=authority,
                     catalog=catalog,
+                    cases=cases,
+                    webhooks=webhooks,
                 )
             finally:
                 for task in tasks:
@@ -324,6 +361,8 @@ async def linked(
             catalog_store.close()
         if nonces is not None:
             nonces.close()
+        if case_store is not None:
+            case_store.close()
 
 
 async def _sign_heads(service: NodeService, writer: ThreadPoolExecutor) -> None:
