@@ -22,11 +22,12 @@ from typing import Any, Final
 
 import orjson
 
+from gateway._internal.wire import b64url_decode
 from gateway.cases.lifecycle import Action, CaseState, Role
 from gateway.clock import from_rfc3339, to_rfc3339
 from gateway.crypto.jwks import KeyResolver
 from gateway.crypto.seals import Signer, VerifiedSeal, sign_compact, verify_compact
-from gateway.errors import SealError
+from gateway.errors import InputError, SealError
 
 RECEIPT_TYP: Final = "case-receipt+jws"
 EVENT_TYP: Final = "case-event+jws"
@@ -128,6 +129,25 @@ def verify_event(token: str, keys: KeyResolver, *, now: float) -> CaseEvent:
     ):
         raise SealError("the event is malformed", code="case.bad_event")
     return event
+
+
+def case_document_type(token: str) -> str | None:
+    """The ``typ`` of a compact JWS when it is a receipt or an event (read before any check,
+    only to choose the verifier; the chosen verifier pins it again)."""
+    try:
+        header = orjson.loads(b64url_decode(token.split(".", 1)[0], max_length=4096))
+    except (InputError, orjson.JSONDecodeError, ValueError):
+        return None
+    typ = header.get("typ") if isinstance(header, dict) else None
+    return typ if typ in CASE_TYPS else None
+
+
+def verify_case_document(token: str, keys: KeyResolver, *, now: float) -> VerifiedSeal:
+    """A receipt or an event, by its ``typ``, verified like a seal (``tongban verify``)."""
+    if case_document_type(token) == RECEIPT_TYP:
+        return verify_receipt(token, keys, now=now)
+    event = verify_event(token, keys, now=now)
+    return verify_compact(event.token, keys, typ=EVENT_TYP, now=now)
 
 
 def _fields(event: CaseEvent) -> dict[str, Any]:
