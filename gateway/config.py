@@ -95,6 +95,11 @@ class Network:
     max_connections_per_peer: int = 64
     """Open connections to one peer at most: a frozen peer holds only these, never the
     connections every other route needs."""
+    outbox_retry_base_seconds: float = 0.5
+    """First pause before a case message or a webhook notification is tried again
+    (doubling, with jitter, per message)."""
+    outbox_retry_max_seconds: float = 30.0
+    """Longest pause between two tries of one case message or notification."""
 
 
 @dataclass(frozen=True, slots=True)

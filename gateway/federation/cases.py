@@ -49,9 +49,6 @@ log = logging.getLogger("gateway.federation.cases")
 
 CASES_PATH: Final = "/v1/exchange/cases"
 MAX_ROUTE: Final = 16
-RETRY_BASE_SECONDS: Final = 0.5
-RETRY_MAX_SECONDS: Final = 60.0
-"""Backoff between attempts to deliver one message: doubling from the base, with jitter."""
 POLL_SECONDS: Final = 1.0
 """How often the outbox is looked at when nothing wakes the sender (retries that came due)."""
 CLOCK_SECONDS: Final = 60.0
@@ -94,6 +91,8 @@ class CaseExchange:
         self._rng = rng or random.Random()
         self._due = asyncio.Event()
         self._limits = case_json_limits(service.limits)
+        network = service.node.federation.network
+        self._retry = (network.outbox_retry_base_seconds, network.outbox_retry_max_seconds)
 
     async def _in_writer(self, fn: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
@@ -187,7 +186,8 @@ class CaseExchange:
                     await self._send(NodeId(message.target), message.body, self._peers.deadline())
                 except (NetworkError, UpstreamProblem) as exc:
                     stuck.add(message.target)
-                    delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**message.attempts)
+                    base, most = self._retry
+                    delay = min(most, base * 2 ** min(message.attempts, 32))
                     delay *= 0.5 + self._rng.random() / 2
                     if message.attempts == 0 or isinstance(exc, UpstreamProblem):
                         log.warning(

@@ -35,8 +35,6 @@ SIGNATURE_HEADER: Final = "Tongban-Signature"
 WEBHOOK_TYP: Final = "webhook+jws"
 CONTENT_TYPE: Final = "application/cloudevents+json"
 MAX_ATTEMPTS: Final = 12
-RETRY_BASE_SECONDS: Final = 1.0
-RETRY_MAX_SECONDS: Final = 600.0
 POLL_SECONDS: Final = 1.0
 
 
@@ -65,6 +63,7 @@ class WebhookSender:
         signer: Callable[[], Signer],
         clock: Clock,
         timeout: float,
+        retry: tuple[float, float] = (0.5, 30.0),
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -73,6 +72,8 @@ class WebhookSender:
         self._signer = signer
         self._clock = clock
         self._timeout = timeout
+        self._retry = retry
+        """(first pause, longest pause) between tries, from ``[network]``."""
         self._rng = rng or random.Random()
         self._due = asyncio.Event()
 
@@ -94,7 +95,8 @@ class WebhookSender:
                 await asyncio.to_thread(self._store.delivered, delivery.seq)
                 done += 1
                 continue
-            delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**delivery.attempts)
+            base, most = self._retry
+            delay = min(most, base * 2 ** min(delivery.attempts, 32))
             delay *= 0.5 + self._rng.random() / 2
             kept = await asyncio.to_thread(
                 self._store.retry_delivery,

@@ -309,6 +309,7 @@ async def linked(
                     signer=service.keys.signer,
                     clock=clock,
                     timeout=network.fetch_timeout_seconds,
+                    retry=(network.outbox_retry_base_seconds, network.outbox_retry_max_seconds),
                 )
                 cases = CaseExchange(
                     case_service,
