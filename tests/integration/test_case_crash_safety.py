@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import sqlite3
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -196,20 +195,11 @@ async def test_kill_9_of_window_and_owner_loses_and_duplicates_no_case(cluster: 
     assert set(received) == kept
     assert set(received.values()) == {1}
     for node in ("zhuji", "shanghai"):
-        verified = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "--federation",
-                str(cluster.file),
-                "audit",
-                "verify",
-                "--node",
-                node,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert verified.returncode == 0, verified.stdout + verified.stderr
+        verify = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "--federation", str(cluster.file),
+            "audit", "verify", "--node", node,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await verify.communicate()
+        assert verify.returncode == 0, output.decode()
