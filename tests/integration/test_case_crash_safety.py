@@ -194,10 +194,10 @@ async def test_kill_9_of_window_and_owner_loses_and_duplicates_no_case(cluster: 
         )
     assert set(received) == kept
     assert set(received.values()) == {1}
-    for node in ("zhuji", "shanghai"):
+    for node_id in ("zhuji", "shanghai"):
         verify = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "--federation", str(cluster.file),
-            "audit", "verify", "--node", node,
+            "audit", "verify", "--node", node_id,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
