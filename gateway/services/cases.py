@@ -60,6 +60,8 @@ from gateway.storage.cases import CaseWrite, SqliteCaseStore, StoredEvent, Subsc
 PACKAGE: Final = "package"
 EVENT: Final = "event"
 WINDOW_KIND: Final = "window"
+MAX_RESULTS_SCANNED: Final = 1000
+"""A holder's certificates of a result type looked through for an earlier approval's."""
 _REASONED = frozenset({Action.NOT_ACCEPT, Action.SUSPEND, Action.REFUSE})
 _OUTCOMES: Final = {
     Action.NOT_ACCEPT: "not_accepted",
@@ -578,9 +580,13 @@ class CaseService:
                 errors=("required",),
             )
         applicant = case.applicant
+        earlier = self._result_of(case, matter.result_type)
+        if earlier is not None:  # issued by an approval whose case write did not happen
+            return {"certificate_id": earlier, "type": matter.result_type}
         request = {
             "type": matter.result_type,
             "holder": {"id_type": applicant.id_type, "id": applicant.id, "name": applicant.name},
+            "number": case.id,  # the decision's number is the case's: found again after a crash
             "valid_from": result["valid_from"],
             "valid_until": result["valid_until"],
             "data": result["data"],
@@ -595,6 +601,19 @@ class CaseService:
                 code=exc.code,
             ) from exc
         return {"certificate_id": issued.certificate.id, "type": matter.result_type}
+
+    def _result_of(self, case: Case, result_type: str) -> str | None:
+        """The certificate an earlier approval of ``case`` issued (its number is the case's),
+        if any: approving again after a crash between the issuance and the case's own write
+        finds it instead of issuing a second one."""
+        held = self.node.registry.list_by_holder(
+            case.applicant.digest, types=[result_type], limit=MAX_RESULTS_SCANNED
+        )
+        for stored in held:
+            claims = orjson.loads(b64url_decode(stored.seal.split(".")[1]))
+            if claims.get("number") == case.id:
+                return str(stored.id)
+        return None
 
     @staticmethod
     def _delivery(matter: Matter, raw: Any) -> dict[str, Any]:
