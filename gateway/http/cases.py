@@ -92,6 +92,33 @@ async def case_events(request: web.Request) -> web.Response:
     return json_response({"case": request.match_info["id"], "events": events})
 
 
+async def case_result(request: web.Request) -> web.Response:
+    """The decided case's result certificate: for the applicant (or the owner) at the owning
+    node; elsewhere a 303 to the owning node."""
+    principal = principal_of(request)
+    links = request.app[LINKS]
+    case_id = request.match_info["id"]
+    cert_id, seal = await asyncio.to_thread(links.cases.service.result, principal, case_id)
+    if seal is None:
+        case, _ = await asyncio.to_thread(links.cases.service.visible, principal, case_id)
+        owner = request.app[NODE].federation.url(case.owner.node)
+        location = f"{owner}/v1/cases/{case_id}/result"
+        return json_response(
+            {"certificate_id": cert_id, "held_by": case.owner.node, "location": location},
+            status=303,
+            headers={"Location": location},
+        )
+    report, verified = request.app[NODE].verifier.report(seal)
+    return json_response(
+        {
+            "certificate_id": cert_id,
+            "seal": seal,
+            "certificate": dict(verified.document) if verified is not None else None,
+            "report": report.to_json(),
+        }
+    )
+
+
 async def case_action(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body = _object(await _read_case_json(request))
@@ -139,6 +166,7 @@ CASE_ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/v1/cases", list_cases),
     ("GET", "/v1/cases/{id}", get_case),
     ("GET", "/v1/cases/{id}/events", case_events),
+    ("GET", "/v1/cases/{id}/result", case_result),
     ("POST", "/v1/cases/{id}/actions", case_action),
     ("POST", CASES_PATH, case_exchange),
     ("POST", "/v1/webhooks", subscribe),

@@ -432,6 +432,16 @@ def _case_paths(node: NodeService) -> dict[str, Any]:
                 errors=(404,),
             )
         },
+        "/v1/cases/{id}/result": {
+            "get": _op(
+                "The decided case's result certificate (sealed, with its verification report) "
+                "for its applicant or owner at the owning node; a 303 to the owning node "
+                "elsewhere; the window's department fetches it with the applicant's consent",
+                tag="cases",
+                params=[_CASE_ID],
+                errors=(404,),
+            )
+        },
         "/v1/cases/{id}/actions": {
             "post": _op(
                 "Act on a case: the owner decides (accept, not_accept, request_correction, "

@@ -53,6 +53,7 @@ from gateway.errors import (
     Unprocessable,
 )
 from gateway.identifiers import parse_certificate_id
+from gateway.ids import CertificateId
 from gateway.services.node import NodeService
 from gateway.sso.auth import Principal, Scope
 from gateway.storage.cases import CaseWrite, SqliteCaseStore, StoredEvent, Subscription
@@ -818,6 +819,26 @@ class CaseService:
         answer = case.to_json(now=self.node.clock.now())
         answer["allowed_actions"] = [a.value for a in allowed(case.state, roles)]
         return answer
+
+    def result(self, principal: Principal, case_id: str) -> tuple[str, str | None]:
+        """The result certificate of a decided case, for its applicant (their own token) or
+        its owner: ``(certificate id, sealed certificate)`` at the owning node, which holds
+        it; ``(certificate id, None)`` at the window's node (the applicant asks the owner's
+        node; the window's department fetches it with the applicant's consent, like any
+        certificate)."""
+        case, roles = self.visible(principal, case_id)
+        if case.result is None:
+            raise NotFoundError("the case has no result certificate", code="case.no_result")
+        if not roles & {Role.APPLICANT, Role.OWNER}:
+            raise Forbidden(
+                "the window fetches the result with the applicant's consent: "
+                f"GET /v1/certificates/{case.result}?matter={case.matter}",
+                code="consent.required",
+            )
+        if case.owner.node != self.me:
+            return case.result, None
+        stored = self.node.registry.get(CertificateId(case.result))
+        return case.result, stored.seal
 
     def events(self, principal: Principal, case_id: str) -> list[dict[str, Any]]:
         """The case's sealed events in order (each verifiable offline)."""

@@ -12,6 +12,8 @@ import aiohttp
 import pytest
 from conftest import HANG_GUARD, Tokens, Up
 
+from gateway.certificates.documents import certificate_date
+from gateway.cli.idp_client import IdpClient
 from gateway.clock import FixedClock
 from gateway.config import Federation
 
@@ -146,6 +148,7 @@ async def test_a_case_received_at_zhuji_is_decided_in_shanghai(
             assert body["state"] == "pending_acceptance"
             await until_state(owner, case_id, "pending_acceptance")
             # 5. accept, then approve: the result certificate is issued in Shanghai
+            today = certificate_date(clock.now()).isoformat()
             status, body, _ = await owner.call(
                 "POST", f"/v1/cases/{case_id}/actions", {"action": "accept"}
             )
@@ -161,10 +164,10 @@ async def test_a_case_received_at_zhuji_is_decided_in_shanghai(
                 {
                     "action": "approve",
                     "result": {
-                        "valid_from": "2026-12-04",
+                        "valid_from": today,
                         "valid_until": None,
                         "data": {
-                            "decision_date": "2026-12-04",
+                            "decision_date": today,
                             "medical_expenses": 5230.0,
                             "allowance_days": 128,
                             "allowance_amount": 42150.4,
@@ -196,7 +199,34 @@ async def test_a_case_received_at_zhuji_is_decided_in_shanghai(
                 "approve",
                 "deliver",
             ]
-            # 7. nobody else sees the case
+            # 7. the applicant, with their own token: the case, and the result where it is held
+            idp = IdpClient(session, moved.idp_issuer())
+            citizen = next(c for c in moved.citizens if c.id == APPLICANT["id"])
+            assert citizen.demo_password is not None
+            holder = await idp.holder_login(citizen.id, citizen.demo_password.reveal())
+            mine = Client(session, urls["zhuji"], holder)
+            status, body, _ = await mine.call("GET", f"/v1/cases/{case_id}")
+            assert (status, body["state"]) == (200, "delivered")
+            status, body, _ = await mine.call("GET", "/v1/cases")
+            assert [c["id"] for c in body["cases"]] == [case_id]
+            async with session.get(
+                f"{urls['zhuji']}/v1/cases/{case_id}/result",
+                headers=mine.headers,
+                allow_redirects=False,
+            ) as response:
+                assert response.status == 303
+                location = response.headers["Location"]
+            assert location == f"{urls['shanghai']}/v1/cases/{case_id}/result"
+            status, body, _ = await Client(session, urls["shanghai"], holder).call(
+                "GET", f"/v1/cases/{case_id}/result"
+            )
+            assert status == 200, body
+            assert body["certificate_id"] == certificate_id
+            assert body["report"]["indication"] == "PASSED", body["report"]
+            assert body["certificate"]["holder"]["id"] == APPLICANT["id"]
+            status, body, _ = await window.call("GET", f"/v1/cases/{case_id}/result")
+            assert (status, body["code"]) == (403, "consent.required")
+            # 8. nobody else sees the case
             other = Client(session, urls["zhuji"], tokens.client("zhuji-civil-affairs"))
             status, body, _ = await other.call("GET", f"/v1/cases/{case_id}")
             assert (status, body["code"]) == (404, "case.not_found")
