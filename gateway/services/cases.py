@@ -746,7 +746,8 @@ class CaseService:
             if event.seq <= case.seq:
                 if not self.store.has_event(event.id):
                     raise ConflictError(
-                        "the case has another event at that number", code="case.diverged"
+                        "the case changed at its owner since; read it again",
+                        code="case.conflict",
                     )
                 applied = False
                 return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sqlite3
 from typing import Any
 
 import aiohttp
@@ -232,3 +233,51 @@ async def test_a_case_received_at_zhuji_is_decided_in_shanghai(
             assert (status, body["code"]) == (404, "case.not_found")
     finally:
         await up.stopped()
+
+
+async def test_a_township_window_receives_for_the_city_bureau_without_the_network(
+    moved: Federation, clock: FixedClock
+) -> None:
+    """县域通办: Datang's 便民服务中心 receives for Zhuji's human-resources bureau, on the same
+    node: the same receipt, lifecycle and events, and no message for another node."""
+    tokens = Tokens(moved, clock)
+    up = Up(moved, clock)
+    urls = await up.ready()
+    try:
+        async with aiohttp.ClientSession() as session:
+            township = Client(session, urls["zhuji"], tokens.client("zhuji-datang-service"))
+            bureau = Client(session, urls["zhuji"], tokens.client("zhuji-human-resources"))
+            body = {
+                "matter": "flexible-pension-enrolment",
+                "owner": {"node": "zhuji"},
+                "channel": "window",
+                "applicant": {"id_type": "111", "id": "330681199001010015", "name": "赵立新"},
+                "identity_checked_by": "dt-0007",
+                "delivery": "window",
+                "materials": {
+                    "application-form": {"content": b64(b"form"), "media_type": "text/plain"},
+                    "resident-id": {
+                        "content": b64(b"ID card"),
+                        "media_type": "image/png",
+                        "checked_original": True,
+                    },
+                },
+            }
+            status, case, _ = await township.call("POST", "/v1/cases", body)
+            assert status == 201, case
+            assert case["state"] == "pending_acceptance"  # arrived at once: nothing to send
+            assert case["owner"] == {"node": "zhuji", "department": "zhuji-human-resources"}
+            status, inbox, _ = await bureau.call("GET", "/v1/cases?box=inbox")
+            assert [c["id"] for c in inbox["cases"]] == [case["id"]]
+            status, body, _ = await bureau.call(
+                "POST", f"/v1/cases/{case['id']}/actions", {"action": "accept"}
+            )
+            assert (status, body["state"]) == (200, "accepted")
+            _, events, _ = await township.call("GET", f"/v1/cases/{case['id']}/events")
+            assert [e["action"] for e in events["events"]] == ["arrive", "accept"]
+            assert {e["iss"] for e in events["events"]} == {"zhuji"}
+    finally:
+        await up.stopped()
+    outbox = moved.data_dir / "zhuji" / "cases.sqlite3"
+    with sqlite3.connect(f"{outbox.as_uri()}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
