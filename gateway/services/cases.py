@@ -9,7 +9,8 @@ taken at the owning node is appended there and sent to the window's node through
 store's outbox (durable, retried, applied once by event id and number). An action taken at
 the window's node (a supplement, a withdrawal) is sealed there, pushed to the owning node at
 once (:mod:`gateway.federation.cases`), and written at the window when the owner has taken
-it: so the two copies always go through the same sequence of events. A case whose owner is
+it (the owner also echoes it back through its outbox, for a window that crashed before
+writing it): so the two copies always go through the same sequence of events. A case whose owner is
 a department of the same node (全城办 / 县域通办) runs the same lifecycle with nothing sent.
 """
 
@@ -645,14 +646,29 @@ class CaseService:
     def commit(self, prepared: Prepared) -> Case:
         """Write an action prepared here: at the owner, appended and sent to the window; at
         the window, once the owner has taken it."""
-        case = prepared.case
-        write = self._record(CaseWrite(case, blobs=prepared.blobs), prepared.event)
-        window = case.window.node
-        if case.owner.node == self.me and window != self.me:
-            write.messages.append((window, EVENT, _event_message(prepared.event, prepared.blobs)))
-        self.store.update(write, expected_seq=case.seq)
+        case, event = prepared.case, prepared.event
+        if case.owner.node == self.me:
+            write = self._record(CaseWrite(case, blobs=prepared.blobs), event)
+            window = case.window.node
+            if window != self.me:
+                write.messages.append((window, EVENT, _event_message(event, prepared.blobs)))
+            self.store.update(write, expected_seq=case.seq)
+            self.flush_audit()
+            return write.case
+
+        def change(current: Case) -> CaseWrite | None:
+            if self.store.has_event(event.id):
+                return None  # the owner's echo of it arrived first: written already
+            if current.seq != case.seq:
+                raise ConflictError(
+                    "the case changed here while its owner took this action",
+                    code="case.conflict",
+                )
+            return self._record(CaseWrite(current, blobs=prepared.blobs), event)
+
+        written = self.store.update_with(case.id, change)
         self.flush_audit()
-        return write.case
+        return written
 
     # -- what peers send --------------------------------------------------------------------
 
@@ -763,7 +779,12 @@ class CaseService:
                 raise Unprocessable(
                     "the event's materials are not all here", code="case.package_mismatch"
                 )
-            return self._record(CaseWrite(case, blobs=blobs), event)
+            write = self._record(CaseWrite(case, blobs=blobs), event)
+            if case.owner.node == self.me and event.node != self.me:
+                # the window wrote nothing yet (it does once this answer reaches it): echoed
+                # back in order, so a window that crashed before writing still gets it
+                write.messages.append((event.node, EVENT, _event_message(event, blobs)))
+            return write
 
         check_case_number(event.case)
         case = self.store.update_with(event.case, change)
@@ -772,9 +793,11 @@ class CaseService:
 
     def _check_remote(self, case: Case, event: CaseEvent) -> None:
         """An event from elsewhere is the other end's to take: an owner's from the owning
-        node, a window's from the window's node; the applicant acts at either."""
+        node, a window's from the window's node; the applicant acts at either. A window
+        also takes its own events back from the owner (the echo of what it pushed)."""
         other = case.window.node if case.owner.node == self.me else case.owner.node
-        if event.node != other:
+        echo = event.node == self.me == case.window.node != case.owner.node
+        if event.node != other and not echo:
             raise Forbidden("that node is not the other end of this case", code="case.wrong_owner")
         entitled = {
             Role.OWNER: case.owner.node,
