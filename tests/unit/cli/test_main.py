@@ -228,7 +228,7 @@ def test_keys_follow_the_federation_files_algorithm_and_validity(
     ("content", "message"),
     [
         ("[federation\nname = 1", "federation.toml"),
-        ('[federation]\nname = "x"\nseal_alg = "RS256"\n', "seal_alg must be EdDSA or ES256"),
+        ('[federation]\nname = "x"\nseal_alg = "RS256"\n', "seal_alg must be EdDSA, ES256 or SM2"),
         ('[federation]\nname = "x"\n[surprise]\n', "unknown section"),
     ],
 )
