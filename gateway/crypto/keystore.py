@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -406,6 +407,8 @@ def _load_private(directory: Path, record: KeyRecord, passphrase: Secret | None)
         ) from exc
     except ValueError as exc:
         raise KeyStoreError(f"{path}: cannot load the key (wrong passphrase?)") from exc
+    except UnsupportedAlgorithm as exc:  # an SM2 key recorded as another algorithm
+        raise KeyStoreError(f"{path}: the key is not of its recorded algorithm") from exc
     if not isinstance(key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey | Sm2PrivateKey):
         raise KeyStoreError(f"{path}: unsupported key type")
     if thumbprint(key.public_key()) != kid or alg_for(key.public_key()) != record.alg:

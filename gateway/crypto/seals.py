@@ -236,8 +236,12 @@ def verify_signature(
     before anything is handed to the library (no r = s = 0, no overlong encodings); for SM2
     also (r + s) mod n != 0 (:func:`gateway.crypto.sm2.scalars`).
     """
-    if len(signature) != SIGNATURE_BYTES:
-        raise _bad_signature()
+    if len(signature) != SIGNATURE_BYTES:  # a DER signature, say
+        raise SealError(
+            "the signature does not verify",
+            code="seal.bad_signature",
+            log_detail=f"a JWS signature here is 64 bytes (r || s), not {len(signature)}",
+        )
     if alg == "SM2" and isinstance(public_key, Sm2PublicKey):
         public_key.verify(signature, signing_input)  # Tongsuo, SM3 with the default signer ID
         return

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tongsuopy.crypto import hashes as _hashes
 from tongsuopy.crypto import serialization as _serialization
 from tongsuopy.crypto.asymciphers import ec as _ec
@@ -39,6 +40,26 @@ SIGNATURE_BYTES: Final = 64
 COORDINATE_BYTES: Final = 32
 _SCHEME: Final = _ec.ECDSA(_hashes.SM3())
 """Tongsuo's SM2 signing: Z_A over the default signer ID, then SM3, then SM2."""
+
+
+_FORMS: Final = (
+    (
+        (Encoding.X962, PublicFormat.UncompressedPoint),
+        (_serialization.Encoding.X962, _serialization.PublicFormat.UncompressedPoint),
+    ),
+    (
+        (Encoding.X962, PublicFormat.CompressedPoint),
+        (_serialization.Encoding.X962, _serialization.PublicFormat.CompressedPoint),
+    ),
+    (
+        (Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+        (_serialization.Encoding.DER, _serialization.PublicFormat.SubjectPublicKeyInfo),
+    ),
+    (
+        (Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+        (_serialization.Encoding.PEM, _serialization.PublicFormat.SubjectPublicKeyInfo),
+    ),
+)
 
 
 def _bad_signature(detail: str) -> SealError:
@@ -88,6 +109,14 @@ class Sm2PublicKey:
     def public_bytes_raw(self) -> bytes:
         """``x || y``, 64 bytes."""
         return self._raw
+
+    def public_bytes(self, encoding: Encoding, format: PublicFormat) -> bytes:
+        """As pyca/cryptography's keys: X9.62 points, or SubjectPublicKeyInfo DER/PEM."""
+        for ours, theirs in _FORMS:
+            if ours == (encoding, format):
+                data: bytes = self._key.public_bytes(*theirs)
+                return data
+        raise ValueError(f"an SM2 key has no {encoding}/{format} form")
 
     def verify(self, signature: bytes, data: bytes) -> None:
         """Verify a raw ``r || s`` signature over ``data``; raises ``seal.bad_signature``."""
