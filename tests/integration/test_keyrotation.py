@@ -301,6 +301,11 @@ async def test_the_idp_key_is_rotated_by_nationals_operators_without_rejecting_t
     assert (status, body["code"]) == (403, "keys.not_owner")
     status, keys = await running.call("idp", "GET", "/v1/admin/keys", national_ops)
     upcoming = next(k["kid"] for k in keys["keys"] if k["state"] == "next")
+    # the IdP's tokens keep the federation file's algorithm: no SM2 rotation there
+    status, body = await running.call(
+        "idp", "POST", "/v1/admin/keys/rotate", national_ops, {"alg": "SM2"}
+    )
+    assert (status, body["code"]) == (400, "keys.bad_change")
     status, rotated = await running.call("idp", "POST", "/v1/admin/keys/rotate", national_ops)
     assert status == 200
     assert rotated["active"] == upcoming  # the pre-published key signs now
