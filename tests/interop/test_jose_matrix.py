@@ -33,7 +33,11 @@ from joserfc.registry import HeaderParameter
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
 from jwcrypto import jwt as jwcrypto_jwt
+from tongsuopy.crypto import hashes as tongsuo_hashes
+from tongsuopy.crypto.asymciphers import ec as tongsuo_ec
+from tongsuopy.crypto.exceptions import InvalidSignature
 
+from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.config import load_federation
 from gateway.crypto.jwks import (
     Ed25519Name,
@@ -114,8 +118,6 @@ def _made(kind: str, signer: PrivateKeySigner, now: float) -> tuple[str, bytes]:
         now=now,
         jti="t1",
     )
-    from gateway._internal.wire import b64url_decode
-
     return token, b64url_decode(token.split(".")[1])
 
 
@@ -198,16 +200,12 @@ def test_the_interop_matrix(library: str, kind: str, name: str) -> None:
 
 def _other(body: str) -> str:
     """Another payload, with one claim changed, strictly encoded."""
-    from gateway._internal.wire import b64url_decode, b64url_encode
-
     claims = orjson.loads(b64url_decode(body))
     claims["iss"] = "shanghai"
     return b64url_encode(orjson.dumps(claims))
 
 
 def _header(token: str) -> bytes:
-    from gateway._internal.wire import b64url_decode
-
     return b64url_decode(token.split(".", maxsplit=1)[0])
 
 
@@ -243,13 +241,9 @@ class Sm2Algorithm(jwt.algorithms.Algorithm):
     """Verify-only SM2 for pyjwt over Tongsuo: raw r || s, SM3, default signer ID."""
 
     def prepare_key(self, key: Any) -> Any:
-        from tongsuopy.crypto.asymciphers import ec as tongsuo_ec
-
         if isinstance(key, jwt.PyJWK):
             key = key.key
         if isinstance(key, dict):
-            from gateway._internal.wire import b64url_decode
-
             point = b"\x04" + b64url_decode(key["x"]) + b64url_decode(key["y"])
             return tongsuo_ec.EllipticCurvePublicKey.from_encoded_point(tongsuo_ec.SM2(), point)
         return key
@@ -258,10 +252,6 @@ class Sm2Algorithm(jwt.algorithms.Algorithm):
         raise NotImplementedError("verify only")
 
     def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
-        from tongsuopy.crypto import hashes as tongsuo_hashes
-        from tongsuopy.crypto.asymciphers import ec as tongsuo_ec
-        from tongsuopy.crypto.exceptions import InvalidSignature
-
         if len(sig) != 64:
             return False
         r, s = int.from_bytes(sig[:32]), int.from_bytes(sig[32:])

@@ -1,6 +1,6 @@
 """SM2 seals: the published examples, a second implementation both ways, every rejection.
 
-The second, independent SM2 implementation is ``gmssl`` (pure Python, PyPI, MIT licence:
+The second, independent SM2 implementation is ``gmssl`` (pure Python, PyPI, BSD licence:
 no code shared with Tongsuo, which the gateway uses). It is first held to the worked example
 of GM/T 0003.2-2012 Appendix A (= GB/T 32918.2-2016 Appendix A), then signatures go both
 ways between it and the gateway on the GB/T 32918.5 curve.
@@ -17,10 +17,13 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from gmssl import sm2 as gmssl_sm2
 
-from gateway._internal.wire import b64url_encode
+from gateway._internal.secret import Secret
+from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway.clock import FixedClock
 from gateway.crypto import sm2
 from gateway.crypto.jwks import (
     KeyState,
@@ -218,8 +221,6 @@ def test_a_gateway_seal_verifies_in_the_reference_implementation() -> None:
 
 
 def sm2_b64(text: str) -> bytes:
-    from gateway._internal.wire import b64url_decode
-
     return b64url_decode(text)
 
 
@@ -292,9 +293,6 @@ def test_an_sm2_jwk_declaring_another_alg_is_refused(alg: str) -> None:
 
 
 def test_the_key_store_keeps_sm2_keys_encrypted_and_owner_only(tmp_path: Any) -> None:
-    from gateway._internal.secret import Secret
-    from gateway.clock import FixedClock
-
     clock = FixedClock(NOW)
     store = KeyStore.open(
         tmp_path, ZHUJI, clock=clock, passphrase=Secret("门禁"), default_alg="SM2"
@@ -315,8 +313,6 @@ def test_the_key_store_keeps_sm2_keys_encrypted_and_owner_only(tmp_path: Any) ->
 
 
 def test_a_key_whose_file_is_not_its_recorded_algorithm_is_refused(tmp_path: Any) -> None:
-    from gateway.clock import FixedClock
-
     clock = FixedClock(NOW)
     store = KeyStore.open(tmp_path, ZHUJI, clock=clock, default_alg="SM2")
     keyring = store.directory / "keyring.json"
@@ -334,8 +330,6 @@ def test_an_sm2_seal_verifies() -> None:
 
 
 def test_a_der_encoded_signature_is_refused() -> None:
-    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
     data = signing_input("SM2", SM2.kid)
     raw = SM2.sign(data)
     der = encode_dss_signature(int.from_bytes(raw[:32]), int.from_bytes(raw[32:]))
