@@ -1,9 +1,9 @@
 """SM2 seal keys (GB/T 32918, GM/T 0003) with SM3 (GB/T 32905), over Tongsuo.
 
 pyca/cryptography has SM3 but no SM2, so SM2 goes through ``tongsuopy`` (the Tongsuo
-project's Python binding: C, Apache-2.0, the same API shape as pyca/cryptography, and in
-``docs/benchmarks.md`` twice as fast to verify and eight times as fast to sign as
-``gmssl-pyx``). Nothing outside this module touches it.
+project's Python binding: C, Apache-2.0, the same API shape as pyca/cryptography, and the
+fastest verifier of the C-backed SM2 packages measured in ``docs/operations.md``: twice
+``gmssl-pyx``'s rate). Nothing outside this module touches it.
 
 A Tongban SM2 signature (JWS ``alg`` ``SM2``, private use: there is no JOSE registration)
 is GB/T 32918.2's: ``e = SM3(Z_A || M)`` with ``Z_A`` over the default signer ID
