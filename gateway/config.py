@@ -220,6 +220,10 @@ class Federation:
     agreements: tuple[Agreement, ...] = ()
     clients: tuple[Client, ...] = ()
     citizens: tuple[Citizen, ...] = ()
+    ed25519_alg: str = "EdDSA"
+    """The JWS name new Ed25519 seals and tokens carry (and their JWKs' ``alg``): RFC 8037's
+    ``EdDSA`` (the default: every library of the interop matrix verifies it) or RFC 9864's
+    ``Ed25519``. Both verify everywhere, whichever is chosen."""
     source: Path | None = field(default=None, compare=False)
 
     def node(self, node_id: str) -> NodeConfig:
@@ -377,8 +381,11 @@ class _Parser:
         host = self._get(fed, "host", str, where, default="127.0.0.1")
         audience = self._get(fed, "audience", str, where, default="tongban")
         seal_alg = self._get(fed, "seal_alg", str, where, default="EdDSA")
-        if seal_alg not in ("EdDSA", "ES256"):
-            raise self.fail(where, "seal_alg must be EdDSA or ES256", "seal_alg")
+        if seal_alg not in ("EdDSA", "ES256", "SM2"):
+            raise self.fail(where, "seal_alg must be EdDSA, ES256 or SM2", "seal_alg")
+        ed25519_alg = self._get(fed, "ed25519_alg", str, where, default="EdDSA")
+        if ed25519_alg not in ("EdDSA", "Ed25519"):
+            raise self.fail(where, "ed25519_alg must be EdDSA or Ed25519", "ed25519_alg")
         skew = self._get(fed, "clock_skew_seconds", int, where, default=60)
         if not 0 <= skew <= 300:
             raise self.fail(where, "clock_skew_seconds must be 0..300", "clock_skew_seconds")
@@ -414,6 +421,7 @@ class _Parser:
             ),
             clients=tuple(self._client(i, c, nodes) for i, c in enumerate(self._array("clients"))),
             citizens=tuple(self._citizen(i, c) for i, c in enumerate(self._array("citizens"))),
+            ed25519_alg=ed25519_alg,
             source=self.path,
         )
 

@@ -24,7 +24,7 @@ from gateway.cli.console import table
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import Clock, SystemClock, to_rfc3339
 from gateway.config import Federation, NodeConfig
-from gateway.crypto.jwks import KeyResolver, StaticKeyResolver
+from gateway.crypto.jwks import KeyResolver, StaticKeyResolver, ed25519_name, key_alg
 from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
 from gateway.http.appkeys import LINKS, NODE
 from gateway.http.idp_app import create_idp_app
@@ -665,14 +665,22 @@ def keys_admin(
     *,
     kid: str | None = None,
     at: int | None = None,
+    alg: str | None = None,
 ) -> int:
     """``tongban keys list|rotate|retire|revoke --node N``: the running node's admin API,
-    called with the node's ops client's demo credentials (scope ``keys:admin``)."""
-    return asyncio.run(_keys_admin(federation, node_id, action, kid=kid, at=at))
+    called with the node's ops client's demo credentials (scope ``keys:admin``).
+    ``rotate --alg SM2`` rotates to a key of another algorithm."""
+    return asyncio.run(_keys_admin(federation, node_id, action, kid=kid, at=at, alg=alg))
 
 
 async def _keys_admin(
-    federation: Federation, node_id: str, action: str, *, kid: str | None, at: int | None
+    federation: Federation,
+    node_id: str,
+    action: str,
+    *,
+    kid: str | None,
+    at: int | None,
+    alg: str | None = None,
 ) -> int:
     node = federation.node(node_id)
     operator = "national" if node.kind == "idp" else node.id  # national operates the IdP
@@ -698,7 +706,9 @@ async def _keys_admin(
             if action == "list":
                 request = session.get(base, headers=headers)
             elif action == "rotate":
-                request = session.post(f"{base}/rotate", headers=headers)
+                request = session.post(
+                    f"{base}/rotate", headers=headers, json={"alg": alg} if alg else None
+                )
                 print(
                     f"tongban: rotating {node_id}'s seal key (waits for the trust list "
                     "to reach every node)…",
@@ -747,8 +757,9 @@ def keys_list(federation: Federation, node_id: str) -> int:
         node.id,
         clock=SystemClock(),
         passphrase=federation.key_passphrase,
-        default_alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
+        default_alg=key_alg(federation.seal_alg),
         validity_days=federation.key_validity_days,
+        ed25519_name=ed25519_name(federation.ed25519_alg),
     )
     rows = [
         [

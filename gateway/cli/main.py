@@ -108,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     keys_rotate = keys_sub.add_parser("rotate", help="rotate a running node's seal key")
     keys_rotate.add_argument("--node", required=True)
+    keys_rotate.add_argument(
+        "--alg",
+        choices=["EdDSA", "Ed25519", "ES256", "SM2"],
+        default=None,
+        help="the new key's algorithm (default: the federation file's seal_alg)",
+    )
     keys_retire = keys_sub.add_parser("retire", help="retire a key (it keeps verifying)")
     keys_retire.add_argument("--node", required=True)
     keys_retire.add_argument("kid")
@@ -190,6 +196,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.keys_command,
             kid=getattr(args, "kid", None),
             at=getattr(args, "at", None),
+            alg=getattr(args, "alg", None),
         )
         if status == 0 and getattr(args, "reseal", False):
             return commands.reseal(federation, args.node, args.kid)

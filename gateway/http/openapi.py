@@ -250,9 +250,11 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
             },
             "/v1/admin/keys/rotate": {
                 "post": _op(
-                    "Rotate: pre-publish a next key, activate it once every node trusts it",
+                    "Rotate: pre-publish a next key, activate it once every node trusts it"
+                    ' (body {"alg": "EdDSA" | "Ed25519" | "ES256" | "SM2"}, default the'
+                    " federation file's seal_alg)",
                     tag="admin",
-                    errors=(502, 504),
+                    errors=(400, 502, 504),
                 )
             },
             "/v1/admin/keys/{kid}/retire": {

@@ -34,7 +34,7 @@ from gateway.audit.records import AuditKind
 from gateway.certificates.schemas import SchemaSet, default_schema_dir
 from gateway.clock import Clock
 from gateway.config import Federation
-from gateway.crypto.jwks import KeyResolver
+from gateway.crypto.jwks import KeyResolver, ed25519_name, key_alg
 from gateway.crypto.keystore import KeyStore, federation_holder_secret
 from gateway.errors import GatewayError, InputError
 from gateway.federation.cases import CaseExchange
@@ -98,8 +98,9 @@ def open_node_service(
         node.id,
         clock=clock,
         passphrase=federation.key_passphrase,
-        default_alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
+        default_alg=key_alg(federation.seal_alg),
         validity_days=federation.key_validity_days,
+        ed25519_name=ed25519_name(federation.ed25519_alg),
     )
     directory = (data_dir or federation.data_dir) / node.id
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
