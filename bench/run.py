@@ -8,11 +8,11 @@ generator where the machine has two or more. Each measurement is warmed up, then
 the same minutes, and a figure is the median of its rounds' ratios or differences. The
 medians, the rounds' values and the ratios are printed, and the output ends with one line
 per figure: ``A 0.63``, ``B 0.88``, ``C p50_ms 0.7 p99_ms 3.9``, ``D 1.08``, and for
-figure E (B with SM2 seals, in a second federation whose ``seal_alg`` is SM2)
+figure F (B with SM2 seals, in a second federation whose ``seal_alg`` is SM2)
 ``E 0.90 sm2_per_s … ed25519_per_s … p256_per_s …``.
 
 ``BENCH_QUICK=1`` seeds 200,000 certificates instead of 1,000,000 for figure D.
-``BENCH_ONLY=E`` measures figure E alone (about a minute and a half).
+``BENCH_ONLY=F`` measures figure F alone (about a minute and a half).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from gateway.sso.tokens import issue_access_token
 REPEATS = 3
 SMALL = 10_000
 E_SEED = 1_000
-"""Certificates seeded at the SM2 federation's zhuji for figure E (its batch needs 100 that
+"""Certificates seeded at the SM2 federation's zhuji for figure F (its batch needs 100 that
 pass)."""
 D_SAMPLE = 4000
 """Fetches a run of figure D measures (its p99 is the 40th slowest): more than the pool
@@ -386,11 +386,11 @@ class Bench:
 
     # -- E ------------------------------------------------------------------------------------
 
-    def figure_e(self) -> tuple[float, dict[str, float]]:
+    def figure_f(self) -> tuple[float, dict[str, float]]:
         """B with SM2 seals: the gateway's batch verification against a raw Tongsuo loop on the
         same seals and keys (the library the gateway calls), and the three algorithms' raw
         verify/s over the same signing inputs."""
-        log("\nE  POST /v1/seals/verify, batches of 100 SM2 seals (seal_alg = SM2)")
+        log("\nF  POST /v1/seals/verify, batches of 100 SM2 seals (seal_alg = SM2)")
         request = passing_batch(self.cluster, self.minter)
         seals = orjson.loads(request.body)["seals"]
         raw = raw_verifiers_by_alg(seals, self.jwks())
@@ -660,7 +660,7 @@ def raw_verifiers_by_alg(
     keys = {}
     for jwk in jwks["keys"]:
         if jwk.get("crv") != "SM2":
-            raise RuntimeError("figure E's node seals with SM2")
+            raise RuntimeError("figure F's node seals with SM2")
         point = b"\x04" + _b64(jwk["x"]) + _b64(jwk["y"])
         keys[jwk["kid"]] = tongsuo_ec.EllipticCurvePublicKey.from_encoded_point(
             tongsuo_ec.SM2(), point
@@ -721,8 +721,8 @@ def _b64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def run_e(base: Path, server_cores: set[int], load_cores: set[int]) -> tuple[float, str]:
-    """Figure E in a federation of its own whose ``seal_alg`` is SM2: (ratio, summary line)."""
+def run_f(base: Path, server_cores: set[int], load_cores: set[int]) -> tuple[float, str]:
+    """Figure F in a federation of its own whose ``seal_alg`` is SM2: (ratio, summary line)."""
     base.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(base, server_cores, seal_alg="SM2")
     try:
@@ -731,11 +731,11 @@ def run_e(base: Path, server_cores: set[int], load_cores: set[int]) -> tuple[flo
         for node in sorted(cluster.federation.nodes, key=lambda n: n.kind != "idp"):
             cluster.start(node.id)
         wait_enrolled(cluster)
-        ratio, speeds = Bench(base, cluster, load_cores).figure_e()
+        ratio, speeds = Bench(base, cluster, load_cores).figure_f()
     finally:
         cluster.stop_all()
     line = (
-        f"E {ratio:.2f} sm2_per_s {speeds['sm2']:.0f} ed25519_per_s {speeds['ed25519']:.0f}"
+        f"F {ratio:.2f} sm2_per_s {speeds['sm2']:.0f} ed25519_per_s {speeds['ed25519']:.0f}"
         f" ed25519_libsodium_per_s {speeds['ed25519_libsodium']:.0f}"
         f" p256_per_s {speeds['p256']:.0f}"
     )
@@ -745,8 +745,8 @@ def run_e(base: Path, server_cores: set[int], load_cores: set[int]) -> tuple[flo
 def main() -> int:
     quick = os.environ.get("BENCH_QUICK") == "1"
     only = os.environ.get("BENCH_ONLY", "")
-    if only not in ("", "E"):
-        raise SystemExit("BENCH_ONLY takes E (figure E alone)")
+    if only not in ("", "F"):
+        raise SystemExit("BENCH_ONLY takes F (figure F alone)")
     big = int(os.environ.get("BENCH_D_COUNT", "200000" if quick else "1000000"))
     server_cores, load_cores = split_cores()
     info = machine()
@@ -760,8 +760,8 @@ def main() -> int:
     os.sched_setaffinity(0, load_cores)
     with tempfile.TemporaryDirectory(prefix="tongban-bench-") as tmp:
         base = Path(tmp)
-        if only == "E":
-            _, line = run_e(base / "sm2", server_cores, load_cores)
+        if only == "F":
+            _, line = run_f(base / "sm2", server_cores, load_cores)
             log(line)
             return 0
         cluster = Cluster(base, server_cores)
@@ -769,7 +769,7 @@ def main() -> int:
             status = run(base, cluster, load_cores, big)
         finally:
             cluster.stop_all()
-        _, line = run_e(base / "sm2", server_cores, load_cores)
+        _, line = run_f(base / "sm2", server_cores, load_cores)
         log(line)
         return status
 

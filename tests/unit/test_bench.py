@@ -196,14 +196,14 @@ def test_a_share_needs_every_round_on_every_path() -> None:
         share_per_hop(q, ("far", "local"), ("bare far", "bare local"), 1)
 
 
-def test_figure_es_federation_seals_with_sm2(tmp_path: Path) -> None:
+def test_figure_fs_federation_seals_with_sm2(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, {0}, seal_alg="SM2")
     assert cluster.federation.seal_alg == "SM2"
     (tmp_path / "b").mkdir()
     assert Cluster(tmp_path / "b", {0}).federation.seal_alg == "EdDSA"
 
 
-def test_the_raw_loops_of_figure_e_verify_the_seals_they_are_given() -> None:
+def test_the_raw_loops_of_figure_f_verify_the_seals_they_are_given() -> None:
     from gateway.crypto.jwks import KeyState, VerificationKey, public_jwk
     from gateway.crypto.seals import PrivateKeySigner, seal
     from gateway.crypto.sm2 import Sm2PrivateKey
