@@ -81,7 +81,7 @@ def wait_http(
 class Cluster:
     """The default federation on free loopback ports, state in ``base``, one process a node."""
 
-    def __init__(self, base: Path, server_cores: set[int]) -> None:
+    def __init__(self, base: Path, server_cores: set[int], *, seal_alg: str = "EdDSA") -> None:
         self.base = base
         self.server_cores = server_cores
         default = load_federation(env={})
@@ -95,6 +95,7 @@ class Cluster:
             )
         text = text.replace('data_dir = "var"', f'data_dir = "{base / "var"}"')
         text = text.replace('keys_dir = "keys"', f'keys_dir = "{base / "keys"}"')
+        text = text.replace('seal_alg = "EdDSA"', f'seal_alg = "{seal_alg}"')
         self.file = base / "federation.toml"
         self.file.write_text(text, encoding="utf-8")
         self.federation: Federation = load_federation(self.file, env={})

@@ -7,9 +7,12 @@ generator where the machine has two or more. Each measurement is warmed up, then
 (C) or the two registry sizes (D) back to back, so both sides of a ratio see the machine of
 the same minutes, and a figure is the median of its rounds' ratios or differences. The
 medians, the rounds' values and the ratios are printed, and the output ends with one line
-per figure: ``A 0.63``, ``B 0.88``, ``C p50_ms 0.7 p99_ms 3.9``, ``D 1.08``.
+per figure: ``A 0.63``, ``B 0.88``, ``C p50_ms 0.7 p99_ms 3.9``, ``D 1.08``, and for
+figure F (B with SM2 seals, in a second federation whose ``seal_alg`` is SM2)
+``E 0.90 sm2_per_s … ed25519_per_s … p256_per_s …``.
 
 ``BENCH_QUICK=1`` seeds 200,000 certificates instead of 1,000,000 for figure D.
+``BENCH_ONLY=F`` measures figure F alone (about a minute and a half).
 """
 
 from __future__ import annotations
@@ -30,8 +33,13 @@ from typing import Any, TypeVar
 
 import aiohttp
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from nacl.bindings import crypto_sign_open
+from tongsuopy.crypto import hashes as tongsuo_hashes
+from tongsuopy.crypto.asymciphers import ec as tongsuo_ec
 
 from bench.cluster import Cluster, Process, free_port, free_ports, split_cores, wait_http
 from bench.load import (
@@ -51,6 +59,9 @@ from gateway.sso.tokens import issue_access_token
 
 REPEATS = 3
 SMALL = 10_000
+E_SEED = 1_000
+"""Certificates seeded at the SM2 federation's zhuji for figure F (its batch needs 100 that
+pass)."""
 D_SAMPLE = 4000
 """Fetches a run of figure D measures (its p99 is the 40th slowest): more than the pool
 of a 10,000 registry holds (about 2,460), so a run fetches each of them once or twice."""
@@ -373,6 +384,37 @@ class Bench:
         )
         return ratio
 
+    # -- E ------------------------------------------------------------------------------------
+
+    def figure_f(self) -> tuple[float, dict[str, float]]:
+        """B with SM2 seals: the gateway's batch verification against a raw Tongsuo loop on the
+        same seals and keys (the library the gateway calls), and the three algorithms' raw
+        verify/s over the same signing inputs."""
+        log("\nF  POST /v1/seals/verify, batches of 100 SM2 seals (seal_alg = SM2)")
+        request = passing_batch(self.cluster, self.minter)
+        seals = orjson.loads(request.body)["seals"]
+        raw = raw_verifiers_by_alg(seals, self.jwks())
+        self.rate(request, 2, connections=4)
+        gateway, tongsuo, ed25519, sodium, p256 = side_by_side(
+            [
+                ("gateway, SM2 seals/s", lambda: 100 * self.rate(request, connections=4)),
+                ("raw tongsuopy SM2 verify loop, seals/s", raw["sm2"]),
+                ("raw cryptography Ed25519 loop, same inputs", raw["ed25519"]),
+                ("raw libsodium Ed25519 loop, same inputs", raw["libsodium"]),
+                ("raw cryptography P-256 loop, same inputs", raw["p256"]),
+            ],
+            "verify/s",
+        )
+        ratio, rounds = ratio_by_round(gateway, tongsuo)
+        log(f"  ratio gateway/raw tongsuopy loop (the figure): {ratio:.2f}   (rounds: {rounds})")
+        speeds = {
+            "sm2": statistics.median(tongsuo),
+            "ed25519": statistics.median(ed25519),
+            "ed25519_libsodium": statistics.median(sodium),
+            "p256": statistics.median(p256),
+        }
+        return ratio, speeds
+
     def jwks(self) -> dict[str, Any]:
         status, body = asyncio.run(
             get(Request("GET", self.cluster.url("zhuji") + "/.well-known/jwks.json", {}))
@@ -608,8 +650,103 @@ def raw_verifiers(seals: Sequence[str], jwks: dict[str, Any]) -> dict[str, Calla
     return {"cryptography": measure(with_openssl), "libsodium": measure(with_libsodium)}
 
 
+def raw_verifiers_by_alg(
+    seals: Sequence[str], jwks: dict[str, Any]
+) -> dict[str, Callable[[], float]]:
+    """Verify/s of bare loops over the signing inputs of ``seals``: SM2 with ``tongsuopy``
+    on the seals' own signatures and keys (signatures pre-encoded as the DER Tongsuo takes),
+    and Ed25519 (``cryptography`` and libsodium) and P-256 (``cryptography``) on signatures
+    of the same inputs by keys made here."""
+    keys = {}
+    for jwk in jwks["keys"]:
+        if jwk.get("crv") != "SM2":
+            raise RuntimeError("figure F's node seals with SM2")
+        point = b"\x04" + _b64(jwk["x"]) + _b64(jwk["y"])
+        keys[jwk["kid"]] = tongsuo_ec.EllipticCurvePublicKey.from_encoded_point(
+            tongsuo_ec.SM2(), point
+        )
+    scheme = tongsuo_ec.ECDSA(tongsuo_hashes.SM3())
+    sm2 = []
+    for token in seals:
+        head, payload, sig = token.split(".")
+        raw = _b64(sig)
+        der = encode_dss_signature(int.from_bytes(raw[:32]), int.from_bytes(raw[32:]))
+        sm2.append((keys[orjson.loads(_b64(head))["kid"]], der, f"{head}.{payload}".encode()))
+    inputs = [data for _, _, data in sm2]
+    ed_key = Ed25519PrivateKey.generate()
+    ed_public = ed_key.public_key()
+    ed = [(ed_key.sign(data), data) for data in inputs]
+    ed_raw = ed_public.public_bytes_raw()
+    sodium = [sig + data for sig, data in ed]
+    p256_key = ec.generate_private_key(ec.SECP256R1())
+    p256_public = p256_key.public_key()
+    p256 = [(p256_key.sign(data, ec.ECDSA(hashes.SHA256())), data) for data in inputs]
+
+    def measure(one_pass: Callable[[], None]) -> Callable[[], float]:
+        def rate() -> float:
+            done = 0
+            started = time.perf_counter()
+            while time.perf_counter() - started < 2.0:
+                one_pass()
+                done += len(inputs)
+            return done / (time.perf_counter() - started)
+
+        return rate
+
+    def with_tongsuo() -> None:
+        for key, der, data in sm2:
+            key.verify(der, data, scheme)
+
+    def with_cryptography_ed25519() -> None:
+        for sig, data in ed:
+            ed_public.verify(sig, data)
+
+    def with_libsodium() -> None:
+        for signed in sodium:
+            crypto_sign_open(signed, ed_raw)
+
+    def with_p256() -> None:
+        for sig, data in p256:
+            p256_public.verify(sig, data, ec.ECDSA(hashes.SHA256()))
+
+    return {
+        "sm2": measure(with_tongsuo),
+        "ed25519": measure(with_cryptography_ed25519),
+        "libsodium": measure(with_libsodium),
+        "p256": measure(with_p256),
+    }
+
+
+def _b64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def run_f(base: Path, server_cores: set[int], load_cores: set[int]) -> tuple[float, str]:
+    """Figure F in a federation of its own whose ``seal_alg`` is SM2: (ratio, summary line)."""
+    base.mkdir(parents=True, exist_ok=True)
+    cluster = Cluster(base, server_cores, seal_alg="SM2")
+    try:
+        log(f"\nseeding the SM2 federation's zhuji with {E_SEED:,} certificates …")
+        cluster.run("seed", "--node", "zhuji", "--count", str(E_SEED), "--seed", "1")
+        for node in sorted(cluster.federation.nodes, key=lambda n: n.kind != "idp"):
+            cluster.start(node.id)
+        wait_enrolled(cluster)
+        ratio, speeds = Bench(base, cluster, load_cores).figure_f()
+    finally:
+        cluster.stop_all()
+    line = (
+        f"F {ratio:.2f} sm2_per_s {speeds['sm2']:.0f} ed25519_per_s {speeds['ed25519']:.0f}"
+        f" ed25519_libsodium_per_s {speeds['ed25519_libsodium']:.0f}"
+        f" p256_per_s {speeds['p256']:.0f}"
+    )
+    return ratio, line
+
+
 def main() -> int:
     quick = os.environ.get("BENCH_QUICK") == "1"
+    only = os.environ.get("BENCH_ONLY", "")
+    if only not in ("", "F"):
+        raise SystemExit("BENCH_ONLY takes F (figure F alone)")
     big = int(os.environ.get("BENCH_D_COUNT", "200000" if quick else "1000000"))
     server_cores, load_cores = split_cores()
     info = machine()
@@ -623,11 +760,18 @@ def main() -> int:
     os.sched_setaffinity(0, load_cores)
     with tempfile.TemporaryDirectory(prefix="tongban-bench-") as tmp:
         base = Path(tmp)
+        if only == "F":
+            _, line = run_f(base / "sm2", server_cores, load_cores)
+            log(line)
+            return 0
         cluster = Cluster(base, server_cores)
         try:
-            return run(base, cluster, load_cores, big)
+            status = run(base, cluster, load_cores, big)
         finally:
             cluster.stop_all()
+        _, line = run_f(base / "sm2", server_cores, load_cores)
+        log(line)
+        return status
 
 
 def run(base: Path, cluster: Cluster, load_cores: set[int], big: int) -> int:

@@ -16,6 +16,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +50,19 @@ class Limits:
     """The request line (method, path and query, version); longer is refused (414)."""
     max_header_bytes: int = 16_384
     """One header line; longer is refused (431). At least ``max_token_bytes`` + 1 KiB."""
+    max_materials_per_case: int = 20
+    """Materials in one application (受理材料); more is refused (422)."""
+    max_material_bytes: int = 262_144
+    """One material's bytes once decoded; more is refused (413). The whole application
+    also fits ``max_body_bytes``."""
+    max_reason_length: int = 500
+    """A decision's reason, a correction item or a note, in characters."""
+    max_correction_items: int = 20
+    """Items in one 一次性补正 (request for correction) list."""
+    max_case_page: int = 100
+    """Cases in one page of a department's inbox or outbox."""
+    max_webhooks_per_department: int = 8
+    """Subscriptions one departmental system may hold at a node."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +95,30 @@ class Network:
     max_connections_per_peer: int = 64
     """Open connections to one peer at most: a frozen peer holds only these, never the
     connections every other route needs."""
+    outbox_retry_base_seconds: float = 0.5
+    """First pause before a case message or a webhook notification is tried again
+    (doubling, with jitter, per message)."""
+    outbox_retry_max_seconds: float = 30.0
+    """Longest pause between two tries of one case message or notification."""
+
+
+@dataclass(frozen=True, slots=True)
+class Calendar:
+    """Working days (工作日) for case time limits: weekends, the State Council's public
+    holidays, and the make-up working days (调休) that fall on a weekend.
+
+    Read from the federation file's ``[calendar]``; dates are the federation's local dates
+    (``utc_offset_hours``, China Standard Time by default)."""
+
+    utc_offset_hours: int = 8
+    weekend: tuple[int, ...] = (6, 7)
+    """ISO weekdays that are not working days (6 Saturday, 7 Sunday)."""
+    holidays: frozenset[date] = frozenset()
+    workdays: frozenset[date] = frozenset()
+    """Weekend dates that are working days (调休上班)."""
+    acceptance_days: int = 5
+    """Working days the owner has to accept, refuse or ask for corrections; after that the
+    application is deemed accepted (行政许可法 §32)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +144,9 @@ class Department:
     credit_code: str
     issues: tuple[str, ...]
     """Certificate types this department may issue at its node."""
+    kind: str = ""
+    """What the department is (``civil-affairs``, ``healthcare-security``, ``window``…):
+    a matter names the kind that owns it, and ``window`` departments receive applications."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +180,11 @@ class Agreement:
     """A point-to-point (点对点) link between two nodes."""
 
     nodes: tuple[NodeId, NodeId]
+    matters: tuple[str, ...] = ()
+    """Matters the two nodes' windows receive for each other (点对点跨省通办)."""
+
+    def covers(self, a: str, b: str, matter: str) -> bool:
+        return {a, b} == set(self.nodes) and matter in self.matters
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +232,15 @@ class Federation:
     limits: Limits
     nodes: tuple[NodeConfig, ...]
     network: Network = Network()
+    calendar: Calendar = Calendar()
     witness: Witness = Witness()
     agreements: tuple[Agreement, ...] = ()
     clients: tuple[Client, ...] = ()
     citizens: tuple[Citizen, ...] = ()
+    ed25519_alg: str = "EdDSA"
+    """The JWS name new Ed25519 seals and tokens carry (and their JWKs' ``alg``): RFC 8037's
+    ``EdDSA`` (the default: every library of the interop matrix verifies it) or RFC 9864's
+    ``Ed25519``. Both verify everywhere, whichever is chosen."""
     source: Path | None = field(default=None, compare=False)
 
     def node(self, node_id: str) -> NodeConfig:
@@ -332,6 +383,7 @@ class _Parser:
             "federation",
             "limits",
             "network",
+            "calendar",
             "witness",
             "nodes",
             "agreements",
@@ -347,8 +399,11 @@ class _Parser:
         host = self._get(fed, "host", str, where, default="127.0.0.1")
         audience = self._get(fed, "audience", str, where, default="tongban")
         seal_alg = self._get(fed, "seal_alg", str, where, default="EdDSA")
-        if seal_alg not in ("EdDSA", "ES256"):
-            raise self.fail(where, "seal_alg must be EdDSA or ES256", "seal_alg")
+        if seal_alg not in ("EdDSA", "ES256", "SM2"):
+            raise self.fail(where, "seal_alg must be EdDSA, ES256 or SM2", "seal_alg")
+        ed25519_alg = self._get(fed, "ed25519_alg", str, where, default="EdDSA")
+        if ed25519_alg not in ("EdDSA", "Ed25519"):
+            raise self.fail(where, "ed25519_alg must be EdDSA or Ed25519", "ed25519_alg")
         skew = self._get(fed, "clock_skew_seconds", int, where, default=60)
         if not 0 <= skew <= 300:
             raise self.fail(where, "clock_skew_seconds must be 0..300", "clock_skew_seconds")
@@ -377,6 +432,7 @@ class _Parser:
             key_passphrase=Secret(passphrase) if passphrase else None,
             limits=self._limits(),
             network=self._network(),
+            calendar=self._calendar(),
             witness=self._positive_numbers("witness", Witness),
             nodes=nodes,
             agreements=tuple(
@@ -384,6 +440,7 @@ class _Parser:
             ),
             clients=tuple(self._client(i, c, nodes) for i, c in enumerate(self._array("clients"))),
             citizens=tuple(self._citizen(i, c) for i, c in enumerate(self._array("citizens"))),
+            ed25519_alg=ed25519_alg,
             source=self.path,
         )
 
@@ -399,6 +456,40 @@ class _Parser:
 
     def _network(self) -> Network:
         return self._positive_numbers("network", Network)
+
+    def _calendar(self) -> Calendar:
+        table = self._table("calendar")
+        where = "[calendar]"
+        known = set(Calendar.__dataclass_fields__)
+        for key in table:
+            if key not in known:
+                raise self.fail(where, f"unknown calendar key {key!r}", key)
+        offset = self._get(table, "utc_offset_hours", int, where, default=8)
+        if not -12 <= offset <= 14:
+            raise self.fail(where, "utc_offset_hours must be -12..14", "utc_offset_hours")
+        weekend = self._get(table, "weekend", list, where, default=[6, 7])
+        if not all(is_int(d) and 1 <= d <= 7 for d in weekend) or len(set(weekend)) > 6:
+            raise self.fail(where, "weekend lists ISO weekdays 1..7 (not all seven)", "weekend")
+        days = self._get(table, "acceptance_days", int, where, default=5)
+        if not 1 <= days <= 60:
+            raise self.fail(where, "acceptance_days must be 1..60", "acceptance_days")
+        return Calendar(
+            utc_offset_hours=offset,
+            weekend=tuple(sorted(set(weekend))),
+            holidays=self._dates(table, "holidays", where),
+            workdays=self._dates(table, "workdays", where),
+            acceptance_days=days,
+        )
+
+    def _dates(self, table: Mapping[str, Any], key: str, where: str) -> frozenset[date]:
+        """A list of TOML dates (``2026-10-01``) or ISO date strings."""
+        found: set[date] = set()
+        for value in self._get(table, key, list, where, default=[]):
+            parsed = value if isinstance(value, date) else _iso_date(value)
+            if parsed is None:
+                raise self.fail(where, f"{key} lists dates (YYYY-MM-DD), not {value!r}", key)
+            found.add(parsed)
+        return frozenset(found)
 
     def _positive_numbers(self, section: str, kind: type[_Numbers]) -> _Numbers:
         """A table of positive numbers, each with its default (``[limits]``, ``[network]``)."""
@@ -475,11 +566,18 @@ class _Parser:
         issues = self._get(table, "issues", list, where, default=[])
         if not all(isinstance(t, str) for t in issues):
             raise self.fail(f"department {dept_id!r}", "issues must list type names", dept_id)
+        prefix = f"{node_id}-"
+        default_kind = dept_id[len(prefix) :] if dept_id.startswith(prefix) else dept_id
+        kind = self._get(table, "kind", str, where, default=default_kind)
+        if not _NODE_ID.fullmatch(kind):
+            raise self.fail(f"department {dept_id!r}", "kind must match [a-z][a-z0-9-]{1,31}",
+                            dept_id)  # fmt: skip
         return Department(
             id=DepartmentId(dept_id),
             name=self._get(table, "name", str, where),
             credit_code=code,
             issues=tuple(issues),
+            kind=kind,
         )
 
     def _check_nodes(self, nodes: tuple[NodeConfig, ...]) -> None:
@@ -525,7 +623,10 @@ class _Parser:
         for node_id in pair:
             if node_id not in node_ids:
                 raise self.fail(where, f"{node_id!r} is not a node", f'"{node_id}"')
-        return Agreement(nodes=(NodeId(pair[0]), NodeId(pair[1])))
+        matters = self._get(table, "matters", list, where, default=[])
+        if not all(isinstance(m, str) for m in matters):
+            raise self.fail(where, "matters must list matter ids", "matters =")
+        return Agreement(nodes=(NodeId(pair[0]), NodeId(pair[1])), matters=tuple(matters))
 
     def _client(self, i: int, table: dict[str, Any], nodes: tuple[NodeConfig, ...]) -> Client:
         where = f"clients[{i}]"
@@ -586,3 +687,12 @@ class _Parser:
             region=RegionCode(region),
             demo_password=Secret(demo) if demo else None,
         )
+
+
+def _iso_date(value: object) -> date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None

@@ -101,9 +101,25 @@ class SchemaViolation(InputError):
     status = 422
     title = "Document does not match its schema"
 
-    def __init__(self, detail: str, *, pointers: tuple[str, ...], errors: tuple[str, ...] = ()):
-        super().__init__(detail, pointers=pointers)
+    def __init__(
+        self,
+        detail: str,
+        *,
+        pointers: tuple[str, ...],
+        errors: tuple[str, ...] = (),
+        code: str | None = None,
+    ):
+        super().__init__(detail, pointers=pointers, code=code)
         self.errors = errors
+
+
+class Unprocessable(InputError):
+    """Well-formed, but not something this node can take (a matter its windows may not
+    receive, an owner that does not handle it): 422."""
+
+    code = "input.unprocessable"
+    status = 422
+    title = "Request cannot be processed"
 
 
 class InvalidIdentifier(InputError):
@@ -223,6 +239,16 @@ class ConflictError(GatewayError):
     code = "conflict"
     status = 409
     title = "Conflict"
+
+
+class BadTransition(ConflictError):
+    """A case action not allowed in the case's state; ``allowed`` names those that are."""
+
+    code = "case.bad_transition"
+
+    def __init__(self, detail: str, *, allowed: tuple[str, ...]) -> None:
+        super().__init__(detail)
+        self.allowed = allowed
 
 
 class NotReady(GatewayError):

@@ -12,6 +12,10 @@ class Scope(StrEnum):
     SEAL_VERIFY = "seal:verify"
     KEYS_ADMIN = "keys:admin"
     AUDIT_READ = "audit:read"
+    CASE_INTAKE = "case:intake"
+    """Receive applications at a window (受理窗口) and act for the applicant there."""
+    CASE_DECIDE = "case:decide"
+    """Decide the cases a department owns (业务属地部门)."""
 
 
 SCOPES = frozenset(scope.value for scope in Scope)

@@ -146,7 +146,30 @@ def report(indication: str = "PASSED") -> dict[str, Any]:
 def envelopes() -> list[tuple[str, dict[str, Any]]]:
     """Valid envelopes other than issue requests (which need the catalog's types)."""
     return [
-        ("exchange:status-request", {"action": "revoke", "reason": "证照信息有误，依申请撤销"}),
+        (
+            "exchange:case-request",
+            {
+                "matter": "maternity-benefit",
+                "owner": {"node": "shanghai"},
+                "channel": "window",
+                "applicant": {"id_type": "111", "id": PERSON["id"], "name": "陈思远"},
+                "identity_checked_by": "zj-0421",
+                "delivery": "online",
+                "materials": {
+                    "application-form": {"content": "eyJhIjoxfQ", "media_type": "application/json"},
+                    "birth-medical-certificate": {
+                        "content": "JVBERi0",
+                        "media_type": "application/pdf",
+                        "checked_original": True,
+                    },
+                    "bank-account": {"declared": True},
+                },
+            },
+        ),
+        (
+            "exchange:case-action",
+            {"action": "request_correction", "items": [{"material": "x-1", "reason": "不清晰"}]},
+        ),
         ("exchange:status-request", {"action": "suspend", "reason": "x"}),
         (
             "exchange:lookup-request",

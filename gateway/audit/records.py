@@ -57,6 +57,9 @@ class AuditKind(StrEnum):
     CONSENT_USE = "consent_use"
     KEY_EVENT = "key_event"
     TRUST_LIST = "trust_list"
+    CASE_EVENT = "case_event"
+    """A case received, or a transition of a case taken at this node (its sealed event's
+    digest; the applicant only as a digest)."""
 
 
 AuditItem = tuple[AuditKind, str, str | None, Mapping[str, Any] | None]

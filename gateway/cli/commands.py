@@ -15,7 +15,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from gateway._internal.wire import b64url_encode, loads
+from gateway._internal.wire import b64url_decode, b64url_encode, loads
+from gateway.cases.case import check_case_number
+from gateway.cases.documents import RECEIPT_TYP, case_document_type, verify_case_document
 from gateway.certificates.revocation import (
     IssuanceProof,
     ProvenIssuances,
@@ -28,7 +30,7 @@ from gateway.cli.console import table
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import Clock, SystemClock, to_rfc3339
 from gateway.config import Federation, NodeConfig
-from gateway.crypto.jwks import KeyResolver, StaticKeyResolver
+from gateway.crypto.jwks import KeyResolver, StaticKeyResolver, ed25519_name, key_alg
 from gateway.crypto.seals import verify_seal
 from gateway.errors import ConfigError, GatewayError, InputError, NetworkError
 from gateway.federation.partner_watch import partners_of
@@ -37,6 +39,7 @@ from gateway.http.appkeys import LINKS, NODE
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import NATIONAL, KeyId, NodeId
 from gateway.server.node import open_idp_service, open_node_service, open_nonce_store
+from gateway.storage.cases import SqliteCaseStore
 from gateway.trust.rootkey import load_root_public
 from gateway.trust.trust_list import (
     TrustListResolver,
@@ -436,6 +439,8 @@ def verify_offline(
         keys = StaticKeyResolver.from_jwks(jwks, node=NodeId(node) if node else None)
     else:
         raise ConfigError("name the keys: --trust-list FILE --root-key FILE, or --jwks FILE")
+    if case_document_type(token) is not None:
+        return _verify_case_document(token, keys, as_json=as_json)
     proven: ProvenIssuances = {}
     if issuance_proof_file is not None:
         if trust_list_file is None:
@@ -494,6 +499,134 @@ def _offline_issuance_proof(
         print(f"tongban: the issuance proof does not hold: {exc.detail} ({why})", file=sys.stderr)
         return {}
     return {cert_id: proven}
+
+
+def _verify_case_document(token: str, keys: KeyResolver, *, as_json: bool) -> int:
+    """A case's receipt or event: its seal by the node that made it, as for a seal."""
+    typ = case_document_type(token)
+    try:
+        verified = verify_case_document(token, keys, now=SystemClock().now())
+    except GatewayError as exc:
+        print(f"result: FAILED ({exc.code})\n{typ}: {exc.detail}")
+        return 1
+    claims = dict(verified.payload)
+    if as_json:
+        body = {
+            "indication": "PASSED",
+            "typ": typ,
+            "node": verified.node,
+            "kid": verified.kid,
+            "signed_at": verified.signed_at_text,
+            "document": claims,
+        }
+        print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    lines = [
+        f"result: PASSED ({typ})",
+        f"node: {verified.node}",
+        f"kid: {verified.kid}",
+        f"signed_at: {verified.signed_at_text}",
+        f"case: {claims.get('case')}",
+    ]
+    if typ == RECEIPT_TYP:
+        lines.append(f"promised_by: {claims.get('promised_by')}")
+        lines.append(
+            table(
+                ["material", "form", "level", "sha256"],
+                [
+                    [m["id"], m["form"], m["level"], m.get("sha256") or m.get("certificate_id", "")]
+                    for m in claims.get("materials", [])
+                ],
+            )
+        )
+    else:
+        lines.append(
+            f"event: #{claims.get('seq')} {claims.get('action')} "
+            f"{claims.get('from')} → {claims.get('to')}"
+        )
+    print("\n".join(lines))
+    return 0
+
+
+def cases_list(
+    federation: Federation, node_id: str, *, state: str | None, limit: int, as_json: bool
+) -> int:
+    """``tongban cases list --node N``: the node's cases, read from its case store."""
+    store = _case_store(federation, node_id)
+    now = SystemClock().now()
+    try:
+        cases = [c for c in store.all_cases(after=None, limit=100_000) if state in (None, c.state)]
+    finally:
+        store.close()
+    cases = cases[-limit:]
+    if as_json:
+        print(
+            orjson.dumps([c.to_json(now=now) for c in cases], option=orjson.OPT_INDENT_2).decode()
+        )
+        return 0
+    rows = [
+        [
+            c.id,
+            c.matter,
+            c.state.value,
+            f"{c.window.node}/{c.window.department or 'online'}",
+            f"{c.owner.node}/{c.owner.department}",
+            to_rfc3339(c.due_at)[:10],
+            "OVERDUE" if c.overdue(now) else "",
+        ]
+        for c in cases
+    ]
+    print(table(["case", "matter", "state", "window", "owner", "due", ""], rows))
+    print(f"{len(rows)} case(s) at {node_id}")
+    return 0
+
+
+def cases_show(federation: Federation, node_id: str, case_id: str, *, as_json: bool) -> int:
+    """``tongban cases show --node N CASE``: one case and its sealed events."""
+    store = _case_store(federation, node_id)
+    try:
+        case = store.get(check_case_number(case_id))
+        events = store.events(case.id)
+    finally:
+        store.close()
+    now = SystemClock().now()
+    document = case.to_json(now=now)
+    claims = [orjson.loads(b64url_decode(e.token.split(".")[1])) for e in events]
+    if as_json:
+        document["events"] = claims
+        print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(
+        f"case {case.id}: {case.matter} — {case.state.value}"
+        + (f" ({case.outcome})" if case.outcome else "")
+    )
+    print(
+        f"window {case.window.node}/{case.window.department or 'online'} → "
+        f"owner {case.owner.node}/{case.owner.department}"
+    )
+    print(f"due {to_rfc3339(case.due_at)}" + (" OVERDUE" if case.overdue(now) else ""))
+    rows = [
+        [
+            c["seq"],
+            c["action"],
+            f"{c['from']} → {c['to']}",
+            c["iss"],
+            c["actor"],
+            c["at"],
+            c.get("reason") or "",
+        ]
+        for c in claims
+    ]
+    print(table(["#", "action", "state", "node", "actor", "at", "reason"], rows))
+    return 0
+
+
+def _case_store(federation: Federation, node_id: str) -> SqliteCaseStore:
+    node = federation.node(node_id)
+    path = federation.data_dir / node.id / "cases.sqlite3"
+    if not path.is_file():
+        raise ConfigError(f"node {node.id!r} has no case store at {path} (has it run?)")
+    return SqliteCaseStore(path)
 
 
 def format_report(report: dict[str, object]) -> str:
@@ -597,14 +730,22 @@ def keys_admin(
     *,
     kid: str | None = None,
     at: int | None = None,
+    alg: str | None = None,
 ) -> int:
     """``tongban keys list|rotate|retire|revoke --node N``: the running node's admin API,
-    called with the node's ops client's demo credentials (scope ``keys:admin``)."""
-    return asyncio.run(_keys_admin(federation, node_id, action, kid=kid, at=at))
+    called with the node's ops client's demo credentials (scope ``keys:admin``).
+    ``rotate --alg SM2`` rotates to a key of another algorithm."""
+    return asyncio.run(_keys_admin(federation, node_id, action, kid=kid, at=at, alg=alg))
 
 
 async def _keys_admin(
-    federation: Federation, node_id: str, action: str, *, kid: str | None, at: int | None
+    federation: Federation,
+    node_id: str,
+    action: str,
+    *,
+    kid: str | None,
+    at: int | None,
+    alg: str | None = None,
 ) -> int:
     node = federation.node(node_id)
     operator = "national" if node.kind == "idp" else node.id  # national operates the IdP
@@ -630,7 +771,9 @@ async def _keys_admin(
             if action == "list":
                 request = session.get(base, headers=headers)
             elif action == "rotate":
-                request = session.post(f"{base}/rotate", headers=headers)
+                request = session.post(
+                    f"{base}/rotate", headers=headers, json={"alg": alg} if alg else None
+                )
                 print(
                     f"tongban: rotating {node_id}'s seal key (waits for the trust list "
                     "to reach every node)…",
@@ -679,8 +822,9 @@ def keys_list(federation: Federation, node_id: str) -> int:
         node.id,
         clock=SystemClock(),
         passphrase=federation.key_passphrase,
-        default_alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
+        default_alg=key_alg(federation.seal_alg),
         validity_days=federation.key_validity_days,
+        ed25519_name=ed25519_name(federation.ed25519_alg),
     )
     rows = [
         [
@@ -699,6 +843,8 @@ def keys_list(federation: Federation, node_id: str) -> int:
 
 __all__ = [
     "audit_verify",
+    "cases_list",
+    "cases_show",
     "export",
     "format_report",
     "keys_admin",

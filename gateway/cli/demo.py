@@ -17,6 +17,11 @@ over HTTP. The tour follows DESIGN.md "The demo":
 
 6. Ops rotate Zhuji's seal key: the old certificate still verifies, new ones use the new key.
 7. The case's audit trail is printed and each entry is proven in Zhuji's signed tree head.
+8. 受办分离 · 代收代办: at Zhuji's 区域通办 window an applicant insured in Shanghai applies
+   for 生育保险待遇; Zhuji receives (a sealed receipt) and forwards; Shanghai asks for one
+   correction; Zhuji supplements; Shanghai accepts and approves (the result certificate is
+   sealed in Shanghai); Zhuji fetches it with the applicant's consent and the case closes.
+   Every step is a sealed event, the same at both ends, proven in its node's audit log.
 
 Every step checks its outcome; the tour exits non-zero at the first surprise.
 """
@@ -401,6 +406,248 @@ async def _steps(session: aiohttp.ClientSession, federation: Federation, base: P
         ),
         "no holder ID number in clear anywhere in the log (keyed digests only)",
     )
+    resident_id = next(
+        r["certificate_id"]
+        for r in fetched
+        if r["type"] == "resident_id" and r["node"] == "shanghai"
+    )
+    await _case_act(session, federation, base, idp, resident_id)
+
+
+CASE_MATTER = "maternity-benefit"
+
+
+def _b64(data: bytes) -> str:
+    return b64url_encode(data)
+
+
+async def _until_state(client: Client, case_id: str, state: str) -> dict[str, Any]:
+    """The case as ``client``'s node holds it, once it is in ``state``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_TIMEOUT
+    while True:
+        status, body = await client.call("GET", f"/v1/cases/{case_id}")
+        if status == 200 and body["state"] == state:
+            return dict(body)
+        if loop.time() > deadline:
+            raise DemoFailure(f"case {case_id} never became {state} at {client.base}: {body}")
+        await asyncio.sleep(0.05)
+
+
+async def _case_act(
+    session: aiohttp.ClientSession,
+    federation: Federation,
+    base: Path,
+    idp: IdpClient,
+    resident_id: str,
+) -> None:
+    print(
+        heading("8. 受办分离 · 代收代办: Zhuji's window receives, Shanghai decides (生育保险待遇)")
+    )
+    window = await login(session, federation, idp, "zhuji-service-center")
+    owner = await login(session, federation, idp, "shanghai-healthcare-security")
+    invoices = "%PDF-1.7 ... 生育医疗费用票据 (scan)".encode()
+    application = {
+        "matter": CASE_MATTER,
+        "owner": {"node": "shanghai"},
+        "channel": "window",
+        "applicant": GROOM,
+        "identity_checked_by": "zj-window-0421",
+        "delivery": "online",
+        "materials": {
+            "application-form": {
+                "content": _b64(b'{"form": "maternity-benefit", "births": 1}'),
+                "media_type": "application/json",
+            },
+            "resident-id": {"certificate_id": resident_id},
+            "birth-medical-certificate": {
+                "content": _b64("%PDF-1.7 ... 出生医学证明 (scan)".encode()),
+                "media_type": "application/pdf",
+                "checked_original": True,
+            },
+            "medical-invoices": {"content": _b64(invoices), "media_type": "application/pdf"},
+            "bank-account": {"declared": True},
+        },
+    }
+    incomplete = {**application, "materials": {"bank-account": {"declared": True}}}
+    status, body = await window.call("POST", "/v1/cases", incomplete)
+    missing = [e["pointer"] for e in body.get("errors", [])] if isinstance(body, dict) else []
+    expect(
+        status == 422 and body.get("code") == "case.materials_missing" and len(missing) == 4,
+        "an incomplete application is refused naming every missing material at once: "
+        + ", ".join(missing),
+    )
+    status, case = await window.call("POST", "/v1/cases", application)
+    expect(status == 201, f"Zhuji's window received case {case.get('id')} for Shanghai's 医保局")
+    case_id = case["id"]
+    print(
+        table(
+            ["material", "form", "level", "digest or certificate"],
+            [
+                [
+                    m["id"],
+                    m["form"],
+                    m["level"],
+                    (m.get("sha256") or m.get("certificate_id", ""))[:24],
+                ]
+                for m in case["materials"]
+            ],
+        )
+    )
+    receipt_file, trust_file = base / "receipt.jws", base / "trust-list.jws"
+    receipt_file.write_text(case["receipt"] + "\n", encoding="ascii")
+    async with session.get(federation.url("zhuji") + "/v1/trust-list") as response:
+        trust_file.write_text(await response.text(), encoding="ascii")  # after the rotation
+    print(
+        f"\n  $ tongban verify {receipt_file.name} --trust-list trust-list.jws "
+        "--root-key root.jwk.json"
+    )
+    code = verify_offline(
+        receipt_file,
+        trust_list_file=trust_file,
+        root_key=federation.keys_dir / "_federation" / ROOT_JWK_FILE,
+    )
+    expect(code == 0, "the sealed receipt (收件凭证) verifies offline, like any seal")
+
+    arrived = await _until_state(owner, case_id, "pending_acceptance")
+    expect(True, f"forwarded under hop proofs; arrived in Shanghai, due {arrived['due_at'][:10]}")
+    status, body = await owner.call(
+        "POST",
+        f"/v1/cases/{case_id}/actions",
+        {
+            "action": "request_correction",
+            "items": [{"material": "medical-invoices", "reason": "票据不清晰，请重新扫描上传"}],
+        },
+    )
+    expect(status == 200, "Shanghai asks for one correction (一次性补正告知), a sealed event")
+    await _until_state(window, case_id, "awaiting_correction")
+    status, body = await window.call(
+        "POST",
+        f"/v1/cases/{case_id}/actions",
+        {
+            "action": "supplement",
+            "materials": {
+                "medical-invoices": {
+                    "content": _b64(invoices + b" (rescanned)"),
+                    "media_type": "application/pdf",
+                    "checked_original": True,
+                }
+            },
+        },
+    )
+    expect(
+        status == 200 and body["state"] == "pending_acceptance",
+        "Zhuji supplements the invoices; Shanghai took the event before Zhuji wrote it",
+    )
+    status, body = await owner.call("POST", f"/v1/cases/{case_id}/actions", {"action": "approve"})
+    expect(
+        status == 409 and body.get("code") == "case.bad_transition",
+        f"approving before accepting is refused (409), allowed now: {body.get('allowed')}",
+    )
+    status, body = await owner.call("POST", f"/v1/cases/{case_id}/actions", {"action": "accept"})
+    expect(status == 200, "Shanghai accepts (受理)")
+    today = certificate_date(SystemClock().now()).isoformat()
+    status, body = await owner.call(
+        "POST",
+        f"/v1/cases/{case_id}/actions",
+        {
+            "action": "approve",
+            "result": {
+                "valid_from": today,
+                "valid_until": None,
+                "data": {
+                    "decision_date": today,
+                    "medical_expenses": 5230.0,
+                    "allowance_days": 128,
+                    "allowance_amount": 42150.4,
+                },
+            },
+        },
+    )
+    expect(status == 200 and body.get("result"), "Shanghai approves; the result is sealed there")
+    decision = body["result"]["certificate_id"]
+    status, body = await owner.call(
+        "POST",
+        f"/v1/cases/{case_id}/actions",
+        {"action": "deliver", "delivery": {"method": "online"}},
+    )
+    expect(status == 200, f"decision {decision} delivered online")
+    await _until_state(window, case_id, "delivered")
+
+    citizen = next(c for c in federation.citizens if c.id == GROOM["id"])
+    password = citizen.demo_password.reveal() if citizen.demo_password else ""
+    holder_token = await idp.holder_login(citizen.id, password)
+    consent = await idp.grant_consent(
+        holder_token,
+        department="zhuji-service-center",
+        matter=CASE_MATTER,
+        types=["maternity_benefit"],
+        until=int(SystemClock().now()) + 3600,
+    )
+    status, fetched = await window.call(
+        "GET", f"/v1/certificates/{decision}?matter={CASE_MATTER}", consent=consent
+    )
+    expect(
+        status == 200 and fetched["report"]["indication"] == "PASSED",
+        "with the applicant's consent, Zhuji fetches the sealed decision: "
+        + " → ".join(fetched.get("route", [])),
+    )
+    status, body = await window.call("POST", f"/v1/cases/{case_id}/actions", {"action": "complete"})
+    expect(status == 200 and body["state"] == "closed", "handed over at Zhuji: the case closes")
+    await _until_state(owner, case_id, "closed")
+
+    _, here = await window.call("GET", f"/v1/cases/{case_id}/events")
+    _, there = await owner.call("GET", f"/v1/cases/{case_id}/events")
+    print(
+        table(
+            ["#", "action", "state", "sealed by", "actor"],
+            [
+                [e["seq"], e["action"], f"{e['from']} → {e['to']}", e["iss"], e["actor"]]
+                for e in there["events"]
+            ],
+        )
+    )
+    expect(
+        [e["event"] for e in here["events"]] == [e["event"] for e in there["events"]],
+        f"both ends hold the same {len(there['events'])} sealed events, in the same order",
+    )
+    proven = 0
+    for node, client_id in (("zhuji", "zhuji-ops"), ("shanghai", "shanghai-ops")):
+        ops = await login(session, federation, idp, client_id)
+        proven += await _prove_events(ops, node, there["events"])
+    expect(
+        proven == len(there["events"]),
+        f"each of the {proven} events is in its acting node's audit log, proven in its signed head",
+    )
+
+
+async def _prove_events(ops: Client, node: str, events: list[dict[str, Any]]) -> int:
+    """How many of ``events`` sealed by ``node`` its audit log holds, each proven included."""
+    _, head = await ops.call("GET", "/v1/audit/head")
+    _, page = await ops.call("GET", f"/v1/audit/entries?start=0&end={head['tree_size']}")
+    by_event = {e["details"].get("event"): e for e in page["entries"] if e["kind"] == "case_event"}
+    proven = 0
+    for event in events:
+        if event["iss"] != node:
+            continue
+        entry = by_event.get(event["id"])
+        if (
+            entry is None
+            or entry["details"]["digest"] != hashlib.sha256(event["event"].encode()).hexdigest()
+        ):
+            raise DemoFailure(f"event {event['seq']} is not in {node}'s audit log")
+        _, proof = await ops.call(
+            "GET", f"/v1/audit/proofs/inclusion?seq={entry['seq']}&tree_size={head['tree_size']}"
+        )
+        verify_inclusion(
+            leaf_hash(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)),
+            entry["seq"],
+            head["tree_size"],
+            [b64url_decode(p) for p in proof["proof"]],
+            b64url_decode(head["root_hash"]),
+        )
+        proven += 1
+    return proven
 
 
 def home_certificates(person: dict[str, str], address: str) -> list[dict[str, Any]]:

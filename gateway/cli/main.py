@@ -95,6 +95,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit_verify.add_argument("--node", required=True)
 
+    cases = sub.add_parser("cases", help="a node's cases (办件), read from its case store")
+    cases_sub = cases.add_subparsers(dest="cases_command", required=True, metavar="ACTION")
+    cases_list = cases_sub.add_parser("list", help="the node's cases, newest last")
+    cases_list.add_argument("--node", required=True)
+    cases_list.add_argument("--state", default=None, help="only cases in this state")
+    cases_list.add_argument("--limit", type=int, default=50, help="at most this many (last)")
+    cases_list.add_argument("--json", action="store_true")
+    cases_show = cases_sub.add_parser("show", help="one case and its sealed events")
+    cases_show.add_argument("--node", required=True)
+    cases_show.add_argument("case", help="the case number, e.g. 330681-20261204-000001")
+    cases_show.add_argument("--json", action="store_true")
+
     keys = sub.add_parser("keys", help="seal keys of a node")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     keys_list = keys_sub.add_parser("list", help="list a node's seal keys")
@@ -104,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     keys_rotate = keys_sub.add_parser("rotate", help="rotate a running node's seal key")
     keys_rotate.add_argument("--node", required=True)
+    keys_rotate.add_argument(
+        "--alg",
+        choices=["EdDSA", "Ed25519", "ES256", "SM2"],
+        default=None,
+        help="the new key's algorithm (default: the federation file's seal_alg)",
+    )
     keys_retire = keys_sub.add_parser("retire", help="retire a key (it keeps verifying)")
     keys_retire.add_argument("--node", required=True)
     keys_retire.add_argument("kid")
@@ -172,6 +190,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.export(_federation(args), args.node, args.output)
     if args.command == "audit":
         return commands.audit_verify(_federation(args), args.node)
+    if args.command == "cases":
+        if args.cases_command == "list":
+            return commands.cases_list(
+                _federation(args), args.node, state=args.state, limit=args.limit, as_json=args.json
+            )
+        return commands.cases_show(_federation(args), args.node, args.case, as_json=args.json)
     if args.command == "keys":
         federation = _federation(args)
         if args.keys_command == "list" and args.offline:
@@ -182,6 +206,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.keys_command,
             kid=getattr(args, "kid", None),
             at=getattr(args, "at", None),
+            alg=getattr(args, "alg", None),
         )
         if status == 0 and getattr(args, "reseal", False):
             return commands.reseal(federation, args.node, args.kid)

@@ -1,8 +1,9 @@
 """Seal public keys as JWKs (RFC 7517), with Tongban's status and validity members.
 
 A node publishes its seal keys at ``/.well-known/jwks.json``. Each key is an ``OKP``/``Ed25519``
-(alg ``EdDSA``, RFC 8037) or ``EC``/``P-256`` (alg ``ES256``) public key whose ``kid`` is its
-RFC 7638 SHA-256 thumbprint, plus members of our own::
+(alg ``EdDSA``, RFC 8037, or its fully-specified name ``Ed25519``, RFC 9864), ``EC``/``P-256``
+(alg ``ES256``) or ``EC``/``SM2`` (alg ``SM2``, GB/T 32918: private use, no JOSE registration)
+public key whose ``kid`` is its RFC 7638 SHA-256 thumbprint, plus members of our own::
 
     {"kty": "OKP", "crv": "Ed25519", "x": "…", "kid": "…", "alg": "EdDSA",
      "use": "sig", "key_ops": ["verify"], "status": "active",
@@ -30,11 +31,58 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nacl.bindings import crypto_core_ed25519_is_valid_point
 
 from gateway._internal.wire import b64url_decode, b64url_encode, is_int
+from gateway.crypto.sm2 import Sm2PublicKey
 from gateway.errors import InputError, SealError, SealIndeterminate
 from gateway.ids import KeyId, NodeId
 
-Alg = Literal["EdDSA", "ES256"]
-PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
+Alg = Literal["EdDSA", "ES256", "SM2"]
+"""The algorithm a key is pinned to (``EdDSA`` for every Ed25519 key, whatever its name)."""
+JwsAlg = Literal["EdDSA", "Ed25519", "ES256", "SM2"]
+"""A name a JWS header (and a JWK's ``alg``) may carry."""
+Ed25519Name = Literal["EdDSA", "Ed25519"]
+"""The two names of Ed25519 signatures: RFC 8037's ``EdDSA`` and RFC 9864's ``Ed25519``."""
+ED25519_NAMES: tuple[Ed25519Name, ...] = ("EdDSA", "Ed25519")
+PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey | Sm2PublicKey
+
+_NAMES: Mapping[Alg, frozenset[str]] = MappingProxyType(
+    {
+        "EdDSA": frozenset(ED25519_NAMES),
+        "ES256": frozenset({"ES256"}),
+        "SM2": frozenset({"SM2"}),
+    }
+)
+
+
+def jws_names(alg: Alg) -> frozenset[str]:
+    """The header ``alg`` values a key pinned to ``alg`` verifies: both names of Ed25519 on an
+    Ed25519 key (and on nothing else), exactly ``ES256`` and ``SM2`` on the others."""
+    return _NAMES[alg]
+
+
+def key_alg(name: str) -> Alg:
+    """A configured seal algorithm (``seal_alg``) as a key algorithm."""
+    if name == "ES256":
+        return "ES256"
+    if name == "SM2":
+        return "SM2"
+    if name in ED25519_NAMES:
+        return "EdDSA"
+    raise SealError(f"unsupported seal algorithm {name[:16]!r}", code="jwk.unsupported_key")
+
+
+def ed25519_name(name: str) -> Ed25519Name:
+    """A configured name of Ed25519 signatures (``ed25519_alg``)."""
+    if name == "Ed25519":
+        return "Ed25519"
+    if name == "EdDSA":
+        return "EdDSA"
+    raise SealError(f"{name[:16]!r} is not a name of Ed25519", code="jwk.unsupported_key")
+
+
+def jws_name(alg: Alg, ed25519_name: Ed25519Name = "EdDSA") -> JwsAlg:
+    """The name new signatures by a key pinned to ``alg`` carry."""
+    return ed25519_name if alg == "EdDSA" else alg
+
 
 MAX_JWKS_KEYS = 256
 """A JWKS with more keys than this is refused (bounded work on untrusted input)."""
@@ -69,6 +117,9 @@ class VerificationKey:
     revoked_at: float | None
     verify_allowed: bool
     """False when the JWK's ``use`` is not ``sig`` or its ``key_ops`` lack ``verify``."""
+    published_alg: JwsAlg | None = None
+    """The JWK ``alg`` the key is published under when it is not ``alg`` (``Ed25519``, the
+    RFC 9864 name of an Ed25519 key): kept so the trust list republishes it as the node did."""
 
 
 class KeyResolver(Protocol):
@@ -111,7 +162,7 @@ def thumbprint_of_members(required: Mapping[str, str]) -> KeyId:
 
 
 def thumbprint(public_key: PublicKey) -> KeyId:
-    """The RFC 7638 SHA-256 thumbprint of an Ed25519 or P-256 public key."""
+    """The RFC 7638 SHA-256 thumbprint of an Ed25519, P-256 or SM2 public key."""
     return thumbprint_of_members(_required_members(public_key))
 
 
@@ -123,14 +174,20 @@ def alg_for(public_key: object) -> Alg:
         public_key.curve, ec.SECP256R1
     ):
         return "ES256"
+    if isinstance(public_key, Sm2PublicKey):
+        return "SM2"
     raise SealError(
-        "only Ed25519 and P-256 keys are supported",
+        "only Ed25519, P-256 and SM2 keys are supported",
         code="jwk.unsupported_key",
         log_detail=f"key type {type(public_key).__name__}",
     )
 
 
 def _required_members(public_key: PublicKey) -> dict[str, str]:
+    if isinstance(public_key, Sm2PublicKey):
+        raw = public_key.public_bytes_raw()
+        x, y = raw[:_COORD_BYTES], raw[_COORD_BYTES:]
+        return {"crv": "SM2", "kty": "EC", "x": b64url_encode(x), "y": b64url_encode(y)}
     if alg_for(public_key) == "EdDSA":
         raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
         return {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(raw)}
@@ -147,7 +204,7 @@ def public_jwk(key: VerificationKey) -> dict[str, Any]:
     jwk: dict[str, Any] = _required_members(key.public_key)
     jwk.update(
         kid=key.kid,
-        alg=key.alg,
+        alg=key.published_alg or key.alg,
         use="sig",
         key_ops=["verify"],
         status=key.state.value,
@@ -216,8 +273,13 @@ def _public_key(obj: Mapping[str, Any]) -> PublicKey:
             return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
         except ValueError as exc:
             raise _bad("EC public key is not a point on P-256", "jwk.invalid_key") from exc
+    if kty == "EC" and crv == "SM2":
+        try:
+            return Sm2PublicKey.from_coordinates(_coordinate(obj, "x"), _coordinate(obj, "y"))
+        except ValueError as exc:
+            raise _bad("EC public key is not a point on SM2", "jwk.invalid_key") from exc
     raise SealError(
-        "only OKP/Ed25519 and EC/P-256 keys are supported",
+        "only OKP/Ed25519, EC/P-256 and EC/SM2 keys are supported",
         code="jwk.unsupported_key",
         log_detail=f"kty={str(kty)[:16]!r} crv={str(crv)[:16]!r}",
     )
@@ -257,12 +319,12 @@ def parse_jwk(obj: Mapping[str, Any], *, node: NodeId | None = None) -> Verifica
     # 1. never accept private material, whatever else the object says
     if "d" in obj:
         raise _bad("a JWKS must not contain private keys", "jwk.private_key")
-    # 2. the key itself: only the two supported types, strictly encoded, on the curve
+    # 2. the key itself: only the three supported types, strictly encoded, on the curve
     public_key = _public_key(obj)
     alg = alg_for(public_key)
-    # 3. `alg`, if present, must be the key type's one algorithm
+    # 3. `alg`, if present, must name the key type's one algorithm (Ed25519: either name)
     declared_alg = _string(obj, "alg", required=False)
-    if declared_alg is not None and declared_alg != alg:
+    if declared_alg is not None and declared_alg not in jws_names(alg):
         raise _bad(f"JWK declares alg {declared_alg[:16]!r} for an {alg} key", "jwk.alg_mismatch")
     # 4. `kid` must be the RFC 7638 thumbprint, so a kid names exactly one key
     kid = _string(obj, "kid", required=True)
@@ -291,6 +353,7 @@ def parse_jwk(obj: Mapping[str, Any], *, node: NodeId | None = None) -> Verifica
         not_after=not_after,
         revoked_at=revoked_at,
         verify_allowed=verify_allowed,
+        published_alg="Ed25519" if declared_alg == "Ed25519" else None,
     )
 
 

@@ -4,6 +4,8 @@ Layout (directory 0700, every file 0600, all ignored by git)::
 
     keys/<node>/keyring.json        key metadata: kid, alg, state, times (no secrets)
     keys/<node>/<kid>.pem           PKCS#8 private key, encrypted when a passphrase is set
+                                    (Ed25519 and P-256 through pyca/cryptography, SM2 through
+                                    Tongsuo: see :mod:`gateway.crypto.sm2`)
     keys/_federation/holder.secret  the HMAC key for holder-id digests, shared by every node
                                     and the IdP, so a holder's digest is the same everywhere
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -37,6 +40,8 @@ from gateway._internal.secret import Secret
 from gateway.clock import Clock
 from gateway.crypto.jwks import (
     Alg,
+    Ed25519Name,
+    JwsAlg,
     KeyState,
     StaticKeyResolver,
     VerificationKey,
@@ -45,6 +50,7 @@ from gateway.crypto.jwks import (
     thumbprint,
 )
 from gateway.crypto.seals import PrivateKeySigner
+from gateway.crypto.sm2 import Sm2PrivateKey
 from gateway.errors import KeyStoreError, NotFoundError
 from gateway.ids import KeyId, NodeId
 
@@ -52,6 +58,8 @@ _KEYRING = "keyring.json"
 FEDERATION_DIR = "_federation"
 _HOLDER_SECRET = "holder.secret"  # noqa: S105 - a file name, not a secret
 _DAY = 86_400.0
+
+SealPrivateKey = PrivateKey | Sm2PrivateKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +112,23 @@ def _alg(value: object) -> Alg:
         return "EdDSA"
     if value == "ES256":
         return "ES256"
+    if value == "SM2":
+        return "SM2"
     raise KeyStoreError(f"unsupported key algorithm {value!r}")
 
 
 def generate_private_key(alg: Alg) -> PrivateKey:
+    """A new Ed25519 or P-256 key (pyca/cryptography's types; SM2: :func:`generate_seal_key`)."""
     if alg == "EdDSA":
         return Ed25519PrivateKey.generate()
+    if alg == "SM2":
+        raise KeyStoreError("an SM2 key is not a pyca/cryptography key", code="keys.bad_alg")
     return ec.generate_private_key(ec.SECP256R1())
+
+
+def generate_seal_key(alg: Alg) -> SealPrivateKey:
+    """A new seal key of any supported algorithm."""
+    return Sm2PrivateKey.generate() if alg == "SM2" else generate_private_key(alg)
 
 
 class KeyStore:
@@ -124,10 +142,11 @@ class KeyStore:
         clock: Clock,
         passphrase: Secret | None,
         records: list[KeyRecord],
-        private: dict[KeyId, PrivateKey],
+        private: dict[KeyId, SealPrivateKey],
         holder_secret: bytes,
         default_alg: Alg,
         validity_days: int,
+        ed25519_name: Ed25519Name = "EdDSA",
     ) -> None:
         self.directory = directory
         self.node = node
@@ -139,6 +158,7 @@ class KeyStore:
         """Signers made so far, by kid (a kid's private key never changes)."""
         self._holder_secret = holder_secret
         self._default_alg = default_alg
+        self._ed25519_name: Ed25519Name = ed25519_name
         self._validity = validity_days * _DAY
         self._resolver: StaticKeyResolver | None = None
 
@@ -157,8 +177,12 @@ class KeyStore:
         passphrase: Secret | None = None,
         default_alg: Alg = "EdDSA",
         validity_days: int = 365,
+        ed25519_name: Ed25519Name = "EdDSA",
     ) -> KeyStore:
-        """Load ``root/<node>/``, generating the first active key and secrets if absent."""
+        """Load ``root/<node>/``, generating the first active key and secrets if absent.
+
+        ``ed25519_name`` is the JWS name (``EdDSA`` or RFC 9864's ``Ed25519``) that the
+        node's Ed25519 keys are published under and their signatures carry."""
         directory = root / node
         ensure_private_dir(directory)
         holder_secret = federation_holder_secret(root)
@@ -172,7 +196,7 @@ class KeyStore:
             if not isinstance(raw, dict) or not isinstance(raw.get("keys"), list):
                 raise KeyStoreError(f"{keyring}: keyring must be an object with a 'keys' list")
             records = [KeyRecord.from_json(item) for item in raw["keys"]]
-        private = {r.kid: _load_private(directory, r.kid, passphrase) for r in records}
+        private = {r.kid: _load_private(directory, r, passphrase) for r in records}
         store = cls(
             directory,
             node,
@@ -183,6 +207,7 @@ class KeyStore:
             holder_secret=holder_secret,
             default_alg=default_alg,
             validity_days=validity_days,
+            ed25519_name=ed25519_name,
         )
         if not any(r.state is KeyState.ACTIVE for r in records):
             store.add_key(state=KeyState.ACTIVE)
@@ -214,7 +239,9 @@ class KeyStore:
         record = self.active()
         signer = self._signers.get(record.kid)
         if signer is None:
-            signer = PrivateKeySigner(self._private[record.kid], kid=record.kid)
+            signer = PrivateKeySigner(
+                self._private[record.kid], kid=record.kid, ed25519_name=self._ed25519_name
+            )
             self._signers[record.kid] = signer
         return signer
 
@@ -233,6 +260,9 @@ class KeyStore:
             not_after=record.not_after,
             revoked_at=record.revoked_at,
             verify_allowed=True,
+            published_alg="Ed25519"
+            if record.alg == "EdDSA" and self._ed25519_name == "Ed25519"
+            else None,
         )
 
     def verification_keys(self) -> dict[KeyId, VerificationKey]:
@@ -253,7 +283,7 @@ class KeyStore:
     def add_key(self, *, state: KeyState, alg: Alg | None = None) -> KeyRecord:
         """Generate a key, write it (0600, encrypted if a passphrase is set), record it."""
         alg = alg or self._default_alg
-        private = generate_private_key(alg)
+        private = generate_seal_key(alg)
         if alg_for(private.public_key()) != alg:  # pragma: no cover - generator guarantees it
             raise KeyStoreError("generated key does not match its algorithm")
         kid = thumbprint(private.public_key())
@@ -266,7 +296,11 @@ class KeyStore:
             not_before=now,
             not_after=now + self._validity,
         )
-        write_private(self.directory / f"{kid}.pem", private, self._passphrase)
+        if isinstance(private, Sm2PrivateKey):
+            password = self._passphrase.reveal().encode("utf-8") if self._passphrase else None
+            atomic_write(self.directory / f"{kid}.pem", private.to_pem(password))
+        else:
+            write_private(self.directory / f"{kid}.pem", private, self._passphrase)
         self._private[kid] = private
         self._records.append(record)
         self._save()
@@ -311,6 +345,10 @@ class ActiveKeySigner:
     def alg(self) -> Alg:
         return self._store.active().alg
 
+    @property
+    def jws_alg(self) -> JwsAlg:
+        return self._store.signer().jws_alg
+
     def sign(self, data: bytes) -> bytes:
         return self._store.signer().sign(data)
 
@@ -345,7 +383,8 @@ def _read_or_create_secret(path: Path) -> bytes:
     return data
 
 
-def _load_private(directory: Path, kid: KeyId, passphrase: Secret | None) -> PrivateKey:
+def _load_private(directory: Path, record: KeyRecord, passphrase: Secret | None) -> SealPrivateKey:
+    kid = record.kid
     path = directory / f"{kid}.pem"
     try:
         check_mode(path)
@@ -353,8 +392,12 @@ def _load_private(directory: Path, kid: KeyId, passphrase: Secret | None) -> Pri
     except FileNotFoundError as exc:
         raise KeyStoreError(f"{path}: private key listed in the keyring is missing") from exc
     password = passphrase.reveal().encode("utf-8") if passphrase is not None else None
+    key: object
     try:
-        key = serialization.load_pem_private_key(pem, password=password)
+        if record.alg == "SM2":
+            key = Sm2PrivateKey.from_pem(pem, password)
+        else:
+            key = serialization.load_pem_private_key(pem, password=password)
     except TypeError as exc:
         raise KeyStoreError(
             f"{path}: the key is encrypted and no passphrase is configured "
@@ -364,10 +407,12 @@ def _load_private(directory: Path, kid: KeyId, passphrase: Secret | None) -> Pri
         ) from exc
     except ValueError as exc:
         raise KeyStoreError(f"{path}: cannot load the key (wrong passphrase?)") from exc
-    if not isinstance(key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+    except UnsupportedAlgorithm as exc:  # an SM2 key recorded as another algorithm
+        raise KeyStoreError(f"{path}: the key is not of its recorded algorithm") from exc
+    if not isinstance(key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey | Sm2PrivateKey):
         raise KeyStoreError(f"{path}: unsupported key type")
-    if thumbprint(key.public_key()) != kid:
-        raise KeyStoreError(f"{path}: key does not match its kid")
+    if thumbprint(key.public_key()) != kid or alg_for(key.public_key()) != record.alg:
+        raise KeyStoreError(f"{path}: key does not match its kid and algorithm")
     return key
 
 

@@ -1,8 +1,9 @@
 """Electronic seals (电子印章) as compact JWS (RFC 7515), and the strict JWS verifier.
 
 A seal is ``BASE64URL(header) "." BASE64URL(payload) "." BASE64URL(signature)`` with the
-protected header ``{"alg", "kid", "typ": "tongban-seal+jws", "sigT"}``: ``alg`` is EdDSA or
-ES256, ``kid`` the RFC 7638 thumbprint of the seal key and ``sigT`` the JAdES signing time.
+protected header ``{"alg", "kid", "typ": "tongban-seal+jws", "sigT"}``: ``alg`` is EdDSA (or
+its RFC 9864 name Ed25519), ES256 or SM2, ``kid`` the RFC 7638 thumbprint of the seal key and
+``sigT`` the JAdES signing time.
 The payload is the certificate JSON, with ``iss`` (the sealing node) and ``iat``.
 
 :func:`verify_compact` is the one generic verifier (seals, status-list tokens, trust lists).
@@ -39,14 +40,19 @@ from gateway._internal.wire import JsonLimits, b64url_decode, b64url_encode, is_
 from gateway.clock import from_rfc3339, to_rfc3339
 from gateway.crypto.jwks import (
     Alg,
+    Ed25519Name,
+    JwsAlg,
     KeyResolver,
     KeyState,
     PublicKey,
     VerificationKey,
     alg_for,
+    jws_name,
+    jws_names,
     thumbprint,
 )
 from gateway.crypto.reports import SEAL_CHECKS, Check
+from gateway.crypto.sm2 import Sm2PrivateKey, Sm2PublicKey
 from gateway.errors import (
     DuplicateMember,
     Indication,
@@ -69,12 +75,13 @@ SEAL_MEMO_BYTES: Final = 16 * 1024 * 1024
 """The default bound of a :class:`SealMemo`: the bytes of the seals it keeps."""
 
 SIGNATURE_BYTES: Final = 64
-"""Ed25519 signatures, and ES256 signatures as r || s (IEEE P1363, RFC 7518 §3.4)."""
+"""Ed25519 signatures, ES256 signatures as r || s (IEEE P1363, RFC 7518 §3.4), and SM2
+signatures as r || s (GB/T 32918, never DER)."""
 
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _SCALAR_BYTES: Final = 32
 
-_ALGS: Final[frozenset[str]] = frozenset({"EdDSA", "ES256"})
+_ALGS: Final[frozenset[str]] = frozenset({"EdDSA", "Ed25519", "ES256", "SM2"})
 _KEY_CARRYING: Final = ("jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256")
 # RFC 7515 §4.1.11: crit must not name the parameters the JWS spec itself defines.
 _JWS_DEFINED: Final[frozenset[str]] = frozenset(
@@ -97,26 +104,36 @@ class Signer(Protocol):
     def kid(self) -> KeyId: ...
 
     @property
-    def alg(self) -> Alg: ...
+    def alg(self) -> Alg:
+        """The algorithm the key is pinned to."""
+        ...
+
+    @property
+    def jws_alg(self) -> JwsAlg:
+        """The name the header carries: ``alg``, or for Ed25519 the configured one of
+        ``EdDSA`` and ``Ed25519``."""
+        ...
 
     def sign(self, data: bytes) -> bytes:
-        """The raw JWS signature: 64 bytes (Ed25519, or ES256 r || s)."""
+        """The raw JWS signature: 64 bytes (Ed25519, or ES256 or SM2 r || s)."""
         ...
 
 
 class PrivateKeySigner:
-    """A :class:`Signer` over an Ed25519 or P-256 private key held in memory."""
+    """A :class:`Signer` over an Ed25519, P-256 or SM2 private key held in memory."""
 
-    __slots__ = ("_ed25519_secret", "_private_key", "alg", "kid", "public_key")
+    __slots__ = ("_ed25519_secret", "_private_key", "alg", "jws_alg", "kid", "public_key")
 
     def __init__(
         self,
-        private_key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey,
+        private_key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey | Sm2PrivateKey,
         *,
         kid: KeyId | None = None,
+        ed25519_name: Ed25519Name = "EdDSA",
     ) -> None:
         public_key = private_key.public_key()
         self.alg: Alg = alg_for(public_key)
+        self.jws_alg: JwsAlg = jws_name(self.alg, ed25519_name)
         self.kid: KeyId = thumbprint(public_key)
         if kid is not None and kid != self.kid:
             raise KeyStoreError(
@@ -133,12 +150,14 @@ class PrivateKeySigner:
     def sign(self, data: bytes) -> bytes:
         if self._ed25519_secret is not None:
             return crypto_sign(data, self._ed25519_secret)[:SIGNATURE_BYTES]
+        if isinstance(self._private_key, Sm2PrivateKey):
+            return self._private_key.sign(data)
         assert isinstance(self._private_key, ec.EllipticCurvePrivateKey)
         r, s = decode_dss_signature(self._private_key.sign(data, ec.ECDSA(SHA256())))
         return r.to_bytes(_SCALAR_BYTES, "big") + s.to_bytes(_SCALAR_BYTES, "big")
 
     def __repr__(self) -> str:
-        return f"PrivateKeySigner(kid={self.kid!r}, alg={self.alg!r})"
+        return f"PrivateKeySigner(kid={self.kid!r}, alg={self.jws_alg!r})"
 
 
 @dataclass(frozen=True)
@@ -181,7 +200,7 @@ def sign_compact(
             f"extra header members {sorted(refused)} are set by the signer or refused",
             code="seal.bad_header",
         )
-    header.update(alg=signer.alg, kid=signer.kid, typ=typ, sigT=to_rfc3339(signed_at))
+    header.update(alg=signer.jws_alg, kid=signer.kid, typ=typ, sigT=to_rfc3339(signed_at))
     header_b64 = b64url_encode(orjson.dumps(header, option=orjson.OPT_SORT_KEYS))
     if len(header_b64) > MAX_HEADER_BYTES:
         raise SealError("seal header too large", code="seal.too_large")
@@ -214,10 +233,18 @@ def verify_signature(
     """Verify a raw JWS signature. Raises :class:`SealError` ``seal.bad_signature``.
 
     The signature must be exactly 64 bytes; for ES256, r and s must each lie in [1, n-1]
-    before anything is handed to the library (no r = s = 0, no overlong encodings).
+    before anything is handed to the library (no r = s = 0, no overlong encodings); for SM2
+    also (r + s) mod n != 0 (:func:`gateway.crypto.sm2.scalars`).
     """
-    if len(signature) != SIGNATURE_BYTES:
-        raise _bad_signature()
+    if len(signature) != SIGNATURE_BYTES:  # a DER signature, say
+        raise SealError(
+            "the signature does not verify",
+            code="seal.bad_signature",
+            log_detail=f"a JWS signature here is 64 bytes (r || s), not {len(signature)}",
+        )
+    if alg == "SM2" and isinstance(public_key, Sm2PublicKey):
+        public_key.verify(signature, signing_input)  # Tongsuo, SM3 with the default signer ID
+        return
     if alg == "EdDSA" and isinstance(public_key, Ed25519PublicKey):
         # libsodium: the same RFC 8032 cofactorless check as OpenSSL in half the time, and
         # stricter (it also refuses small-order and non-canonical keys and small-order R,
@@ -327,6 +354,8 @@ def _size(token: str, entry: _Remembered) -> int:
 def _public_bytes(public_key: PublicKey) -> bytes:
     if isinstance(public_key, Ed25519PublicKey):
         return b"ed25519:" + public_key.public_bytes_raw()
+    if isinstance(public_key, Sm2PublicKey):
+        return b"sm2:" + public_key.public_bytes_raw()
     return b"p256:" + public_key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
 
@@ -527,8 +556,9 @@ def _resolve_key(keys: KeyResolver, kid: str, alg: str) -> VerificationKey:
     # 12. the key must be allowed to verify
     if not key.verify_allowed:
         raise SealError("the key may not be used to verify seals", code="seal.key_use")
-    # 13. the key pins the algorithm; the header only has to agree with it
-    if alg != key.alg:
+    # 13. the key pins the algorithm; the header only has to agree with it (an Ed25519 key
+    #     answers to both its names, EdDSA and Ed25519, and no other key to either)
+    if alg not in jws_names(key.alg):
         raise SealError("the seal's algorithm is not its key's", code="seal.alg_mismatch")
     return key
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from gateway._internal.wire import b64url_decode
 from gateway.audit.records import AuditKind
 from gateway.clock import Clock, to_rfc3339
-from gateway.crypto.jwks import KeyResolver, KeyState, public_jwk
+from gateway.crypto.jwks import Alg, KeyResolver, KeyState, public_jwk
 from gateway.crypto.seals import MAX_SEAL_BYTES, seal
 from gateway.errors import ConflictError, GatewayError, NetworkError, NotReady
 from gateway.federation.peers import PeerClient, Sleep, UpstreamProblem
@@ -93,12 +93,14 @@ class KeyRotation:
             for r in self.node.keys.records()
         ]
 
-    async def rotate(self) -> dict[str, Any]:
+    async def rotate(self, *, alg: Alg | None = None) -> dict[str, Any]:
+        """Rotate to a new key of ``alg`` (default: the federation file's ``seal_alg``); a
+        rotation between algorithms (Ed25519 to SM2 and back) runs the same three steps."""
         self._require_enrolled()
         async with self._lock:  # one key change at a time per node
             keys = self.node.keys
             old = keys.active()
-            new = keys.add_key(state=KeyState.NEXT)
+            new = keys.add_key(state=KeyState.NEXT, alg=alg)
             jwk = public_jwk(keys.verification_key(new))
             # 1. pre-publish the next key, signed by the current one
             seq = await self._change("prepublish", new.kid, jwk=jwk)
@@ -112,10 +114,20 @@ class KeyRotation:
             self.node.refresh_key_metrics()
             await self._record(
                 new.kid,
-                {"action": "rotate", "previous": old.kid, "trust_list_seq": seq},
+                {
+                    "action": "rotate",
+                    "previous": old.kid,
+                    "alg": new.alg,
+                    "trust_list_seq": seq,
+                },
             )
-            log.info("seal key rotated", extra={"old": old.kid, "new": new.kid})
-            return {"previous": old.kid, "active": new.kid, "trust_list_seq": seq}
+            log.info("seal key rotated", extra={"old": old.kid, "new": new.kid, "alg": new.alg})
+            return {
+                "previous": old.kid,
+                "active": new.kid,
+                "alg": new.alg,
+                "trust_list_seq": seq,
+            }
 
     async def retire(self, kid: KeyId) -> dict[str, Any]:
         self._require_enrolled()

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.http.appkeys import LINKS, NODE, OPENAPI
+from gateway.http.cases import CASE_ROUTES
 from gateway.http.handlers import ROUTES
 from gateway.http.middleware import (
     AUTHENTICATOR,
@@ -51,7 +52,7 @@ def create_app(
     )
     app[NODE] = node
     app[OPENAPI] = build_openapi(node)
-    for method, path, handler in ROUTES:
+    for method, path, handler in (*ROUTES, *CASE_ROUTES):
         app.router.add_route(method, path, handler)
     app.cleanup_ctx.append(_running(node, clock or node.clock, authenticator))
     return app

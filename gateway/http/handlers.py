@@ -14,6 +14,7 @@ from gateway.audit.records import AuditKind
 from gateway.certificates.documents import check_party
 from gateway.certificates.holders import holder_digest
 from gateway.certificates.revocation import PROOF_PATH
+from gateway.crypto.jwks import Alg, key_alg
 from gateway.crypto.reports import dump_reports
 from gateway.errors import (
     Forbidden,
@@ -40,6 +41,9 @@ from gateway.sso.auth import Principal, Scope
 from gateway.sso.consent import CONSENT_HEADER
 
 _LIST_ID = re.compile(r"[0-9]{1,9}")
+ROTATION_ALGS = ("EdDSA", "Ed25519", "ES256", "SM2")
+"""What ``POST /v1/admin/keys/rotate`` takes as ``alg`` (``EdDSA`` and ``Ed25519`` alike: an
+Ed25519 key, published and signing under the federation file's ``ed25519_alg``)."""
 """ASCII digits only (``str.isdigit`` accepts ``²``, which ``int`` refuses, and ``١``)."""
 
 
@@ -336,7 +340,14 @@ async def list_keys(request: web.Request) -> web.Response:
 
 async def rotate_key(request: web.Request) -> web.Response:
     _admin(request)
-    return json_response(await request.app[LINKS].keys.rotate())
+    body = await read_json(request) if request.can_read_body else {}
+    name = body.get("alg") if isinstance(body, dict) else None
+    alg: Alg | None = None
+    if name is not None:
+        if name not in ROTATION_ALGS:
+            raise InputError(f"'alg' is one of {', '.join(ROTATION_ALGS)}", code="keys.bad_change")
+        alg = key_alg(name)
+    return json_response(await request.app[LINKS].keys.rotate(alg=alg))
 
 
 async def retire_key(request: web.Request) -> web.Response:

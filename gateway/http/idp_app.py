@@ -28,6 +28,7 @@ from aiohttp import web
 
 from gateway._internal.wire import JsonLimits, is_int, loads
 from gateway.clock import to_rfc3339
+from gateway.crypto.jwks import jws_names
 from gateway.errors import Forbidden, GatewayError, InputError, TooLarge, UnsupportedMediaType
 from gateway.http.middleware import (
     AUTHENTICATOR,
@@ -245,9 +246,21 @@ async def admin_keys(request: web.Request) -> web.Response:
 
 
 async def admin_rotate(request: web.Request) -> web.Response:
-    """Rotate the IdP's signing key: the pre-published ``next`` key signs from now on."""
+    """Rotate the IdP's signing key: the pre-published ``next`` key signs from now on.
+
+    Its algorithm is the one the federation file gives the IdP: a rotation asking for
+    another one (``tongban keys rotate --node idp --alg SM2``) is refused, not ignored."""
     _idp_admin(request)
     service = request.app[IDP]
+    body = await request.read()
+    raw = loads(body, JsonLimits(max_depth=2, max_string=64, max_members=4)) if body else {}
+    wanted = raw.get("alg") if isinstance(raw, dict) else None
+    if wanted is not None and wanted not in jws_names(service.keys.active().alg):
+        raise InputError(
+            "the IdP's keys keep the algorithm the federation file gives them "
+            "(tokens are verified by standard JOSE libraries)",
+            code="keys.bad_change",
+        )
     previous = service.keys.active().kid
     active = service.rotate()
     return json_response({"previous": previous, "active": active.kid})

@@ -24,7 +24,7 @@ import orjson
 from aiohttp import web
 
 from gateway.config import Limits
-from gateway.errors import AuthError, GatewayError, SchemaViolation, TooLarge
+from gateway.errors import AuthError, BadTransition, GatewayError, SchemaViolation, TooLarge
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
 from gateway.sso.auth import Authenticator, Principal, parse_authorization
@@ -168,6 +168,8 @@ def problem_middleware(metrics: Metrics) -> Any:
                         {"pointer": p, "detail": d}
                         for p, d in zip(exc.pointers, exc.errors or exc.pointers, strict=False)
                     ]
+            if isinstance(exc, BadTransition):
+                extra["allowed"] = list(exc.allowed)
             headers = {"WWW-Authenticate": 'Bearer realm="tongban"'} if exc.status == 401 else None
             return problem(
                 exc.status,

@@ -250,9 +250,11 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
             },
             "/v1/admin/keys/rotate": {
                 "post": _op(
-                    "Rotate: pre-publish a next key, activate it once every node trusts it",
+                    "Rotate: pre-publish a next key, activate it once every node trusts it"
+                    ' (body {"alg": "EdDSA" | "Ed25519" | "ES256" | "SM2"}, default the'
+                    " federation file's seal_alg)",
                     tag="admin",
-                    errors=(502, 504),
+                    errors=(400, 502, 504),
                 )
             },
             "/v1/admin/keys/{kid}/retire": {
@@ -344,6 +346,7 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                     hop=True,
                 )
             },
+            **_case_paths(node),
         },
         "components": {
             "securitySchemes": {
@@ -380,6 +383,126 @@ def build_openapi(node: NodeService) -> dict[str, Any]:
                     },
                 }
             },
+        },
+    }
+
+
+_CASE_ID = _path_param(
+    "id",
+    "case number <region>-<YYYYMMDD>-<seq>",
+    {"type": "string", "pattern": "^[0-9]{6}-[0-9]{8}-[0-9]{6}$"},
+)
+
+
+def _case_paths(node: NodeService) -> dict[str, Any]:
+    """Cases (办件) and their webhooks."""
+    limits = node.federation.limits
+    idempotency = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "a retried intake with the same key returns the same case and writes "
+        "nothing twice (header Idempotent-Replayed: true)",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+    }
+    listing = [
+        {"name": "box", "in": "query", "schema": {"enum": ["inbox", "outbox"]}},
+        {"name": "state", "in": "query", "schema": {"type": "string", "maxLength": 32}},
+        {"name": "after", "in": "query", "schema": {"type": "string", "maxLength": 32}},
+        {"name": "limit", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,6}$"}},
+    ]
+    return {
+        "/v1/cases": {
+            "post": _op(
+                "Receive an application (受理): at a window of this node (case:intake, "
+                "channel window, 代收代办) or online by the applicant's own token (channel "
+                "online, 全程网办). Answers the case with its sealed receipt. Materials: at most "
+                f"{limits.max_materials_per_case}, each at most {limits.max_material_bytes} "
+                "bytes; every missing required material is named by pointer (422 "
+                "case.materials_missing)",
+                tag="cases",
+                ok=201,
+                body="exchange:case-request",
+                params=[idempotency],
+                errors=(409,),
+            ),
+            "get": _op(
+                "A department's inbox (cases it owns, case:decide) or outbox (cases its window "
+                f"received, case:intake), or an applicant's cases; {limits.max_case_page} a "
+                "page, `next` is the cursor for `after`",
+                tag="cases",
+                params=listing,
+                errors=(400,),
+            ),
+        },
+        "/v1/cases/{id}": {
+            "get": _op(
+                "A case: state, owner, window, due date, overdue, result, receipt, the actions "
+                "allowed to the caller (its window, owner or applicant; 404 for anyone else)",
+                tag="cases",
+                params=[_CASE_ID],
+                errors=(404,),
+            )
+        },
+        "/v1/cases/{id}/events": {
+            "get": _op(
+                "The case's sealed events in order (each a JWS, typ case-event+jws)",
+                tag="cases",
+                params=[_CASE_ID],
+                errors=(404,),
+            )
+        },
+        "/v1/cases/{id}/result": {
+            "get": _op(
+                "The decided case's result certificate (sealed, with its verification report) "
+                "for its applicant or owner at the owning node; a 303 to the owning node "
+                "elsewhere; the window's department fetches it with the applicant's consent",
+                tag="cases",
+                params=[_CASE_ID],
+                errors=(404,),
+            )
+        },
+        "/v1/cases/{id}/actions": {
+            "post": _op(
+                "Act on a case: the owner decides (accept, not_accept, request_correction, "
+                "suspend, resume, approve, refuse, deliver, complete, return); the window "
+                "supplements; the applicant (or the window) withdraws. 403 case.wrong_owner, "
+                "409 case.bad_transition with `allowed`",
+                tag="cases",
+                params=[_CASE_ID],
+                body="exchange:case-action",
+                errors=(404, 409, 502, 504),
+            )
+        },
+        "/v1/exchange/cases": {
+            "post": _op(
+                "Node to node: a case package or event along its route (Tongban-Hop proof; "
+                "the owner checks the package against the receipt's seal)",
+                tag="federation",
+                secured=False,
+                errors=(400, 404, 409, 422, 502, 504),
+                hop=True,
+            )
+        },
+        "/v1/webhooks": {
+            "post": _op(
+                "Subscribe a departmental system to its cases' transitions: CloudEvents 1.0 "
+                "JSON POSTs signed by the node (header Tongban-Signature, typ webhook+jws), "
+                "retried with backoff, de-duplicated by event id",
+                tag="cases",
+                ok=201,
+                errors=(400, 409),
+            ),
+            "get": _op("This department's subscriptions", tag="cases"),
+        },
+        "/v1/webhooks/{id}": {
+            "delete": _op(
+                "Unsubscribe",
+                tag="cases",
+                ok=204,
+                params=[_path_param("id", "subscription id", {"type": "string"})],
+                errors=(404,),
+            )
         },
     }
 

@@ -34,9 +34,10 @@ from gateway.audit.records import AuditKind
 from gateway.certificates.schemas import SchemaSet, default_schema_dir
 from gateway.clock import Clock
 from gateway.config import Federation
-from gateway.crypto.jwks import KeyResolver
+from gateway.crypto.jwks import KeyResolver, ed25519_name, key_alg
 from gateway.crypto.keystore import KeyStore, federation_holder_secret
 from gateway.errors import GatewayError, InputError
+from gateway.federation.cases import CaseExchange
 from gateway.federation.enrolment import run_enrolment
 from gateway.federation.fetch import RoutedFetch
 from gateway.federation.hops import HopGate
@@ -48,9 +49,11 @@ from gateway.federation.registrations import Registrations
 from gateway.federation.remote_status import RemoteStatuses
 from gateway.federation.routing import Topology
 from gateway.federation.verifier import FederatedVerifier
+from gateway.federation.webhooks import WebhookSender
 from gateway.ids import IDP, NATIONAL
 from gateway.metrics import Metrics
 from gateway.services.authority import TrustAuthority
+from gateway.services.cases import CaseService
 from gateway.services.catalog import CatalogService
 from gateway.services.idp import IdpService
 from gateway.services.node import NodeService
@@ -58,6 +61,7 @@ from gateway.sso.auth import Authenticator
 from gateway.sso.idp_keys import RemoteKeySet
 from gateway.sso.node_auth import NodeAuthenticator
 from gateway.storage.audit_log import SqliteAuditLog
+from gateway.storage.cases import SqliteCaseStore
 from gateway.storage.catalog import SqliteCatalog
 from gateway.storage.cosignatures import SqliteCosignatures
 from gateway.storage.groupcommit import GroupCommit
@@ -95,8 +99,9 @@ def open_node_service(
         node.id,
         clock=clock,
         passphrase=federation.key_passphrase,
-        default_alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
+        default_alg=key_alg(federation.seal_alg),
         validity_days=federation.key_validity_days,
+        ed25519_name=ed25519_name(federation.ed25519_alg),
     )
     directory = (data_dir or federation.data_dir) / node.id
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -171,6 +176,10 @@ class NodeLinks:
     """National only: the trust-list authority."""
     catalog: CatalogService | None
     """National only: the catalog of which node holds which holder's certificates."""
+    cases: CaseExchange
+    """Cases (办件): intake, actions, the peers' packages and events, the outbox sender."""
+    webhooks: WebhookSender
+    """CloudEvents notifications of case transitions to subscribed departmental systems."""
 
 
 @contextlib.asynccontextmanager
@@ -193,6 +202,7 @@ async def linked(
     journal = GroupCommit(service.audit)
     catalog_store: SqliteCatalog | None = None
     nonces: SqliteNonces | None = None
+    case_store: SqliteCaseStore | None = None
 
     def start(work: Coroutine[Any, Any, None]) -> None:
         tasks.append(asyncio.create_task(work))
@@ -299,6 +309,33 @@ async def linked(
                     writer=writer,
                 )
                 start(partners.run(federation.witness.check_interval_seconds))
+                case_store = SqliteCaseStore(state / "cases.sqlite3")
+                case_service = CaseService(service, case_store)
+                await asyncio.get_running_loop().run_in_executor(
+                    writer, case_service.recover_audit
+                )  # what a crash left owed to the audit log, once
+                webhooks = WebhookSender(
+                    case_store,
+                    session,
+                    node=me,
+                    signer=service.keys.signer,
+                    clock=clock,
+                    timeout=network.fetch_timeout_seconds,
+                    retry=(network.outbox_retry_base_seconds, network.outbox_retry_max_seconds),
+                )
+                cases = CaseExchange(
+                    case_service,
+                    topology=topology,
+                    trust=trust.resolver,
+                    peers=peers,
+                    hops=hops,
+                    writer=writer,
+                    clock=clock,
+                    notify=webhooks.due,
+                )
+                start(cases.run())
+                start(cases.run_clock())
+                start(webhooks.run())
                 start(_sign_heads(service, writer))
                 start(_checkpoint_nonces(nonces, writer))
                 yield NodeLinks(
@@ -317,6 +354,8 @@ async def linked(
                     ),
                     authority=authority,
                     catalog=catalog,
+                    cases=cases,
+                    webhooks=webhooks,
                 )
             finally:
                 for task in tasks:
@@ -335,6 +374,8 @@ async def linked(
             catalog_store.close()
         if nonces is not None:
             nonces.close()
+        if case_store is not None:
+            case_store.close()
 
 
 async def _sign_heads(service: NodeService, writer: ThreadPoolExecutor) -> None:

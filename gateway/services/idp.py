@@ -38,7 +38,7 @@ from gateway.certificates.holders import HolderSecret
 from gateway.certificates.matters import MatterSet
 from gateway.clock import Clock
 from gateway.config import Citizen, Client, Federation
-from gateway.crypto.jwks import Alg, KeyState, public_jwk
+from gateway.crypto.jwks import Alg, KeyState, ed25519_name, public_jwk
 from gateway.crypto.keystore import KeyRecord, KeyStore
 from gateway.errors import (
     AuthError,
@@ -320,6 +320,8 @@ class IdpService:
     ) -> IdpService:
         """Open the IdP's key store (``keys_dir/idp``), creating its active and next keys."""
         node = federation.idp()
+        # Tokens are verified by departmental systems' JOSE libraries, none of which knows
+        # SM2: an SM2 federation's IdP signs with Ed25519.
         alg: Alg = "ES256" if federation.seal_alg == "ES256" else "EdDSA"
         keys = KeyStore.open(
             federation.keys_dir,
@@ -328,6 +330,7 @@ class IdpService:
             passphrase=federation.key_passphrase,
             default_alg=alg,
             validity_days=federation.key_validity_days,
+            ed25519_name=ed25519_name(federation.ed25519_alg),
         )
         return cls(
             federation,

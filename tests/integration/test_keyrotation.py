@@ -342,6 +342,11 @@ async def test_the_idp_key_is_rotated_by_nationals_operators_without_rejecting_t
     assert (status, body["code"]) == (403, "keys.not_owner")
     status, keys = await running.call("idp", "GET", "/v1/admin/keys", national_ops)
     upcoming = next(k["kid"] for k in keys["keys"] if k["state"] == "next")
+    # the IdP's tokens keep the federation file's algorithm: no SM2 rotation there
+    status, body = await running.call(
+        "idp", "POST", "/v1/admin/keys/rotate", national_ops, {"alg": "SM2"}
+    )
+    assert (status, body["code"]) == (400, "keys.bad_change")
     status, rotated = await running.call("idp", "POST", "/v1/admin/keys/rotate", national_ops)
     assert status == 200
     assert rotated["active"] == upcoming  # the pre-published key signs now
@@ -377,3 +382,79 @@ async def test_idp_keys_retire_and_revoke_through_the_admin_api(running: Running
         "zhuji", "POST", "/v1/seals/verify", fresh, {"seals": ["x.y.z"]}
     )
     assert status == 200, body
+
+
+async def test_rotation_to_sm2_and_back_under_traffic_fails_no_verification(
+    running: Running, tmp_path: Path
+) -> None:
+    """Ed25519 → SM2 → Ed25519 on a running federation: every seal, by each of the three
+    keys, verifies at another node throughout and after, and offline with ``tongban verify``
+    from the trust list."""
+    clerk = await running.token("zhuji-civil-affairs")
+    checker = await running.token("shanghai-public-security")
+    ops = await running.token("zhuji-ops")
+    seals: list[str] = []
+    failures: list[Any] = []
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        n = 0
+        while not stop.is_set():
+            status, body = await running.call(
+                "zhuji", "POST", "/v1/certificates", clerk, marriage(GROOM, BRIDE)
+            )
+            if status != 201 or body["report"]["indication"] != "PASSED":
+                failures.append(("issue", status, body))
+            else:
+                seals.append(body["seal"])
+            status, body = await running.call(
+                "shanghai", "POST", "/v1/seals/verify", checker, {"seals": seals[-20:]}
+            )
+            bad = [r for r in body.get("reports", []) if r["indication"] != "PASSED"]
+            if status != 200 or bad:
+                failures.append(("verify", status, bad or body))
+            n += 1
+
+    worker = asyncio.create_task(traffic())
+    await asyncio.sleep(0.3)
+    status, to_sm2 = await running.call(
+        "zhuji", "POST", "/v1/admin/keys/rotate", ops, {"alg": "SM2"}
+    )
+    assert (status, to_sm2.get("alg")) == (200, "SM2"), to_sm2
+    await asyncio.sleep(0.5)
+    status, back = await running.call(
+        "zhuji", "POST", "/v1/admin/keys/rotate", ops, {"alg": "EdDSA"}
+    )
+    assert (status, back.get("alg")) == (200, "EdDSA"), back
+    await asyncio.sleep(0.3)
+    stop.set()
+    await worker
+
+    assert failures == []
+    published = {k["kid"]: k for k in await running.jwks("zhuji")}
+    sm2_key = published[to_sm2["active"]]
+    assert (sm2_key["kty"], sm2_key["crv"], sm2_key["alg"], sm2_key["status"]) == (
+        "EC",
+        "SM2",
+        "SM2",
+        "retired",
+    )
+    headers = [orjson.loads(b64url_decode(s.split(".")[0])) for s in seals]
+    assert {h["alg"] for h in headers} == {"EdDSA", "SM2"}
+    assert {h["kid"] for h in headers} == {to_sm2["previous"], to_sm2["active"], back["active"]}
+    status, body = await running.call(
+        "shanghai", "POST", "/v1/seals/verify", checker, {"seals": seals[-500:]}
+    )
+    assert status == 200, body
+    assert {r["indication"] for r in body["reports"]} == {"PASSED"}
+
+    # offline: a verifier holding only the root public key and a trust list file
+    from gateway.cli.main import main
+
+    sm2_seal = next(s for s, h in zip(seals, headers, strict=True) if h["alg"] == "SM2")
+    async with running.session.get(running.federation.url("shanghai") + "/v1/trust-list") as r:
+        (tmp_path / "trust-list.jws").write_text(await r.text(), encoding="ascii")
+    (tmp_path / "seal.jws").write_text(sm2_seal, encoding="ascii")
+    root = running.federation.keys_dir / "_federation" / "root.jwk.json"
+    argv = ["verify", str(tmp_path / "seal.jws"), "--trust-list", str(tmp_path / "trust-list.jws")]
+    assert main([*argv, "--root-key", str(root)]) == 0

@@ -19,7 +19,15 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bench import bare
 from bench.cluster import Cluster
-from bench.run import REPEATS, in_turn, per_hop, ratio_by_round, share_per_hop, side_by_side
+from bench.run import (
+    REPEATS,
+    in_turn,
+    per_hop,
+    ratio_by_round,
+    raw_verifiers_by_alg,
+    share_per_hop,
+    side_by_side,
+)
 
 
 def test_in_turn_alternates_the_order_between_rounds() -> None:
@@ -186,3 +194,39 @@ def test_a_share_needs_every_round_on_every_path() -> None:
     q = {"far": [2.0, 3.0], "local": [1.0, 1.0], "bare far": [2.0, 3.0], "bare local": [1.0]}
     with pytest.raises(ValueError, match="shorter"):
         share_per_hop(q, ("far", "local"), ("bare far", "bare local"), 1)
+
+
+def test_figure_fs_federation_seals_with_sm2(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, {0}, seal_alg="SM2")
+    assert cluster.federation.seal_alg == "SM2"
+    (tmp_path / "b").mkdir()
+    assert Cluster(tmp_path / "b", {0}).federation.seal_alg == "EdDSA"
+
+
+def test_the_raw_loops_of_figure_f_verify_the_seals_they_are_given() -> None:
+    from gateway.crypto.jwks import KeyState, VerificationKey, public_jwk
+    from gateway.crypto.seals import PrivateKeySigner, seal
+    from gateway.crypto.sm2 import Sm2PrivateKey
+    from gateway.ids import NodeId
+
+    signer = PrivateKeySigner(Sm2PrivateKey.generate())
+    key = VerificationKey(
+        node=NodeId("zhuji"),
+        kid=signer.kid,
+        alg="SM2",
+        public_key=signer.public_key,
+        state=KeyState.ACTIVE,
+        not_before=None,
+        not_after=None,
+        revoked_at=None,
+        verify_allowed=True,
+    )
+    seals = [seal(signer, b'{"iss":"zhuji","iat":1}', signed_at=1.0) for _ in range(2)]
+    loops = raw_verifiers_by_alg(seals, {"keys": [public_jwk(key)]})
+    assert set(loops) == {"sm2", "ed25519", "libsodium", "p256"}
+    head, payload, signature = seals[0].split(".")
+    forged = f"{head}.{payload}x.{signature}"
+    from tongsuopy.crypto.exceptions import InvalidSignature
+
+    with pytest.raises(InvalidSignature):
+        raw_verifiers_by_alg([forged], {"keys": [public_jwk(key)]})["sm2"]()

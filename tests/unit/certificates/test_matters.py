@@ -82,6 +82,22 @@ def test_matter_json(catalog: MatterSet) -> None:
         "levels": ["inter-provincial", "province"],
         "level_names": ["跨省通办", "全省通办"],
         "scenario": catalog.get("housing-fund-transfer").scenario,
+        "owner": "housing-fund",
+        "areas": ["000000"],
+        "materials": [
+            {
+                "id": "resident-id",
+                "name": "居民身份证",
+                "form": "electronic",
+                "required": True,
+                "certificate_type": "resident_id",
+            }
+        ],
+        "limit_days": 15,
+        "delivery": ["online"],
+        "online": True,
+        "on_site": None,
+        "result_type": None,
     }
 
 

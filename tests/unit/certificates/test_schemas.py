@@ -55,6 +55,8 @@ ENVELOPES = [
     "verify-request",
     "verification-report",
     "verify-response",
+    "case-request",
+    "case-action",
 ]
 
 
@@ -391,7 +393,7 @@ def test_load_compiles_every_schema_once(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(jsonschema_rs, "Draft202012Validator", counting)
     catalog = SchemaSet.load(SCHEMA_DIR)
     assert sorted(compiled) == sorted(set(compiled))
-    assert len(compiled) == len(catalog.names()) == 17
+    assert len(compiled) == len(catalog.names()) == 19
 
 
 # --- loading refuses bad schema directories ---------------------------------------------------

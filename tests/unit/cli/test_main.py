@@ -221,6 +221,51 @@ def test_keys_follow_the_federation_files_algorithm_and_validity(
     assert (header["alg"], header["kid"]) == ("ES256", row[1])
 
 
+@pytest.mark.parametrize(
+    ("replacements", "key_alg", "header_alg", "jwk"),
+    [
+        ({'seal_alg = "EdDSA"': 'seal_alg = "SM2"'}, "SM2", "SM2", ("EC", "SM2", "SM2")),
+        (
+            {'ed25519_alg = "EdDSA"': 'ed25519_alg = "Ed25519"'},
+            "EdDSA",
+            "Ed25519",
+            ("OKP", "Ed25519", "Ed25519"),
+        ),
+    ],
+)
+def test_a_node_seals_with_the_federation_files_algorithm_and_name_and_verify_passes_it(
+    tongban: TongBan,
+    tmp_path: Path,
+    replacements: dict[str, str],
+    key_alg: str,
+    header_alg: str,
+    jwk: tuple[str, str, str],
+) -> None:
+    custom = federation_file(tmp_path, **replacements)
+    listed = tongban("keys", "list", "--node", "zhuji", "--offline", federation=custom)
+    [row] = [line.split() for line in listed.out.splitlines()[2:]]
+    assert row[2] == key_alg
+    assert tongban("seed", "--node", "zhuji", "--count", "1", federation=custom).code == 0
+    exported = tongban("export", "--node", "zhuji", federation=custom)
+    token = exported.out.strip().splitlines()[0]
+    header = orjson.loads(b64url_decode(token.split(".")[0]))
+    assert (header["alg"], header["kid"]) == (header_alg, row[1])
+    # offline, with only the node's published JWKS
+    store = KeyStore.open(
+        tongban.keys_dir, NodeId("zhuji"), clock=SystemClock(), ed25519_name="Ed25519"
+    )
+    [published] = store.jwks()["keys"]
+    assert (published["kty"], published["crv"], published["alg"]) == jwk
+    (tmp_path / "jwks.json").write_bytes(orjson.dumps(store.jwks()))
+    (tmp_path / "seal.jws").write_text(token, encoding="ascii")
+    result = tongban("verify", str(tmp_path / "seal.jws"), "--jwks", str(tmp_path / "jwks.json"))
+    assert (result.code, result.out.splitlines()[0]) == (0, "result: PASSED (ok)")
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    (tmp_path / "forged.jws").write_text(forged, encoding="ascii")
+    result = tongban("verify", str(tmp_path / "forged.jws"), "--jwks", str(tmp_path / "jwks.json"))
+    assert (result.code, result.out.splitlines()[0]) == (1, "result: FAILED (seal.bad_signature)")
+
+
 # --- a bad federation file -------------------------------------------------------------------
 
 
@@ -228,7 +273,11 @@ def test_keys_follow_the_federation_files_algorithm_and_validity(
     ("content", "message"),
     [
         ("[federation\nname = 1", "federation.toml"),
-        ('[federation]\nname = "x"\nseal_alg = "RS256"\n', "seal_alg must be EdDSA or ES256"),
+        ('[federation]\nname = "x"\nseal_alg = "RS256"\n', "seal_alg must be EdDSA, ES256 or SM2"),
+        (
+            '[federation]\nname = "x"\ned25519_alg = "Ed448"\n',
+            "ed25519_alg must be EdDSA or Ed25519",
+        ),
         ('[federation]\nname = "x"\n[surprise]\n', "unknown section"),
     ],
 )

@@ -411,7 +411,7 @@ def test_header_duplicate_kid() -> None:
 @pytest.mark.parametrize(
     "alg",
     ["none", "None", "NONE", "HS256", "HS512", "RS256", "PS256", "ES384", "ES256K", "eddsa",
-     "Ed25519", "", 0, None, ["EdDSA"]],
+     "Ed448", "sm2", "SM3", "", 0, None, ["EdDSA"]],
 )  # fmt: skip
 def test_alg_not_allowed(alg: Any) -> None:
     rejects(craft(header(alg=alg)), "seal.alg_not_allowed", "header")

@@ -559,6 +559,16 @@ async def test_a_key_change_before_national_trusts_the_key_says_so(
     assert "does not trust this node's seal key yet" in body["detail"]
 
 
+@pytest.mark.parametrize("alg", ["RS256", "sm2", 7, ["SM2"]])
+async def test_a_rotation_to_an_unknown_algorithm_is_refused(
+    client: Client, tokens: Tokens, alg: object
+) -> None:
+    ops = bearer(tokens.client("zhuji-ops"))
+    refused = await client.post("/v1/admin/keys/rotate", headers=ops, json={"alg": alg})
+    body = await problem_of(refused, 400, "keys.bad_change")
+    assert "SM2" in body["detail"]
+
+
 @pytest.mark.parametrize("path", PUBLIC_PATHS)
 async def test_public_endpoints_need_no_token(client: Client, path: str) -> None:
     assert (await client.get(path)).status == 200

@@ -162,7 +162,12 @@ def live(tmp_path_factory: pytest.TempPathFactory, schemas: SchemaSet) -> Iterat
         public_url="http://zhuji.test",
         idp_keys=idp.resolver,
     )
-    departments = ("zhuji-civil-affairs", "zhuji-public-security")
+    departments = (
+        "zhuji-civil-affairs",
+        "zhuji-public-security",
+        "zhuji-service-center",
+        "zhuji-human-resources",
+    )
     server = LiveNode(node, idp.authenticator(), {d: idp.client(d) for d in departments})
     try:
         yield server
@@ -268,10 +273,16 @@ def _edit_string(text: str, draw: st.DrawFn) -> str:
     return text[:position] + text[position + 1 :]
 
 
-@st.composite
-def mutated_issue_requests(draw: st.DrawFn) -> dict[str, Any]:
+def mutated_issue_requests() -> st.SearchStrategy[dict[str, Any]]:
     """A valid issue request with one to three mutations anywhere in it."""
-    builders: list[Callable[[], dict[str, Any]]] = [marriage_request, household_request]
+    return mutated_documents([marriage_request, household_request])
+
+
+@st.composite
+def mutated_documents(
+    draw: st.DrawFn, builders: list[Callable[[], dict[str, Any]]]
+) -> dict[str, Any]:
+    """A valid document of one of ``builders`` with one to three mutations anywhere in it."""
     build = draw(st.sampled_from(builders))
     document: dict[str, Any] = copy.deepcopy(build())
     for _ in range(draw(st.sampled_from([1, 1, 1, 2, 3]))):
@@ -371,6 +382,96 @@ def test_mutated_issue_requests(live: LiveNode, node_keys: StaticKeyResolver) ->
     check(live, mutated_issue_requests(), send)
     # the property reached the sealing path for both types, not only the refusals
     assert issued_types == {"marriage", "household_register"}
+
+
+# --- cases -----------------------------------------------------------------------------------
+
+
+def case_application() -> dict[str, Any]:
+    """县域通办 at Zhuji: its window receives for its own human-resources bureau (no peer)."""
+    return {
+        "matter": "flexible-pension-enrolment",
+        "owner": {"node": "zhuji"},
+        "channel": "window",
+        "applicant": {"id_type": "111", "id": "330681199001010015", "name": "赵立新"},
+        "identity_checked_by": "zj-0001",
+        "delivery": "window",
+        "materials": {
+            "application-form": {"content": "eyJhIjoxfQ", "media_type": "application/json"},
+            "resident-id": {"content": "SUQ", "media_type": "image/png", "checked_original": True},
+        },
+    }
+
+
+def test_arbitrary_case_applications(live: LiveNode) -> None:
+    window = live.auth_of("zhuji-service-center")
+    check(
+        live,
+        json_values,
+        lambda value: assert_answered(live.post_json("/v1/cases", json_bytes(value), window)),
+    )
+
+
+def test_mutated_case_applications(live: LiveNode) -> None:
+    window = live.auth_of("zhuji-service-center")
+    received = 0
+
+    def send(application: dict[str, Any]) -> None:
+        nonlocal received
+        answer = live.post_json("/v1/cases", json_bytes(application), window)
+        assert_answered(answer)
+        if answer.status == 201:
+            received += 1
+            case = answer.json()
+            assert live.request("GET", f"/v1/cases/{case['id']}", headers=window).status == 200
+
+    check(live, mutated_documents([case_application]), send)
+    assert received  # the property reached intake, not only the refusals
+
+
+def test_arbitrary_case_actions(live: LiveNode) -> None:
+    window = live.auth_of("zhuji-service-center")
+    created = live.post_json("/v1/cases", orjson.dumps(case_application()), window)
+    assert created.status == 201
+    path = f"/v1/cases/{created.json()['id']}/actions"
+    bureau = live.auth_of("zhuji-human-resources")
+    # malformed or reasonless actions only: a valid one would move the case on
+    bodies = json_values.filter(lambda v: not (isinstance(v, dict) and "action" in v)) | (
+        st.fixed_dictionaries(
+            {"action": st.sampled_from(["not_accept", "refuse", "supplement", "suspend"])}
+        )
+    )
+    for who in (window, bureau):
+
+        def send(value: Any, headers: dict[str, str] = who) -> None:
+            assert_answered(live.post_json(path, json_bytes(value), headers))
+
+        check(live, bodies, send)
+
+
+def test_arbitrary_case_ids_and_queries(live: LiveNode) -> None:
+    window = live.auth_of("zhuji-service-center")
+
+    def send(text: str) -> None:
+        quoted = quote(text, safe="")
+        for path in (
+            f"/v1/cases/{quoted}",
+            f"/v1/cases/{quoted}/events",
+            f"/v1/cases?box={quoted}",
+            f"/v1/cases?after={quoted}&limit={quoted}",
+            f"/v1/cases?state={quoted}",
+        ):
+            assert_answered(live.request("GET", path, headers=window))
+
+    check(live, st.text(max_size=40) | st.sampled_from(["330681-20261204-000001", "0" * 30]), send)
+
+
+def test_arbitrary_case_exchange_bodies(live: LiveNode) -> None:
+    check(
+        live,
+        st.binary(max_size=300) | json_values.map(json_bytes),
+        lambda data: assert_answered(live.post_json("/v1/exchange/cases", data)),
+    )
 
 
 # --- seals -----------------------------------------------------------------------------------

@@ -169,6 +169,22 @@ def test_round_trip(signer: PrivateKeySigner) -> None:
     )
 
 
+@pytest.mark.parametrize("name", ["EdDSA", "Ed25519"])
+def test_an_ed25519_token_validates_under_both_names(name: str) -> None:
+    renamed = PrivateKeySigner(
+        Ed25519PrivateKey.from_private_bytes(bytes(range(32))),
+        ed25519_name="Ed25519" if name == "Ed25519" else "EdDSA",
+    )
+    token = issue(renamed)
+    assert jwt.get_unverified_header(token)["alg"] == name
+    assert validator().validate(token, now=NOW).sub == "zhuji-civil-affairs"
+
+
+@pytest.mark.parametrize("name", ["EdDSA", "Ed25519", "SM2"])
+def test_neither_ed25519_name_nor_sm2_validates_on_a_p256_key(name: str) -> None:
+    rejects(crafted(good_header(EC, alg=name), signer=EC), "token.alg_mismatch")
+
+
 def test_header_is_at_jwt() -> None:
     header = jwt.get_unverified_header(issue())
     assert (header["typ"], header["alg"], header["kid"]) == (ACCESS_TOKEN_TYP, "EdDSA", ED.kid)

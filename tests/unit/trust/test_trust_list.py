@@ -531,7 +531,7 @@ REASONS: dict[str, str] = {
     "jwk-kid-mismatch": "thumbprint",
     "jwk-of-another-node": "different node",
     "jwk-alg-mismatch": "declares alg",
-    "jwk-unsupported-kty": "only OKP/Ed25519 and EC/P-256",
+    "jwk-unsupported-kty": "only OKP/Ed25519, EC/P-256 and EC/SM2",
     "jwk-status-contradicts-history": "status contradicts its history",
     "jwk-revoked-at-contradicts-history": "revocation time contradicts its history",
     "kid-twice-in-a-node": f"key {ZHUJI_ACTIVE.kid!r} is listed twice",
