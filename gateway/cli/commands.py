@@ -38,7 +38,13 @@ from gateway.federation.routing import Topology
 from gateway.http.appkeys import LINKS, NODE
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import NATIONAL, KeyId, NodeId
-from gateway.server.node import open_idp_service, open_node_service, open_nonce_store
+from gateway.server.node import (
+    open_case_store,
+    open_idp_service,
+    open_node_service,
+    open_nonce_store,
+)
+from gateway.services.cases import CaseService
 from gateway.storage.cases import SqliteCaseStore
 from gateway.trust.rootkey import load_root_public
 from gateway.trust.trust_list import (
@@ -92,10 +98,10 @@ def node_app(
     return create_app(service)
 
 
-def _report_recovery(node_id: str, appended: int) -> None:
+def _report_recovery(node_id: str, appended: int, store: str = "registry") -> None:
     if appended:
         print(
-            f"tongban: node {node_id}: {appended} audit records a crash left in the registry's"
+            f"tongban: node {node_id}: {appended} audit records a crash left in the {store}'s"
             " outbox are now in the audit log",
             file=sys.stderr,
             flush=True,
@@ -111,6 +117,11 @@ def _recover(federation: Federation, node_id: str) -> None:
     service = open_node_service(federation, node_id, clock=SystemClock())
     try:
         _report_recovery(node_id, service.recover_audit())
+        cases = CaseService(service, open_case_store(federation, node_id))
+        try:
+            _report_recovery(node_id, cases.recover_audit(), "case store")
+        finally:
+            cases.close()
     finally:
         service.close()
     open_nonce_store(federation, node_id).close()

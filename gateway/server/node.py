@@ -134,6 +134,14 @@ def open_node_service(
     )
 
 
+def open_case_store(federation: Federation, node_id: str) -> SqliteCaseStore:
+    """The node's case store, shared by all its processes (created once, before worker
+    processes start: two creating one file side by side could fail to set up its WAL)."""
+    directory = federation.data_dir / node_id
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return SqliteCaseStore(directory / "cases.sqlite3")
+
+
 def open_nonce_store(federation: Federation, node_id: str) -> SqliteNonces:
     """The hop-proof nonces every process of ``node_id`` shares (created on first use: a node
     served by worker processes creates it once, before they start)."""
@@ -309,7 +317,7 @@ async def linked(
                     writer=writer,
                 )
                 start(partners.run(federation.witness.check_interval_seconds))
-                case_store = SqliteCaseStore(state / "cases.sqlite3")
+                case_store = open_case_store(federation, me)
                 case_service = CaseService(service, case_store)
                 await asyncio.get_running_loop().run_in_executor(
                     writer, case_service.recover_audit

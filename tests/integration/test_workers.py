@@ -63,6 +63,15 @@ def healthz_worker(url: str) -> str | None:
         return None
 
 
+LOGS: dict[int, Path] = {}
+"""Each supervisor's log file, by pid: what a failed test shows."""
+
+
+def serve_log(proc: subprocess.Popen[bytes]) -> str:
+    path = LOGS.get(proc.pid)
+    return path.read_text(encoding="utf-8", errors="replace")[-4000:] if path else ""
+
+
 @pytest.fixture
 def two_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
@@ -77,6 +86,7 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+    LOGS[proc.pid] = tmp_path / "serve.log"
     try:
         yield proc, f"http://127.0.0.1:{port}"
     finally:
@@ -92,7 +102,7 @@ def test_two_workers_share_the_port_and_stop_together_on_sigterm(
     deadline = time.monotonic() + STARTUP_TIMEOUT
     seen: set[str] = set()
     while len(seen) < 2 and time.monotonic() < deadline:
-        assert proc.poll() is None, "the supervisor exited"
+        assert proc.poll() is None, f"the supervisor exited: {serve_log(proc)}"
         worker = healthz_worker(url)
         if worker is None:
             time.sleep(0.05)  # not listening yet
