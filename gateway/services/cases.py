@@ -819,7 +819,7 @@ class CaseService:
     ) -> dict[str, Any]:
         """A department's inbox (the cases it owns) or outbox (the cases its window
         received), or an applicant's own cases; by case number, one page at a time."""
-        page = min(limit or self.limits.max_case_page, self.limits.max_case_page)
+        page = self.limits.max_case_page if limit is None else min(limit, self.limits.max_case_page)
         if page < 1:
             raise InputError("limit is a positive number", code="input.query")
         if state is not None and state not in CaseState.__members__.values():
