@@ -827,7 +827,7 @@ class CaseService:
         if after is not None:
             check_case_number(after)
         if principal.holder:
-            cases = self.store.by_applicant(principal.subject, after=after, limit=page)
+            cases = self.store.by_applicant(principal.subject, state=state, after=after, limit=page)
         else:
             if box not in ("inbox", "outbox"):
                 raise InputError("box is inbox or outbox", code="input.query")

@@ -1108,6 +1108,13 @@ def test_listing_pages_with_next(nodes: Nodes) -> None:
     mine = nodes.zhuji.listing(holder(nodes.zhuji), box="", state=None, after=None, limit=2)
     assert [c["id"] for c in mine["cases"]] == ids[:2]
     assert mine["next"] == ids[1]
+    # the applicant's filter by state is honoured too
+    nodes.deliver(nodes.shanghai, nodes.zhuji)  # the arrivals: pending acceptance
+    nodes.act(nodes.shanghai, nodes.owner, ids[1], action="accept")
+    accepted = nodes.zhuji.listing(
+        holder(nodes.zhuji), box="", state="accepted", after=None, limit=None
+    )
+    assert [c["id"] for c in accepted["cases"]] == [ids[1]]
 
 
 def test_listing_refusals(nodes: Nodes) -> None:

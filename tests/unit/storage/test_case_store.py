@@ -233,6 +233,7 @@ def test_listings_by_department_state_and_cursor(store: SqliteCaseStore) -> None
     assert ids(store.by_applicant(DIGEST, after=None, limit=3)) == [1, 2, 3]
     assert ids(store.by_applicant(DIGEST, after="330681-20261124-000003", limit=3)) == [4, 5]
     assert ids(store.by_applicant("cd" * 32, after=None, limit=3)) == [6]
+    assert ids(store.by_applicant(DIGEST, state="accepted", after=None, limit=9)) == [1, 3, 5]
     assert ids(store.all_cases(after="330681-20261124-000004", limit=10)) == [5, 6]
 
 
