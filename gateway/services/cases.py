@@ -665,8 +665,19 @@ class CaseService:
             raise Unprocessable(
                 "the package's events do not belong to it", code="case.package_mismatch"
             )
-        # the case as the window sent it, rebuilt from its receipt and events
-        start = case.evolve(state=CaseState.RECEIVED, seq=0, updated_at=case.received_at)
+        # the case as the window sent it, rebuilt from its receipt and events (nothing the
+        # receipt does not seal is taken from the record: the events set the rest)
+        start = case.evolve(
+            state=CaseState.RECEIVED,
+            seq=0,
+            updated_at=case.received_at,
+            outcome=None,
+            result=None,
+            suspended_at=None,
+            corrections=(),
+            tracking=None,
+            arrived_at=None,
+        )
         write = CaseWrite(start, blobs=blobs)
         for event in events:
             transition(write.case.state, event.action, frozenset({event.role}))
@@ -687,14 +698,22 @@ class CaseService:
     def _match_package(
         self, case: Case, receipt: Mapping[str, Any], blobs: Mapping[str, bytes]
     ) -> None:
-        """The package is what the window's receipt says: the same case, parties and
-        applicant, and every material's bytes hash to the digest the receipt sealed."""
+        """The package is what the window's receipt says: the same case, matter, channel,
+        parties, applicant, delivery and dates, and every material's bytes hash to the
+        digest the receipt sealed."""
         mismatch = Unprocessable(
             "the package does not match its receipt", code="case.package_mismatch"
         )
         sealed = receipt.get("materials")
+        matter = receipt.get("matter")
         if (
             receipt.get("case") != case.id
+            or not isinstance(matter, Mapping)
+            or matter.get("id") != case.matter
+            or receipt.get("channel") != case.channel.value
+            or receipt.get("delivery") != case.delivery.value
+            or receipt.get("received_at") != to_rfc3339(case.received_at)
+            or receipt.get("promised_by") != to_rfc3339(case.due_at)
             or receipt.get("owner") != case.owner.to_json()
             or receipt.get("window") != case.window.to_json()
             or receipt.get("applicant") != case.applicant.digest

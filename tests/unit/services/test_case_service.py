@@ -1223,3 +1223,43 @@ def test_subscribers_are_owed_their_cases_transitions(nodes: Nodes) -> None:
     fails(NotFoundError, 404, "webhook.not_found", shanghai.unsubscribe, nodes.owner, "nope")
     shanghai.unsubscribe(nodes.owner, subscription.id)
     assert shanghai.subscriptions_of(nodes.owner) == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"matter": "housing-fund-transfer"},
+        {"channel": "online"},
+        {"delivery": "post"},
+        {"due_at": local(2027, 1, 30)},
+        {"received_at": local(2026, 11, 1)},
+    ],
+)
+def test_a_package_must_be_what_its_receipt_seals(nodes: Nodes, change: dict[str, Any]) -> None:
+    body = package_of(nodes)
+    body["case"].update(change)
+    fails(
+        Unprocessable,
+        422,
+        "case.package_mismatch",
+        nodes.shanghai.receive,
+        "zhuji",
+        body,
+        nodes.keys,
+    )
+
+
+def test_a_package_s_record_does_not_bring_an_outcome(nodes: Nodes) -> None:
+    body = package_of(nodes)
+    body["case"].update(
+        outcome="approved",
+        result="a certificate never issued",
+        tracking="SF0",
+        corrections=[{"reason": "x"}],
+        suspended_at=nodes.clock.now(),
+    )
+    nodes.shanghai.receive("zhuji", body, nodes.keys)
+    there = nodes.shanghai.store.get(body["case"]["id"])
+    assert there.state is CaseState.PENDING_ACCEPTANCE
+    assert (there.outcome, there.result, there.tracking) == (None, None, None)
+    assert (there.corrections, there.suspended_at) == ((), None)
