@@ -458,7 +458,7 @@ class CaseService:
         if action is Action.ARRIVE:
             changes["arrived_at"] = event.at
         elif action is Action.ACCEPT and details.get("deemed"):
-            changes["outcome"] = None
+            changes["outcome"] = "deemed_accepted"  # 行政许可法 §32, shown to all three
         elif action is Action.REQUEST_CORRECTION:
             changes["corrections"] = tuple(dict(i) for i in details.get("items", ()))
         elif action is Action.SUPPLEMENT:

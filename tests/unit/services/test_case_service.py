@@ -1008,9 +1008,13 @@ def test_deemed_acceptance_counts_holidays_and_make_up_workdays(nodes: Nodes) ->
     event = nodes.shanghai.events(nodes.owner, case.id)[-1]
     assert (event["action"], event["role"], event["reason"]) == ("accept", "system", "deemed")
     assert event["details"] == {"deemed": True, "acceptance_days": 5}
-    # the window learns it
+    assert there.outcome == "deemed_accepted"
+    # the window learns it, and the applicant sees why the case is accepted
     nodes.deliver(nodes.shanghai, nodes.zhuji)
-    assert nodes.zhuji.store.get(case.id).state is CaseState.ACCEPTED
+    here = nodes.zhuji.store.get(case.id)
+    assert (here.state, here.outcome) == (CaseState.ACCEPTED, "deemed_accepted")
+    view = nodes.zhuji.read(holder(nodes.zhuji), case.id)
+    assert (view["state"], view["outcome"]) == ("accepted", "deemed_accepted")
 
 
 def test_an_answered_case_is_not_deemed(nodes: Nodes) -> None:
@@ -1025,7 +1029,8 @@ def test_an_answered_case_is_not_deemed(nodes: Nodes) -> None:
 
 def test_suspension_moves_the_due_date_by_the_working_days_suspended(nodes: Nodes) -> None:
     case = nodes.arrived()
-    nodes.act(nodes.shanghai, nodes.owner, case.id, action="accept")
+    accepted = nodes.act(nodes.shanghai, nodes.owner, case.id, action="accept")
+    assert accepted.outcome is None  # accepted by the owner: nothing deemed
     due = nodes.shanghai.store.get(case.id).due_at
     assert due == local(2026, 12, 23)  # end of Tuesday 22 December
     nodes.clock.set(local(2026, 11, 27, 10))  # Friday
