@@ -60,6 +60,9 @@ from gateway.storage.cases import CaseWrite, SqliteCaseStore, StoredEvent, Subsc
 PACKAGE: Final = "package"
 EVENT: Final = "event"
 WINDOW_KIND: Final = "window"
+ENVELOPE_RESERVE: Final = 1024
+"""Bytes kept free in a package for the envelope each hop forwards it in (its route of at
+most 16 node ids: :func:`gateway.federation.cases.envelope`), within ``max_body_bytes``."""
 _REASONED = frozenset({Action.NOT_ACCEPT, Action.SUSPEND, Action.REFUSE})
 _OUTCOMES: Final = {
     Action.NOT_ACCEPT: "not_accepted",
@@ -368,7 +371,7 @@ class CaseService:
                 "blobs": {sha: b64url_encode(data) for sha, data in blobs.items()},
             }
         )
-        if len(package) > self.limits.max_body_bytes:
+        if len(package) + ENVELOPE_RESERVE > self.limits.max_body_bytes:
             raise TooLarge(
                 f"the application with its materials exceeds {self.limits.max_body_bytes} "
                 "bytes, the most one package between nodes may carry",

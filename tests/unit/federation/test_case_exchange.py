@@ -29,14 +29,14 @@ from gateway.config import Federation
 from gateway.crypto.jwks import StaticKeyResolver
 from gateway.crypto.keystore import KeyStore
 from gateway.errors import AuthError, GatewayError, InputError, NetworkError
-from gateway.federation.cases import CASES_PATH, CaseExchange, envelope
+from gateway.federation.cases import CASES_PATH, MAX_ROUTE, CaseExchange, envelope
 from gateway.federation.hops import HOP_HEADER, HopGate, NonceCache, sign_hop
 from gateway.federation.peers import PeerClient
 from gateway.federation.routing import Topology
 from gateway.identifiers import build_certificate_id
 from gateway.ids import DepartmentId, NodeId
 from gateway.server.node import open_node_service
-from gateway.services.cases import CaseService
+from gateway.services.cases import ENVELOPE_RESERVE, CaseService
 from gateway.services.node import NodeService
 from gateway.sso.auth import Principal
 from gateway.storage.cases import SqliteCaseStore
@@ -369,3 +369,8 @@ async def test_a_caller_that_is_not_a_neighbour_is_refused(
     await relay_fails(
         pair, body, proof(shanghai, "shanghai", body, clock), AuthError, 401, "hop.route"
     )
+
+
+def test_the_longest_envelope_fits_the_room_a_package_leaves_for_it() -> None:
+    route = tuple(NodeId(f"n{i:02d}".ljust(32, "x")) for i in range(MAX_ROUTE))
+    assert len(envelope(route, b"{}")) - len(b"{}") <= ENVELOPE_RESERVE

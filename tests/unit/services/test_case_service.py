@@ -39,12 +39,14 @@ from gateway.errors import (
     InputError,
     NotFoundError,
     SchemaViolation,
+    TooLarge,
     Unprocessable,
 )
+from gateway.federation.cases import envelope
 from gateway.identifiers import build_certificate_id
 from gateway.ids import DepartmentId, NodeId
 from gateway.server.node import open_node_service
-from gateway.services.cases import CaseService
+from gateway.services.cases import ENVELOPE_RESERVE, CaseService
 from gateway.services.node import NodeService
 from gateway.sso.auth import Principal
 from gateway.storage.cases import Message, SqliteCaseStore
@@ -1268,3 +1270,29 @@ def test_a_package_s_record_does_not_bring_an_outcome(nodes: Nodes) -> None:
     assert there.state is CaseState.PENDING_ACCEPTANCE
     assert (there.outcome, there.result, there.tracking) == (None, None, None)
     assert (there.corrections, there.suspended_at) == ((), None)
+
+
+def test_a_package_too_large_to_travel_in_its_envelope_is_refused_at_intake(
+    nodes: Nodes,
+) -> None:
+    zhuji = nodes.zhuji
+    zhuji.intake(nodes.window, application(), idempotency_key=None)
+    size = len(nodes.messages(zhuji)[-1].body)
+    # the package alone would fit; wrapped in its route for the hops it would not, and every
+    # hop would answer 413 to it forever (the owner's queue stuck behind it)
+    zhuji.limits = replace(zhuji.limits, max_body_bytes=size + 20)
+    route = tuple(NodeId(n) for n in ("zhuji", "shaoxing", "zhejiang", "national", "shanghai"))
+    assert len(envelope(route, nodes.messages(zhuji)[-1].body)) > size + 20
+    fails(
+        TooLarge,
+        413,
+        "case.too_large",
+        zhuji.intake,
+        nodes.window,
+        application(),
+        idempotency_key=None,
+    )
+    assert len(nodes.messages(zhuji)) == 1  # nothing written
+    # with room for any route, it is received
+    zhuji.limits = replace(zhuji.limits, max_body_bytes=size + ENVELOPE_RESERVE)
+    zhuji.intake(nodes.window, application(), idempotency_key=None)
