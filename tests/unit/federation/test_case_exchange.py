@@ -374,3 +374,21 @@ async def test_a_caller_that_is_not_a_neighbour_is_refused(
 def test_the_longest_envelope_fits_the_room_a_package_leaves_for_it() -> None:
     route = tuple(NodeId(f"n{i:02d}".ljust(32, "x")) for i in range(MAX_ROUTE))
     assert len(envelope(route, b"{}")) - len(b"{}") <= ENVELOPE_RESERVE
+
+
+async def test_the_sender_stops_when_cancelled_just_after_being_woken(pair: Pair) -> None:
+    # node shutdown cancels the sender; an action a moment before woke it (due()). On
+    # Python 3.11, asyncio.wait_for returned the woken wait's result and swallowed the
+    # cancellation, so the sender ran on and the shutdown waited for it for ever.
+    exchange = pair.zhuji.exchange
+    assert exchange is not None
+    task = asyncio.create_task(exchange.run())
+    await asyncio.sleep(0.05)  # in its wait for something due
+    exchange.due()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:  # the bug: stop it for good before failing
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+    assert done
+    assert task.cancelled()

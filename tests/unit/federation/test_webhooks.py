@@ -3,6 +3,7 @@ the node's JWKS, retried with the same id, given up after MAX_ATTEMPTS."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import AsyncIterator, Iterator
@@ -228,3 +229,19 @@ def test_a_signature_is_for_one_url(service: NodeService, clock: FixedClock) -> 
     with pytest.raises(SealError) as caught:
         verify_compact(token, keys, typ="case-event+jws", now=clock.now())
     assert caught.value.code == "seal.wrong_typ"
+
+
+async def test_the_sender_stops_when_cancelled_just_after_being_woken(
+    cases: CaseService, session: aiohttp.ClientSession, clock: FixedClock
+) -> None:
+    webhooks = sender(cases, session, clock)
+    task = asyncio.create_task(webhooks.run())
+    await asyncio.sleep(0.05)  # in its wait for something due
+    webhooks.due()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:  # the bug: stop it for good before failing
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+    assert done
+    assert task.cancelled()
