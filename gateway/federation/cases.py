@@ -199,8 +199,11 @@ class CaseExchange:
                     )
                     continue
                 await asyncio.to_thread(store.sent, message.seq)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that comes as due() wakes it, and the node's shutdown then waits
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._due.wait(), timeout=POLL_SECONDS)
+                async with asyncio.timeout(POLL_SECONDS):
+                    await self._due.wait()
             self._due.clear()
 
     async def run_clock(self) -> None:

@@ -83,8 +83,11 @@ class WebhookSender:
     async def run(self) -> None:
         while True:
             await self.deliver_due()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that comes as due() wakes it, and the node's shutdown then waits
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._due.wait(), timeout=POLL_SECONDS)
+                async with asyncio.timeout(POLL_SECONDS):
+                    await self._due.wait()
             self._due.clear()
 
     async def deliver_due(self) -> int:

@@ -64,6 +64,9 @@ EVENT: Final = "event"
 WINDOW_KIND: Final = "window"
 MAX_RESULTS_SCANNED: Final = 1000
 """A holder's certificates of a result type looked through for an earlier approval's."""
+ENVELOPE_RESERVE: Final = 1024
+"""Bytes kept free in a package for the envelope each hop forwards it in (its route of at
+most 16 node ids: :func:`gateway.federation.cases.envelope`), within ``max_body_bytes``."""
 _REASONED = frozenset({Action.NOT_ACCEPT, Action.SUSPEND, Action.REFUSE})
 _OUTCOMES: Final = {
     Action.NOT_ACCEPT: "not_accepted",
@@ -372,7 +375,7 @@ class CaseService:
                 "blobs": {sha: b64url_encode(data) for sha, data in blobs.items()},
             }
         )
-        if len(package) > self.limits.max_body_bytes:
+        if len(package) + ENVELOPE_RESERVE > self.limits.max_body_bytes:
             raise TooLarge(
                 f"the application with its materials exceeds {self.limits.max_body_bytes} "
                 "bytes, the most one package between nodes may carry",
@@ -462,7 +465,7 @@ class CaseService:
         if action is Action.ARRIVE:
             changes["arrived_at"] = event.at
         elif action is Action.ACCEPT and details.get("deemed"):
-            changes["outcome"] = None
+            changes["outcome"] = "deemed_accepted"  # 行政许可法 §32, shown to all three
         elif action is Action.REQUEST_CORRECTION:
             changes["corrections"] = tuple(dict(i) for i in details.get("items", ()))
         elif action is Action.SUPPLEMENT:
@@ -701,8 +704,19 @@ class CaseService:
             raise Unprocessable(
                 "the package's events do not belong to it", code="case.package_mismatch"
             )
-        # the case as the window sent it, rebuilt from its receipt and events
-        start = case.evolve(state=CaseState.RECEIVED, seq=0, updated_at=case.received_at)
+        # the case as the window sent it, rebuilt from its receipt and events (nothing the
+        # receipt does not seal is taken from the record: the events set the rest)
+        start = case.evolve(
+            state=CaseState.RECEIVED,
+            seq=0,
+            updated_at=case.received_at,
+            outcome=None,
+            result=None,
+            suspended_at=None,
+            corrections=(),
+            tracking=None,
+            arrived_at=None,
+        )
         write = CaseWrite(start, blobs=blobs)
         for event in events:
             transition(write.case.state, event.action, frozenset({event.role}))
@@ -723,14 +737,22 @@ class CaseService:
     def _match_package(
         self, case: Case, receipt: Mapping[str, Any], blobs: Mapping[str, bytes]
     ) -> None:
-        """The package is what the window's receipt says: the same case, parties and
-        applicant, and every material's bytes hash to the digest the receipt sealed."""
+        """The package is what the window's receipt says: the same case, matter, channel,
+        parties, applicant, delivery and dates, and every material's bytes hash to the
+        digest the receipt sealed."""
         mismatch = Unprocessable(
             "the package does not match its receipt", code="case.package_mismatch"
         )
         sealed = receipt.get("materials")
+        matter = receipt.get("matter")
         if (
             receipt.get("case") != case.id
+            or not isinstance(matter, Mapping)
+            or matter.get("id") != case.matter
+            or receipt.get("channel") != case.channel.value
+            or receipt.get("delivery") != case.delivery.value
+            or receipt.get("received_at") != to_rfc3339(case.received_at)
+            or receipt.get("promised_by") != to_rfc3339(case.due_at)
             or receipt.get("owner") != case.owner.to_json()
             or receipt.get("window") != case.window.to_json()
             or receipt.get("applicant") != case.applicant.digest
@@ -761,9 +783,13 @@ class CaseService:
             self._check_remote(case, event)
             if event.seq <= case.seq:
                 if not self.store.has_event(event.id):
-                    raise ConflictError(
-                        "the case changed at its owner since; read it again",
-                        code="case.conflict",
+                    if case.owner.node == self.me:  # a window acted on a stale copy
+                        raise ConflictError(
+                            "the case changed at its owner since; read it again",
+                            code="case.conflict",
+                        )
+                    raise ConflictError(  # the owner wrote another event at that number
+                        "the case has another event at that number", code="case.diverged"
                     )
                 applied = False
                 return None
@@ -883,7 +909,7 @@ class CaseService:
     ) -> dict[str, Any]:
         """A department's inbox (the cases it owns) or outbox (the cases its window
         received), or an applicant's own cases; by case number, one page at a time."""
-        page = min(limit or self.limits.max_case_page, self.limits.max_case_page)
+        page = self.limits.max_case_page if limit is None else min(limit, self.limits.max_case_page)
         if page < 1:
             raise InputError("limit is a positive number", code="input.query")
         if state is not None and state not in CaseState.__members__.values():
@@ -891,7 +917,7 @@ class CaseService:
         if after is not None:
             check_case_number(after)
         if principal.holder:
-            cases = self.store.by_applicant(principal.subject, after=after, limit=page)
+            cases = self.store.by_applicant(principal.subject, state=state, after=after, limit=page)
         else:
             if box not in ("inbox", "outbox"):
                 raise InputError("box is inbox or outbox", code="input.query")

@@ -397,12 +397,14 @@ class SqliteCaseStore:
             ).fetchall()
         return [Case.from_record(orjson.loads(r[0])) for r in rows]
 
-    def by_applicant(self, digest: str, *, after: str | None, limit: int) -> list[Case]:
+    def by_applicant(
+        self, digest: str, *, after: str | None, limit: int, state: str | None = None
+    ) -> list[Case]:
         with self._db.read() as conn:
             rows = conn.execute(
-                "SELECT record FROM cases WHERE applicant_digest = ? AND id > ? ORDER BY id"
-                " LIMIT ?",
-                (digest, after or "", min(limit, MAX_READ)),
+                "SELECT record FROM cases WHERE applicant_digest = ?"
+                " AND (? IS NULL OR state = ?) AND id > ? ORDER BY id LIMIT ?",
+                (digest, state, state, after or "", min(limit, MAX_READ)),
             ).fetchall()
         return [Case.from_record(orjson.loads(r[0])) for r in rows]
 
