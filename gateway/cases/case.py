@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
 from typing import Any
@@ -99,7 +99,8 @@ class Case:
     tracking: str | None = None
     """Delivery detail: a post tracking number, or where to collect."""
     arrived_at: float | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    address: str | None = None
+    """Where a result delivered by post goes (personal data: the case's two ends only)."""
 
     def evolve(self, **changes: Any) -> Case:
         return replace(self, **changes)
@@ -121,6 +122,7 @@ class Case:
             "owner": self.owner.to_json(),
             "applicant": {"name": self.applicant.name, "digest": self.applicant.digest},
             "delivery": self.delivery.value,
+            "address": self.address,
             "tracking": self.tracking,
             "received_at": to_rfc3339(self.received_at),
             "due_at": to_rfc3339(self.due_at),
@@ -155,6 +157,7 @@ class Case:
             "corrections": [dict(c) for c in self.corrections],
             "tracking": self.tracking,
             "arrived_at": self.arrived_at,
+            "address": self.address,
         }
 
     @classmethod
@@ -183,4 +186,5 @@ class Case:
             corrections=tuple(raw.get("corrections", ())),
             tracking=raw.get("tracking"),
             arrived_at=raw.get("arrived_at"),
+            address=raw.get("address"),
         )

@@ -44,6 +44,7 @@ from gateway.federation.routing import Route, Topology
 from gateway.ids import NodeId
 from gateway.services.cases import CaseService
 from gateway.sso.auth import Principal
+from gateway.storage.cases import Message
 
 log = logging.getLogger("gateway.federation.cases")
 
@@ -52,6 +53,11 @@ MAX_ROUTE: Final = 16
 POLL_SECONDS: Final = 1.0
 """How often the outbox is looked at when nothing wakes the sender (retries that came due)."""
 CLOCK_SECONDS: Final = 60.0
+REFUSED_FOR_GOOD: Final = frozenset({400, 403, 404, 413, 415, 422})
+"""A peer's answers about the message itself (malformed, not its case, not matching its
+receipt): it would be refused again, so it is set aside (``dead_letters``) and the peer's
+later messages go on. 401 (the peer does not trust this node's key yet), 408, 409 (an earlier
+event is missing) and 429 are about the moment: retried."""
 """How often the deemed-acceptance clock is looked at."""
 
 _T = TypeVar("_T")
@@ -184,19 +190,23 @@ class CaseExchange:
                     continue  # a peer's messages go in order: not past one that failed
                 try:
                     await self._send(NodeId(message.target), message.body, self._peers.deadline())
-                except (NetworkError, UpstreamProblem) as exc:
-                    stuck.add(message.target)
-                    base, most = self._retry
-                    delay = min(most, base * 2 ** min(message.attempts, 32))
-                    delay *= 0.5 + self._rng.random() / 2
-                    if message.attempts == 0 or isinstance(exc, UpstreamProblem):
-                        log.warning(
-                            "a case message is not delivered yet; retrying",
-                            extra={"case": message.case_id, "to": message.target, "code": exc.code},
-                        )
-                    await asyncio.to_thread(
-                        store.retry_message, message.seq, next_at=self._clock.now() + delay
+                except UpstreamProblem as exc:
+                    if exc.status not in REFUSED_FOR_GOOD:
+                        await self._later(message, exc)
+                        stuck.add(message.target)
+                        continue
+                    # refused for what it is, it would be refused again: set aside, loudly
+                    log.error(
+                        "a peer refused a case message for good; set aside",
+                        extra={"case": message.case_id, "to": message.target, "code": exc.code},
                     )
+                    await asyncio.to_thread(
+                        store.dead, message.seq, code=exc.code, at=self._clock.now()
+                    )
+                    continue
+                except NetworkError as exc:
+                    await self._later(message, exc)
+                    stuck.add(message.target)
                     continue
                 await asyncio.to_thread(store.sent, message.seq)
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
@@ -205,6 +215,20 @@ class CaseExchange:
                 async with asyncio.timeout(POLL_SECONDS):
                     await self._due.wait()
             self._due.clear()
+
+    async def _later(self, message: Message, exc: GatewayError) -> None:
+        """Try ``message`` again after a pause (doubling with each attempt, with jitter)."""
+        base, most = self._retry
+        delay = min(most, base * 2 ** min(message.attempts, 32))
+        delay *= 0.5 + self._rng.random() / 2
+        if message.attempts == 0 or isinstance(exc, UpstreamProblem):
+            log.warning(
+                "a case message is not delivered yet; retrying",
+                extra={"case": message.case_id, "to": message.target, "code": exc.code},
+            )
+        await asyncio.to_thread(
+            self.service.store.retry_message, message.seq, next_at=self._clock.now() + delay
+        )
 
     async def run_clock(self) -> None:
         """行政许可法 §32 at this node: unanswered applications deemed accepted."""

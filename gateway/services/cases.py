@@ -192,6 +192,13 @@ class CaseService:
                 + ", ".join(d.value for d in matter.delivery),
                 code="case.bad_delivery",
             )
+        address = body.get("address")
+        if delivery is Delivery.POST and address is None:
+            raise SchemaViolation(
+                "a result delivered by post needs the applicant's postal address",
+                pointers=("/address",),
+                errors=("required for delivery by post",),
+            )
         staff = body.get("identity_checked_by")
         if channel is Channel.WINDOW and staff is None:
             raise SchemaViolation(
@@ -228,6 +235,7 @@ class CaseService:
                     "identity_checked_by": staff,
                     "on_site": matter.on_site,
                     "delivery": delivery.value,
+                    "address": address,
                 },
                 at=now,
             )
@@ -245,6 +253,7 @@ class CaseService:
                 receipt=receipt,
                 materials=received.materials,
                 updated_at=now,
+                address=address,
             )
             write = CaseWrite(case, blobs=received.blobs)
             intake: AuditItem = (
@@ -756,8 +765,16 @@ class CaseService:
             or receipt.get("owner") != case.owner.to_json()
             or receipt.get("window") != case.window.to_json()
             or receipt.get("applicant") != case.applicant.digest
+            or receipt.get("address") != case.address
             or sealed != [m.to_json() for m in case.materials]
         ):
+            raise mismatch
+        applicant = case.applicant  # the person sent is the one whose digest was sealed
+        try:
+            digest = holder_digest(self.node.keys.holder_secret, applicant.id_type, applicant.id)
+        except InputError as exc:
+            raise mismatch from exc
+        if not hmac.compare_digest(digest.encode(), applicant.digest.encode()):
             raise mismatch
         wanted = {m.sha256 for m in case.materials if m.sha256 is not None}
         if set(blobs) != wanted or any(sha256_hex(data) != sha for sha, data in blobs.items()):
@@ -1025,7 +1042,16 @@ def cloud_event(base_url: str, case: Case, event: CaseEvent) -> bytes:
 
 
 def check_webhook_url(url: str) -> None:
-    if not isinstance(url, str) or len(url) > 512 or not url.startswith(("http://", "https://")):
+    """An absolute http(s) URL without credentials or fragment (the signed delivery names
+    it as its audience). Where it may point is the federation operators' network policy."""
+    if (
+        not isinstance(url, str)
+        or len(url) > 512
+        or not url.startswith(("http://", "https://"))
+        or "@" in url.split("/", 3)[2]
+        or "#" in url
+        or any(c.isspace() or ord(c) < 0x21 for c in url)
+    ):
         raise InputError(
             "a webhook url is http(s)://… of at most 512 characters", code="webhook.bad_url"
         )

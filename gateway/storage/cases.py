@@ -94,6 +94,17 @@ _SCHEMA: Final = (
     ) STRICT
     """,
     """
+    CREATE TABLE dead_letters (
+        seq INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        case_id TEXT NOT NULL,
+        body BLOB NOT NULL,
+        code TEXT NOT NULL,
+        at REAL NOT NULL
+    ) STRICT
+    """,
+    """
     CREATE TABLE audit_owed (
         seq INTEGER PRIMARY KEY,
         owner TEXT NOT NULL,
@@ -473,6 +484,26 @@ class SqliteCaseStore:
                 "UPDATE outbox SET attempts = attempts + 1, next_at = ? WHERE seq = ?",
                 (next_at, seq),
             )
+
+    def dead(self, seq: int, *, code: str, at: float) -> None:
+        """Move a message its peer refused for good (a 4xx about the message itself) out of
+        the outbox into ``dead_letters``, kept for operators: the peer's later messages go on."""
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO dead_letters (seq, target, kind, case_id, body, code, at)"
+                " SELECT seq, target, kind, case_id, body, ?, ? FROM outbox WHERE seq = ?",
+                (code, at, seq),
+            )
+            conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+
+    def dead_letters(self, *, limit: int = MAX_READ) -> list[tuple[str, str, str, str, float]]:
+        """(case, peer, kind, code, time) of the messages peers refused for good."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT case_id, target, kind, code, at FROM dead_letters ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(r[0], r[1], r[2], r[3], float(r[4])) for r in rows]
 
     def outbox_count(self) -> int:
         with self._db.read() as conn:

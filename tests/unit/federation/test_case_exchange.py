@@ -10,6 +10,7 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from aiohttp.test_utils import TestServer
 from conftest import HANG_GUARD, Tokens
 from processes import free_ports
 
+from gateway._internal.wire import b64url_encode
 from gateway.cases.case import Case
 from gateway.cases.lifecycle import CaseState
 from gateway.certificates.schemas import SchemaSet
@@ -39,7 +41,7 @@ from gateway.server.node import open_node_service
 from gateway.services.cases import ENVELOPE_RESERVE, CaseService
 from gateway.services.node import NodeService
 from gateway.sso.auth import Principal
-from gateway.storage.cases import SqliteCaseStore
+from gateway.storage.cases import Message, SqliteCaseStore
 
 ZHUJI, LINQUAN = NodeId("zhuji"), NodeId("linquan")
 BRIDE = {"id_type": "111", "id": "341221199607082464", "name": "王晓燕"}
@@ -393,3 +395,40 @@ async def test_the_sender_stops_when_cancelled_just_after_being_woken(pair: Pair
         await asyncio.wait({task}, timeout=5)
     assert done
     assert task.cancelled()
+
+
+async def test_a_message_refused_for_good_is_set_aside_and_the_next_goes_on(
+    pair: Pair, clock: FixedClock
+) -> None:
+    zhuji, linquan = pair.zhuji, pair.linquan
+    assert zhuji.exchange is not None
+    first, _ = await zhuji.exchange.intake(WINDOW, marriage(), None)
+    second, _ = await zhuji.exchange.intake(WINDOW, marriage(), None)
+    store = zhuji.cases.store
+    due, sent = store.due_messages, store.sent
+
+    def tampered(now: float, **kwargs: Any) -> list[Message]:
+        messages = due(now, **kwargs)
+        changed = []
+        for message in messages:
+            body = message.body
+            if message.case_id == first.id:
+                package = orjson.loads(body)
+                sha = next(iter(package["blobs"]))
+                package["blobs"][sha] = b64url_encode(b"altered on the way")
+                body = orjson.dumps(package)
+            changed.append(replace(message, body=body))
+        return changed
+
+    def sent_then_stop(seq: int) -> None:
+        sent(seq)
+        raise Stop
+
+    store.due_messages = tampered  # type: ignore[method-assign]
+    store.sent = sent_then_stop  # type: ignore[method-assign]
+    with pytest.raises(Stop):
+        await asyncio.wait_for(zhuji.exchange.run(), HANG_GUARD)
+    (dead,) = store.dead_letters()
+    assert dead[:4] == (first.id, "linquan", "package", "case.package_mismatch")
+    assert state_at(linquan, first.id) is None
+    assert state_at(linquan, second.id) is CaseState.PENDING_ACCEPTANCE

@@ -299,7 +299,7 @@ def test_an_idempotency_key_answers_the_same_case(nodes: Nodes) -> None:
         "case.idempotency_conflict",
         zhuji.intake,
         nodes.window,
-        application(delivery="post"),
+        application(delivery="post", address="上海市徐汇区漕溪北路88号"),
         idempotency_key="k-1",
     )
     # keys are per department: another window may use the same one
@@ -1302,3 +1302,66 @@ def test_a_package_too_large_to_travel_in_its_envelope_is_refused_at_intake(
     # with room for any route, it is received
     zhuji.limits = replace(zhuji.limits, max_body_bytes=size + ENVELOPE_RESERVE)
     zhuji.intake(nodes.window, application(), idempotency_key=None)
+
+
+def test_a_package_naming_another_applicant_than_its_receipt_is_refused(nodes: Nodes) -> None:
+    body = package_of(nodes)
+    body["case"]["applicant"]["id"] = "330681199001010015"  # another person, same digest
+    body["case"]["applicant"]["name"] = "赵立新"
+    fails(
+        Unprocessable,
+        422,
+        "case.package_mismatch",
+        nodes.shanghai.receive,
+        "zhuji",
+        body,
+        nodes.keys,
+    )
+
+
+def test_delivery_by_post_needs_the_address_which_the_receipt_seals(nodes: Nodes) -> None:
+    refused = fails(
+        SchemaViolation,
+        422,
+        "input.schema",
+        nodes.zhuji.intake,
+        nodes.window,
+        application(delivery="post"),
+        idempotency_key=None,
+    )
+    assert refused.pointers == ("/address",)
+    address = "上海市徐汇区漕溪北路88号 200030"
+    case, _ = nodes.zhuji.intake(
+        nodes.window, application(delivery="post", address=address), idempotency_key=None
+    )
+    assert case.address == address
+    claims = orjson.loads(b64url_decode(case.receipt.split(".")[1]))
+    assert claims["address"] == address
+    nodes.deliver(nodes.zhuji, nodes.shanghai)
+    assert nodes.shanghai.store.get(case.id).address == address
+    # the address changed on the way no longer matches the receipt
+    body = package_of(nodes)
+    body["case"]["address"] = "somewhere else"
+    fails(
+        Unprocessable,
+        422,
+        "case.package_mismatch",
+        nodes.shanghai.receive,
+        "zhuji",
+        body,
+        nodes.keys,
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.test/hook",
+        "https://user:secret@example.test/hook",
+        "https://example.test/hook#fragment",
+        "https://example.test/a b",
+        "https://" + "a" * 600,
+    ],
+)
+def test_a_webhook_url_is_plain_http_or_https(nodes: Nodes, url: str) -> None:
+    fails(InputError, 400, "webhook.bad_url", nodes.zhuji.subscribe, nodes.window, url)
