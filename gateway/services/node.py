@@ -59,7 +59,7 @@ from gateway.metrics import Metrics
 from gateway.services.catalog import catalog_entry
 from gateway.sso.auth import Principal, Scope
 from gateway.sso.consent import ConsentGrant, ConsentVerifier
-from gateway.storage.audit_log import SqliteAuditLog
+from gateway.storage.audit_log import AuditLog
 from gateway.storage.registry import NewCertificate, Outbox, SqliteRegistry, StoredCertificate
 from gateway.trust.trust_list import require_active_key
 
@@ -170,7 +170,7 @@ class NodeService:
         metrics: Metrics,
         public_url: str,
         idp_keys: KeyResolver | None = None,
-        audit: SqliteAuditLog,
+        audit: AuditLog,
     ) -> None:
         self.federation = federation
         self.node = node

@@ -10,6 +10,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway._internal.sql import SqlConnection
 from gateway.audit.heads import SignedTreeHead, verify_tree_head
 from gateway.audit.records import parse_entry
 from gateway.crypto.jwks import KeyResolver
@@ -23,7 +24,7 @@ from gateway.errors import (
     VerificationError,
 )
 from gateway.ids import NodeId
-from gateway.storage.audit_log import SqliteAuditLog, audit_storage_error
+from gateway.storage.audit_log import AuditLog, SqliteAuditLog, audit_storage_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +44,20 @@ def _tamper(code: str, seq: int, detail: str) -> VerificationError:
 
 
 def verify_log(
-    log: Path | SqliteAuditLog, keys: KeyResolver, *, node: NodeId, now: float
+    log: Path | AuditLog, keys: KeyResolver, *, node: NodeId, now: float
 ) -> AuditVerification:
     """Check a node's audit log end to end: ``tongban audit verify``.
 
     Raises :class:`VerificationError` naming the first bad entry: ``audit.removed``,
     ``audit.reordered``, ``audit.altered`` or ``audit.rewritten`` (a signed head the entries
     no longer match); a bad head signature keeps its ``seal.*`` code.
+
+    ``log``: a SQLite file (read on a connection of its own), or an open log of either
+    backend (read in one snapshot: PostgreSQL's replicas may append meanwhile).
     """
+    if isinstance(log, AuditLog) and not isinstance(log, SqliteAuditLog):
+        with log.snapshot() as conn:
+            return _verify(conn, keys, node=node, now=now)
     path = log.path if isinstance(log, SqliteAuditLog) else log
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
@@ -66,7 +73,7 @@ def verify_log(
 
 
 def _verify(
-    conn: sqlite3.Connection, keys: KeyResolver, *, node: NodeId, now: float
+    conn: SqlConnection, keys: KeyResolver, *, node: NodeId, now: float
 ) -> AuditVerification:
     # 1. every stored head verifies, and its columns agree with what it signed
     heads: dict[int, list[SignedTreeHead]] = {}

@@ -33,7 +33,7 @@ from typing import Final
 
 from gateway.audit.records import AuditItem, AuditRecord, CheckedItem, check_items
 from gateway.errors import StorageError
-from gateway.storage.audit_log import SqliteAuditLog
+from gateway.storage.audit_log import AuditLog
 
 MAX_BATCH: Final = 1024
 """Records committed in one transaction at most; more wait for the next."""
@@ -44,7 +44,7 @@ _Waiting = tuple[list[CheckedItem], "asyncio.Future[list[AuditRecord]]"]
 class GroupCommit:
     """Commits a node's audit records in groups; see the module's description."""
 
-    def __init__(self, log: SqliteAuditLog, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, log: AuditLog, *, max_batch: int = MAX_BATCH) -> None:
         if max_batch < 1:
             raise ValueError("a group commit carries at least one record")
         self._log = log

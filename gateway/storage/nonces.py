@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Final, Self
 
 from gateway._internal.postgres import PgConnections
 from gateway._internal.secret import Secret
@@ -132,7 +132,7 @@ class Nonces:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> Nonces:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -146,6 +146,8 @@ class Nonces:
 
 class SqliteNonces(Nonces):
     """The nonces in one SQLite file (``nonces.sqlite3``) every process of the node shares."""
+
+    _db: Connections
 
     def __init__(self, path: Path, *, max_entries: int, ttl: float) -> None:
         _check_bounds(max_entries, ttl)
