@@ -57,11 +57,11 @@ from gateway.services.node import NodeService
 from gateway.sso.auth import Authenticator
 from gateway.sso.idp_keys import RemoteKeySet
 from gateway.sso.node_auth import NodeAuthenticator
-from gateway.storage.audit_log import SqliteAuditLog
+from gateway.storage.audit_log import AuditLog, PostgresAuditLog, SqliteAuditLog
 from gateway.storage.catalog import SqliteCatalog
 from gateway.storage.groupcommit import GroupCommit
-from gateway.storage.nonces import SqliteNonces
-from gateway.storage.registry import SqliteRegistry
+from gateway.storage.nonces import Nonces, PostgresNonces, SqliteNonces
+from gateway.storage.registry import PostgresRegistry, SqliteRegistry, SqlRegistry
 from gateway.trust.rootkey import RootKey
 from gateway.trust.sync import TrustSync
 
@@ -99,11 +99,24 @@ def open_node_service(
     )
     directory = (data_dir or federation.data_dir) / node.id
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    registry = SqliteRegistry(directory / "registry.sqlite3")
+    registry: SqlRegistry
+    if node.database is not None:  # every replica of the node shares these stores
+        registry = PostgresRegistry(node.database)
+    else:
+        registry = SqliteRegistry(directory / "registry.sqlite3")
     try:
-        audit = SqliteAuditLog(
-            directory / "audit.sqlite3", node=node.id, signer=keys.current_signer(), clock=clock
-        )
+        audit: AuditLog
+        if node.database is not None:  # every replica of the node appends to the one log
+            audit = PostgresAuditLog(
+                node.database, node=node.id, signer=keys.current_signer(), clock=clock
+            )
+        else:
+            audit = SqliteAuditLog(
+                directory / "audit.sqlite3",
+                node=node.id,
+                signer=keys.current_signer(),
+                clock=clock,
+            )
     except BaseException:
         registry.close()
         raise
@@ -121,10 +134,17 @@ def open_node_service(
     )
 
 
-def open_nonce_store(federation: Federation, node_id: str) -> SqliteNonces:
-    """The hop-proof nonces every process of ``node_id`` shares (created on first use: a node
-    served by worker processes creates it once, before they start)."""
+def open_nonce_store(federation: Federation, node_id: str) -> Nonces:
+    """The hop-proof nonces every process and replica of ``node_id`` shares (created on first
+    use: a node served by worker processes creates it once, before they start)."""
     network = federation.network
+    database = federation.node(node_id).database
+    if database is not None:
+        return PostgresNonces(
+            database,
+            max_entries=network.nonce_cache_entries,
+            ttl=network.nonce_ttl_seconds,
+        )
     directory = federation.data_dir / node_id
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return SqliteNonces(
@@ -184,7 +204,7 @@ async def linked(
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tongban-writer")
     journal = GroupCommit(service.audit)
     catalog_store: SqliteCatalog | None = None
-    nonces: SqliteNonces | None = None
+    nonces: Nonces | None = None
 
     def start(work: Coroutine[Any, Any, None]) -> None:
         tasks.append(asyncio.create_task(work))
@@ -344,7 +364,7 @@ async def _sign_heads(service: NodeService, writer: ThreadPoolExecutor) -> None:
         await asyncio.sleep(HEAD_INTERVAL)
 
 
-async def _checkpoint_nonces(nonces: SqliteNonces, writer: ThreadPoolExecutor) -> None:
+async def _checkpoint_nonces(nonces: Nonces, writer: ThreadPoolExecutor) -> None:
     """Every :data:`HEAD_INTERVAL`: the nonce store's WAL into its file, on the writer thread."""
     loop = asyncio.get_running_loop()
     while True:

@@ -60,7 +60,7 @@ from gateway.services.catalog import catalog_entry
 from gateway.sso.auth import Principal, Scope
 from gateway.sso.consent import ConsentGrant, ConsentVerifier
 from gateway.storage.audit_log import AuditLog
-from gateway.storage.registry import NewCertificate, Outbox, SqliteRegistry, StoredCertificate
+from gateway.storage.registry import NewCertificate, Outbox, SqlRegistry, StoredCertificate
 from gateway.trust.trust_list import require_active_key
 
 STATUS_LIST_TTL = 300
@@ -165,7 +165,7 @@ class NodeService:
         *,
         clock: Clock,
         keys: KeyStore,
-        registry: SqliteRegistry,
+        registry: SqlRegistry,
         schemas: SchemaSet,
         metrics: Metrics,
         public_url: str,
