@@ -58,7 +58,7 @@ from gateway.sso.auth import Authenticator
 from gateway.sso.idp_keys import RemoteKeySet
 from gateway.sso.node_auth import NodeAuthenticator
 from gateway.storage.audit_log import AuditLog, PostgresAuditLog, SqliteAuditLog
-from gateway.storage.catalog import SqliteCatalog
+from gateway.storage.catalog import PostgresCatalog, SqlCatalog, SqliteCatalog
 from gateway.storage.groupcommit import GroupCommit
 from gateway.storage.nonces import Nonces, PostgresNonces, SqliteNonces
 from gateway.storage.registry import PostgresRegistry, SqliteRegistry, SqlRegistry
@@ -154,6 +154,16 @@ def open_nonce_store(federation: Federation, node_id: str) -> Nonces:
     )
 
 
+def open_catalog_store(federation: Federation) -> SqlCatalog:
+    """National's catalog: in its PostgreSQL database when it names one, else a SQLite file."""
+    database = federation.node(NATIONAL).database
+    if database is not None:
+        return PostgresCatalog(database)
+    directory = federation.data_dir / NATIONAL
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return SqliteCatalog(directory / "catalog.sqlite3")
+
+
 def open_idp_service(federation: Federation, *, clock: Clock) -> IdpService:
     """The identity provider's service (its signing keys, clients and citizens)."""
     return IdpService.open(
@@ -203,7 +213,7 @@ async def linked(
     tasks: list[asyncio.Task[None]] = []
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tongban-writer")
     journal = GroupCommit(service.audit)
-    catalog_store: SqliteCatalog | None = None
+    catalog_store: SqlCatalog | None = None
     nonces: Nonces | None = None
 
     def start(work: Coroutine[Any, Any, None]) -> None:
@@ -288,7 +298,7 @@ async def linked(
                     authority = TrustAuthority.open(
                         federation, clock=clock, root=root, state_path=state / "authority.json"
                     )
-                    catalog_store = SqliteCatalog(state / "catalog.sqlite3")
+                    catalog_store = open_catalog_store(federation)
                     catalog = CatalogService(
                         catalog_store, clock=clock, types=service.schemas.certificate_types()
                     )
