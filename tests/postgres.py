@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 
@@ -107,7 +108,9 @@ class PostgresServer:
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
 
     def dsn(self, database: str = "postgres") -> str:
-        return f"host={self.socket_dir} user={SUPERUSER} dbname={database}"
+        """A ``postgresql://`` URL (what a federation file and ``--database`` take), over the
+        Unix socket in the server's directory."""
+        return f"postgresql://{SUPERUSER}@/{database}?host={quote(str(self.socket_dir), safe='')}"
 
     def create_database(self) -> str:
         name = f"t{os.getpid()}_{next(self._serial)}"
