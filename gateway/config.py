@@ -83,6 +83,9 @@ class Network:
     max_connections_per_peer: int = 64
     """Open connections to one peer at most: a frozen peer holds only these, never the
     connections every other route needs."""
+    authority_lease_seconds: float = 10.0
+    """``national`` as replicas (over PostgreSQL): how long the trust list author's lease
+    lasts unrenewed, so how soon a killed author is replaced."""
 
 
 @dataclass(frozen=True, slots=True)

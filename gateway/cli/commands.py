@@ -29,6 +29,7 @@ from gateway.http.appkeys import LINKS, NODE
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import NATIONAL, NodeId
 from gateway.server.node import (
+    open_authority_store,
     open_catalog_store,
     open_idp_service,
     open_node_service,
@@ -132,12 +133,13 @@ def serve(
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     federation.node(node_id)  # an unknown node fails here, before any fork
-    if workers > 1 and node_id == NATIONAL:
+    if workers > 1 and node_id == NATIONAL and federation.node(node_id).database is None:
         # its trust-list authority keeps the list's seq and every key's history in one
-        # state file that its process rewrites: two processes would each reuse a seq
+        # state file that its process rewrites: two processes would each reuse a seq (in
+        # PostgreSQL the state has an author's lease, and national runs as replicas)
         raise ConfigError(
             f"{NATIONAL} signs the trust list from state one process owns: serve it with"
-            " --workers 1 (any other node scales out)",
+            " --workers 1, or give it a PostgreSQL --database (any other node scales out)",
             code="serve.workers",
         )
     if workers == 1:
@@ -545,6 +547,9 @@ def db_migrate(federation: Federation, node_id: str) -> int:
     open_nonce_store(federation, node_id).close()
     if node_id == NATIONAL:
         open_catalog_store(federation).close()
+        authority_store = open_authority_store(federation)
+        if authority_store is not None:
+            authority_store.close()
     where = "PostgreSQL" if node.database is not None else str(federation.data_dir / node.id)
     print(f"tongban: node {node_id}: every store is at this gateway's schema ({where})")
     return 0

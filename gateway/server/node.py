@@ -22,6 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +61,7 @@ from gateway.sso.auth import Authenticator
 from gateway.sso.idp_keys import RemoteKeySet
 from gateway.sso.node_auth import NodeAuthenticator
 from gateway.storage.audit_log import AuditLog, PostgresAuditLog, SqliteAuditLog
+from gateway.storage.authority_state import AuthorityStore, PostgresAuthorityStore
 from gateway.storage.catalog import PostgresCatalog, SqlCatalog, SqliteCatalog
 from gateway.storage.groupcommit import GroupCommit
 from gateway.storage.nonces import Nonces, PostgresNonces, SqliteNonces
@@ -164,6 +168,13 @@ def open_catalog_store(federation: Federation) -> SqlCatalog:
     return SqliteCatalog(directory / "catalog.sqlite3")
 
 
+def open_authority_store(federation: Federation) -> AuthorityStore | None:
+    """National's trust authority state in its PostgreSQL database, with the author's lease
+    (national as replicas); None: the state file one process owns (SQLite deployments)."""
+    database = federation.node(NATIONAL).database
+    return None if database is None else PostgresAuthorityStore(database)
+
+
 def open_idp_service(federation: Federation, *, clock: Clock) -> IdpService:
     """The identity provider's service (its signing keys, clients and citizens)."""
     return IdpService.open(
@@ -214,6 +225,7 @@ async def linked(
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tongban-writer")
     journal = GroupCommit(service.audit)
     catalog_store: SqlCatalog | None = None
+    authority_store: AuthorityStore | None = None
     nonces: Nonces | None = None
 
     def start(work: Coroutine[Any, Any, None]) -> None:
@@ -295,8 +307,15 @@ async def linked(
                         passphrase=federation.key_passphrase,
                         alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
                     )
+                    authority_store = open_authority_store(federation)
                     authority = TrustAuthority.open(
-                        federation, clock=clock, root=root, state_path=state / "authority.json"
+                        federation,
+                        clock=clock,
+                        root=root,
+                        state_path=state / "authority.json",
+                        store=authority_store,
+                        holder=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
+                        lease_seconds=network.authority_lease_seconds,
                     )
                     catalog_store = open_catalog_store(federation)
                     catalog = CatalogService(
@@ -352,6 +371,8 @@ async def linked(
         writer.shutdown(wait=True)
         if catalog_store is not None:
             catalog_store.close()
+        if authority_store is not None:
+            authority_store.close()
         if nonces is not None:
             nonces.close()
 
