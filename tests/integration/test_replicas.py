@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from processes import federation_file, free_ports, wait_healthy
 
 from gateway._internal.secret import Secret
+from gateway._internal.wire import b64url_decode
 from gateway.audit.records import AuditKind, parse_entry
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import SystemClock
@@ -72,11 +75,15 @@ class Replicas:
         self._start("idp", ["serve", "--node", "idp"])
 
     def start_replica(self, name: str, port: int) -> None:
+        self.start_replica_of("zhuji", name, port)
+
+    def start_replica_of(self, node: str, name: str, port: int) -> None:
+        """A replica of ``node``: a data directory of its own, a port of its own."""
         data = self.base / f"replica-{name}"
         self.urls[name] = f"http://127.0.0.1:{port}"
         self._start(
             name,
-            [*("--data-dir", str(data)), *("serve", "--node", "zhuji", "--port", str(port))],
+            [*("--data-dir", str(data)), *("serve", "--node", node, "--port", str(port))],
         )
 
     def _start(self, name: str, args: list[str]) -> None:
@@ -306,3 +313,82 @@ async def test_two_replicas_write_one_node_and_a_killed_one_loses_nothing(
     ) as response:
         assert response.status == 200, await response.text()
         assert (await response.json())["status"] == "suspended"
+
+
+# --- national as replicas: one author of the trust list, replaced when killed -------------
+
+
+def national_federation(replicas: Replicas) -> Path:
+    """The same federation with national's stores in the database and a short author lease."""
+    text = replicas.file.read_text(encoding="utf-8")
+    text = text.replace(
+        'id = "national"\n', f'id = "national"\ndatabase = "{replicas.dsn.reveal()}"\n', 1
+    )
+    text = re.sub(
+        r"^\[network\][^\n]*\n",
+        f"[network]\nauthority_lease_seconds = {LEASE}\n",
+        text,
+        count=1,
+        flags=re.M,
+    )
+    replicas.file.write_text(text, encoding="utf-8")
+    return replicas.file
+
+
+LEASE = 2.0
+
+
+async def trust_list_seq(session: aiohttp.ClientSession, url: str) -> int | None:
+    async with session.get(url + "/v1/trust-list") as response:
+        if response.status != 200:
+            return None
+        token = await response.text()
+    claims = orjson.loads(b64url_decode(token.split(".")[1]))
+    return int(claims["seq"])
+
+
+def lease_holder(dsn: Secret) -> tuple[str, float] | None:
+    rows = database_rows(dsn, "SELECT holder, expires FROM authority.lease")
+    return None if not rows else (str(rows[0][0]), float(rows[0][1]))
+
+
+async def test_a_killed_national_author_is_replaced_within_its_lease(
+    replicas: Replicas, session: aiohttp.ClientSession
+) -> None:
+    national_federation(replicas)
+    assert "[network]" in replicas.file.read_text(encoding="utf-8")
+    port_a, port_b = free_ports(2)
+    loop = asyncio.get_running_loop()
+    replicas.start_replica_of("national", "a", port_a)
+    await wait_healthy(session, replicas.urls["a"])
+    replicas.start_replica_of("national", "b", port_b)
+    await wait_healthy(session, replicas.urls["b"])
+    pid_a, pid_b = replicas.procs["a"].pid, replicas.procs["b"].pid
+
+    # one author (a, which started first); both serve its list
+    deadline = loop.time() + 60
+    while True:
+        seqs = [await trust_list_seq(session, replicas.urls[r]) for r in ("a", "b")]
+        if seqs[0] is not None and seqs[0] == seqs[1]:
+            break
+        assert loop.time() < deadline, f"the replicas did not both serve one list: {seqs}"
+        await asyncio.sleep(0.1)
+    published = seqs[0]
+    holder = lease_holder(replicas.dsn)
+    assert holder is not None
+    assert f":{pid_a}:" in holder[0]
+
+    # the author is killed: b takes the lease once it runs out, and goes on from its seq
+    replicas.kill("a")
+    killed_at = time.time()
+    while True:
+        holder = lease_holder(replicas.dsn)
+        if holder is not None and f":{pid_b}:" in holder[0]:
+            break
+        assert time.time() < killed_at + 4 * LEASE + 10, f"not replaced: {holder}"
+        await asyncio.sleep(0.1)
+    seq_b = await trust_list_seq(session, replicas.urls["b"])
+    assert seq_b is not None
+    assert seq_b >= published
+    stored = database_rows(replicas.dsn, "SELECT seq FROM authority.state")
+    assert int(stored[0][0]) >= published  # never back
