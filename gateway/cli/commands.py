@@ -29,6 +29,7 @@ from gateway.http.appkeys import LINKS, NODE
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import NATIONAL, NodeId
 from gateway.server.node import (
+    open_audit_log,
     open_authority_store,
     open_catalog_store,
     open_idp_service,
@@ -523,15 +524,11 @@ def audit_verify(federation: Federation, node_id: str) -> int:
 
 
 def _verify_database_log(federation: Federation, node_id: str, keys: KeyStore) -> AuditVerification:
-    from gateway.storage.audit_log import PostgresAuditLog
     from gateway.storage.audit_verify import verify_log
 
     node = federation.node(node_id)
-    assert node.database is not None
     clock = SystemClock()
-    with PostgresAuditLog(
-        node.database, node=node.id, signer=keys.current_signer(), clock=clock
-    ) as log:
+    with open_audit_log(federation, node_id, signer=keys.current_signer(), clock=clock) as log:
         return verify_log(log, keys, node=node.id, now=clock.now())
 
 

@@ -39,6 +39,7 @@ from gateway.clock import Clock
 from gateway.config import Federation
 from gateway.crypto.jwks import KeyResolver
 from gateway.crypto.keystore import KeyStore, federation_holder_secret
+from gateway.crypto.seals import Signer
 from gateway.errors import GatewayError, InputError
 from gateway.federation.enrolment import run_enrolment
 from gateway.federation.fetch import RoutedFetch
@@ -109,18 +110,7 @@ def open_node_service(
     else:
         registry = SqliteRegistry(directory / "registry.sqlite3")
     try:
-        audit: AuditLog
-        if node.database is not None:  # every replica of the node appends to the one log
-            audit = PostgresAuditLog(
-                node.database, node=node.id, signer=keys.current_signer(), clock=clock
-            )
-        else:
-            audit = SqliteAuditLog(
-                directory / "audit.sqlite3",
-                node=node.id,
-                signer=keys.current_signer(),
-                clock=clock,
-            )
+        audit = open_audit_log(federation, node.id, signer=keys.current_signer(), clock=clock)
     except BaseException:
         registry.close()
         raise
@@ -136,6 +126,19 @@ def open_node_service(
         idp_keys=idp_keys,
         audit=audit,
     )
+
+
+def open_audit_log(
+    federation: Federation, node_id: str, *, signer: Signer, clock: Clock
+) -> AuditLog:
+    """The node's audit log: in its PostgreSQL database (the one log every replica appends
+    to) when it names one, else ``audit.sqlite3`` under its data directory."""
+    node = federation.node(node_id)
+    if node.database is not None:
+        return PostgresAuditLog(node.database, node=node.id, signer=signer, clock=clock)
+    directory = federation.data_dir / node.id
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return SqliteAuditLog(directory / "audit.sqlite3", node=node.id, signer=signer, clock=clock)
 
 
 def open_nonce_store(federation: Federation, node_id: str) -> Nonces:
