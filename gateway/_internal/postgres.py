@@ -12,6 +12,11 @@ store first takes a transaction-scoped advisory lock named after that schema: wr
 store are serialised across every replica of the node exactly as SQLite's ``BEGIN
 IMMEDIATE`` serialises them across processes, so code written for one holds on the other
 (the audit log's one sequence, the nonce store's first use wins). Readers never wait.
+
+Round trips are what a request pays for here (the server is another process): both
+connections are in autocommit, a read of one statement is one round trip, a snapshot read
+and a write open their transactions explicitly, and a write's ``BEGIN`` and advisory lock go
+in one round trip.
 """
 
 from __future__ import annotations
@@ -119,7 +124,7 @@ class PgPendingWrite:
         """``COMMIT`` (durable: ``synchronous_commit`` is the server's, on by default)."""
         self._end()
         try:
-            self.conn.raw.commit()
+            self.conn.execute("COMMIT")
         except psycopg.Error as exc:
             self._quiet_rollback()
             raise self._translate(exc) from exc
@@ -134,8 +139,10 @@ class PgPendingWrite:
             self._lock.release()
 
     def _quiet_rollback(self) -> None:
+        if not self.conn.in_transaction:
+            return
         with contextlib.suppress(psycopg.Error):  # a broken connection: rolled back already
-            self.conn.raw.rollback()
+            self.conn.execute("ROLLBACK")
 
 
 class PgConnections:
@@ -172,7 +179,7 @@ class PgConnections:
     def _connect(self, *, read_only: bool = False) -> PgConn:
         try:
             raw = psycopg.connect(
-                self._dsn.reveal(), autocommit=False, connect_timeout=CONNECT_TIMEOUT
+                self._dsn.reveal(), autocommit=True, connect_timeout=CONNECT_TIMEOUT
             )
         except psycopg.Error as exc:
             raise ConfigError(
@@ -182,9 +189,8 @@ class PgConnections:
         try:
             raw.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
             raw.execute(f'SET search_path TO "{self._schema}"')
-            raw.commit()
             if read_only:
-                raw.read_only = True
+                raw.execute("SET default_transaction_read_only = on")
         except psycopg.Error as exc:
             raw.close()
             raise ConfigError(
@@ -214,8 +220,8 @@ class PgConnections:
         conn = self.writer
         try:
             with self._write_lock:
+                conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({self._lock_key})")
                 try:
-                    conn.execute("SELECT pg_advisory_xact_lock(?)", (self._lock_key,))
                     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
                     row = conn.execute("SELECT version FROM schema_version").fetchone()
                     found = 0 if row is None else int(row[0])
@@ -237,9 +243,9 @@ class PgConnections:
                                 conn.execute(statement)
                         conn.execute("UPDATE schema_version SET version = ?", (version,))
                 except BaseException:
-                    conn.raw.rollback()
+                    conn.execute("ROLLBACK")
                     raise
-                conn.raw.commit()
+                conn.execute("COMMIT")
         except psycopg.Error as exc:
             raise ConfigError(
                 f"cannot open the {self._store} in PostgreSQL: {_reason(exc)}",
@@ -277,10 +283,12 @@ class PgConnections:
         self._write_lock.acquire()
         try:
             self.check_open()
-            try:
-                self.writer.execute("SELECT pg_advisory_xact_lock(?)", (self._lock_key,))
+            try:  # one round trip: the transaction and the store's lock
+                self.writer.execute(f"BEGIN; SELECT pg_advisory_xact_lock({self._lock_key})")
             except psycopg.Error as exc:
-                self.writer.raw.rollback()
+                if self.writer.in_transaction:
+                    with contextlib.suppress(psycopg.Error):
+                        self.writer.execute("ROLLBACK")
                 raise self.translate(exc) from exc
         except BaseException:
             self._write_lock.release()
@@ -289,20 +297,21 @@ class PgConnections:
 
     @contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[PgConn]:
-        """The reader in a read-only transaction (``REPEATABLE READ`` for a ``snapshot``:
-        every statement sees the same state), ended when the block ends."""
+        """The reader (read only): each statement on its own, or for a ``snapshot`` in one
+        ``REPEATABLE READ`` transaction (every statement sees the same state)."""
         with self._read_lock:
             self.check_open()
             conn = self.reader
             try:
-                if snapshot:
-                    conn.raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                else:
-                    conn.raw.isolation_level = None
+                if not snapshot:
+                    yield conn
+                    return
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 try:
                     yield conn
                 finally:
-                    conn.raw.rollback()  # read only: nothing to keep
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")  # read only: nothing to keep
             except psycopg.Error as exc:
                 raise self.translate(exc) from exc
 
