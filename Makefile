@@ -33,7 +33,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy
 
-# Figures A-D of docs/benchmarks.md (BENCH_QUICK=1: figure D with 200,000 certificates).
+# Figures A-E of docs/benchmarks.md (BENCH_QUICK=1: figure D with 200,000 certificates;
+# BENCH_FIGURES=E: figure E alone; BENCH_REPLICAS=N: its replicas, default 2).
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
