@@ -7,8 +7,10 @@ head, and names the first bad entry.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from gateway._internal.sql import SqlConnection
 from gateway.audit.heads import SignedTreeHead, verify_tree_head
@@ -72,6 +74,26 @@ def verify_log(
         conn.close()
 
 
+VERIFY_PAGE: Final = 10_000
+"""Entries read at once: a log of any size is verified in bounded memory."""
+
+
+def _rows(conn: SqlConnection) -> Iterator[tuple[int, bytes, bytes]]:
+    """Every entry in ``seq`` order, a page at a time (keyset pages, in the caller's one
+    snapshot: a client-side cursor over the whole table would hold it all in memory)."""
+    last = -1
+    while True:
+        page = conn.execute(
+            "SELECT seq, entry, leaf_hash FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",
+            (last, VERIFY_PAGE),
+        ).fetchall()
+        for seq, entry, leaf in page:
+            yield int(seq), bytes(entry), bytes(leaf)
+        if len(page) < VERIFY_PAGE:
+            return
+        last = int(page[-1][0])
+
+
 def _verify(
     conn: SqlConnection, keys: KeyResolver, *, node: NodeId, now: float
 ) -> AuditVerification:
@@ -106,8 +128,7 @@ def _verify(
             last_good = size
 
     check_heads(0)
-    cursor = conn.execute("SELECT seq, entry, leaf_hash FROM entries ORDER BY seq")
-    for seq, entry, stored_leaf in cursor:
+    for seq, entry, stored_leaf in _rows(conn):
         expected = builder.size
         # 2. the sequence is contiguous: a gap is a removed entry
         if seq != expected:

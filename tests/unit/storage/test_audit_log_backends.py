@@ -26,6 +26,7 @@ from gateway.crypto.merkle import verify_consistency, verify_inclusion
 from gateway.crypto.seals import PrivateKeySigner
 from gateway.errors import ConfigError, InputError, StorageError, VerificationError
 from gateway.ids import NodeId
+from gateway.storage import audit_verify
 from gateway.storage.audit_log import AuditLog, PostgresAuditLog, SqliteAuditLog
 from gateway.storage.audit_verify import verify_log
 
@@ -262,3 +263,15 @@ def test_a_newer_schema_is_refused(backend: Backend, clock: FixedClock) -> None:
     with pytest.raises(ConfigError) as err:
         backend.open(clock)
     assert err.value.code == "audit.schema"
+
+
+def test_a_long_log_is_verified_page_by_page(
+    log: AuditLog, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_verify, "VERIFY_PAGE", 3)  # 11 entries: four pages
+    fill(log, clock, 6)
+    log.tree_head()
+    fill(log, clock, 5)
+    head = log.tree_head()
+    summary = verify_log(log, KEYS, node=ZHUJI, now=clock.now())
+    assert (summary.size, summary.heads_checked, summary.root_hash) == (11, 2, head.root_hash)
