@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench clean venv postgresql
 
 venv: $(STAMP)
 
@@ -17,15 +17,24 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tongban demo
 
-test: $(STAMP)
+test: $(STAMP) postgresql
 	$(BIN)/python -m pytest -q
+
+# The tests start a real PostgreSQL server of their own (tests/postgres.py): Debian's
+# package, installed here when this machine lacks it. Nothing is started or configured here.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+	|| { echo "installing PostgreSQL (Debian's postgresql package) for the tests"; \
+	     if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql; \
+	     else sudo apt-get update -qq && sudo apt-get install -y -qq postgresql; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy
 
-# Figures A-D of docs/benchmarks.md (BENCH_QUICK=1: figure D with 200,000 certificates).
+# Figures A-F of docs/benchmarks.md (BENCH_QUICK=1: figure D with 200,000 certificates;
+# BENCH_FIGURES=E: figure E alone; BENCH_REPLICAS=N: its replicas, default 2; BENCH_ONLY=F: SM2).
 bench: $(STAMP)
 	$(BIN)/python -m bench
 

@@ -122,11 +122,21 @@ class Cluster:
             stderr=subprocess.DEVNULL,
         )
 
-    def start(self, node: str, *, workers: int = 1, cores: set[int] | None = None) -> None:
+    def start(
+        self,
+        node: str,
+        *,
+        workers: int = 1,
+        cores: set[int] | None = None,
+        database: str | None = None,
+    ) -> None:
+        """``node`` served by ``workers`` processes (with a PostgreSQL ``database``: as that
+        many replicas of the node, sharing only the database and its keys)."""
         pin = pin_command(cores or self.server_cores)
+        on = ("--database", database) if database else ()
         with (self.base / f"{node}.log").open("ab") as log:
             self.procs[node] = subprocess.Popen(
-                [*pin, *self.command("serve", "--node", node, "--workers", str(workers))],
+                [*pin, *self.command(*on, "serve", "--node", node, "--workers", str(workers))],
                 stdout=log,
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

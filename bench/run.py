@@ -1,4 +1,4 @@
-"""``make bench``: figures A-D and the workers' scaling, measured side by side in one run.
+"""``make bench``: figures A-E and the workers' scaling, measured side by side in one run.
 
 Everything measured is started here as real processes on free loopback ports (the nodes of a
 temporary federation, the bare reference server), pinned to other cores than the load
@@ -7,11 +7,13 @@ generator where the machine has two or more. Each measurement is warmed up, then
 (C) or the two registry sizes (D) back to back, so both sides of a ratio see the machine of
 the same minutes, and a figure is the median of its rounds' ratios or differences. The
 medians, the rounds' values and the ratios are printed, and the output ends with one line
-per figure: ``A 0.63``, ``B 0.88``, ``C p50_ms 0.7 p99_ms 3.9``, ``D 1.08``, and for
-figure F (B with SM2 seals, in a second federation whose ``seal_alg`` is SM2)
-``E 0.90 sm2_per_s … ed25519_per_s … p256_per_s …``.
+per figure: ``A 0.63``, ``B 0.88``, ``C p50_ms 0.7 p99_ms 3.9``, ``D 1.08``,
+``E replicas_2 1.35 postgresql 0.85``, and for figure F (B with SM2 seals, in a second
+federation whose ``seal_alg`` is SM2) ``F 0.90 sm2_per_s … ed25519_per_s … p256_per_s …``.
 
-``BENCH_QUICK=1`` seeds 200,000 certificates instead of 1,000,000 for figure D.
+``BENCH_QUICK=1`` seeds 200,000 certificates instead of 1,000,000 for figure D;
+``BENCH_REPLICAS=N`` runs figure E's replicated node as N replicas (default 2);
+``BENCH_FIGURES=E`` (any of ``ABCDEF``; A, B and C go together) runs only those figures;
 ``BENCH_ONLY=F`` measures figure F alone (about a minute and a half).
 """
 
@@ -33,6 +35,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import orjson
+import psycopg
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -51,6 +54,7 @@ from bench.load import (
     sequential,
     wrk_rate,
 )
+from bench.pgserver import postgres_server
 from gateway.clock import SystemClock
 from gateway.crypto.keystore import KeyStore
 from gateway.ids import DepartmentId, NodeId
@@ -159,7 +163,14 @@ def candidates(cluster: Cluster, node: str, limit: int) -> list[tuple[str, str]]
 def passing_fetch(cluster: Cluster, minter: Minter, node: str) -> Request:
     """A fetch of one of ``node``'s seeded certificates whose report is PASSED (seeding also
     makes certificates that have expired), with its holder's consent."""
-    for cert, digest in candidates(cluster, node, 50):
+    return passing_fetch_from(cluster, minter, candidates(cluster, node, 50), node)
+
+
+def passing_fetch_from(
+    cluster: Cluster, minter: Minter, pool: Sequence[tuple[str, str]], node: str = "zhuji"
+) -> Request:
+    """The first fetch of ``pool`` (id, holder digest) at ``node`` whose report is PASSED."""
+    for cert, digest in pool:
         request = fetch_request(cluster, minter, cert, minter.consent_for_digest(digest))
         status, body = asyncio.run(get(request))
         if status != 200:
@@ -747,6 +758,9 @@ def main() -> int:
     only = os.environ.get("BENCH_ONLY", "")
     if only not in ("", "F"):
         raise SystemExit("BENCH_ONLY takes F (figure F alone)")
+    figures = "F" if only else os.environ.get("BENCH_FIGURES", "ABCDEF").upper()
+    if not figures or set(figures) - set("ABCDEF"):
+        raise SystemExit("BENCH_FIGURES takes letters of ABCDEF")
     big = int(os.environ.get("BENCH_D_COUNT", "200000" if quick else "1000000"))
     server_cores, load_cores = split_cores()
     info = machine()
@@ -760,21 +774,21 @@ def main() -> int:
     os.sched_setaffinity(0, load_cores)
     with tempfile.TemporaryDirectory(prefix="tongban-bench-") as tmp:
         base = Path(tmp)
-        if only == "F":
+        status = 0
+        if set(figures) - {"F"}:
+            cluster = Cluster(base, server_cores)
+            try:
+                status = run(base, cluster, load_cores, big, figures)
+            finally:
+                cluster.stop_all()
+        if "F" in figures:
             _, line = run_f(base / "sm2", server_cores, load_cores)
             log(line)
-            return 0
-        cluster = Cluster(base, server_cores)
-        try:
-            status = run(base, cluster, load_cores, big)
-        finally:
-            cluster.stop_all()
-        _, line = run_f(base / "sm2", server_cores, load_cores)
-        log(line)
         return status
 
 
-def run(base: Path, cluster: Cluster, load_cores: set[int], big: int) -> int:
+def run(base: Path, cluster: Cluster, load_cores: set[int], big: int, figures: str) -> int:
+    replicas = int(os.environ.get("BENCH_REPLICAS", "2"))
     started = time.monotonic()
     log(f"\nseeding zhuji with {SMALL:,} certificates …")
     cluster.run("seed", "--node", "zhuji", "--count", str(SMALL), "--seed", "1")
@@ -786,13 +800,30 @@ def run(base: Path, cluster: Cluster, load_cores: set[int], big: int) -> int:
     bench = Bench(base, cluster, load_cores)
     minter = bench.minter
     local = passing_fetch(cluster, minter, "zhuji")
-    direct = passing_fetch(cluster, minter, "linquan")
-    far = passing_fetch(cluster, minter, "shanghai")
+    results: list[str] = []
+    if "A" in figures or "B" in figures or "C" in figures:
+        direct = passing_fetch(cluster, minter, "linquan")
+        far = passing_fetch(cluster, minter, "shanghai")
+        one_worker, a = bench.figure_a(local)
+        b = bench.figure_b()
+        c50, c99 = bench.figure_c(local, direct, far)
+        results += [f"A {a:.2f}", f"B {b:.2f}", f"C p50_ms {c50:.2f} p99_ms {c99:.2f}"]
+        workers_scaling(bench, cluster, load_cores, one_worker)
+    if "E" in figures:
+        e_replicas, e_postgresql = figure_e(bench, cluster, local, load_cores, replicas)
+        results.append(f"E replicas_{replicas} {e_replicas:.2f} postgresql {e_postgresql:.2f}")
+    if "D" in figures:
+        d = figure_d_run(bench, cluster, big)
+        results.append(f"D {d:.2f}")
+    log(f"\nbench took {time.monotonic() - started:.0f} s")
+    for line in results:
+        log(line)
+    return 0
 
-    one_worker, a = bench.figure_a(local)
-    b = bench.figure_b()
-    c50, c99 = bench.figure_c(local, direct, far)
 
+def workers_scaling(
+    bench: Bench, cluster: Cluster, load_cores: set[int], one_worker: float
+) -> None:
     workers = max(2, len(cluster.server_cores))
     log(f"\nscaling: serve --workers {workers} (the figure A request)")
     cluster.stop("zhuji")
@@ -811,16 +842,85 @@ def run(base: Path, cluster: Cluster, load_cores: set[int], big: int) -> int:
     log(f"  scaling {workers} workers / 1 worker: {scaled / baseline:.2f}")
     cluster.stop("zhuji")
 
+
+def shared_cores(cluster: Cluster, load_cores: set[int], processes: int) -> set[int]:
+    """The server cores, or every core when there are fewer server cores than processes
+    (then the load generator shares them: say so)."""
+    every = set(os.sched_getaffinity(0)) | cluster.server_cores | set(load_cores)
+    if len(cluster.server_cores) >= processes:
+        return cluster.server_cores
+    log("  (too few cores to keep the load generator apart: servers and wrk share them all)")
+    return every
+
+
+def figure_e(
+    bench: Bench, cluster: Cluster, sqlite_request: Request, load_cores: set[int], replicas: int
+) -> tuple[float, float]:
+    """E: the figure-A request at zhuji on SQLite (one process), on PostgreSQL as one replica
+    and as ``replicas`` replicas (``BENCH_REPLICAS``), side by side in every round, all on
+    the same cores; the ratios ``replicas / one replica`` and ``PostgreSQL / SQLite`` at one.
+    The PostgreSQL server (its durable defaults: ``fsync``, ``synchronous_commit``) is this
+    run's own, on the same machine."""
+    log(f"\nE  the figure A request: SQLite vs PostgreSQL, 1 vs {replicas} replicas")
+    if "zhuji" in cluster.procs:
+        cluster.stop("zhuji")
+    cores = shared_cores(cluster, load_cores, replicas)
+    with postgres_server(durable=True) as server:
+        dsn = server.dsn(server.create_database())
+        log(f"  seeding zhuji's PostgreSQL database with {SMALL:,} certificates …")
+        cluster.run(
+            "--database", dsn, "seed", "--node", "zhuji", "--count", str(SMALL), "--seed", "1"
+        )
+        cluster.start("zhuji", cores=cores, database=dsn)
+        try:
+            pg_request = passing_fetch_from(cluster, bench.minter, postgres_candidates(dsn, 50))
+        finally:
+            cluster.stop("zhuji")
+
+        def measure(request: Request, workers: int, database: str | None) -> Callable[[], float]:
+            def rate() -> float:
+                cluster.start("zhuji", workers=workers, cores=cores, database=database)
+                try:
+                    bench.rate(request, 1)  # warm-up: connections, caches
+                    return bench.rate(request)
+                finally:
+                    cluster.stop("zhuji")
+
+            return rate
+
+        sqlite, one, many = side_by_side(
+            [
+                ("SQLite, 1 process", measure(sqlite_request, 1, None)),
+                ("PostgreSQL, 1 replica", measure(pg_request, 1, dsn)),
+                (f"PostgreSQL, {replicas} replicas", measure(pg_request, replicas, dsn)),
+            ],
+            "req/s",
+        )
+    scaling, scaling_rounds = ratio_by_round(many, one)
+    backend, backend_rounds = ratio_by_round(one, sqlite)
+    log(f"  {replicas} replicas / 1 replica: {scaling:.2f}   (rounds: {scaling_rounds})")
+    log(f"  PostgreSQL / SQLite at 1: {backend:.2f}   (rounds: {backend_rounds})")
+    return scaling, backend
+
+
+def postgres_candidates(dsn: str, limit: int) -> list[tuple[str, str]]:
+    """As :func:`draw_pool`, from a node's registry in PostgreSQL."""
+    with psycopg.connect(dsn) as db:
+        rows = db.execute(
+            "SELECT id, holder_digest FROM registry.certificates"
+            " WHERE type IN (%s, %s) AND status = 'valid' ORDER BY random() LIMIT %s",
+            (*TYPES, limit),
+        ).fetchall()
+    return [(str(cert), str(digest)) for cert, digest in rows]
+
+
+def figure_d_run(bench: Bench, cluster: Cluster, big: int) -> float:
+    if "zhuji" in cluster.procs:  # D serves zhuji from copies of its state
+        cluster.stop("zhuji")
     log(f"\nD  fetch p99, {big:,} certificates vs {SMALL:,} (closed loop, 2 connections)")
     small = cluster.keep_copy("zhuji", f"zhuji-{SMALL}")
     log(f"  seeding zhuji up to {big:,} certificates …")
     seeding = time.monotonic()
     cluster.run("seed", "--node", "zhuji", "--count", str(big - SMALL), "--seed", "2")
     log(f"  seeded in {time.monotonic() - seeding:.0f} s")
-    d = bench.figure_d({SMALL: small, big: cluster.set_aside("zhuji", f"zhuji-{big}")})
-    log(f"\nbench took {time.monotonic() - started:.0f} s")
-    log(f"A {a:.2f}")
-    log(f"B {b:.2f}")
-    log(f"C p50_ms {c50:.2f} p99_ms {c99:.2f}")
-    log(f"D {d:.2f}")
-    return 0
+    return bench.figure_d({SMALL: small, big: cluster.set_aside("zhuji", f"zhuji-{big}")})

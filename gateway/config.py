@@ -31,6 +31,8 @@ from gateway.scopes import SCOPES
 DEFAULT_FEDERATION_FILE = Path(__file__).with_name("federation.toml")
 _NODE_ID = re.compile(r"[a-z][a-z0-9-]{1,31}")
 _URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+DATABASE_SCHEMES = ("postgresql://", "postgres://")
+"""What a node's ``database`` (or ``--database``) may name: PostgreSQL, by URL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,9 @@ class Network:
     (doubling, with jitter, per message)."""
     outbox_retry_max_seconds: float = 30.0
     """Longest pause between two tries of one case message or notification."""
+    authority_lease_seconds: float = 10.0
+    """``national`` as replicas (over PostgreSQL): how long the trust list author's lease
+    lasts unrenewed, so how soon a killed author is replaced."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +166,9 @@ class NodeConfig:
     departments: tuple[Department, ...] = ()
     url: str | None = None
     """Where peers reach this node; default ``http://<federation host>:<port>``."""
+    database: Secret | None = None
+    """``postgresql://…``: the node's stores in this PostgreSQL database, which every replica
+    of the node shares; None (the default): SQLite files under the data directory."""
 
     def department(self, department_id: str) -> Department | None:
         for dept in self.departments:
@@ -280,6 +288,18 @@ class Federation:
         """A copy whose named nodes listen on other ports (demo and tests on free ports)."""
         nodes = tuple(
             replace(node, port=ports[node.id], url=None) if node.id in ports else node
+            for node in self.nodes
+        )
+        return replace(self, nodes=nodes)
+
+    def with_database(self, node_id: str, database: str) -> Federation:
+        """A copy whose node ``node_id`` keeps its stores in PostgreSQL at ``database``
+        (``--database``); ``ConfigError`` for anything but a ``postgresql://`` URL."""
+        if not database.startswith(DATABASE_SCHEMES):
+            raise ConfigError("--database must be a postgresql:// URL", code="config.database")
+        self.node(node_id)
+        nodes = tuple(
+            replace(node, database=Secret(database)) if node.id == node_id else node
             for node in self.nodes
         )
         return replace(self, nodes=nodes)
@@ -542,7 +562,13 @@ class _Parser:
             raise self.fail(
                 where, f"url {url!r} must be http(s)://host[:port]", "url", anchor=anchor
             )
+        database = self._get(table, "database", str, where, default=None)
+        if database is not None and not database.startswith(DATABASE_SCHEMES):
+            raise self.fail(
+                where, "database must be a postgresql:// URL", "database", anchor=anchor
+            )
         return NodeConfig(
+            database=Secret(database) if database is not None else None,
             id=NodeId(node_id),
             name=self._get(table, "name", str, where, default=node_id),
             port=port,

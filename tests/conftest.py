@@ -11,8 +11,10 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from postgres import PostgresServer, postgres_server
 from processes import free_ports
 
+from gateway._internal.secret import Secret
 from gateway.certificates.holders import holder_digest
 from gateway.certificates.schemas import SchemaSet, default_schema_dir
 from gateway.cli.commands import run_federation
@@ -290,3 +292,19 @@ async def trust_itself(client: TestClient[Any, Any]) -> str:
     token = authority.publish()
     await app[LINKS].trust.offer_local(token)
     return token
+
+
+# --- PostgreSQL: one real server per session, a fresh database per test ---------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PostgresServer) -> Iterator[Secret]:
+    """The DSN of a new, empty PostgreSQL database for this test."""
+    with pg_server.database() as dsn:
+        yield dsn

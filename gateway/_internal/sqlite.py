@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
 from gateway.errors import ConfigError, GatewayError, StorageError
 
@@ -129,7 +130,13 @@ class Connections:
     query-only (:meth:`read`). Both are closed once, under both locks (:meth:`close`); after
     that every use raises ``StorageError`` ``<prefix>.closed``. ``prefix`` and ``store`` name
     the store in error codes and messages (``registry``, "certificate store").
+    The same shape as :class:`gateway._internal.postgres.PgConnections`: a store written over
+    one runs over the other, spelling its schema per :attr:`dialect`.
     """
+
+    dialect: Final = "sqlite"
+    Error = sqlite3.Error
+    IntegrityError = sqlite3.IntegrityError
 
     def __init__(
         self,
@@ -274,6 +281,21 @@ class Connections:
                     conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise self.translate(exc) from exc
+
+    @contextmanager
+    def fresh(self) -> Iterator[sqlite3.Connection]:
+        """A new read-only connection of its own: no snapshot, no lock of ours (rare paths)."""
+        self.check_open()
+        try:
+            conn = sqlite3.connect(f"{self._path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+        finally:
+            conn.close()
 
     def checkpoint(self) -> None:
         """Copy committed WAL frames into the database (SQLite's PASSIVE checkpoint: never

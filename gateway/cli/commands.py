@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
@@ -39,7 +40,10 @@ from gateway.http.appkeys import LINKS, NODE
 from gateway.http.idp_app import create_idp_app
 from gateway.ids import NATIONAL, KeyId, NodeId
 from gateway.server.node import (
+    open_audit_log,
+    open_authority_store,
     open_case_store,
+    open_catalog_store,
     open_idp_service,
     open_node_service,
     open_nonce_store,
@@ -53,6 +57,10 @@ from gateway.trust.trust_list import (
     require_active_key,
     verify_trust_list,
 )
+
+if TYPE_CHECKING:
+    from gateway.crypto.keystore import KeyStore
+    from gateway.storage.audit_verify import AuditVerification
 
 
 def _install_uvloop() -> None:
@@ -145,12 +153,13 @@ def serve(
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     federation.node(node_id)  # an unknown node fails here, before any fork
-    if workers > 1 and node_id == NATIONAL:
+    if workers > 1 and node_id == NATIONAL and federation.node(node_id).database is None:
         # its trust-list authority keeps the list's seq and every key's history in one
-        # state file that its process rewrites: two processes would each reuse a seq
+        # state file that its process rewrites: two processes would each reuse a seq (in
+        # PostgreSQL the state has an author's lease, and national runs as replicas)
         raise ConfigError(
             f"{NATIONAL} signs the trust list from state one process owns: serve it with"
-            " --workers 1 (any other node scales out)",
+            " --workers 1, or give it a PostgreSQL --database (any other node scales out)",
             code="serve.workers",
         )
     if workers == 1:
@@ -696,14 +705,19 @@ def audit_verify(federation: Federation, node_id: str) -> int:
     from gateway.storage.audit_verify import verify_log
 
     node = federation.node(node_id)
-    path = federation.data_dir / node.id / "audit.sqlite3"
-    if not path.exists():
-        raise ConfigError(f"node {node_id!r} has no audit log at {path}")
     store = KeyStore.open(
         federation.keys_dir, node.id, clock=SystemClock(), passphrase=federation.key_passphrase
     )
     try:
-        summary = verify_log(path, store, node=node.id, now=SystemClock().now())
+        if node.database is not None:  # the one log every replica appends to
+            summary = _verify_database_log(federation, node_id, store)
+        else:
+            path = federation.data_dir / node.id / "audit.sqlite3"
+            if not path.exists():
+                raise ConfigError(f"node {node_id!r} has no audit log at {path}")
+            summary = verify_log(path, store, node=node.id, now=SystemClock().now())
+    except ConfigError:
+        raise
     except GatewayError as exc:
         print(f"tongban: audit log of {node_id} FAILED: {exc.code}: {exc.detail}", file=sys.stderr)
         return 1
@@ -711,6 +725,35 @@ def audit_verify(federation: Federation, node_id: str) -> int:
         f"audit log of {node_id}: {summary.size} entries, {summary.heads_checked} signed tree "
         f"heads checked, root {b64url_encode(summary.root_hash)}: OK"
     )
+    return 0
+
+
+def _verify_database_log(federation: Federation, node_id: str, keys: KeyStore) -> AuditVerification:
+    from gateway.storage.audit_verify import verify_log
+
+    node = federation.node(node_id)
+    clock = SystemClock()
+    with open_audit_log(federation, node_id, signer=keys.current_signer(), clock=clock) as log:
+        return verify_log(log, keys, node=node.id, now=clock.now())
+
+
+def db_migrate(federation: Federation, node_id: str) -> int:
+    """``tongban db migrate --node N``: bring every store of the node to this gateway's schema
+    (what a node also does when it starts); a store of a newer schema is refused."""
+    node = federation.node(node_id)
+    if node.kind == "idp":
+        print(f"tongban: node {node_id} keeps no database", file=sys.stderr)
+        return 0
+    service = open_node_service(federation, node_id, clock=SystemClock())
+    service.close()
+    open_nonce_store(federation, node_id).close()
+    if node_id == NATIONAL:
+        open_catalog_store(federation).close()
+        authority_store = open_authority_store(federation)
+        if authority_store is not None:
+            authority_store.close()
+    where = "PostgreSQL" if node.database is not None else str(federation.data_dir / node.id)
+    print(f"tongban: node {node_id}: every store is at this gateway's schema ({where})")
     return 0
 
 

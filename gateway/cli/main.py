@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.config import DEFAULT_FEDERATION_FILE, Federation, load_federation
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 
 
 def _federation(args: argparse.Namespace) -> Federation:
@@ -20,7 +20,14 @@ def _federation(args: argparse.Namespace) -> Federation:
         changes["data_dir"] = Path(args.data_dir)
     if getattr(args, "keys_dir", None):
         changes["keys_dir"] = Path(args.keys_dir)
-    return federation.with_overrides(**changes) if changes else federation
+    if changes:
+        federation = federation.with_overrides(**changes)
+    if getattr(args, "database", None):
+        node = getattr(args, "node", None)
+        if node is None:
+            raise ConfigError("--database names one node's database: use it with --node")
+        federation = federation.with_database(node, args.database)
+    return federation
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data-dir", help="override the federation file's data_dir")
     parser.add_argument("--keys-dir", help="override the federation file's keys_dir")
+    parser.add_argument(
+        "--database",
+        help="postgresql://… : the --node's stores in this PostgreSQL database (its replicas"
+        " share it); default: the federation file's, else SQLite under data_dir",
+    )
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -106,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     cases_show.add_argument("--node", required=True)
     cases_show.add_argument("case", help="the case number, e.g. 330681-20261204-000001")
     cases_show.add_argument("--json", action="store_true")
+
+    db = sub.add_parser("db", help="a node's stores (SQLite files or a PostgreSQL database)")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_migrate = db_sub.add_parser(
+        "migrate", help="create or upgrade every store of a node to this gateway's schema"
+    )
+    db_migrate.add_argument("--node", required=True)
 
     keys = sub.add_parser("keys", help="seal keys of a node")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -196,6 +215,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 _federation(args), args.node, state=args.state, limit=args.limit, as_json=args.json
             )
         return commands.cases_show(_federation(args), args.node, args.case, as_json=args.json)
+    if args.command == "db":
+        return commands.db_migrate(_federation(args), args.node)
     if args.command == "keys":
         federation = _federation(args)
         if args.keys_command == "list" and args.offline:

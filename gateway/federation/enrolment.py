@@ -95,13 +95,42 @@ async def run_enrolment(
     clock: Clock,
     sleep: Sleep = asyncio.sleep,
 ) -> None:
-    """``national``: enrol key changes, republish when needed, trust its own list."""
+    """``national``: enrol key changes, republish when needed, trust its own list.
+
+    When ``national`` runs as replicas only the holder of the author's lease
+    (:meth:`TrustAuthority.lead`) collects and publishes; the others follow the stored state
+    and trust the author's list. A killed author's lease runs out and another replica takes
+    over from the stored ``seq``.
+    """
+    try:
+        await _author(authority, trust, node, peers, clock=clock, sleep=sleep)
+    finally:
+        try:
+            authority.resign()  # a clean stop: another replica authors at once
+        except GatewayError as exc:
+            log.warning("could not give the author's lease up", extra={"code": exc.code})
+
+
+async def _author(
+    authority: TrustAuthority,
+    trust: TrustSync,
+    node: NodeService,
+    peers: PeerClient,
+    *,
+    clock: Clock,
+    sleep: Sleep,
+) -> None:
     while True:
         try:
-            await collect(authority, node.federation, peers, own=node.jwks(), node_id=node.node.id)
-            if authority.needs_publish(clock.now()):
-                await trust.offer_local(authority.publish())
-            elif authority.token is not None and trust.token != authority.token:
+            if not authority.lead(clock.now()):
+                authority.reload()  # another replica authors: follow its list
+            else:
+                await collect(
+                    authority, node.federation, peers, own=node.jwks(), node_id=node.node.id
+                )
+                if authority.needs_publish(clock.now()):
+                    await trust.offer_local(authority.publish())
+            if authority.token is not None and trust.token != authority.token:
                 await trust.offer_local(authority.token)
         except GatewayError as exc:
             log.warning("trust list authoring failed", extra={"code": exc.code})

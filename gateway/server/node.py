@@ -22,6 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from gateway.clock import Clock
 from gateway.config import Federation
 from gateway.crypto.jwks import KeyResolver, ed25519_name, key_alg
 from gateway.crypto.keystore import KeyStore, federation_holder_secret
+from gateway.crypto.seals import Signer
 from gateway.errors import GatewayError, InputError
 from gateway.federation.cases import CaseExchange
 from gateway.federation.enrolment import run_enrolment
@@ -60,13 +64,14 @@ from gateway.services.node import NodeService
 from gateway.sso.auth import Authenticator
 from gateway.sso.idp_keys import RemoteKeySet
 from gateway.sso.node_auth import NodeAuthenticator
-from gateway.storage.audit_log import SqliteAuditLog
+from gateway.storage.audit_log import AuditLog, PostgresAuditLog, SqliteAuditLog
+from gateway.storage.authority_state import AuthorityStore, PostgresAuthorityStore
 from gateway.storage.cases import SqliteCaseStore
-from gateway.storage.catalog import SqliteCatalog
+from gateway.storage.catalog import PostgresCatalog, SqlCatalog, SqliteCatalog
 from gateway.storage.cosignatures import SqliteCosignatures
 from gateway.storage.groupcommit import GroupCommit
-from gateway.storage.nonces import SqliteNonces
-from gateway.storage.registry import SqliteRegistry
+from gateway.storage.nonces import Nonces, PostgresNonces, SqliteNonces
+from gateway.storage.registry import PostgresRegistry, SqliteRegistry, SqlRegistry
 from gateway.trust.rootkey import RootKey
 from gateway.trust.sync import TrustSync
 
@@ -105,11 +110,13 @@ def open_node_service(
     )
     directory = (data_dir or federation.data_dir) / node.id
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    registry = SqliteRegistry(directory / "registry.sqlite3")
+    registry: SqlRegistry
+    if node.database is not None:  # every replica of the node shares these stores
+        registry = PostgresRegistry(node.database)
+    else:
+        registry = SqliteRegistry(directory / "registry.sqlite3")
     try:
-        audit = SqliteAuditLog(
-            directory / "audit.sqlite3", node=node.id, signer=keys.current_signer(), clock=clock
-        )
+        audit = open_audit_log(federation, node.id, signer=keys.current_signer(), clock=clock)
     except BaseException:
         registry.close()
         raise
@@ -142,10 +149,30 @@ def open_case_store(federation: Federation, node_id: str) -> SqliteCaseStore:
     return SqliteCaseStore(directory / "cases.sqlite3")
 
 
-def open_nonce_store(federation: Federation, node_id: str) -> SqliteNonces:
-    """The hop-proof nonces every process of ``node_id`` shares (created on first use: a node
-    served by worker processes creates it once, before they start)."""
+def open_audit_log(
+    federation: Federation, node_id: str, *, signer: Signer, clock: Clock
+) -> AuditLog:
+    """The node's audit log: in its PostgreSQL database (the one log every replica appends
+    to) when it names one, else ``audit.sqlite3`` under its data directory."""
+    node = federation.node(node_id)
+    if node.database is not None:
+        return PostgresAuditLog(node.database, node=node.id, signer=signer, clock=clock)
+    directory = federation.data_dir / node.id
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return SqliteAuditLog(directory / "audit.sqlite3", node=node.id, signer=signer, clock=clock)
+
+
+def open_nonce_store(federation: Federation, node_id: str) -> Nonces:
+    """The hop-proof nonces every process and replica of ``node_id`` shares (created on first
+    use: a node served by worker processes creates it once, before they start)."""
     network = federation.network
+    database = federation.node(node_id).database
+    if database is not None:
+        return PostgresNonces(
+            database,
+            max_entries=network.nonce_cache_entries,
+            ttl=network.nonce_ttl_seconds,
+        )
     directory = federation.data_dir / node_id
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return SqliteNonces(
@@ -153,6 +180,23 @@ def open_nonce_store(federation: Federation, node_id: str) -> SqliteNonces:
         max_entries=network.nonce_cache_entries,
         ttl=network.nonce_ttl_seconds,
     )
+
+
+def open_catalog_store(federation: Federation) -> SqlCatalog:
+    """National's catalog: in its PostgreSQL database when it names one, else a SQLite file."""
+    database = federation.node(NATIONAL).database
+    if database is not None:
+        return PostgresCatalog(database)
+    directory = federation.data_dir / NATIONAL
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return SqliteCatalog(directory / "catalog.sqlite3")
+
+
+def open_authority_store(federation: Federation) -> AuthorityStore | None:
+    """National's trust authority state in its PostgreSQL database, with the author's lease
+    (national as replicas); None: the state file one process owns (SQLite deployments)."""
+    database = federation.node(NATIONAL).database
+    return None if database is None else PostgresAuthorityStore(database)
 
 
 def open_idp_service(federation: Federation, *, clock: Clock) -> IdpService:
@@ -208,8 +252,9 @@ async def linked(
     tasks: list[asyncio.Task[None]] = []
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tongban-writer")
     journal = GroupCommit(service.audit)
-    catalog_store: SqliteCatalog | None = None
-    nonces: SqliteNonces | None = None
+    catalog_store: SqlCatalog | None = None
+    authority_store: AuthorityStore | None = None
+    nonces: Nonces | None = None
     case_store: SqliteCaseStore | None = None
 
     def start(work: Coroutine[Any, Any, None]) -> None:
@@ -292,10 +337,17 @@ async def linked(
                         passphrase=federation.key_passphrase,
                         alg="ES256" if federation.seal_alg == "ES256" else "EdDSA",
                     )
+                    authority_store = open_authority_store(federation)
                     authority = TrustAuthority.open(
-                        federation, clock=clock, root=root, state_path=state / "authority.json"
+                        federation,
+                        clock=clock,
+                        root=root,
+                        state_path=state / "authority.json",
+                        store=authority_store,
+                        holder=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
+                        lease_seconds=network.authority_lease_seconds,
                     )
-                    catalog_store = SqliteCatalog(state / "catalog.sqlite3")
+                    catalog_store = open_catalog_store(federation)
                     catalog = CatalogService(
                         catalog_store, clock=clock, types=service.schemas.certificate_types()
                     )
@@ -380,6 +432,8 @@ async def linked(
         writer.shutdown(wait=True)
         if catalog_store is not None:
             catalog_store.close()
+        if authority_store is not None:
+            authority_store.close()
         if nonces is not None:
             nonces.close()
         if case_store is not None:
@@ -404,7 +458,7 @@ async def _sign_heads(service: NodeService, writer: ThreadPoolExecutor) -> None:
         await asyncio.sleep(HEAD_INTERVAL)
 
 
-async def _checkpoint_nonces(nonces: SqliteNonces, writer: ThreadPoolExecutor) -> None:
+async def _checkpoint_nonces(nonces: Nonces, writer: ThreadPoolExecutor) -> None:
     """Every :data:`HEAD_INTERVAL`: the nonce store's WAL into its file, on the writer thread."""
     loop = asyncio.get_running_loop()
     while True:

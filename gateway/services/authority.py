@@ -4,9 +4,12 @@
 ever seen with that key's status history, and publishes signed trust lists
 (:func:`gateway.trust.trust_list.build_trust_list` +
 :func:`gateway.trust.trust_list.sign_trust_list`) with a sequence number that only grows.
-Its state (``seq``, the current token, the keys and their histories) is a JSON file written
-atomically (0600) after every change, so a restart neither forgets a key's history nor reuses
-a ``seq``.
+Its state (``seq``, the current token, the keys and their histories) is a JSON document
+saved after every change, so a restart neither forgets a key's history nor reuses a ``seq``:
+a file written atomically (0600) when one process serves ``national``, or, when ``national``
+runs as replicas, an :class:`~gateway.storage.authority_state.AuthorityStore` in its database
+whose lease makes one replica at a time the author (:meth:`TrustAuthority.lead`); the others
+follow the stored state (:meth:`TrustAuthority.reload`) and serve the author's list.
 
 History rules (:meth:`TrustAuthority.observe`):
 
@@ -47,6 +50,7 @@ from gateway.errors import (
     StorageError,
 )
 from gateway.ids import KeyId, NodeId
+from gateway.storage.authority_state import AuthorityStore
 from gateway.trust.rootkey import RootKey
 from gateway.trust.trust_list import (
     DEFAULT_VALIDITY,
@@ -79,7 +83,7 @@ class _Key:
         return TrustedKey(jwk=self.jwk, history=tuple(self.history))
 
 
-def _state_error(path: Path, detail: str) -> ConfigError:
+def _state_error(path: object, detail: str) -> ConfigError:
     return ConfigError(f"{path}: trust authority state is invalid: {detail}", code="trust.state")
 
 
@@ -94,7 +98,16 @@ class TrustAuthority:
         root: RootKey,
         state_path: Path,
         validity: int = DEFAULT_VALIDITY,
+        store: AuthorityStore | None = None,
+        holder: str = "",
+        lease_seconds: float = 10.0,
     ) -> None:
+        self._store = store
+        self._holder = holder
+        self._lease_seconds = lease_seconds
+        self._leading = False
+        self._document: bytes | None = None
+        """The state document last saved or loaded (the store's, when there is one)."""
         self.federation = federation
         self.validity = validity
         self._clock = clock
@@ -116,19 +129,73 @@ class TrustAuthority:
         root: RootKey,
         state_path: Path,
         validity: int = DEFAULT_VALIDITY,
+        store: AuthorityStore | None = None,
+        holder: str = "",
+        lease_seconds: float = 10.0,
     ) -> TrustAuthority:
-        """Load the state at ``state_path``, or start empty (seq 0, no list) if there is none.
+        """Load the state at ``state_path`` (or, given a ``store``, the store's: ``national``
+        as replicas, ``holder`` naming this one in the author's lease of ``lease_seconds``),
+        or start empty (seq 0, no list) if there is none.
 
-        Raises :class:`ConfigError` ``trust.state`` for an unreadable or malformed file.
+        Raises :class:`ConfigError` ``trust.state`` for an unreadable or malformed state.
         """
         if validity <= 0:
             raise ConfigError("a trust list's validity must be positive", code="trust.state")
+        if store is not None and not (holder and lease_seconds > 0):
+            raise ConfigError("a shared authority needs a holder and a lease", code="trust.state")
         authority = cls(
-            federation, clock=clock, root=root, state_path=state_path, validity=validity
+            federation,
+            clock=clock,
+            root=root,
+            state_path=state_path,
+            validity=validity,
+            store=store,
+            holder=holder,
+            lease_seconds=lease_seconds,
         )
-        if state_path.exists():
+        if store is not None:
+            authority.reload()
+        elif state_path.exists():
             authority._load()
         return authority
+
+    # -- replicas: one author at a time ----------------------------------------------------
+
+    def lead(self, now: float) -> bool:
+        """Whether this replica is the trust list's author now: takes or renews the lease
+        (always True for a file-backed authority, which one process owns). On becoming the
+        author it first reloads the stored state, so the sequence goes on from the last
+        author's."""
+        if self._store is None:
+            return True
+        leading = self._store.acquire(self._holder, now=now, ttl=self._lease_seconds)
+        if leading and not self._leading:
+            self.reload()
+        self._leading = leading
+        return leading
+
+    def resign(self) -> None:
+        """Give the author's lease up (a clean shutdown): another replica takes over at once."""
+        if self._store is not None and self._leading:
+            self._store.release(self._holder)
+            self._leading = False
+
+    def reload(self) -> bool:
+        """Adopt the stored state if it is not the one this object holds (another replica
+        authored since); True when it changed. A file-backed authority has nothing to do."""
+        if self._store is None:
+            return False
+        stored = self._store.load()
+        if stored is None or stored[1] == self._document:
+            return False
+        try:
+            state = loads(stored[1])
+            self._load_state(state)
+        except (GatewayError, KeyError, TypeError, ValueError) as exc:
+            detail = exc.detail if isinstance(exc, GatewayError) else f"{type(exc).__name__}"
+            raise _state_error("the authority state in the database", detail) from exc
+        self._document = stored[1]
+        return True
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -317,7 +384,7 @@ class TrustAuthority:
         self._accept(seq, token, trust_list)
         try:
             self._save()
-        except StorageError:
+        except (StorageError, ConflictError):
             # not published until a restart would find it: the old state stays current
             self._seq, self._token, self._issued_at, self._expires_at, self._changed = previous
             raise
@@ -344,8 +411,19 @@ class TrustAuthority:
                 node: [key.to_json() for key in keys.values()] for node, keys in self._keys.items()
             },
         }
+        document = orjson.dumps(state, option=orjson.OPT_INDENT_2)
+        if self._store is not None:  # fenced: only the lease's holder, never a lower seq
+            try:
+                self._store.save(
+                    document, seq=self._seq, holder=self._holder, now=self._clock.now()
+                )
+            except BaseException:
+                self._document = None  # what this object holds is not stored: reload it
+                raise
+            self._document = document
+            return
         try:
-            atomic_write(self._path, orjson.dumps(state, option=orjson.OPT_INDENT_2))
+            atomic_write(self._path, document)
         except OSError as exc:
             raise StorageError(
                 "cannot save the trust authority state", code="trust.storage", log_detail=str(exc)

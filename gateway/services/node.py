@@ -61,9 +61,9 @@ from gateway.metrics import Metrics
 from gateway.services.catalog import catalog_entry
 from gateway.sso.auth import Principal, Scope
 from gateway.sso.consent import ConsentGrant, ConsentVerifier
-from gateway.storage.audit_log import SqliteAuditLog
+from gateway.storage.audit_log import AuditLog
 from gateway.storage.cosignatures import SqliteCosignatures
-from gateway.storage.registry import NewCertificate, Outbox, SqliteRegistry, StoredCertificate
+from gateway.storage.registry import NewCertificate, Outbox, SqlRegistry, StoredCertificate
 from gateway.trust.trust_list import require_active_key
 
 STATUS_LIST_TTL = 300
@@ -168,12 +168,12 @@ class NodeService:
         *,
         clock: Clock,
         keys: KeyStore,
-        registry: SqliteRegistry,
+        registry: SqlRegistry,
         schemas: SchemaSet,
         metrics: Metrics,
         public_url: str,
         idp_keys: KeyResolver | None = None,
-        audit: SqliteAuditLog,
+        audit: AuditLog,
         cosignatures: SqliteCosignatures,
     ) -> None:
         self.federation = federation

@@ -1,9 +1,16 @@
-"""The audit log's store: one SQLite file, append-only, with the Merkle tree's leaf hashes.
+"""The audit log's store: append-only entries with the Merkle tree's leaf hashes, and heads.
 
-The file is in WAL mode with ``synchronous = FULL``: :meth:`SqliteAuditLog.append` returns
-after its transaction is durably committed, so an acknowledged record survives ``kill -9``
-and a power cut. Writers and readers follow :mod:`gateway.storage.registry`: a writer and a
-read-only reader connection, each behind its own lock. What a record may hold is
+:class:`AuditLog` is the one interface, over either backend: :class:`SqliteAuditLog` (one
+file in WAL mode with ``synchronous = FULL``) or :class:`PostgresAuditLog` (the schema
+``audit`` of the node's database, which every replica of the node appends to). Either way
+:meth:`AuditLog.append` returns after its transaction is durably committed, so an
+acknowledged record survives ``kill -9`` (and, with SQLite's FULL or PostgreSQL's default
+``synchronous_commit``, a power cut). Appends are serialised by the database (SQLite's one
+writer; PostgreSQL's advisory lock of the store), and each numbers its entries after the
+table's last one, read inside the same transaction: however many processes or replicas
+append, the log has one sequence and one Merkle tree. Writers and readers follow
+:mod:`gateway.storage.registry`: a writer and a read-only reader connection, each behind its
+own lock. What a record may hold is
 :mod:`gateway.audit.records`'s business; the signed heads are :mod:`gateway.audit.heads`'.
 """
 
@@ -12,11 +19,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 
-from gateway._internal.sqlite import Connections, PendingWrite, storage_error
+from gateway._internal.postgres import PgConnections
+from gateway._internal.secret import Secret
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database, PendingWrite, SqlConnection
+from gateway._internal.sqlite import Connections, storage_error
 from gateway.audit.heads import SignedTreeHead, sign_tree_head
 from gateway.audit.records import (
     AuditItem,
@@ -50,13 +61,13 @@ _AUTOCHECKPOINT_PAGES = 65_536
 """256 MiB of WAL at 4 KiB pages: reached only when no node checkpoints the log."""
 MAX_PAGE: Final = 1000
 RECOVERY_WINDOW: Final = 100_000
-"""Entries :meth:`SqliteAuditLog.append_missing` looks back over for a record already there."""
+"""Entries :meth:`AuditLog.append_missing` looks back over for a record already there."""
 SCHEMA_VERSION: Final = 1
 
 
-# --- the SQLite store -----------------------------------------------------------------------
+# --- the schema, per dialect ------------------------------------------------------------------
 
-_SCHEMA = (
+_SQLITE_SCHEMA = (
     """
     CREATE TABLE entries (
         seq INTEGER PRIMARY KEY,
@@ -93,6 +104,53 @@ _SCHEMA = (
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END
     """,
 )
+_POSTGRESQL_SCHEMA = (
+    """
+    CREATE TABLE entries (
+        seq BIGINT PRIMARY KEY,
+        entry BYTEA NOT NULL,
+        leaf_hash BYTEA NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE heads (
+        id BIGSERIAL PRIMARY KEY,
+        tree_size BIGINT NOT NULL,
+        root_hash BYTEA NOT NULL,
+        issued_at DOUBLE PRECISION NOT NULL,
+        token TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX heads_by_size ON heads (tree_size)",
+    """
+    CREATE FUNCTION append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$
+    """,
+    """
+    CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON entries
+    FOR EACH ROW EXECUTE FUNCTION append_only()
+    """,
+    """
+    CREATE TRIGGER entries_no_truncate BEFORE TRUNCATE ON entries
+    FOR EACH STATEMENT EXECUTE FUNCTION append_only()
+    """,
+    """
+    CREATE TRIGGER heads_append_only BEFORE UPDATE OR DELETE ON heads
+    FOR EACH ROW EXECUTE FUNCTION append_only()
+    """,
+    """
+    CREATE TRIGGER heads_no_truncate BEFORE TRUNCATE ON heads
+    FOR EACH STATEMENT EXECUTE FUNCTION append_only()
+    """,
+)
+SCHEMAS: Final = {SQLITE: _SQLITE_SCHEMA, POSTGRESQL: _POSTGRESQL_SCHEMA}
+"""Version 1 of the store's tables, per dialect."""
+_FIND_ISSUANCE: Final = {
+    SQLITE: "SELECT entry FROM entries WHERE json_extract(CAST(entry AS TEXT), '$.kind') = ?"
+    " AND json_extract(CAST(entry AS TEXT), '$.subject') = ? ORDER BY seq LIMIT 1",
+    POSTGRESQL: "SELECT entry FROM entries WHERE convert_from(entry, 'UTF8')::jsonb ->> 'kind' = ?"
+    " AND convert_from(entry, 'UTF8')::jsonb ->> 'subject' = ? ORDER BY seq LIMIT 1",
+}
 
 
 def audit_storage_error(exc: sqlite3.Error) -> GatewayError:
@@ -104,7 +162,7 @@ def _bad_range(detail: str) -> InputError:
 
 
 class StagedAppend:
-    """Audit records written in an open transaction (:meth:`SqliteAuditLog.stage`)."""
+    """Audit records written in an open transaction (:meth:`AuditLog.stage`)."""
 
     def __init__(
         self,
@@ -126,51 +184,30 @@ class StagedAppend:
         self._pending.rollback()
 
 
-class SqliteAuditLog:
-    """The audit log of ``node`` in one SQLite file; tree heads signed by ``signer``.
+class AuditLog:
+    """The audit log of ``node`` over an open database; tree heads signed by ``signer``.
 
     The leaf hashes are cached in memory (32 bytes an entry), loaded at open and extended
     after each commit; before any head or proof, the cache is brought up to the table's size
-    (another process may have appended), and a table smaller than the cache is an error.
+    (another process or replica may have appended), and a table smaller than the cache is an
+    error. The database is migrated here, and closed by :meth:`close`.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        node: NodeId,
-        signer: Signer,
-        clock: Clock,
-        busy_timeout: float = 5.0,
-    ) -> None:
-        self._path = path
+    def __init__(self, db: Database, *, node: NodeId, signer: Signer, clock: Clock) -> None:
         self._node = node
         self._signer = signer
         self._clock = clock
         self._cache_lock = threading.Lock()
         self._leaves = MerkleLog()  # every leaf hash, with its subtrees' roots
         self._last_at = 0.0
-        self._db = Connections(
-            path,
-            busy_timeout=busy_timeout,
-            synchronous=_SYNCHRONOUS,
-            prefix="audit",
-            store="audit log",
-        )
+        self._db = db
         try:
-            # Checkpoints are :meth:`checkpoint`'s, in the background: a commit never copies
-            # the WAL into the database (the safety net below only for a log nobody serves).
-            self._db.writer.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
-            self._db.migrate(_SCHEMA, SCHEMA_VERSION)
-        except BaseException as exc:
-            self._db.close()
-            if isinstance(exc, sqlite3.Error):
-                raise ConfigError(
-                    f"cannot open the audit log at {path}", code="audit.open"
-                ) from exc
+            db.migrate(SCHEMAS[db.dialect], SCHEMA_VERSION)
+            with db.read(snapshot=True) as conn:
+                self._sync(conn)
+        except BaseException:
+            db.close()
             raise
-        with self._db.read(snapshot=True) as conn:
-            self._sync(conn)
 
     # --- open and close ------------------------------------------------------------------------
 
@@ -181,7 +218,7 @@ class SqliteAuditLog:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> SqliteAuditLog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -193,26 +230,30 @@ class SqliteAuditLog:
         self.close()
 
     @property
-    def path(self) -> Path:
-        return self._path
-
-    @property
     def node(self) -> NodeId:
         return self._node
+
+    @property
+    def dialect(self) -> str:
+        return self._db.dialect
+
+    def snapshot(self) -> AbstractContextManager[SqlConnection]:
+        """A read transaction over the whole log (for :func:`~.audit_verify.verify_log`)."""
+        return self._db.read(snapshot=True)
 
     # --- plumbing ----------------------------------------------------------------------------
 
     @staticmethod
-    def _table_size(conn: sqlite3.Connection) -> int:
+    def _table_size(conn: SqlConnection) -> int:
         top = conn.execute("SELECT max(seq) FROM entries").fetchone()[0]
         return 0 if top is None else int(top) + 1
 
-    def _sync(self, conn: sqlite3.Connection) -> int:
+    def _sync(self, conn: SqlConnection, *, writing: bool = False) -> int:
         """Bring the leaf cache up to the table (read in ``conn``'s snapshot); its size."""
         size = self._table_size(conn)
         with self._cache_lock:
             have = len(self._leaves)
-            if size < have and conn is not self._db.writer and self._fresh_size() >= have:
+            if size < have and not writing and self._fresh_size() >= have:
                 # A read snapshot taken before this process's latest commit: the cache is
                 # ahead, not wrong (a fresh look at the file shows the entries are there).
                 return size
@@ -237,13 +278,8 @@ class SqliteAuditLog:
 
     def _fresh_size(self) -> int:
         """The table's size on a new connection: no snapshot, no lock of ours (rare path)."""
-        conn = sqlite3.connect(f"{self._path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
+        with self._db.fresh() as conn:
             return self._table_size(conn)
-        except sqlite3.Error as exc:
-            raise self._db.translate(exc) from exc
-        finally:
-            conn.close()
 
     def _checked_size(self, upto: int) -> int:
         """The log's size, having checked that ``upto`` is within it."""
@@ -298,7 +334,7 @@ class SqliteAuditLog:
         if not checked:
             return []
 
-        def missing(conn: sqlite3.Connection, size: int) -> Sequence[CheckedItem]:
+        def missing(conn: SqlConnection, size: int) -> Sequence[CheckedItem]:
             rows = conn.execute(
                 "SELECT entry FROM entries WHERE seq >= ? ORDER BY seq", (max(0, size - window),)
             ).fetchall()
@@ -307,15 +343,13 @@ class SqliteAuditLog:
 
         return self._stage(missing).commit()
 
-    def _stage(
-        self, select: Callable[[sqlite3.Connection, int], Sequence[CheckedItem]]
-    ) -> StagedAppend:
+    def _stage(self, select: Callable[[SqlConnection, int], Sequence[CheckedItem]]) -> StagedAppend:
         """Begin a write, catch up with any other writer, append what ``select`` (given the
         connection and the log's size) chooses; the transaction is left open."""
         pending = self._db.begin()
         with pending.rolled_back_on_error() as conn:
             # catch up with any other writer, then number after the table's last entry
-            start = self._sync(conn)
+            start = self._sync(conn, writing=True)
             chosen = select(conn, start)
             at = max(self._clock.now(), self._last_at)  # timestamps never go back
             records = [
@@ -395,9 +429,7 @@ class SqliteAuditLog:
         """The issuance record of ``certificate_id`` in this log, if any."""
         with self._db.read(snapshot=True) as conn:
             row = conn.execute(
-                "SELECT entry FROM entries WHERE json_extract(CAST(entry AS TEXT), '$.kind') = ?"
-                " AND json_extract(CAST(entry AS TEXT), '$.subject') = ? ORDER BY seq LIMIT 1",
-                (AuditKind.ISSUANCE.value, certificate_id),
+                _FIND_ISSUANCE[self._db.dialect], (AuditKind.ISSUANCE.value, certificate_id)
             ).fetchone()
         return None if row is None else parse_entry(bytes(row[0]))
 
@@ -454,3 +486,55 @@ class SqliteAuditLog:
         self._checked_size(n)
         with self._cache_lock:
             return self._leaves.consistency_proof(m, n)
+
+
+class SqliteAuditLog(AuditLog):
+    """The audit log in one SQLite file (``audit.sqlite3``), WAL mode, ``synchronous = FULL``."""
+
+    _db: Connections
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        node: NodeId,
+        signer: Signer,
+        clock: Clock,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self._path = path
+        db = Connections(
+            path,
+            busy_timeout=busy_timeout,
+            synchronous=_SYNCHRONOUS,
+            prefix="audit",
+            store="audit log",
+        )
+        try:
+            # Checkpoints are :meth:`checkpoint`'s, in the background: a commit never copies
+            # the WAL into the database (the safety net below only for a log nobody serves).
+            db.writer.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
+        except sqlite3.Error as exc:
+            db.close()
+            raise ConfigError(f"cannot open the audit log at {path}", code="audit.open") from exc
+        try:
+            super().__init__(db, node=node, signer=signer, clock=clock)
+        except ConfigError as exc:
+            if exc.code == "audit.open":
+                raise ConfigError(
+                    f"cannot open the audit log at {path}", code="audit.open"
+                ) from exc
+            raise
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+
+class PostgresAuditLog(AuditLog):
+    """The audit log in the schema ``audit`` of the node's PostgreSQL database: every replica
+    of the node appends to the one log."""
+
+    def __init__(self, dsn: Secret, *, node: NodeId, signer: Signer, clock: Clock) -> None:
+        db = PgConnections(dsn, schema="audit", prefix="audit", store="audit log")
+        super().__init__(db, node=node, signer=signer, clock=clock)

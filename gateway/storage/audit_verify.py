@@ -7,9 +7,12 @@ head, and names the first bad entry.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
+from gateway._internal.sql import SqlConnection
 from gateway.audit.heads import SignedTreeHead, verify_tree_head
 from gateway.audit.records import parse_entry
 from gateway.crypto.jwks import KeyResolver
@@ -23,7 +26,7 @@ from gateway.errors import (
     VerificationError,
 )
 from gateway.ids import NodeId
-from gateway.storage.audit_log import SqliteAuditLog, audit_storage_error
+from gateway.storage.audit_log import AuditLog, SqliteAuditLog, audit_storage_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +46,20 @@ def _tamper(code: str, seq: int, detail: str) -> VerificationError:
 
 
 def verify_log(
-    log: Path | SqliteAuditLog, keys: KeyResolver, *, node: NodeId, now: float
+    log: Path | AuditLog, keys: KeyResolver, *, node: NodeId, now: float
 ) -> AuditVerification:
     """Check a node's audit log end to end: ``tongban audit verify``.
 
     Raises :class:`VerificationError` naming the first bad entry: ``audit.removed``,
     ``audit.reordered``, ``audit.altered`` or ``audit.rewritten`` (a signed head the entries
     no longer match); a bad head signature keeps its ``seal.*`` code.
+
+    ``log``: a SQLite file (read on a connection of its own), or an open log of either
+    backend (read in one snapshot: PostgreSQL's replicas may append meanwhile).
     """
+    if isinstance(log, AuditLog) and not isinstance(log, SqliteAuditLog):
+        with log.snapshot() as conn:
+            return _verify(conn, keys, node=node, now=now)
     path = log.path if isinstance(log, SqliteAuditLog) else log
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
@@ -65,8 +74,28 @@ def verify_log(
         conn.close()
 
 
+VERIFY_PAGE: Final = 10_000
+"""Entries read at once: a log of any size is verified in bounded memory."""
+
+
+def _rows(conn: SqlConnection) -> Iterator[tuple[int, bytes, bytes]]:
+    """Every entry in ``seq`` order, a page at a time (keyset pages, in the caller's one
+    snapshot: a client-side cursor over the whole table would hold it all in memory)."""
+    last = -1
+    while True:
+        page = conn.execute(
+            "SELECT seq, entry, leaf_hash FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",
+            (last, VERIFY_PAGE),
+        ).fetchall()
+        for seq, entry, leaf in page:
+            yield int(seq), bytes(entry), bytes(leaf)
+        if len(page) < VERIFY_PAGE:
+            return
+        last = int(page[-1][0])
+
+
 def _verify(
-    conn: sqlite3.Connection, keys: KeyResolver, *, node: NodeId, now: float
+    conn: SqlConnection, keys: KeyResolver, *, node: NodeId, now: float
 ) -> AuditVerification:
     # 1. every stored head verifies, and its columns agree with what it signed
     heads: dict[int, list[SignedTreeHead]] = {}
@@ -99,8 +128,7 @@ def _verify(
             last_good = size
 
     check_heads(0)
-    cursor = conn.execute("SELECT seq, entry, leaf_hash FROM entries ORDER BY seq")
-    for seq, entry, stored_leaf in cursor:
+    for seq, entry, stored_leaf in _rows(conn):
         expected = builder.size
         # 2. the sequence is contiguous: a gap is a removed entry
         if seq != expected:

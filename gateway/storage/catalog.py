@@ -26,8 +26,11 @@ from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol
+from typing import Final, Protocol, Self
 
+from gateway._internal.postgres import PgConnections
+from gateway._internal.secret import Secret
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database, SqlConnection
 from gateway._internal.sqlite import Connections
 from gateway.certificates.catalog import (
     MAX_LOOKUP_RESULTS,
@@ -98,13 +101,36 @@ _UPGRADES: Final = {
 }
 """From schema version 1 (no status event numbers: every entry counts as issued) to 2."""
 
+_POSTGRESQL_SCHEMA: Final = (
+    """
+    CREATE TABLE entries (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        certificate_id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL CHECK (length(type) BETWEEN 1 AND 64),
+        node TEXT NOT NULL CHECK (length(node) BETWEEN 1 AND 64),
+        holder_digest TEXT NOT NULL CHECK (holder_digest ~ '^[0-9a-f]{64}$'),
+        registered_at DOUBLE PRECISION NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('valid', 'suspended', 'revoked')),
+        status_event BIGINT NOT NULL DEFAULT 0 CHECK (status_event >= 0)
+    )
+    """,
+    "CREATE INDEX entries_by_holder ON entries (holder_digest, type, registered_at)",
+)
+SCHEMAS: Final = {SQLITE: _SCHEMA, POSTGRESQL: _POSTGRESQL_SCHEMA}
+"""The store's tables at :data:`SCHEMA_VERSION`, per dialect."""
+UPGRADES: Final = {SQLITE: _UPGRADES, POSTGRESQL: {}}
+"""Upgrades from older versions, per dialect (PostgreSQL starts at version 2)."""
+
 _COLUMNS: Final = "certificate_id, type, node, holder_digest, registered_at, status, status_event"
 _GET: Final = f"SELECT {_COLUMNS} FROM entries WHERE certificate_id = ?"  # noqa: S608
 # The wanted types travel as one JSON array parameter: no SQL text built from input.
-_LOOKUP: Final = (
-    f"SELECT {_COLUMNS} FROM entries WHERE holder_digest = ?"  # noqa: S608
-    " AND type IN (SELECT value FROM json_each(?)) ORDER BY registered_at, seq LIMIT ?"
-)
+_LOOKUP: Final = {
+    SQLITE: f"SELECT {_COLUMNS} FROM entries WHERE holder_digest = ?"  # noqa: S608
+    " AND type IN (SELECT value FROM json_each(?)) ORDER BY registered_at, seq LIMIT ?",
+    POSTGRESQL: f"SELECT {_COLUMNS} FROM entries WHERE holder_digest = ?"  # noqa: S608
+    " AND type IN (SELECT jsonb_array_elements_text(?::jsonb))"
+    " ORDER BY registered_at, seq LIMIT ?",
+}
 _INSERT: Final = f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 
 _Row = tuple[str, str, str, str, float, str, int]
@@ -126,8 +152,8 @@ def _same_certificate(stored: CatalogEntry, new: CatalogEntry) -> bool:
     return stored.type == new.type and stored.holder_digest == new.holder_digest
 
 
-class SqliteCatalog:
-    """:class:`Catalog` on one SQLite file in WAL mode.
+class SqlCatalog:
+    """:class:`Catalog` over an open database of either backend (migrated here).
 
     Threads: like :class:`~gateway.storage.registry.SqliteRegistry`, a writer and a read-only reader
     connection (``check_same_thread=False``), each behind its own lock; writes also take
@@ -135,22 +161,10 @@ class SqliteCatalog:
     without waiting for a write in progress.
     """
 
-    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
-        if sqlite3.sqlite_version_info < MIN_SQLITE:
-            raise ConfigError(
-                f"SQLite {sqlite3.sqlite_version} is too old; the catalog needs 3.38 or later",
-                code="catalog.open",
-            )
-        self._path = path
-        self._db = Connections(
-            path,
-            busy_timeout=busy_timeout,
-            synchronous=_SYNCHRONOUS,
-            prefix="catalog",
-            store="catalog",
-        )
+    def __init__(self, db: Database) -> None:
+        self._db = db
         try:
-            self._db.migrate(_SCHEMA, SCHEMA_VERSION, upgrades=_UPGRADES)
+            db.migrate(SCHEMAS[db.dialect], SCHEMA_VERSION, upgrades=UPGRADES[db.dialect])
         except BaseException:
             self._db.close()
             raise
@@ -161,7 +175,7 @@ class SqliteCatalog:
         """Close both connections. Idempotent."""
         self._db.close()
 
-    def __enter__(self) -> SqliteCatalog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -175,7 +189,7 @@ class SqliteCatalog:
     # --- registration ------------------------------------------------------------------------
 
     @staticmethod
-    def _register_one(conn: sqlite3.Connection, entry: CatalogEntry) -> CatalogEntry:
+    def _register_one(conn: SqlConnection, entry: CatalogEntry) -> CatalogEntry:
         # 1. The digest's shape, before anything reaches the file (the table checks it too).
         require_holder_digest(entry.holder_digest)
         status = CertStatus(entry.status)
@@ -202,9 +216,7 @@ class SqliteCatalog:
         return replace(entry, status=status)
 
     @staticmethod
-    def _update(
-        conn: sqlite3.Connection, stored: CatalogEntry, entry: CatalogEntry
-    ) -> CatalogEntry:
+    def _update(conn: SqlConnection, stored: CatalogEntry, entry: CatalogEntry) -> CatalogEntry:
         if stored.node != entry.node:
             raise ConflictError(
                 "this certificate is registered by another node", code="catalog.conflict"
@@ -292,9 +304,41 @@ class SqliteCatalog:
                 f"at most {MAX_STORE_TYPES} certificate types per lookup", code="catalog.bad_types"
             )
         with self._db.read() as conn:
-            rows = conn.execute(_LOOKUP, (holder_digest, json.dumps(wanted), limit)).fetchall()
+            rows = conn.execute(
+                _LOOKUP[self._db.dialect], (holder_digest, json.dumps(wanted), limit)
+            ).fetchall()
         return [_entry(row) for row in rows]
 
     def count(self) -> int:
         with self._db.read() as conn:
             return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+
+class SqliteCatalog(SqlCatalog):
+    """The catalog in one SQLite file in WAL mode (``catalog.sqlite3``)."""
+
+    _db: Connections
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise ConfigError(
+                f"SQLite {sqlite3.sqlite_version} is too old; the catalog needs 3.38 or later",
+                code="catalog.open",
+            )
+        self._path = path
+        super().__init__(
+            Connections(
+                path,
+                busy_timeout=busy_timeout,
+                synchronous=_SYNCHRONOUS,
+                prefix="catalog",
+                store="catalog",
+            )
+        )
+
+
+class PostgresCatalog(SqlCatalog):
+    """The catalog in the schema ``catalog`` of national's PostgreSQL database."""
+
+    def __init__(self, dsn: Secret) -> None:
+        super().__init__(PgConnections(dsn, schema="catalog", prefix="catalog", store="catalog"))

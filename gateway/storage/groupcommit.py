@@ -18,6 +18,10 @@ meanwhile the loop serves other requests, and the records they queue wait for th
 thread too would cost the GIL back and forth at every SQLite call, which on a busy loop made
 commits wait for the interpreter rather than the disk.
 
+On PostgreSQL the statements are round trips to the server, which the event loop would wait
+for: there the commit thread writes the transaction too (waiting on the socket, it holds no
+GIL), and the loop only hands it the group.
+
 Records are validated in the caller's task (:func:`~gateway.audit.records.check_items`), so a
 bad record
 fails its own request only; a failed commit fails every request whose records it carried.
@@ -31,9 +35,10 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
+from gateway._internal.sql import POSTGRESQL
 from gateway.audit.records import AuditItem, AuditRecord, CheckedItem, check_items
 from gateway.errors import StorageError
-from gateway.storage.audit_log import SqliteAuditLog
+from gateway.storage.audit_log import AuditLog
 
 MAX_BATCH: Final = 1024
 """Records committed in one transaction at most; more wait for the next."""
@@ -44,10 +49,11 @@ _Waiting = tuple[list[CheckedItem], "asyncio.Future[list[AuditRecord]]"]
 class GroupCommit:
     """Commits a node's audit records in groups; see the module's description."""
 
-    def __init__(self, log: SqliteAuditLog, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, log: AuditLog, *, max_batch: int = MAX_BATCH) -> None:
         if max_batch < 1:
             raise ValueError("a group commit carries at least one record")
         self._log = log
+        self._stage_on_loop = log.dialect != POSTGRESQL
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._scheduled = False
@@ -82,13 +88,17 @@ class GroupCommit:
         self._scheduled = False
         while self._waiting and self._committing is None:
             group = self._take()
-            try:
-                staged = self._log.stage([item for checked, _ in group for item in checked])
-            except Exception as exc:  # every request of the group gets the failure
-                _fail(group, exc)
-                continue
+            items = [item for checked, _ in group for item in checked]
+            if self._stage_on_loop:
+                try:
+                    work = self._log.stage(items).commit
+                except Exception as exc:  # every request of the group gets the failure
+                    _fail(group, exc)
+                    continue
+            else:  # the round trips, as the commit, on the commit thread
+                work = functools.partial(_stage_and_commit, self._log, items)
             loop = asyncio.get_running_loop()
-            committing = loop.run_in_executor(self._thread, staged.commit)
+            committing = loop.run_in_executor(self._thread, work)
             self._committing = committing
             committing.add_done_callback(functools.partial(self._committed, group))
 
@@ -133,6 +143,10 @@ class GroupCommit:
                 # the group's callers get the outcome; here it only marks the group's end
                 await asyncio.wait([self._committing])
         self._thread.shutdown(wait=True)
+
+
+def _stage_and_commit(log: AuditLog, items: list[CheckedItem]) -> list[AuditRecord]:
+    return log.stage(items).commit()
 
 
 def _fail(group: list[_Waiting], exc: BaseException) -> None:

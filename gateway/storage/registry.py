@@ -5,8 +5,10 @@ certificate id, its type, the holder's keyed digest (never the holder id in clea
 :mod:`gateway.certificates.holders`), its status and its entry (``slot``) in the node's status
 lists.
 
-:class:`Registry` is the small interface the rest of the gateway uses; :class:`SqliteRegistry`
-implements it on an embedded SQLite file in WAL mode, so a server database can follow.
+:class:`Registry` is the small interface the rest of the gateway uses; :class:`SqlRegistry`
+implements it over either backend: :class:`SqliteRegistry` (an embedded SQLite file in WAL
+mode) or :class:`PostgresRegistry` (the schema ``registry`` of the node's PostgreSQL
+database, shared by every replica of the node).
 
 Status changes::
 
@@ -32,8 +34,11 @@ from enum import StrEnum
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol, overload
+from typing import Final, Protocol, Self, overload
 
+from gateway._internal.postgres import PgConnections
+from gateway._internal.secret import Secret
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database, SqlConnection
 from gateway._internal.sqlite import Connections
 from gateway.certificates.status import CertStatus, StatusAction, StatusSlot, transition
 from gateway.certificates.status_list import BITS, status_code
@@ -280,6 +285,66 @@ _SCHEMA = (
 _UPGRADES = {1: (_OUTBOX,)}
 """From schema version 1 (no outbox) to 2."""
 
+_POSTGRESQL_SCHEMA = (
+    """
+    CREATE TABLE meta (
+        name TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE certificates (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        holder_digest TEXT NOT NULL CHECK (holder_digest ~ '^[0-9a-f]{64}$'),
+        jurisdiction TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('valid', 'suspended', 'revoked')),
+        list_id BIGINT NOT NULL CHECK (list_id >= 0),
+        idx BIGINT NOT NULL CHECK (idx >= 0),
+        kid TEXT NOT NULL,
+        issued_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        seal TEXT NOT NULL,
+        CONSTRAINT certificates_slot UNIQUE (list_id, idx)
+    )
+    """,
+    "CREATE INDEX certificates_by_holder ON certificates (holder_digest, type)",
+    """
+    CREATE INDEX certificates_not_valid ON certificates (list_id, idx, status)
+        WHERE status != 'valid'
+    """,
+    """
+    CREATE TABLE status_events (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        certificate_id TEXT NOT NULL REFERENCES certificates (id),
+        from_status TEXT NOT NULL,
+        to_status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL
+    )
+    """,
+    "CREATE INDEX status_events_by_certificate ON status_events (certificate_id, seq)",
+    """
+    CREATE TABLE list_revisions (
+        list_id BIGINT PRIMARY KEY,
+        revision BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE outbox (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        topic TEXT NOT NULL CHECK (topic IN ('audit', 'catalog')),
+        owner TEXT NOT NULL,
+        record BYTEA NOT NULL
+    )
+    """,
+)
+SCHEMAS: Final = {SQLITE: _SCHEMA, POSTGRESQL: _POSTGRESQL_SCHEMA}
+"""The store's tables at :data:`SCHEMA_VERSION`, per dialect."""
+UPGRADES: Final = {SQLITE: _UPGRADES, POSTGRESQL: {}}
+"""Upgrades from older versions, per dialect (PostgreSQL starts at version 2)."""
+
 MAX_PENDING_READ: Final = 1000
 """Outbox records read at once (:meth:`SqliteRegistry.pending`)."""
 
@@ -292,11 +357,14 @@ _BY_HOLDER = (
     " updated_at, seal FROM certificates WHERE holder_digest = ? ORDER BY seq LIMIT ?"
 )
 # The wanted types travel as one JSON array parameter: no SQL text built from input.
-_BY_HOLDER_AND_TYPES = (
-    "SELECT id, type, holder_digest, jurisdiction, status, list_id, idx, kid, issued_at,"
+_BY_HOLDER_AND_TYPES = {
+    SQLITE: "SELECT id, type, holder_digest, jurisdiction, status, list_id, idx, kid, issued_at,"
     " updated_at, seal FROM certificates WHERE holder_digest = ?"
-    " AND type IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?"
-)
+    " AND type IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
+    POSTGRESQL: "SELECT id, type, holder_digest, jurisdiction, status, list_id, idx, kid,"
+    " issued_at, updated_at, seal FROM certificates WHERE holder_digest = ?"
+    " AND type IN (SELECT jsonb_array_elements_text(?::jsonb)) ORDER BY seq LIMIT ?",
+}
 _INSERT = (
     "INSERT INTO certificates (id, type, holder_digest, jurisdiction, status, list_id, idx, kid,"
     " issued_at, updated_at, seal) VALUES (?, ?, ?, ?, 'valid', ?, ?, ?, ?, ?, ?)"
@@ -306,8 +374,8 @@ _Row = tuple[str, str, str, str, str, int, int, str, float, float, str]
 _InsertRow = tuple[str, str, str, str, int, int, str, float, float, str]
 
 
-class SqliteRegistry:
-    """:class:`Registry` on one SQLite file in WAL mode.
+class SqlRegistry:
+    """:class:`Registry` over an open database of either backend (migrated here).
 
     Threads: the object may be shared by threads (a thread-pool executor running blocking
     calls for the event loop). It keeps two connections opened with
@@ -319,29 +387,10 @@ class SqliteRegistry:
     changes interleave with it.
     """
 
-    def __init__(
-        self, path: Path, *, list_size: int = DEFAULT_LIST_SIZE, busy_timeout: float = 5.0
-    ) -> None:
-        if list_size <= 0 or list_size % 4:
-            raise ConfigError(
-                f"status list size must be a positive multiple of 4, not {list_size}",
-                code="registry.list_size",
-            )
-        if sqlite3.sqlite_version_info < MIN_SQLITE:
-            raise ConfigError(
-                f"SQLite {sqlite3.sqlite_version} is too old; the registry needs 3.38 or later",
-                code="registry.open",
-            )
-        self._path = path
+    def __init__(self, db: Database, *, where: str, list_size: int = DEFAULT_LIST_SIZE) -> None:
+        self._where = where
         self._owner = secrets.token_hex(8)  # this object's outbox records
-        self._db = Connections(
-            path,
-            busy_timeout=busy_timeout,
-            synchronous=_SYNCHRONOUS,
-            prefix="registry",
-            store="certificate store",
-            foreign_keys=True,
-        )
+        self._db = db
         try:
             self._list_size = self._migrate(list_size)
         except BaseException:
@@ -353,18 +402,19 @@ class SqliteRegistry:
     def _migrate(self, list_size: int) -> int:
         """Create or check the schema; returns the list size the file was created with."""
 
-        def seed(conn: sqlite3.Connection) -> None:
+        def seed(conn: SqlConnection) -> None:
             conn.executemany(
                 "INSERT INTO meta (name, value) VALUES (?, ?)",
                 [("list_size", list_size), ("next_slot", 0)],
             )
 
-        self._db.migrate(_SCHEMA, SCHEMA_VERSION, seed=seed, upgrades=_UPGRADES)
+        dialect = self._db.dialect
+        self._db.migrate(SCHEMAS[dialect], SCHEMA_VERSION, seed=seed, upgrades=UPGRADES[dialect])
         with self._db.read() as conn:
             stored = conn.execute("SELECT value FROM meta WHERE name = 'list_size'").fetchone()[0]
         if stored != list_size:
             raise ConfigError(
-                f"certificate store {self._path} uses status lists of {stored} entries, "
+                f"certificate store {self._where} uses status lists of {stored} entries, "
                 f"not {list_size}",
                 code="registry.list_size",
             )
@@ -374,7 +424,7 @@ class SqliteRegistry:
         """Close both connections. Idempotent."""
         self._db.close()
 
-    def __enter__(self) -> SqliteRegistry:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -439,15 +489,20 @@ class SqliteRegistry:
         )
 
     @staticmethod
-    def _next_slot(conn: sqlite3.Connection) -> int:
+    def _next_slot(conn: SqlConnection) -> int:
         return int(conn.execute("SELECT value FROM meta WHERE name = 'next_slot'").fetchone()[0])
 
     @staticmethod
-    def _conflict(exc: sqlite3.IntegrityError, what: str) -> GatewayError:
-        message = str(exc)  # "UNIQUE constraint failed: certificates.<columns>"
-        if message.endswith("certificates.list_id, certificates.idx"):
+    def _conflict(exc: Exception, what: str) -> GatewayError:
+        # SQLite: "UNIQUE constraint failed: certificates.<columns>"; PostgreSQL: the
+        # constraint's name in the error's diagnostics
+        constraint = getattr(getattr(exc, "diag", None), "constraint_name", None)
+        message = str(exc)
+        if constraint == "certificates_slot" or message.endswith(
+            "certificates.list_id, certificates.idx"
+        ):
             return ConflictError(f"{what} uses a status slot already taken", code="cert.slot_taken")
-        if message.endswith("certificates.id"):
+        if constraint == "certificates_id_key" or message.endswith("certificates.id"):
             return ConflictError(f"{what} already exists", code="cert.exists")
         return ConflictError(f"{what} was refused by the store", log_detail=message)
 
@@ -461,12 +516,12 @@ class SqliteRegistry:
             row = self._insert_row(cert, self._next_slot(conn))
             try:
                 conn.execute(_INSERT, row)
-            except sqlite3.IntegrityError as exc:
+            except self._db.IntegrityError as exc:
                 raise self._conflict(exc, f"certificate {cert.id}") from exc
             for topic, record in (owed or {}).items():
                 self._owe(conn, topic, record)
 
-    def _owe(self, conn: sqlite3.Connection, topic: Outbox, record: bytes) -> None:
+    def _owe(self, conn: SqlConnection, topic: Outbox, record: bytes) -> None:
         conn.execute(
             "INSERT INTO outbox (topic, owner, record) VALUES (?, ?, ?)",
             (topic.value, self._owner, record),
@@ -522,7 +577,7 @@ class SqliteRegistry:
                     rows = [self._insert_row(cert, next_slot) for cert in chunk]
                     try:
                         conn.executemany(_INSERT, rows)
-                    except sqlite3.IntegrityError as exc:
+                    except self._db.IntegrityError as exc:
                         raise self._conflict(exc, "a certificate of the batch") from exc
             except GatewayError as exc:
                 raise type(exc)(
@@ -577,7 +632,8 @@ class SqliteRegistry:
                 if len(wanted) > MAX_TYPES_FILTER:
                     raise InputError(f"at most {MAX_TYPES_FILTER} certificate types per lookup")
                 rows = conn.execute(
-                    _BY_HOLDER_AND_TYPES, (holder_digest, json.dumps(wanted), limit)
+                    _BY_HOLDER_AND_TYPES[self._db.dialect],
+                    (holder_digest, json.dumps(wanted), limit),
                 ).fetchall()
         return [self._certificate(row) for row in rows]
 
@@ -620,7 +676,7 @@ class SqliteRegistry:
             ).fetchone()[0]
             conn.execute(
                 "INSERT INTO list_revisions (list_id, revision) VALUES (?, 1)"
-                " ON CONFLICT (list_id) DO UPDATE SET revision = revision + 1",
+                " ON CONFLICT (list_id) DO UPDATE SET revision = list_revisions.revision + 1",
                 (list_id,),
             )
             updated = self._certificate(conn.execute(_GET, (id,)).fetchone())
@@ -644,7 +700,7 @@ class SqliteRegistry:
             StatusEvent(id, CertStatus(row[0]), CertStatus(row[1]), row[2], row[3]) for row in rows
         ]
 
-    def _list_count(self, conn: sqlite3.Connection) -> int:
+    def _list_count(self, conn: SqlConnection) -> int:
         return self._lists_upto(self._next_slot(conn))
 
     def _lists_upto(self, next_slot: int) -> int:
@@ -690,7 +746,10 @@ class SqliteRegistry:
             next_slot, status = conn.execute(
                 "SELECT (SELECT value FROM meta WHERE name = 'next_slot'),"
                 " (SELECT status FROM certificates WHERE list_id = ? AND idx = ?)",
-                (list_id, index if isinstance(index, int) else -1),
+                (
+                    list_id if type(list_id) is int else -1,
+                    index if type(index) is int else -1,
+                ),
             ).fetchone()
         error = self._slot_error(list_id, index, self._lists_upto(int(next_slot)))
         if error is not None:
@@ -809,3 +868,47 @@ class SqliteRegistry:
             for _, seal in rows:
                 yield seal
             last = rows[-1][0]
+
+
+def _check_list_size(list_size: int) -> None:
+    if list_size <= 0 or list_size % 4:
+        raise ConfigError(
+            f"status list size must be a positive multiple of 4, not {list_size}",
+            code="registry.list_size",
+        )
+
+
+class SqliteRegistry(SqlRegistry):
+    """The registry in one SQLite file in WAL mode (``registry.sqlite3``)."""
+
+    _db: Connections
+
+    def __init__(
+        self, path: Path, *, list_size: int = DEFAULT_LIST_SIZE, busy_timeout: float = 5.0
+    ) -> None:
+        _check_list_size(list_size)
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise ConfigError(
+                f"SQLite {sqlite3.sqlite_version} is too old; the registry needs 3.38 or later",
+                code="registry.open",
+            )
+        self._path = path
+        db = Connections(
+            path,
+            busy_timeout=busy_timeout,
+            synchronous=_SYNCHRONOUS,
+            prefix="registry",
+            store="certificate store",
+            foreign_keys=True,
+        )
+        super().__init__(db, where=str(path), list_size=list_size)
+
+
+class PostgresRegistry(SqlRegistry):
+    """The registry in the schema ``registry`` of the node's PostgreSQL database, shared by
+    every replica of the node."""
+
+    def __init__(self, dsn: Secret, *, list_size: int = DEFAULT_LIST_SIZE) -> None:
+        _check_list_size(list_size)
+        db = PgConnections(dsn, schema="registry", prefix="registry", store="certificate store")
+        super().__init__(db, where="in PostgreSQL", list_size=list_size)

@@ -29,6 +29,25 @@ REPO = Path(gateway.__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
 STATE = PurePosixPath("/var/lib/tongban")
 PASSPHRASE = "TONGBAN_KEY_PASSPHRASE"
+DB_PASSWORD = "TONGBAN_DB_PASSWORD"
+REPLICAS = {"zhuji": ("zhuji-1", "zhuji-2")}
+"""Nodes run as replicas over PostgreSQL: the node's service is a proxy over these."""
+DATABASE = "postgres"
+"""The replicated nodes' PostgreSQL service."""
+
+
+def node_of(name: str) -> str:
+    """The node a ``tongban`` service serves (a replica serves its node)."""
+    return next((node for node, names in REPLICAS.items() if name in names), name)
+
+
+def tongban_services(services: dict[str, Any]) -> dict[str, Any]:
+    """The services that run ``tongban`` (every node's, or its replicas'), by name."""
+    return {
+        name: service
+        for name, service in services.items()
+        if name != DATABASE and name not in REPLICAS
+    }
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +115,53 @@ def test_every_node_is_reached_by_its_service_name(
 
 
 def test_one_service_per_node(services: dict[str, Any], containers: Federation) -> None:
-    assert list(services) == [node.id for node in containers.nodes]
+    """One service per node, named after it; a replicated node's replicas beside it, and
+    the database they share."""
+    expected: list[str] = [node.id for node in containers.nodes]
+    for node, replicas in REPLICAS.items():
+        at = expected.index(node) + 1
+        expected[at:at] = [*replicas, DATABASE]
+    assert list(services) == expected
+
+
+def test_zhujis_replicas_share_only_the_database_and_the_keys(services: dict[str, Any]) -> None:
+    replicas = [services[name] for name in REPLICAS["zhuji"]]
+    databases = set()
+    for name, service in zip(REPLICAS["zhuji"], replicas, strict=True):
+        args = _parser().parse_args(service["command"])
+        assert args.database.startswith("postgresql://"), name
+        assert "@" + DATABASE + "/" in args.database, name
+        assert ":" not in args.database.split("//", 1)[1].split("@", 1)[0], "no password"
+        databases.add(args.database)
+        assert service["environment"]["PGPASSWORD"].startswith("${" + DB_PASSWORD + ":?")
+        assert service["depends_on"][DATABASE] == {"condition": "service_healthy"}, name
+    assert len(databases) == 1
+    shared = ("zhuji-keys:", "federation-secrets:")
+    own = [{v for v in s["volumes"] if not v.startswith(shared)} for s in replicas]
+    assert own[0].isdisjoint(own[1])
+    assert all(f"zhuji-keys:{STATE / 'keys'}" in s["volumes"] for s in replicas)
+    # the second waits for the first, which creates the keys and the tables
+    assert services["zhuji-2"]["depends_on"]["zhuji-1"] == {"condition": "service_healthy"}
+    database = services[DATABASE]
+    assert database["environment"]["POSTGRES_PASSWORD"].startswith("${" + DB_PASSWORD + ":?")
+
+
+def test_the_proxy_spreads_a_replicated_node_over_its_replicas(
+    compose: dict[str, Any], services: dict[str, Any], containers: Federation
+) -> None:
+    proxy = services["zhuji"]
+    (config,) = proxy["configs"]
+    assert config == {"source": "zhuji-proxy", "target": "/etc/nginx/conf.d/default.conf"}
+    assert (DOCKER / compose["configs"]["zhuji-proxy"]["file"]).resolve() == (
+        DOCKER / "zhuji-proxy.conf"
+    )
+    text = (DOCKER / "zhuji-proxy.conf").read_text(encoding="utf-8")
+    port = containers.node("zhuji").port
+    assert f"listen {port};" in text
+    for replica in REPLICAS["zhuji"]:
+        assert f"server {replica}:{port}" in text
+        assert proxy["depends_on"][replica] == {"condition": "service_healthy"}
+    assert "proxy_pass http://zhuji_replicas;" in text
 
 
 def test_each_service_publishes_its_node_port_on_loopback(
@@ -116,10 +181,10 @@ def test_each_command_is_the_cli_serving_that_node(
     assert (DOCKER / compose["configs"]["federation"]["file"]).resolve() == (
         DOCKER / "federation.toml"
     )
-    for name, service in services.items():
+    for name, service in tongban_services(services).items():
         args = _parser().parse_args(service["command"])
         assert args.command == "serve", name
-        assert args.node == name
+        assert args.node == node_of(name)
         assert args.host == "0.0.0.0", name
         assert args.port is None, f"{name}: the port comes from the federation file"
         assert args.federation == Path(config["target"]), name
@@ -131,8 +196,8 @@ def test_each_command_is_the_cli_serving_that_node(
 def test_each_health_check_probes_its_node_port(
     services: dict[str, Any], containers: Federation
 ) -> None:
-    for node in containers.nodes:
-        service = services[node.id]
+    for name, service in tongban_services(services).items():
+        node = containers.node(node_of(name))
         assert service["environment"]["PORT"] == str(node.port), node.id
         check = service["healthcheck"]
         # no `test` and not disabled: the image's HEALTHCHECK (GET /healthz on $PORT) runs
@@ -144,9 +209,12 @@ def test_the_idp_then_national_start_before_the_others(services: dict[str, Any])
     assert "depends_on" not in services["idp"]
     healthy = {"condition": "service_healthy"}
     assert services["national"]["depends_on"] == {"idp": healthy}
-    for name, service in services.items():
+    for name, service in tongban_services(services).items():
         if name not in ("idp", "national"):
-            assert service["depends_on"] == {"idp": healthy, "national": healthy}, name
+            assert {k: service["depends_on"][k] for k in ("idp", "national")} == {
+                "idp": healthy,
+                "national": healthy,
+            }, name
 
 
 def test_state_is_one_volume_per_node_and_one_shared(
@@ -154,21 +222,26 @@ def test_state_is_one_volume_per_node_and_one_shared(
 ) -> None:
     shared = f"federation-secrets:{PurePosixPath(containers.keys_dir) / FEDERATION_DIR}"
     used: set[str] = set()
-    for name, service in services.items():
-        assert service["volumes"] == [f"{name}-state:{STATE}", shared], name
+    for name, service in tongban_services(services).items():
+        if node_of(name) != name:  # a replica: its node's keys are shared, its data is not
+            keys = f"{node_of(name)}-keys:{STATE / 'keys'}"
+            assert service["volumes"] == [f"{name}-state:{STATE}", keys, shared], name
+        else:
+            assert service["volumes"] == [f"{name}-state:{STATE}", shared], name
         used.update(volume.split(":")[0] for volume in service["volumes"])
+    used.update(v.split(":")[0] for v in services[DATABASE]["volumes"])
     assert set(compose["volumes"]) == used
 
 
 def test_the_passphrase_comes_from_outside_the_file(services: dict[str, Any]) -> None:
-    for name, service in services.items():
+    for name, service in tongban_services(services).items():
         value = service["environment"][PASSPHRASE]
         assert value.startswith("${" + PASSPHRASE + ":?"), name
         assert value.endswith("}"), name
 
 
 def test_the_image_is_built_from_the_repository(services: dict[str, Any]) -> None:
-    for name, service in services.items():
+    for name, service in tongban_services(services).items():
         build = service["build"]
         assert (DOCKER / build["context"]).resolve() == REPO, name
         assert (REPO / build["dockerfile"]).resolve() == DOCKER / "Dockerfile", name

@@ -18,8 +18,9 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psycopg
 import pytest
-from conftest import catalogued, outbox_entries
+from postgres import PostgresServer
 from processes import Processes, federation_file, free_ports, wait_healthy
 
 from gateway._internal.wire import b64url_decode
@@ -40,9 +41,11 @@ BRIDE = {"name": "王晓燕", "id": "341221199607082464", "id_type": "111"}
 class Cluster(Processes):
     """The whole federation; Zhuji's own copy of the file points its direct link to Linquan
     at a port held bound (never listening) for the whole test: the point-to-point link is
-    down, Linquan itself is up."""
+    down, Linquan itself is up. With ``databases``, every region node keeps its stores in its
+    own database of the tests' PostgreSQL server."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, databases: dict[str, str] | None = None) -> None:
+        self.databases = databases or {}
         self.dead = socket.socket()
         self.dead.bind(("127.0.0.1", 0))
         dead_port = int(self.dead.getsockname()[1])
@@ -65,22 +68,55 @@ class Cluster(Processes):
             hop_margin=MARGIN,
             urls={"linquan": f"http://127.0.0.1:{dead_port}"},
         )
+        for path in (file, zhuji):
+            text = path.read_text(encoding="utf-8")
+            for node, dsn in self.databases.items():
+                text = text.replace(f'id = "{node}"\n', f'id = "{node}"\ndatabase = "{dsn}"\n', 1)
+            path.write_text(text, encoding="utf-8")
         super().__init__(base, file, files={"zhuji": zhuji})
+
+    def rows(self, node: str, store: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of one of ``node``'s stores (``registry``, ``catalog``, ``audit``), read
+        where the node keeps it: its SQLite file, or its schema in PostgreSQL."""
+        dsn = self.databases.get(node)
+        if dsn is None:
+            path = self.federation.data_dir / node / f"{store}.sqlite3"
+            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+            try:
+                return conn.execute(sql, params).fetchall()
+            finally:
+                conn.close()
+        with psycopg.connect(dsn) as pg:
+            pg.execute(f"SET search_path TO {store}")
+            return pg.execute(sql.replace("?", "%s"), params).fetchall()
 
     def close(self) -> None:
         self.stop_all()
         self.dead.close()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("federation"))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """The federation's tests run twice: every node on SQLite, then every region node on
+    PostgreSQL (a database of its own each, on the server the tests started)."""
+    databases: dict[str, str] = {}
+    server: PostgresServer | None = None
+    if request.param == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        regions = [n.id for n in load_federation(env={}).nodes if n.kind == "region"]
+        databases = {node: server.dsn(server.create_database()) for node in regions}
+    cluster = Cluster(tmp_path_factory.mktemp("federation"), databases)
     for node in cluster.federation.nodes:
         cluster.start(node.id)
     try:
         yield cluster
     finally:
         cluster.close()
+        if server is not None:
+            for dsn in databases.values():
+                server.drop_database(dsn.rsplit("/", 1)[1].split("?", 1)[0])
 
 
 async def wait_until_enrolled(session: aiohttp.ClientSession, cluster: Cluster) -> None:
@@ -270,12 +306,11 @@ async def test_a_catalog_entry_outlives_national_being_down_and_the_issuer_resta
 ) -> None:
     await wait_until_enrolled(session, cluster)
     scenario = Scenario(cluster, session)
-    data = cluster.federation.data_dir
     cluster.kill("national")
     try:
         cert_id = await scenario.issue("linquan", "linquan-public-security", BRIDE)
         # national cannot take it: the entry waits in Linquan's registry, not in memory
-        assert cert_id in outbox_entries(data / "linquan" / "registry.sqlite3")
+        assert cert_id in outbox_entries(cluster)
         cluster.kill("linquan")
         cluster.start("linquan")
         await wait_healthy(session, cluster.url("linquan"))
@@ -285,10 +320,10 @@ async def test_a_catalog_entry_outlives_national_being_down_and_the_issuer_resta
     # the restarted Linquan delivers what its previous process could not
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STARTUP_TIMEOUT
-    while cert_id in outbox_entries(data / "linquan" / "registry.sqlite3"):
+    while cert_id in outbox_entries(cluster):
         assert loop.time() < deadline, "the catalog entry was never delivered"
         await asyncio.sleep(0.2)
-    assert catalogued(data / "national" / "catalog.sqlite3", cert_id) == "linquan"
+    assert catalogued(cluster, cert_id) == "linquan"
 
 
 async def test_national_s_catalog_follows_a_certificate_s_status_changes(
@@ -296,17 +331,16 @@ async def test_national_s_catalog_follows_a_certificate_s_status_changes(
 ) -> None:
     await wait_until_enrolled(session, cluster)
     scenario = Scenario(cluster, session)
-    catalog = cluster.federation.data_dir / "national" / "catalog.sqlite3"
     client = "linquan-public-security"
     cert_id = await scenario.issue("linquan", client, BRIDE)
     await scenario.change_status("linquan", client, cert_id, "suspend")
     await scenario.change_status("linquan", client, cert_id, "revoke")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STARTUP_TIMEOUT
-    while catalogued(catalog, cert_id, "status") != "revoked":
+    while catalogued(cluster, cert_id, "status") != "revoked":
         assert loop.time() < deadline, "national's catalog never learnt of the revocation"
         await asyncio.sleep(0.2)
-    assert catalogued(catalog, cert_id) == "linquan"
+    assert catalogued(cluster, cert_id) == "linquan"
 
 
 # --- issue 19: the failing hop named, the door, the audit log's readers ----------------------
@@ -324,12 +358,24 @@ async def requests_seen(session: aiohttp.ClientSession, url: str, route: str) ->
 
 
 def audit_size(cluster: Cluster, node: str) -> int:
-    path = cluster.federation.data_dir / node / "audit.sqlite3"
-    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("SELECT count(*) FROM entries").fetchone()[0])
-    finally:
-        conn.close()
+    return int(cluster.rows(node, "audit", "SELECT count(*) FROM entries")[0][0])
+
+
+def outbox_entries(cluster: Cluster) -> list[str]:
+    """The catalog entries Linquan's registry still owes national (certificate ids)."""
+    rows = cluster.rows("linquan", "registry", "SELECT record FROM outbox WHERE topic = 'catalog'")
+    return [str(orjson.loads(bytes(record))["certificate_id"]) for (record,) in rows]
+
+
+def catalogued(cluster: Cluster, cert_id: str, column: str = "node") -> str | None:
+    """What national's catalog says of ``cert_id``: the node holding it, or its ``status``."""
+    rows = cluster.rows(
+        "national",
+        "catalog",
+        f"SELECT {column} FROM entries WHERE certificate_id = ?",
+        (cert_id,),
+    )
+    return None if not rows else str(rows[0][0])
 
 
 async def test_a_frozen_node_is_named_and_cuts_off_no_other_route(

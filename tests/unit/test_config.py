@@ -190,3 +190,25 @@ def test_clock_skew_is_configurable_and_bounded(tmp_path: Path) -> None:
             write(tmp_path, MINIMAL.replace('name = "t"', 'name = "t"\nclock_skew_seconds = 301')),
             env={},
         )
+
+
+def test_a_node_may_name_its_postgresql_database(tmp_path: Path) -> None:
+    text = MINIMAL.replace('id = "zhuji"\n', 'id = "zhuji"\ndatabase = "postgresql://z@db/zhuji"\n')
+    fed = load_federation(write(tmp_path, text), env={})
+    database = fed.node("zhuji").database
+    assert database is not None
+    assert database.reveal() == "postgresql://z@db/zhuji"
+    assert "db/zhuji" not in repr(fed.node("zhuji"))  # a secret: never in a repr or a log
+    assert fed.node("national").database is None
+    again = fed.with_database("national", "postgres://n@db/national")
+    assert again.node("national").database == Secret("postgres://n@db/national")
+
+
+def test_a_database_that_is_not_postgresql_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL.replace('id = "zhuji"\n', 'id = "zhuji"\ndatabase = "sqlite:///z.db"\n')
+    with pytest.raises(ConfigError, match=r"federation.toml:\d+: node 'zhuji': database must"):
+        load_federation(write(tmp_path, text), env={})
+    fed = load_federation(write(tmp_path, MINIMAL), env={})
+    with pytest.raises(ConfigError) as caught:
+        fed.with_database("zhuji", "mysql://x")
+    assert caught.value.code == "config.database"

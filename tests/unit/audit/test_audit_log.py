@@ -22,7 +22,7 @@ from gateway.crypto.merkle import leaf_hash, root, verify_consistency, verify_in
 from gateway.crypto.seals import PrivateKeySigner, sign_compact
 from gateway.errors import InputError, SealError, StorageError, VerificationError
 from gateway.ids import NodeId
-from gateway.storage.audit_log import MAX_PAGE, SqliteAuditLog
+from gateway.storage.audit_log import MAX_PAGE, AuditLog, SqliteAuditLog
 from gateway.storage.audit_verify import verify_log
 
 NOW = 1_795_507_200.0
@@ -66,7 +66,7 @@ def log(path: Path, clock: FixedClock) -> Iterator[SqliteAuditLog]:
         yield opened
 
 
-def fill(log: SqliteAuditLog, clock: FixedClock, n: int) -> None:
+def fill(log: AuditLog, clock: FixedClock, n: int) -> None:
     for _ in range(n):
         seq = log.size()
         log.append(AuditKind.ISSUANCE, "zhuji-civil-affairs", f"cert-{seq}", {"holder": DIGEST})

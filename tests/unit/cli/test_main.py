@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 from conftest import household_request
 
 import gateway
+from gateway._internal.secret import Secret
 from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.certificates.schemas import SchemaSet
 from gateway.cli.main import main
@@ -413,3 +415,52 @@ def test_python_dash_m_gateway_verifies_offline(sealed: Sealed) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert orjson.loads(completed.stdout)["indication"] == "PASSED"
+
+
+# --- a node's stores in PostgreSQL (issue 21) ----------------------------------------------
+
+
+def test_db_migrate_seed_and_audit_verify_on_postgresql(tongban: TongBan, pg_dsn: Secret) -> None:
+    dsn = pg_dsn.reveal()
+    migrated = tongban("--database", dsn, "db", "migrate", "--node", "zhuji")
+    assert migrated.code == 0, migrated.err
+    assert "PostgreSQL" in migrated.out
+    assert dsn not in migrated.out + migrated.err  # the URL may hold a password
+    assert tongban("--database", dsn, "seed", "--node", "zhuji", "--count", "5").code == 0
+    verified = tongban("--database", dsn, "audit", "verify", "--node", "zhuji")
+    assert verified.code == 0, verified.err
+    assert ": OK" in verified.out
+    assert not (tongban.data_dir / "zhuji" / "registry.sqlite3").exists()  # all in the database
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM registry.certificates").fetchone() == (5,)
+        conn.execute("UPDATE registry.schema_version SET version = 99")
+    newer = tongban("--database", dsn, "db", "migrate", "--node", "zhuji")
+    assert newer.code == 2
+    assert "schema version 99" in newer.err
+
+
+def test_national_migrates_its_catalog_and_authority_state(
+    tongban: TongBan, pg_dsn: Secret
+) -> None:
+    assert tongban("--database", pg_dsn.reveal(), "db", "migrate", "--node", "national").code == 0
+    with psycopg.connect(pg_dsn.reveal()) as conn:
+        schemas = {
+            row[0] for row in conn.execute("SELECT schema_name FROM information_schema.schemata")
+        }
+    assert {"registry", "audit", "nonces", "catalog", "authority"} <= schemas
+
+
+def test_database_needs_a_node_and_a_postgresql_url(tongban: TongBan, pg_dsn: Secret) -> None:
+    refused = tongban("--database", pg_dsn.reveal(), "up")
+    assert refused.code == 2
+    assert "--database names one node's database" in refused.err
+    wrong = tongban("--database", "sqlite:///x.db", "db", "migrate", "--node", "zhuji")
+    assert wrong.code == 2
+    assert "postgresql://" in wrong.err
+
+
+def test_an_unreachable_database_stops_the_command(tongban: TongBan, tmp_path: Path) -> None:
+    url = f"postgresql://nobody@/none?host={tmp_path}"  # no server listens there
+    failed = tongban("--database", url, "db", "migrate", "--node", "zhuji")
+    assert failed.code == 2
+    assert "cannot open the certificate store in PostgreSQL" in failed.err

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from postgres import PostgresServer
 
 from gateway.certificates.catalog import MAX_LOOKUP_RESULTS, MAX_LOOKUP_TYPES, CatalogEntry
 from gateway.certificates.holders import holder_digest
@@ -30,7 +31,7 @@ from gateway.errors import (
 from gateway.identifiers import build_certificate_id
 from gateway.ids import CertificateId, NodeId
 from gateway.services.catalog import CatalogService
-from gateway.storage.catalog import _LOOKUP, SqliteCatalog
+from gateway.storage.catalog import _LOOKUP, PostgresCatalog, SqlCatalog, SqliteCatalog
 
 SECRET = b"tongban-test-holder-secret-0001"
 CHEN_ID = "31010419950312123X"  # demo citizens of the default federation
@@ -57,8 +58,21 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "catalog.db"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, path: Path) -> Iterator[SqlCatalog]:
+    """The contract tests run on both backends (SQLite, and a real PostgreSQL)."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("pg_server")
+        with server.database() as dsn, PostgresCatalog(dsn) as catalog:
+            yield catalog
+        return
+    with SqliteCatalog(path) as catalog:
+        yield catalog
+
+
 @pytest.fixture
-def store(path: Path) -> Iterator[SqliteCatalog]:
+def sqlite_store(path: Path) -> Iterator[SqliteCatalog]:
+    """For what only the SQLite backend has (its file, its query plans)."""
     with SqliteCatalog(path) as catalog:
         yield catalog
 
@@ -158,7 +172,7 @@ def test_entry_json() -> None:
 # --- the file --------------------------------------------------------------------------------
 
 
-def test_journal_mode_is_wal_and_schema_versioned(store: SqliteCatalog, path: Path) -> None:
+def test_journal_mode_is_wal_and_schema_versioned(sqlite_store: SqliteCatalog, path: Path) -> None:
     other = sqlite3.connect(path)
     try:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -167,8 +181,8 @@ def test_journal_mode_is_wal_and_schema_versioned(store: SqliteCatalog, path: Pa
         other.close()
 
 
-def test_files_are_owner_only(store: SqliteCatalog, path: Path) -> None:
-    store.register(entry(1))
+def test_files_are_owner_only(sqlite_store: SqliteCatalog, path: Path) -> None:
+    sqlite_store.register(entry(1))
     for name in ("catalog.db", "catalog.db-wal", "catalog.db-shm"):
         assert stat.S_IMODE(os.stat(path.parent / name).st_mode) == 0o600, name
 
@@ -219,18 +233,20 @@ def test_busy_store_is_a_storage_error(path: Path) -> None:
         assert catalog.count() == 1
 
 
-def test_broken_store_is_a_storage_error(store: SqliteCatalog, path: Path) -> None:
+def test_broken_store_is_a_storage_error(sqlite_store: SqliteCatalog, path: Path) -> None:
     other = sqlite3.connect(path)
     other.execute("DROP TABLE entries")
     other.commit()
     other.close()
     with raises(StorageError, "catalog.storage"):
-        store.lookup(CHEN, ["marriage"])
+        sqlite_store.lookup(CHEN, ["marriage"])
     with raises(StorageError, "catalog.storage"):
-        store.register(entry(1))
+        sqlite_store.register(entry(1))
 
 
-def test_table_itself_refuses_anything_but_a_digest(store: SqliteCatalog, path: Path) -> None:
+def test_table_itself_refuses_anything_but_a_digest(
+    sqlite_store: SqliteCatalog, path: Path
+) -> None:
     other = sqlite3.connect(path)
     try:
         with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
@@ -481,24 +497,24 @@ def test_lookup_needs_a_digest(store: SqliteCatalog, holder: str, code: str) -> 
         store.lookup(holder, ["marriage"])
 
 
-def test_lookup_uses_the_holder_index_at_scale(store: SqliteCatalog, path: Path) -> None:
+def test_lookup_uses_the_holder_index_at_scale(sqlite_store: SqliteCatalog, path: Path) -> None:
     holders = [holder_digest(SECRET, "111", f"h{i}") for i in range(100)]
     kinds = ["marriage", "household_register", "resident_id", "social_insurance_record"]
-    stored = store.register_many(
+    stored = sqlite_store.register_many(
         entry(n, holder=holders[n % 100], type=kinds[n % 4]) for n in range(10_000)
     )
     assert stored == 10_000
-    assert store.count() == 10_000
+    assert sqlite_store.count() == 10_000
     # holder 7 has the 100 entries n ≡ 7 (mod 100), all of type kinds[3]
-    found = store.lookup(holders[7], ["social_insurance_record", "marriage"])
+    found = sqlite_store.lookup(holders[7], ["social_insurance_record", "marriage"])
     assert [e.certificate_id for e in found] == [
         entry(n).certificate_id for n in range(7, 10_000, 100)
     ]
-    assert store.lookup(holders[7], ["marriage"]) == []
+    assert sqlite_store.lookup(holders[7], ["marriage"]) == []
     other = sqlite3.connect(path)
     try:
         plan = other.execute(
-            f"EXPLAIN QUERY PLAN {_LOOKUP}", (holders[7], '["marriage"]', 100)
+            f"EXPLAIN QUERY PLAN {_LOOKUP['sqlite']}", (holders[7], '["marriage"]', 100)
         ).fetchall()
     finally:
         other.close()
@@ -527,6 +543,8 @@ def test_store_never_holds_an_id_number(
         with raises(InputError, "catalog.clear_holder_id"):
             service.lookup({"holder_digest": clear, "types": ["marriage"]})
     assert store.count() == 3
+    if not isinstance(store, SqliteCatalog):
+        return  # what follows reads the SQLite file's bytes
 
     def scan() -> None:
         files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]

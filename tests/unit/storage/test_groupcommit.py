@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway._internal.secret import Secret
 from gateway.audit.records import AuditItem, AuditKind, AuditRecord, CheckedItem
 from gateway.clock import FixedClock
 from gateway.crypto.seals import PrivateKeySigner
 from gateway.errors import InputError, StorageError
 from gateway.ids import NodeId
-from gateway.storage.audit_log import SqliteAuditLog, StagedAppend
+from gateway.storage.audit_log import PostgresAuditLog, SqliteAuditLog, StagedAppend
 from gateway.storage.groupcommit import GroupCommit
 
 NOW = 1_795_507_200.0
@@ -253,3 +254,29 @@ async def test_nothing_to_append_touches_nothing(journal: GroupCommit, log: Sqli
 def test_a_group_holds_a_record() -> None:
     with pytest.raises(ValueError, match="at least one record"):
         GroupCommit(object(), max_batch=0)  # type: ignore[arg-type]
+
+
+async def test_on_postgresql_the_round_trips_run_on_the_commit_thread(
+    pg_dsn: Secret, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each statement is a round trip to the server: the loop never waits for one."""
+    log = PostgresAuditLog(pg_dsn, node=NodeId("zhuji"), signer=SIGNER, clock=FixedClock(NOW))
+    journal = GroupCommit(log)
+    staged_on: list[int] = []
+    stage = log.stage
+
+    def recording(checked: Sequence[CheckedItem]) -> StagedAppend:
+        staged_on.append(threading.get_ident())
+        return stage(checked)
+
+    monkeypatch.setattr(log, "stage", recording)
+    try:
+        results = await asyncio.gather(*(journal.append(fetch(n)) for n in range(20)))
+        assert sorted(r.seq for records in results for r in records) == list(range(40))
+        assert journal.commits < 20  # grouped
+        assert staged_on
+        assert threading.get_ident() not in staged_on
+        assert log.size() == 40
+    finally:
+        await journal.aclose()
+        log.close()

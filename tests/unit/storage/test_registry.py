@@ -6,11 +6,12 @@ import sqlite3
 import stat
 import threading
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from postgres import PostgresServer
 
 from gateway.certificates.holders import holder_digest
 from gateway.certificates.status import CertStatus, StatusAction, StatusSlot
@@ -28,9 +29,11 @@ from gateway.storage.registry import (
     SCHEMA_VERSION,
     NewCertificate,
     Outbox,
+    PostgresRegistry,
     Registry,
     SlotBlock,
     SqliteRegistry,
+    SqlRegistry,
     StoredCertificate,
     _slot_statuses_sql,
 )
@@ -43,8 +46,30 @@ SMALL = 16  # a small list size, so tests cross list boundaries quickly
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[SqliteRegistry]:
+def sqlite_registry(tmp_path: Path) -> Iterator[SqliteRegistry]:
+    """For what only the SQLite backend has (its file, its pragmas)."""
     with SqliteRegistry(tmp_path / "registry.db", list_size=SMALL) as reg:
+        yield reg
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_registry(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], SqlRegistry]]:
+    """Opens the node's registry on one backend (SQLite, or a real PostgreSQL); each call
+    stands for another process or replica."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("pg_server")
+        with server.database() as dsn:
+            yield lambda: PostgresRegistry(dsn, list_size=SMALL)
+        return
+    yield lambda: SqliteRegistry(tmp_path / "registry.db", list_size=SMALL)
+
+
+@pytest.fixture
+def registry(open_registry: Callable[[], SqlRegistry]) -> Iterator[SqlRegistry]:
+    """The contract tests run on both backends."""
+    with open_registry() as reg:
         yield reg
 
 
@@ -84,22 +109,22 @@ def test_is_a_registry(registry: SqliteRegistry) -> None:
     assert store.list_size == SMALL
 
 
-def test_journal_mode_is_wal(registry: SqliteRegistry, tmp_path: Path) -> None:
+def test_journal_mode_is_wal(sqlite_registry: SqliteRegistry, tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "registry.db") as other:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert other.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     other.close()
 
 
-def test_connection_pragmas(registry: SqliteRegistry) -> None:
-    for conn in (registry._db.writer, registry._db.reader):
+def test_connection_pragmas(sqlite_registry: SqliteRegistry) -> None:
+    for conn in (sqlite_registry._db.writer, sqlite_registry._db.reader):
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
 
 
-def test_files_are_private(registry: SqliteRegistry, tmp_path: Path) -> None:
-    issue(registry, 1)
+def test_files_are_private(sqlite_registry: SqliteRegistry, tmp_path: Path) -> None:
+    issue(sqlite_registry, 1)
     for name in ("registry.db", "registry.db-wal", "registry.db-shm"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
 
@@ -181,10 +206,10 @@ def test_a_status_change_keeps_its_audit_record_made_from_the_changed_row(
 
 
 def test_outbox_counts_are_the_files_whoever_wrote_them(
-    registry: SqliteRegistry, tmp_path: Path
+    registry: SqlRegistry, open_registry: Callable[[], SqlRegistry]
 ) -> None:
     assert registry.outbox_counts() == {Outbox.AUDIT: 0, Outbox.CATALOG: 0}
-    with SqliteRegistry(tmp_path / "registry.db", list_size=SMALL) as other_process:
+    with open_registry() as other_process:
         other_process.add(
             new_cert(other_process.reserve_slot(), n=1),
             owed={Outbox.AUDIT: b"theirs", Outbox.CATALOG: b"entry 1"},
@@ -196,9 +221,9 @@ def test_outbox_counts_are_the_files_whoever_wrote_them(
 
 
 def test_each_registry_object_moves_its_own_records_and_recovery_sees_all(
-    registry: SqliteRegistry, tmp_path: Path
+    registry: SqlRegistry, open_registry: Callable[[], SqlRegistry]
 ) -> None:
-    with SqliteRegistry(tmp_path / "registry.db", list_size=SMALL) as other_process:
+    with open_registry() as other_process:
         other_process.add(
             new_cert(other_process.reserve_slot(), n=1), owed={Outbox.AUDIT: b"theirs"}
         )
@@ -366,10 +391,10 @@ def test_holder_in_clear_is_refused(registry: SqliteRegistry, holder: str) -> No
     assert info.value.code == "input.holder_digest"
 
 
-def test_the_schema_itself_refuses_a_clear_holder_id(registry: SqliteRegistry) -> None:
-    slot = registry.reserve_slot()
+def test_the_schema_itself_refuses_a_clear_holder_id(sqlite_registry: SqliteRegistry) -> None:
+    slot = sqlite_registry.reserve_slot()
     with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
-        registry._db.writer.execute(
+        sqlite_registry._db.writer.execute(
             "INSERT INTO certificates (id, type, holder_digest, jurisdiction, status, list_id,"
             " idx, kid, issued_at, updated_at, seal)"
             " VALUES ('x', 't', '11010519491231002X', '330681', 'valid', ?, ?, 'k', 0, 0, 's')",
@@ -677,7 +702,9 @@ def test_slot_statuses_agree_with_slot_status_entry_by_entry(tmp_path: Path) -> 
         assert reg.slot_statuses([]) == []
 
 
-def test_slot_statuses_look_entries_up_by_index(registry: SqliteRegistry, tmp_path: Path) -> None:
+def test_slot_statuses_look_entries_up_by_index(
+    sqlite_registry: SqliteRegistry, tmp_path: Path
+) -> None:
     """The batch statement uses the (list_id, idx) index: no scan of the whole table."""
     conn = sqlite3.connect(tmp_path / "registry.db")
     try:
@@ -754,15 +781,15 @@ def test_state_survives_close_and_reopen(tmp_path: Path) -> None:
 # --- concurrency and failures ----------------------------------------------------------------
 
 
-def test_reads_proceed_during_a_write(registry: SqliteRegistry, tmp_path: Path) -> None:
-    cert = issue(registry, 1)
+def test_reads_proceed_during_a_write(sqlite_registry: SqliteRegistry, tmp_path: Path) -> None:
+    cert = issue(sqlite_registry, 1)
     writer = sqlite3.connect(tmp_path / "registry.db", isolation_level=None)
     try:
         writer.execute("BEGIN IMMEDIATE")
         writer.execute("UPDATE certificates SET status = 'revoked'")
         # Another writer holds the lock mid-transaction; readers see the committed state.
-        assert registry.get(cert.id).status is CertStatus.VALID
-        assert registry.count() == 1
+        assert sqlite_registry.get(cert.id).status is CertStatus.VALID
+        assert sqlite_registry.count() == 1
         writer.execute("ROLLBACK")
     finally:
         writer.close()

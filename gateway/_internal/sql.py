@@ -1,0 +1,86 @@
+"""What a store sees of its database, whichever the backend: SQLite or PostgreSQL.
+
+:class:`gateway._internal.sqlite.Connections` and
+:class:`gateway._internal.postgres.PgConnections` both satisfy :class:`Database`; a store is
+written once against it, with ``?`` placeholders, and spells per :attr:`Database.dialect`
+only what the two dialects say differently (its schema, a JSON function).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Final, Protocol
+
+SQLITE: Final = "sqlite"
+POSTGRESQL: Final = "postgresql"
+DIALECTS: Final = (SQLITE, POSTGRESQL)
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class SqlConnection(Protocol):
+    def execute(self, sql: str, params: Any = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Any, /) -> Cursor: ...
+
+
+class PendingWrite(Protocol):
+    """A write transaction begun by :meth:`Database.begin`, ended once, from any thread."""
+
+    @property
+    def conn(self) -> SqlConnection: ...
+
+    def rolled_back_on_error(self) -> AbstractContextManager[SqlConnection]: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+class Database(Protocol):
+    """A store's connections: one writer at a time (across every process or replica of the
+    node), snapshot reads, versioned migrations, errors translated to ``StorageError``."""
+
+    @property
+    def dialect(self) -> str: ...
+
+    @property
+    def Error(self) -> type[Exception]: ...  # noqa: N802 - the DB-API name
+
+    @property
+    def IntegrityError(self) -> type[Exception]: ...  # noqa: N802 - the DB-API name
+
+    def migrate(
+        self,
+        schema: Sequence[str],
+        version: int,
+        *,
+        seed: Callable[[Any], None] | None = None,
+        upgrades: Mapping[int, Sequence[str]] | None = None,
+    ) -> None: ...
+
+    def translate(self, exc: Any) -> Exception: ...
+
+    def check_open(self) -> None: ...
+
+    def write(self) -> AbstractContextManager[SqlConnection]: ...
+
+    def begin(self) -> PendingWrite: ...
+
+    def read(self, *, snapshot: bool = False) -> AbstractContextManager[SqlConnection]: ...
+
+    def fresh(self) -> AbstractContextManager[SqlConnection]: ...
+
+    def checkpoint(self) -> None: ...
+
+    def close(self) -> None: ...
