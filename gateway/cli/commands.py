@@ -49,7 +49,7 @@ from gateway.server.node import (
     open_nonce_store,
 )
 from gateway.services.cases import CaseService
-from gateway.storage.cases import SqliteCaseStore
+from gateway.storage.cases import SqlCaseStore
 from gateway.trust.rootkey import load_root_public
 from gateway.trust.trust_list import (
     TrustListResolver,
@@ -641,12 +641,14 @@ def cases_show(federation: Federation, node_id: str, case_id: str, *, as_json: b
     return 0
 
 
-def _case_store(federation: Federation, node_id: str) -> SqliteCaseStore:
+def _case_store(federation: Federation, node_id: str) -> SqlCaseStore:
+    """The node's case store, opened as the node opens it (PostgreSQL or its SQLite file);
+    a SQLite node that never ran has none (nothing is created here)."""
     node = federation.node(node_id)
     path = federation.data_dir / node.id / "cases.sqlite3"
-    if not path.is_file():
+    if node.database is None and not path.is_file():
         raise ConfigError(f"node {node.id!r} has no case store at {path} (has it run?)")
-    return SqliteCaseStore(path)
+    return open_case_store(federation, node.id)
 
 
 def format_report(report: dict[str, object]) -> str:
@@ -746,6 +748,7 @@ def db_migrate(federation: Federation, node_id: str) -> int:
         return 0
     service = open_node_service(federation, node_id, clock=SystemClock())
     service.close()
+    open_case_store(federation, node_id).close()
     open_nonce_store(federation, node_id).close()
     if node_id == NATIONAL:
         open_catalog_store(federation).close()

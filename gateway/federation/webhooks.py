@@ -27,7 +27,7 @@ import orjson
 from gateway._internal.wire import b64url_encode
 from gateway.clock import Clock
 from gateway.crypto.seals import Signer, sign_compact
-from gateway.storage.cases import Delivery, SqliteCaseStore
+from gateway.storage.cases import Delivery, SqlCaseStore
 
 log = logging.getLogger("gateway.federation.webhooks")
 
@@ -56,7 +56,7 @@ class WebhookSender:
 
     def __init__(
         self,
-        store: SqliteCaseStore,
+        store: SqlCaseStore,
         session: aiohttp.ClientSession,
         *,
         node: str,

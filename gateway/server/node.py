@@ -66,9 +66,13 @@ from gateway.sso.idp_keys import RemoteKeySet
 from gateway.sso.node_auth import NodeAuthenticator
 from gateway.storage.audit_log import AuditLog, PostgresAuditLog, SqliteAuditLog
 from gateway.storage.authority_state import AuthorityStore, PostgresAuthorityStore
-from gateway.storage.cases import SqliteCaseStore
+from gateway.storage.cases import PostgresCaseStore, SqlCaseStore, SqliteCaseStore
 from gateway.storage.catalog import PostgresCatalog, SqlCatalog, SqliteCatalog
-from gateway.storage.cosignatures import SqliteCosignatures
+from gateway.storage.cosignatures import (
+    PostgresCosignatures,
+    SqlCosignatures,
+    SqliteCosignatures,
+)
 from gateway.storage.groupcommit import GroupCommit
 from gateway.storage.nonces import Nonces, PostgresNonces, SqliteNonces
 from gateway.storage.registry import PostgresRegistry, SqliteRegistry, SqlRegistry
@@ -120,8 +124,12 @@ def open_node_service(
     except BaseException:
         registry.close()
         raise
+    cosignatures: SqlCosignatures
     try:
-        cosignatures = SqliteCosignatures(directory / "cosignatures.sqlite3")
+        if node.database is not None:
+            cosignatures = PostgresCosignatures(node.database)
+        else:
+            cosignatures = SqliteCosignatures(directory / "cosignatures.sqlite3")
     except BaseException:
         audit.close()
         registry.close()
@@ -141,9 +149,14 @@ def open_node_service(
     )
 
 
-def open_case_store(federation: Federation, node_id: str) -> SqliteCaseStore:
-    """The node's case store, shared by all its processes (created once, before worker
-    processes start: two creating one file side by side could fail to set up its WAL)."""
+def open_case_store(federation: Federation, node_id: str) -> SqlCaseStore:
+    """The node's case store, shared by all its processes and replicas: in its PostgreSQL
+    database when it names one, else ``cases.sqlite3`` under its data directory (created
+    once, before worker processes start: two creating one file side by side could fail to
+    set up its WAL)."""
+    database = federation.node(node_id).database
+    if database is not None:
+        return PostgresCaseStore(database)
     directory = federation.data_dir / node_id
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     return SqliteCaseStore(directory / "cases.sqlite3")
@@ -255,7 +268,7 @@ async def linked(
     catalog_store: SqlCatalog | None = None
     authority_store: AuthorityStore | None = None
     nonces: Nonces | None = None
-    case_store: SqliteCaseStore | None = None
+    case_store: SqlCaseStore | None = None
 
     def start(work: Coroutine[Any, Any, None]) -> None:
         tasks.append(asyncio.create_task(work))

@@ -57,7 +57,7 @@ from gateway.identifiers import parse_certificate_id
 from gateway.ids import CertificateId
 from gateway.services.node import NodeService
 from gateway.sso.auth import Principal, Scope
-from gateway.storage.cases import CaseWrite, SqliteCaseStore, StoredEvent, Subscription
+from gateway.storage.cases import CaseWrite, SqlCaseStore, StoredEvent, Subscription
 
 PACKAGE: Final = "package"
 EVENT: Final = "event"
@@ -103,9 +103,9 @@ def _event_message(event: CaseEvent, blobs: Mapping[str, bytes]) -> bytes:
 
 
 class CaseService:
-    """One node's cases. ``store`` is the node's :class:`SqliteCaseStore`."""
+    """One node's cases. ``store`` is the node's :class:`SqlCaseStore` (either backend)."""
 
-    def __init__(self, node: NodeService, store: SqliteCaseStore) -> None:
+    def __init__(self, node: NodeService, store: SqlCaseStore) -> None:
         self.node = node
         self.store = store
         self.me = node.node.id

@@ -62,7 +62,7 @@ from gateway.services.catalog import catalog_entry
 from gateway.sso.auth import Principal, Scope
 from gateway.sso.consent import ConsentGrant, ConsentVerifier
 from gateway.storage.audit_log import AuditLog
-from gateway.storage.cosignatures import SqliteCosignatures
+from gateway.storage.cosignatures import SqlCosignatures
 from gateway.storage.registry import NewCertificate, Outbox, SqlRegistry, StoredCertificate
 from gateway.trust.trust_list import require_active_key
 
@@ -174,7 +174,7 @@ class NodeService:
         public_url: str,
         idp_keys: KeyResolver | None = None,
         audit: AuditLog,
-        cosignatures: SqliteCosignatures,
+        cosignatures: SqlCosignatures,
     ) -> None:
         self.federation = federation
         self.node = node

@@ -1,8 +1,11 @@
 """The case store: cases, their sealed events, their materials' bytes, and what they owe.
 
-One SQLite file per node (WAL, ``synchronous = FULL``: an acknowledged intake survives a
-power cut). A change of a case is ONE transaction that writes the case, its new events, the
-material bytes, and everything the change still owes elsewhere:
+One store per node, on either backend: :class:`SqliteCaseStore` (one SQLite file, WAL,
+``synchronous = FULL``: an acknowledged intake survives a power cut) or
+:class:`PostgresCaseStore` (the schema ``cases`` of the node's PostgreSQL database, shared by
+every replica of the node), both :class:`SqlCaseStore`. A change of a case is ONE transaction
+that writes the case, its new events, the material bytes, and everything the change still owes
+elsewhere:
 
 - ``outbox``: messages for other nodes (a case's package, events for the other end), sent
   by :mod:`gateway.federation.cases` in order per peer, retried with backoff, deleted once
@@ -13,28 +16,32 @@ material bytes, and everything the change still owes elsewhere:
 - ``deliveries``: webhook notifications (CloudEvents) for subscribed departmental systems.
 
 So a crash at any point loses no acknowledged case and duplicates nothing. Updates are
-compare-and-set on the case's event count, so two writers (two worker processes) never both
-append event number N.
+compare-and-set on the case's event count, so two writers (two worker processes, or two
+replicas) never both append event number N. Writers are serialised (SQLite's ``BEGIN
+IMMEDIATE``, the store's advisory lock on PostgreSQL): a day's case numbers are handed out
+once, and the outbox's sequence numbers are committed in order.
 """
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Final, Self
 
 import orjson
 
+from gateway._internal.postgres import PgConnections
+from gateway._internal.secret import Secret
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database, SqlConnection
 from gateway._internal.sqlite import Connections
 from gateway.cases.case import Case
 from gateway.errors import ConflictError, NotFoundError
 
 SCHEMA_VERSION: Final = 1
-_SCHEMA: Final = (
+_SQLITE_SCHEMA: Final = (
     """
     CREATE TABLE cases (
         id TEXT PRIMARY KEY,
@@ -132,6 +139,124 @@ _SCHEMA: Final = (
     ) STRICT
     """,
 )
+_POSTGRESQL_SCHEMA: Final = (
+    """
+    CREATE TABLE cases (
+        id TEXT PRIMARY KEY,
+        owner_node TEXT NOT NULL,
+        owner_department TEXT,
+        window_node TEXT NOT NULL,
+        window_department TEXT,
+        applicant_digest TEXT NOT NULL,
+        state TEXT NOT NULL,
+        due_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        seq BIGINT NOT NULL,
+        record BYTEA NOT NULL
+    )
+    """,
+    "CREATE INDEX cases_by_owner ON cases (owner_department, state, id)",
+    "CREATE INDEX cases_by_window ON cases (window_department, state, id)",
+    "CREATE INDEX cases_by_applicant ON cases (applicant_digest, id)",
+    "CREATE INDEX cases_pending ON cases (owner_node, state, updated_at)",
+    """
+    CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        case_id TEXT NOT NULL REFERENCES cases (id),
+        seq BIGINT NOT NULL,
+        token TEXT NOT NULL,
+        UNIQUE (case_id, seq)
+    )
+    """,
+    """
+    CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY,
+        content BYTEA NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE numbers (
+        day TEXT PRIMARY KEY,
+        last BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE idempotency (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        case_id TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE outbox (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('package', 'event')),
+        case_id TEXT NOT NULL,
+        body BYTEA NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at DOUBLE PRECISION NOT NULL DEFAULT 0
+    )
+    """,
+    """
+    CREATE TABLE dead_letters (
+        seq BIGINT PRIMARY KEY,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        case_id TEXT NOT NULL,
+        body BYTEA NOT NULL,
+        code TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE audit_owed (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        owner TEXT NOT NULL,
+        record BYTEA NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE subscriptions (
+        id TEXT PRIMARY KEY,
+        department TEXT NOT NULL,
+        url TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        UNIQUE (department, url)
+    )
+    """,
+    """
+    CREATE TABLE deliveries (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        subscription TEXT NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,
+        event_id TEXT NOT NULL,
+        body BYTEA NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+        UNIQUE (subscription, event_id)
+    )
+    """,
+)
+SCHEMAS: Final = {SQLITE: _SQLITE_SCHEMA, POSTGRESQL: _POSTGRESQL_SCHEMA}
+"""Version 1 of the store's tables, per dialect."""
+# A set of keys travels as one JSON array parameter: no SQL text built from input.
+_BLOBS: Final = {
+    SQLITE: "SELECT sha256, content FROM blobs WHERE sha256 IN (SELECT value FROM json_each(?))",
+    POSTGRESQL: "SELECT sha256, content FROM blobs"
+    " WHERE sha256 IN (SELECT jsonb_array_elements_text(?::jsonb))",
+}
+_AUDIT_MOVED: Final = {
+    SQLITE: "DELETE FROM audit_owed WHERE seq IN (SELECT value FROM json_each(?))",
+    POSTGRESQL: "DELETE FROM audit_owed"
+    " WHERE seq IN (SELECT jsonb_array_elements_text(?::jsonb)::bigint)",
+}
+_SUBSCRIPTIONS: Final = {
+    SQLITE: "SELECT id, department, url, created_at FROM subscriptions"
+    " WHERE department IN (SELECT value FROM json_each(?)) ORDER BY created_at, id",
+    POSTGRESQL: "SELECT id, department, url, created_at FROM subscriptions"
+    " WHERE department IN (SELECT jsonb_array_elements_text(?::jsonb))"
+    " ORDER BY created_at, id",
+}
 MAX_READ: Final = 500
 """Rows read at once from an outbox or a list."""
 
@@ -192,23 +317,18 @@ class CaseWrite:
     """(subscription id, event id, CloudEvent body) for the webhook deliveries."""
 
 
-class SqliteCaseStore:
-    """The node's cases (see the module's docstring). Shared by threads like the registry."""
+class SqlCaseStore:
+    """The node's cases (see the module's docstring), over an open
+    :class:`~gateway._internal.sql.Database` of either backend (migrated here; closed by
+    :meth:`close`). Shared by threads like the registry."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, db: Database) -> None:
         self._owner = secrets.token_hex(8)  # this object's audit records (see pending_audit)
-        self._db = Connections(
-            path,
-            busy_timeout=busy_timeout,
-            synchronous="FULL",
-            prefix="case",
-            store="case store",
-            foreign_keys=True,
-        )
+        self._db = db
         try:
-            self._db.migrate(_SCHEMA, SCHEMA_VERSION)
+            db.migrate(SCHEMAS[db.dialect], SCHEMA_VERSION)
         except BaseException:
-            self._db.close()
+            db.close()
             raise
 
     # --- writing ---------------------------------------------------------------------------
@@ -278,7 +398,7 @@ class SqliteCaseStore:
             self._update(conn, write, case.seq)
             return write.case
 
-    def _update(self, conn: sqlite3.Connection, write: CaseWrite, expected_seq: int) -> None:
+    def _update(self, conn: SqlConnection, write: CaseWrite, expected_seq: int) -> None:
         case = write.case
         changed = conn.execute(
             "UPDATE cases SET state = ?, due_at = ?, updated_at = ?, seq = ?, record = ?"
@@ -301,7 +421,7 @@ class SqliteCaseStore:
         self._events(conn, write)
         self._owe(conn, write)
 
-    def _insert(self, conn: sqlite3.Connection, write: CaseWrite) -> None:
+    def _insert(self, conn: SqlConnection, write: CaseWrite) -> None:
         case = write.case
         conn.execute(
             "INSERT INTO cases (id, owner_node, owner_department, window_node,"
@@ -324,7 +444,7 @@ class SqliteCaseStore:
         self._events(conn, write)
 
     @staticmethod
-    def _events(conn: sqlite3.Connection, write: CaseWrite) -> None:
+    def _events(conn: SqlConnection, write: CaseWrite) -> None:
         conn.executemany(
             "INSERT INTO events (id, case_id, seq, token) VALUES (?, ?, ?, ?)",
             [(e.id, write.case.id, e.seq, e.token) for e in write.events],
@@ -334,7 +454,7 @@ class SqliteCaseStore:
             list(write.blobs.items()),
         )
 
-    def _owe(self, conn: sqlite3.Connection, write: CaseWrite) -> None:
+    def _owe(self, conn: SqlConnection, write: CaseWrite) -> None:
         conn.executemany(
             "INSERT INTO outbox (target, kind, case_id, body) VALUES (?, ?, ?, ?)",
             [(target, kind, write.case.id, body) for target, kind, body in write.messages],
@@ -356,7 +476,7 @@ class SqliteCaseStore:
             return self._get(conn, case_id)
 
     @staticmethod
-    def _get(conn: sqlite3.Connection, case_id: str) -> Case:
+    def _get(conn: SqlConnection, case_id: str) -> Case:
         row = conn.execute("SELECT record FROM cases WHERE id = ?", (case_id,)).fetchone()
         if row is None:
             raise NotFoundError("no such case", code="case.not_found")
@@ -380,9 +500,7 @@ class SqliteCaseStore:
         wanted = list(dict.fromkeys(digests))
         with self._db.read() as conn:
             rows = conn.execute(
-                "SELECT sha256, content FROM blobs"
-                " WHERE sha256 IN (SELECT value FROM json_each(?))",
-                (orjson.dumps(wanted),),
+                _BLOBS[self._db.dialect], (orjson.dumps(wanted).decode(),)
             ).fetchall()
         return {sha: bytes(content) for sha, content in rows}
 
@@ -400,7 +518,7 @@ class SqliteCaseStore:
         column = "owner_department" if role == "owner" else "window_department"
         query = (
             f"SELECT record FROM cases WHERE {column} = ?"  # noqa: S608 - one of two names
-            " AND (? IS NULL OR state = ?) AND id > ? ORDER BY id LIMIT ?"
+            " AND (CAST(? AS TEXT) IS NULL OR state = ?) AND id > ? ORDER BY id LIMIT ?"
         )
         with self._db.read() as conn:
             rows = conn.execute(
@@ -414,7 +532,7 @@ class SqliteCaseStore:
         with self._db.read() as conn:
             rows = conn.execute(
                 "SELECT record FROM cases WHERE applicant_digest = ?"
-                " AND (? IS NULL OR state = ?) AND id > ? ORDER BY id LIMIT ?",
+                " AND (CAST(? AS TEXT) IS NULL OR state = ?) AND id > ? ORDER BY id LIMIT ?",
                 (digest, state, state, after or "", min(limit, MAX_READ)),
             ).fetchall()
         return [Case.from_record(orjson.loads(r[0])) for r in rows]
@@ -449,7 +567,7 @@ class SqliteCaseStore:
 
     def due_messages(self, now: float, *, limit: int = MAX_READ) -> list[Message]:
         """Messages whose retry time has come, in order (per peer, delivery keeps it)."""
-        with self._db.read() as conn:
+        with self._db.read(snapshot=True) as conn:  # both statements see the same outbox
             rows = conn.execute(
                 "SELECT seq, target, kind, case_id, body, attempts FROM outbox"
                 " ORDER BY seq LIMIT ?",
@@ -525,10 +643,7 @@ class SqliteCaseStore:
 
     def audit_moved(self, seqs: Collection[int]) -> None:
         with self._db.write() as conn:
-            conn.execute(
-                "DELETE FROM audit_owed WHERE seq IN (SELECT value FROM json_each(?))",
-                (orjson.dumps(list(seqs)),),
-            )
+            conn.execute(_AUDIT_MOVED[self._db.dialect], (orjson.dumps(list(seqs)).decode(),))
 
     # --- webhook subscriptions and deliveries ----------------------------------------------
 
@@ -573,9 +688,7 @@ class SqliteCaseStore:
     def subscriptions(self, departments: Collection[str]) -> list[Subscription]:
         with self._db.read() as conn:
             rows = conn.execute(
-                "SELECT id, department, url, created_at FROM subscriptions"
-                " WHERE department IN (SELECT value FROM json_each(?)) ORDER BY created_at, id",
-                (orjson.dumps(list(departments)),),
+                _SUBSCRIPTIONS[self._db.dialect], (orjson.dumps(list(departments)).decode(),)
             ).fetchall()
         return [Subscription(*row) for row in rows]
 
@@ -620,7 +733,7 @@ class SqliteCaseStore:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> SqliteCaseStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -630,3 +743,26 @@ class SqliteCaseStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class SqliteCaseStore(SqlCaseStore):
+    """The node's cases in one SQLite file (``cases.sqlite3``) every process of it shares."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+        db = Connections(
+            path,
+            busy_timeout=busy_timeout,
+            synchronous="FULL",
+            prefix="case",
+            store="case store",
+            foreign_keys=True,
+        )
+        super().__init__(db)
+
+
+class PostgresCaseStore(SqlCaseStore):
+    """The node's cases in the schema ``cases`` of its PostgreSQL database, shared by every
+    replica of the node."""
+
+    def __init__(self, dsn: Secret) -> None:
+        super().__init__(PgConnections(dsn, schema="cases", prefix="case", store="case store"))

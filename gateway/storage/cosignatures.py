@@ -1,4 +1,7 @@
-"""Witness cosignatures of tree heads, in one SQLite file of the node.
+"""Witness cosignatures of tree heads, in one store of the node: :class:`SqliteCosignatures`
+(a file under its data directory) or :class:`PostgresCosignatures` (the schema
+``cosignatures`` of its PostgreSQL database, shared by every replica), both
+:class:`SqlCosignatures`.
 
 One table serves both ends of witnessing (:mod:`gateway.audit.cosignatures`):
 
@@ -9,18 +12,21 @@ One table serves both ends of witnessing (:mod:`gateway.audit.cosignatures`):
   node), gathered from them: what its issuance proofs carry.
 
 A row is written once (the first cosignature of a head by a witness is kept: the oldest is
-the one that proves the most) and never changed. WAL mode, ``synchronous = FULL``: a
-cosignature the node has published or will rely on survives a crash.
+the one that proves the most) and never changed (a trigger refuses an update on either
+backend). SQLite: WAL mode, ``synchronous = FULL``: a cosignature the node has published or
+will rely on survives a crash.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 
+from gateway._internal.postgres import PgConnections
+from gateway._internal.secret import Secret
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database
 from gateway._internal.sqlite import Connections
 from gateway.audit.cosignatures import Cosignature
 from gateway.audit.heads import SignedTreeHead
@@ -28,7 +34,7 @@ from gateway.errors import ConfigError
 from gateway.ids import NodeId
 
 SCHEMA_VERSION: Final = 1
-_SCHEMA: Final = (
+_SQLITE_SCHEMA: Final = (
     """
     CREATE TABLE cosignatures (
         origin TEXT NOT NULL,
@@ -48,6 +54,32 @@ _SCHEMA: Final = (
     BEGIN SELECT RAISE(ABORT, 'cosignatures are never changed'); END
     """,
 )
+_POSTGRESQL_SCHEMA: Final = (
+    """
+    CREATE TABLE cosignatures (
+        origin TEXT NOT NULL,
+        witness TEXT NOT NULL,
+        tree_size BIGINT NOT NULL,
+        root_hash BYTEA NOT NULL,
+        head_issued_at DOUBLE PRECISION NOT NULL,
+        cosigned_at DOUBLE PRECISION NOT NULL,
+        head TEXT NOT NULL,
+        token TEXT NOT NULL,
+        PRIMARY KEY (origin, witness, tree_size)
+    )
+    """,
+    "CREATE INDEX cosignatures_by_head ON cosignatures (origin, tree_size, cosigned_at)",
+    """
+    CREATE FUNCTION never_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'cosignatures are never changed'; END $$
+    """,
+    """
+    CREATE TRIGGER cosignatures_no_update BEFORE UPDATE ON cosignatures
+    FOR EACH ROW EXECUTE FUNCTION never_changed()
+    """,
+)
+SCHEMAS: Final = {SQLITE: _SQLITE_SCHEMA, POSTGRESQL: _POSTGRESQL_SCHEMA}
+"""Version 1 of the store's tables, per dialect."""
 
 
 def _cosignature(row: Sequence[Any]) -> Cosignature:
@@ -63,21 +95,20 @@ def _cosignature(row: Sequence[Any]) -> Cosignature:
     )
 
 
-class SqliteCosignatures:
-    """Cosignatures made by this node and gathered for its heads (see the module doc)."""
+class SqlCosignatures:
+    """Cosignatures made by this node and gathered for its heads (see the module doc), over
+    an open :class:`~gateway._internal.sql.Database` (migrated here; closed by :meth:`close`).
+    ``where`` names the store in a ``witness.open`` error."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._db = Connections(
-            path, busy_timeout=5.0, synchronous="FULL", prefix="witness", store="cosignatures"
-        )
+    def __init__(self, db: Database, *, where: str) -> None:
+        self._db = db
         try:
-            self._db.migrate(_SCHEMA, SCHEMA_VERSION)
+            db.migrate(SCHEMAS[db.dialect], SCHEMA_VERSION)
         except BaseException as exc:
-            self._db.close()
-            if isinstance(exc, sqlite3.Error):
+            db.close()
+            if isinstance(exc, db.Error):
                 raise ConfigError(
-                    f"cannot open the cosignatures at {path}", code="witness.open"
+                    f"cannot open the cosignatures at {where}", code="witness.open"
                 ) from exc
             raise
 
@@ -173,7 +204,7 @@ class SqliteCosignatures:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> SqliteCosignatures:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -183,3 +214,22 @@ class SqliteCosignatures:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class SqliteCosignatures(SqlCosignatures):
+    """The cosignatures in one SQLite file (``cosignatures.sqlite3``) of the node."""
+
+    def __init__(self, path: Path) -> None:
+        db = Connections(
+            path, busy_timeout=5.0, synchronous="FULL", prefix="witness", store="cosignatures"
+        )
+        super().__init__(db, where=str(path))
+
+
+class PostgresCosignatures(SqlCosignatures):
+    """The cosignatures in the schema ``cosignatures`` of the node's PostgreSQL database,
+    shared by every replica of the node."""
+
+    def __init__(self, dsn: Secret) -> None:
+        db = PgConnections(dsn, schema="cosignatures", prefix="witness", store="cosignatures")
+        super().__init__(db, where="the node's PostgreSQL database (schema cosignatures)")

@@ -17,6 +17,9 @@ from conftest import household_request
 import gateway
 from gateway._internal.secret import Secret
 from gateway._internal.wire import b64url_decode, b64url_encode
+from gateway.cases.case import Applicant, Case, Channel, Party
+from gateway.cases.lifecycle import CaseState
+from gateway.certificates.matters import Delivery
 from gateway.certificates.schemas import SchemaSet
 from gateway.cli.main import main
 from gateway.clock import SystemClock, from_rfc3339
@@ -28,6 +31,7 @@ from gateway.crypto.seals import verify_seal
 from gateway.ids import DepartmentId, NodeId
 from gateway.server.node import open_node_service
 from gateway.sso.auth import Principal, Scope
+from gateway.storage.cases import CaseWrite, PostgresCaseStore
 
 CERTIFICATE_CHECKS = [*SEAL_CHECKS, "schema", "identifier", "validity", "status"]
 COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
@@ -434,9 +438,45 @@ def test_db_migrate_seed_and_audit_verify_on_postgresql(tongban: TongBan, pg_dsn
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM registry.certificates").fetchone() == (5,)
         conn.execute("UPDATE registry.schema_version SET version = 99")
+    for store in ("cases", "cosignatures"):  # every store: none left behind in a file
+        assert not (tongban.data_dir / "zhuji" / f"{store}.sqlite3").exists()
     newer = tongban("--database", dsn, "db", "migrate", "--node", "zhuji")
     assert newer.code == 2
     assert "schema version 99" in newer.err
+
+
+def test_case_commands_read_the_case_store_in_postgresql(tongban: TongBan, pg_dsn: Secret) -> None:
+    dsn = pg_dsn.reveal()
+    assert tongban("--database", dsn, "db", "migrate", "--node", "zhuji").code == 0
+    empty = tongban("--database", dsn, "cases", "list", "--node", "zhuji")
+    assert empty.code == 0, empty.err
+    assert "0 case(s) at zhuji" in empty.out
+    now = time.time()
+    case = Case(
+        id="330681-20261124-000001",
+        matter="maternity-benefit",
+        channel=Channel.WINDOW,
+        state=CaseState.RECEIVED,
+        window=Party("zhuji", "zhuji-service-center"),
+        owner=Party("shanghai", "shanghai-healthcare-security"),
+        applicant=Applicant("111", "31010419950312123X", "陈思远", "ab" * 32),
+        delivery=Delivery.ONLINE,
+        received_at=now,
+        due_at=now + 86_400,
+        receipt="a.b.c",
+        materials=(),
+        seq=0,
+        updated_at=now,
+    )
+    with PostgresCaseStore(pg_dsn) as store:  # what another replica of the node wrote
+        assert store.arrive(CaseWrite(case))
+    listed = tongban("--database", dsn, "cases", "list", "--node", "zhuji", "--json")
+    assert listed.code == 0, listed.err
+    assert [c["id"] for c in orjson.loads(listed.out)] == [case.id]
+    shown = tongban("--database", dsn, "cases", "show", "--node", "zhuji", case.id)
+    assert shown.code == 0, shown.err
+    assert f"case {case.id}: maternity-benefit" in shown.out
+    assert not (tongban.data_dir / "zhuji" / "cases.sqlite3").exists()
 
 
 def test_national_migrates_its_catalog_and_authority_state(
@@ -447,7 +487,15 @@ def test_national_migrates_its_catalog_and_authority_state(
         schemas = {
             row[0] for row in conn.execute("SELECT schema_name FROM information_schema.schemata")
         }
-    assert {"registry", "audit", "nonces", "catalog", "authority"} <= schemas
+    assert {
+        "registry",
+        "audit",
+        "nonces",
+        "cases",
+        "cosignatures",
+        "catalog",
+        "authority",
+    } <= schemas
 
 
 def test_database_needs_a_node_and_a_postgresql_url(tongban: TongBan, pg_dsn: Secret) -> None:

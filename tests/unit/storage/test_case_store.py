@@ -1,20 +1,31 @@
 """The case store: numbering and idempotency, compare-and-set updates, listings, the outbox
-in order per peer, owed audit records, webhook subscriptions and deliveries.
+in order per peer, owed audit records, webhook subscriptions and deliveries; on both
+backends (SQLite, and a real PostgreSQL), and two replicas over one PostgreSQL database.
 
 (Named ``test_case_store``: ``test_cases`` is the integration test's base name.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from postgres import PostgresServer
 
 from gateway.cases.case import Applicant, Case, Channel, Party
 from gateway.cases.lifecycle import CaseState
 from gateway.certificates.matters import Delivery
 from gateway.errors import ConflictError, NotFoundError
-from gateway.storage.cases import CaseWrite, SqliteCaseStore, StoredEvent, Subscription
+from gateway.storage.cases import (
+    CaseWrite,
+    PostgresCaseStore,
+    SqlCaseStore,
+    SqliteCaseStore,
+    StoredEvent,
+    Subscription,
+)
 
 NOW = 1_795_507_200.0
 DIGEST = "ab" * 32
@@ -52,13 +63,28 @@ def event(n: int, case_id: str = "330681-20261124-000001") -> StoredEvent:
     return StoredEvent(f"{case_id[-6:]}{n:026x}", n, f"token-{n}")
 
 
+Opener = Callable[[], SqlCaseStore]
+"""Opens another store object on the same database (another process, or replica)."""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """The contract tests run on both backends (SQLite, and a real PostgreSQL)."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("pg_server")
+        with server.database() as dsn:
+            yield lambda: PostgresCaseStore(dsn)
+        return
+    yield lambda: SqliteCaseStore(tmp_path / "cases.sqlite3")
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteCaseStore]:
-    with SqliteCaseStore(tmp_path / "cases.sqlite3") as opened:
+def store(opener: Opener) -> Iterator[SqlCaseStore]:
+    with opener() as opened:
         yield opened
 
 
-def create(store: SqliteCaseStore, day: str = "20261124") -> Case:
+def create(store: SqlCaseStore, day: str = "20261124") -> Case:
     def build(seq: int) -> CaseWrite:
         return CaseWrite(a_case(f"330681-{day}-{seq:06d}"))
 
@@ -70,7 +96,7 @@ def create(store: SqliteCaseStore, day: str = "20261124") -> Case:
 # --- numbering and idempotency -------------------------------------------------------------
 
 
-def test_each_day_numbers_its_cases_from_one(store: SqliteCaseStore) -> None:
+def test_each_day_numbers_its_cases_from_one(store: SqlCaseStore) -> None:
     assert create(store).id == "330681-20261124-000001"
     assert create(store).id == "330681-20261124-000002"
     assert create(store, "20261125").id == "330681-20261125-000001"
@@ -78,7 +104,7 @@ def test_each_day_numbers_its_cases_from_one(store: SqliteCaseStore) -> None:
     assert store.get("330681-20261124-000002").state is CaseState.RECEIVED
 
 
-def test_a_failed_build_writes_nothing_and_uses_no_number(store: SqliteCaseStore) -> None:
+def test_a_failed_build_writes_nothing_and_uses_no_number(store: SqlCaseStore) -> None:
     def broken(seq: int) -> CaseWrite:
         raise ConflictError("no")
 
@@ -87,7 +113,7 @@ def test_a_failed_build_writes_nothing_and_uses_no_number(store: SqliteCaseStore
     assert create(store).id == "330681-20261124-000001"
 
 
-def test_the_same_idempotency_key_answers_the_same_case(store: SqliteCaseStore) -> None:
+def test_the_same_idempotency_key_answers_the_same_case(store: SqlCaseStore) -> None:
     built: list[int] = []
 
     def build(seq: int) -> CaseWrite:
@@ -114,7 +140,7 @@ def test_the_same_idempotency_key_answers_the_same_case(store: SqliteCaseStore) 
     assert other.id == "330681-20261124-000002"
 
 
-def test_a_missing_case(store: SqliteCaseStore) -> None:
+def test_a_missing_case(store: SqlCaseStore) -> None:
     with pytest.raises(NotFoundError) as caught:
         store.get("330681-20261124-000009")
     assert (caught.value.status, caught.value.code) == (404, "case.not_found")
@@ -123,7 +149,7 @@ def test_a_missing_case(store: SqliteCaseStore) -> None:
 # --- arrival and updates -------------------------------------------------------------------
 
 
-def test_an_arrival_is_written_once(store: SqliteCaseStore) -> None:
+def test_an_arrival_is_written_once(store: SqlCaseStore) -> None:
     write = CaseWrite(
         a_case(state=CaseState.PENDING_ACCEPTANCE, seq=3),
         events=[event(1), event(2), event(3)],
@@ -139,7 +165,7 @@ def test_an_arrival_is_written_once(store: SqliteCaseStore) -> None:
     assert store.blobs(["cd" * 32, "ef" * 32]) == {"cd" * 32: b"bytes"}
 
 
-def test_updates_are_compare_and_set_on_the_event_count(store: SqliteCaseStore) -> None:
+def test_updates_are_compare_and_set_on_the_event_count(store: SqlCaseStore) -> None:
     case = a_case(state=CaseState.PENDING_ACCEPTANCE, seq=1)
     store.arrive(CaseWrite(case, events=[event(1)]))
     accepted = case.evolve(state=CaseState.ACCEPTED, seq=2, updated_at=NOW + 10)
@@ -160,7 +186,7 @@ def test_updates_are_compare_and_set_on_the_event_count(store: SqliteCaseStore) 
     assert not store.has_event(event(9).id)
 
 
-def test_update_with_reads_and_writes_in_one_transaction(store: SqliteCaseStore) -> None:
+def test_update_with_reads_and_writes_in_one_transaction(store: SqlCaseStore) -> None:
     case = a_case(state=CaseState.PENDING_ACCEPTANCE, seq=1)
     store.arrive(CaseWrite(case, events=[event(1)]))
     assert store.update_with(case.id, lambda c: None) == case
@@ -174,7 +200,7 @@ def test_update_with_reads_and_writes_in_one_transaction(store: SqliteCaseStore)
         store.update_with("330681-20261124-000404", lambda c: None)
 
 
-def test_blobs_are_stored_once_by_digest(store: SqliteCaseStore) -> None:
+def test_blobs_are_stored_once_by_digest(store: SqlCaseStore) -> None:
     store.arrive(CaseWrite(a_case("330681-20261124-000001"), blobs={"aa": b"same"}))
     store.arrive(CaseWrite(a_case("330681-20261124-000002"), blobs={"aa": b"same"}))
     assert store.blobs(["aa", "aa"]) == {"aa": b"same"}
@@ -184,7 +210,7 @@ def test_blobs_are_stored_once_by_digest(store: SqliteCaseStore) -> None:
 # --- listings ------------------------------------------------------------------------------
 
 
-def test_listings_by_department_state_and_cursor(store: SqliteCaseStore) -> None:
+def test_listings_by_department_state_and_cursor(store: SqlCaseStore) -> None:
     for n in range(1, 6):
         state = CaseState.ACCEPTED if n % 2 else CaseState.PENDING_ACCEPTANCE
         store.arrive(CaseWrite(a_case(f"330681-20261124-{n:06d}", state=state)))
@@ -237,7 +263,7 @@ def test_listings_by_department_state_and_cursor(store: SqliteCaseStore) -> None
     assert ids(store.all_cases(after="330681-20261124-000004", limit=10)) == [5, 6]
 
 
-def test_pending_cases_oldest_first(store: SqliteCaseStore) -> None:
+def test_pending_cases_oldest_first(store: SqlCaseStore) -> None:
     pending = CaseState.PENDING_ACCEPTANCE
     store.arrive(CaseWrite(a_case("330681-20261124-000001", state=pending, updated_at=NOW + 5)))
     store.arrive(CaseWrite(a_case("330681-20261124-000002", state=pending, updated_at=NOW)))
@@ -250,11 +276,11 @@ def test_pending_cases_oldest_first(store: SqliteCaseStore) -> None:
 # --- the outbox ----------------------------------------------------------------------------
 
 
-def owe(store: SqliteCaseStore, n: int, *messages: tuple[str, str, bytes]) -> None:
+def owe(store: SqlCaseStore, n: int, *messages: tuple[str, str, bytes]) -> None:
     store.arrive(CaseWrite(a_case(f"330681-20261124-{n:06d}"), messages=list(messages)))
 
 
-def test_the_outbox_in_order(store: SqliteCaseStore) -> None:
+def test_the_outbox_in_order(store: SqlCaseStore) -> None:
     owe(store, 1, ("shanghai", "package", b"s1"), ("linquan", "event", b"l1"))
     owe(store, 2, ("shanghai", "event", b"s2"))
     due = store.due_messages(NOW)
@@ -270,7 +296,7 @@ def test_the_outbox_in_order(store: SqliteCaseStore) -> None:
     assert store.outbox_count() == 2
 
 
-def test_a_peer_s_later_messages_wait_behind_one_not_yet_due(store: SqliteCaseStore) -> None:
+def test_a_peer_s_later_messages_wait_behind_one_not_yet_due(store: SqlCaseStore) -> None:
     owe(store, 1, ("shanghai", "package", b"s1"), ("linquan", "event", b"l1"))
     owe(store, 2, ("shanghai", "event", b"s2"), ("linquan", "event", b"l2"))
     first = store.due_messages(NOW)[0]
@@ -284,7 +310,7 @@ def test_a_peer_s_later_messages_wait_behind_one_not_yet_due(store: SqliteCaseSt
     assert store.due_messages(NOW + 90)[0].attempts == 2
 
 
-def test_the_outbox_limit(store: SqliteCaseStore) -> None:
+def test_the_outbox_limit(store: SqlCaseStore) -> None:
     owe(store, 1, *[("shanghai", "event", bytes([n])) for n in range(5)])
     assert [m.body for m in store.due_messages(NOW, limit=2)] == [b"\x00", b"\x01"]
 
@@ -292,9 +318,8 @@ def test_the_outbox_limit(store: SqliteCaseStore) -> None:
 # --- owed audit records --------------------------------------------------------------------
 
 
-def test_owed_audit_records_per_process_and_after_a_crash(tmp_path: Path) -> None:
-    path = tmp_path / "cases.sqlite3"
-    with SqliteCaseStore(path) as one, SqliteCaseStore(path) as two:
+def test_owed_audit_records_per_process_and_after_a_crash(opener: Opener) -> None:
+    with opener() as one, opener() as two:
         one.arrive(CaseWrite(a_case("330681-20261124-000001"), audit=[b"a1", b"a2"]))
         two.arrive(CaseWrite(a_case("330681-20261124-000002"), audit=[b"b1"]))
         assert [r for _, r in one.pending_audit()] == [b"a1", b"a2"]
@@ -303,7 +328,7 @@ def test_owed_audit_records_per_process_and_after_a_crash(tmp_path: Path) -> Non
         one.audit_moved([seq for seq, _ in one.pending_audit()])
         assert one.pending_audit() == []
     # "one" crashed before it moved b1's owner's records: a new process sees them
-    with SqliteCaseStore(path) as restarted:
+    with opener() as restarted:
         assert restarted.pending_audit() == []
         assert [r for _, r in restarted.pending_audit(every_owner=True)] == [b"b1"]
 
@@ -315,7 +340,7 @@ def subscription(sid: str, department: str = "shanghai-healthcare-security") -> 
     return Subscription(sid, department, f"https://hooks.example/{sid}", NOW)
 
 
-def test_subscriptions(store: SqliteCaseStore) -> None:
+def test_subscriptions(store: SqlCaseStore) -> None:
     first = store.subscribe(subscription("s1"), max_per_department=2)
     # the same url again: the same subscription
     same_url = Subscription("s9", first.department, first.url, NOW + 1)
@@ -335,7 +360,7 @@ def test_subscriptions(store: SqliteCaseStore) -> None:
     }
 
 
-def test_unsubscribe_only_ones_own(store: SqliteCaseStore) -> None:
+def test_unsubscribe_only_ones_own(store: SqlCaseStore) -> None:
     store.subscribe(subscription("s1"), max_per_department=2)
     with pytest.raises(NotFoundError) as caught:
         store.unsubscribe("zhuji-service-center", "s1")
@@ -345,7 +370,7 @@ def test_unsubscribe_only_ones_own(store: SqliteCaseStore) -> None:
         store.unsubscribe("shanghai-healthcare-security", "s1")
 
 
-def test_deliveries_once_per_subscription_and_event(store: SqliteCaseStore) -> None:
+def test_deliveries_once_per_subscription_and_event(store: SqlCaseStore) -> None:
     store.subscribe(subscription("s1"), max_per_department=8)
     store.subscribe(subscription("s2"), max_per_department=8)
     notices = [("s1", "e1", b"one"), ("s2", "e1", b"one"), ("s1", "e2", b"two")]
@@ -364,7 +389,7 @@ def test_deliveries_once_per_subscription_and_event(store: SqliteCaseStore) -> N
     assert [(d.subscription, d.event_id) for d in store.due_deliveries(NOW)] == [("s1", "e2")]
 
 
-def test_a_delivery_is_retried_then_given_up(store: SqliteCaseStore) -> None:
+def test_a_delivery_is_retried_then_given_up(store: SqlCaseStore) -> None:
     store.subscribe(subscription("s1"), max_per_department=8)
     store.arrive(CaseWrite(a_case(), notices=[("s1", "e1", b"one")]))
     (delivery,) = store.due_deliveries(NOW)
@@ -379,11 +404,61 @@ def test_a_delivery_is_retried_then_given_up(store: SqliteCaseStore) -> None:
     assert store.retry_delivery(delivery.seq, next_at=NOW + 80, give_up_after=3) is False
 
 
-def test_the_store_reopens_with_its_cases(tmp_path: Path) -> None:
-    path = tmp_path / "cases.sqlite3"
-    with SqliteCaseStore(path) as store:
+def test_the_store_reopens_with_its_cases(opener: Opener) -> None:
+    with opener() as store:
         case = create(store)
         store.checkpoint()
-    with SqliteCaseStore(path) as store:
+    with opener() as store:
         assert store.get(case.id) == case
         assert create(store).id == "330681-20261124-000002"
+
+
+# --- replicas over one PostgreSQL database -------------------------------------------------
+
+
+def test_two_replicas_never_hand_out_the_same_number_and_keep_compare_and_set(
+    pg_server: PostgresServer,
+) -> None:
+    creators, each = 4, 10
+    with ExitStack() as stack:
+        dsn = stack.enter_context(pg_server.database())
+        replicas = [stack.enter_context(PostgresCaseStore(dsn)) for _ in range(2)]
+        start = threading.Barrier(creators)
+        made: list[str] = []
+        failures: list[BaseException] = []
+
+        def intake(store: SqlCaseStore) -> None:
+            try:
+                start.wait()
+                for _ in range(each):
+                    made.append(create(store).id)
+            except BaseException as exc:  # reported below, in the test's thread
+                failures.append(exc)
+
+        threads = [
+            threading.Thread(target=intake, args=(replicas[n % 2],)) for n in range(creators)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        expected = [f"330681-20261124-{n:06d}" for n in range(1, creators * each + 1)]
+        assert sorted(made) == expected  # every number once, none skipped
+        one, two = replicas
+        assert [c.id for c in two.all_cases(after=None, limit=500)] == expected
+
+        # compare-and-set across replicas: both read the case at seq 0; one wins
+        case = one.get(expected[0])
+        accepted = case.evolve(state=CaseState.ACCEPTED, seq=1, updated_at=NOW + 1)
+        one.update(CaseWrite(accepted, events=[event(1, case.id)]), expected_seq=0)
+        refused = case.evolve(state=CaseState.CLOSED, seq=1, updated_at=NOW + 2)
+        with pytest.raises(ConflictError) as caught:
+            two.update(CaseWrite(refused, events=[event(9, case.id)]), expected_seq=0)
+        assert caught.value.code == "case.conflict"
+        assert two.get(case.id) == accepted
+        assert [e.seq for e in two.events(case.id)] == [1]
+        # the replica that lost reads the case again and goes on from there
+        closed = accepted.evolve(state=CaseState.CLOSED, seq=2, updated_at=NOW + 3)
+        two.update(CaseWrite(closed, events=[event(2, case.id)]), expected_seq=1)
+        assert one.get(case.id) == closed
