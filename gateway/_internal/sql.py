@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Final, Protocol
+from types import TracebackType
+from typing import Any, Final, Protocol, Self
 
 SQLITE: Final = "sqlite"
 POSTGRESQL: Final = "postgresql"
@@ -84,3 +85,30 @@ class Database(Protocol):
     def checkpoint(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Store:
+    """What every store does over its lifetime with its :class:`Database` (``_db``): close
+    it (idempotent), checkpoint it off the event loop, and serve as a context manager."""
+
+    _db: Database
+
+    def checkpoint(self) -> None:
+        """The write-ahead log into the database (SQLite; nothing to do on PostgreSQL), on
+        the thread that calls it: a serving node calls it on its writer thread."""
+        self._db.checkpoint()
+
+    def close(self) -> None:
+        """Close the store's connections. Idempotent."""
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

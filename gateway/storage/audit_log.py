@@ -21,12 +21,11 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from gateway._internal.postgres import PgConnections
 from gateway._internal.secret import Secret
-from gateway._internal.sql import POSTGRESQL, SQLITE, Database, PendingWrite, SqlConnection
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database, PendingWrite, SqlConnection, Store
 from gateway._internal.sqlite import Connections, storage_error
 from gateway.audit.heads import SignedTreeHead, sign_tree_head
 from gateway.audit.records import (
@@ -184,7 +183,7 @@ class StagedAppend:
         self._pending.rollback()
 
 
-class AuditLog:
+class AuditLog(Store):
     """The audit log of ``node`` over an open database; tree heads signed by ``signer``.
 
     The leaf hashes are cached in memory (32 bytes an entry), loaded at open and extended
@@ -208,26 +207,6 @@ class AuditLog:
         except BaseException:
             db.close()
             raise
-
-    # --- open and close ------------------------------------------------------------------------
-
-    def checkpoint(self) -> None:
-        """The WAL into the database, off the event loop (:meth:`Connections.checkpoint`)."""
-        self._db.checkpoint()
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def node(self) -> NodeId:

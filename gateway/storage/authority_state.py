@@ -19,12 +19,11 @@ the store), so the read-check-write of each call is atomic across replicas.
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from gateway._internal.postgres import PgConnections
 from gateway._internal.secret import Secret
-from gateway._internal.sql import POSTGRESQL, SQLITE, Database
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database, Store
 from gateway._internal.sqlite import Connections
 from gateway.errors import ConflictError
 
@@ -70,7 +69,7 @@ def _not_author(detail: str) -> ConflictError:
     return ConflictError(detail, code="trust.not_author")
 
 
-class AuthorityStore:
+class AuthorityStore(Store):
     """The authority's state document and the author's lease (see the module's description)."""
 
     def __init__(self, db: Database) -> None:
@@ -138,20 +137,6 @@ class AuthorityStore:
                 " document = excluded.document",
                 (seq, document),
             )
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class PostgresAuthorityStore(AuthorityStore):

@@ -28,14 +28,13 @@ import secrets
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import orjson
 
 from gateway._internal.postgres import PgConnections
 from gateway._internal.secret import Secret
-from gateway._internal.sql import POSTGRESQL, SQLITE, Database, SqlConnection
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database, SqlConnection, Store
 from gateway._internal.sqlite import Connections
 from gateway.cases.case import Case
 from gateway.errors import ConflictError, NotFoundError
@@ -317,7 +316,7 @@ class CaseWrite:
     """(subscription id, event id, CloudEvent body) for the webhook deliveries."""
 
 
-class SqlCaseStore:
+class SqlCaseStore(Store):
     """The node's cases (see the module's docstring), over an open
     :class:`~gateway._internal.sql.Database` of either backend (migrated here; closed by
     :meth:`close`). Shared by threads like the registry."""
@@ -724,25 +723,6 @@ class SqlCaseStore:
     def delivery_count(self) -> int:
         with self._db.read() as conn:
             return int(conn.execute("SELECT count(*) FROM deliveries").fetchone()[0])
-
-    # --- lifetime --------------------------------------------------------------------------
-
-    def checkpoint(self) -> None:
-        self._db.checkpoint()
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class SqliteCaseStore(SqlCaseStore):

@@ -25,12 +25,11 @@ from collections.abc import Collection, Iterable
 from dataclasses import replace
 from itertools import islice
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Protocol, Self
+from typing import Final, Protocol
 
 from gateway._internal.postgres import PgConnections
 from gateway._internal.secret import Secret
-from gateway._internal.sql import POSTGRESQL, SQLITE, Database, SqlConnection
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database, SqlConnection, Store
 from gateway._internal.sqlite import Connections
 from gateway.certificates.catalog import (
     MAX_LOOKUP_RESULTS,
@@ -152,7 +151,7 @@ def _same_certificate(stored: CatalogEntry, new: CatalogEntry) -> bool:
     return stored.type == new.type and stored.holder_digest == new.holder_digest
 
 
-class SqlCatalog:
+class SqlCatalog(Store):
     """:class:`Catalog` over an open database of either backend (migrated here).
 
     Threads: like :class:`~gateway.storage.registry.SqliteRegistry`, a writer and a read-only reader
@@ -168,23 +167,6 @@ class SqlCatalog:
         except BaseException:
             self._db.close()
             raise
-
-    # --- open and close ------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close both connections. Idempotent."""
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- registration ------------------------------------------------------------------------
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 from gateway._internal.postgres import PgConnections
 from gateway._internal.secret import Secret
-from gateway._internal.sql import POSTGRESQL, SQLITE, Database
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database, Store
 from gateway._internal.sqlite import Connections
 from gateway.audit.cosignatures import Cosignature
 from gateway.audit.heads import SignedTreeHead
@@ -95,7 +94,7 @@ def _cosignature(row: Sequence[Any]) -> Cosignature:
     )
 
 
-class SqlCosignatures:
+class SqlCosignatures(Store):
     """Cosignatures made by this node and gathered for its heads (see the module doc), over
     an open :class:`~gateway._internal.sql.Database` (migrated here; closed by :meth:`close`).
     ``where`` names the store in a ``witness.open`` error."""
@@ -197,23 +196,6 @@ class SqlCosignatures:
             ).fetchall()
         cosignatures = [_cosignature(tuple(r[:-1])) for r in rows]
         return str(rows[0][-1]), cosignatures
-
-    def checkpoint(self) -> None:
-        self._db.checkpoint()
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class SqliteCosignatures(SqlCosignatures):

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from gateway._internal.postgres import PgConnections
 from gateway._internal.secret import Secret
-from gateway._internal.sql import POSTGRESQL, SQLITE, Database
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database, Store
 from gateway._internal.sqlite import Connections
 from gateway.errors import AuthError, ConfigError
 
@@ -71,7 +70,7 @@ def _check_bounds(max_entries: int, ttl: float) -> None:
         raise ConfigError("a nonce store's ttl must be positive", code="hop.cache")
 
 
-class Nonces:
+class Nonces(Store):
     """The node's used hop-proof nonces (see :class:`gateway.federation.hops.NonceStore`),
     over an open :class:`~gateway._internal.sql.Database` (migrated here; closed by
     :meth:`close`)."""
@@ -128,20 +127,6 @@ class Nonces:
     def __len__(self) -> int:
         with self._db.read() as conn:
             return int(conn.execute("SELECT count(*) FROM nonces").fetchone()[0])
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class SqliteNonces(Nonces):

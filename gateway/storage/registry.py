@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Protocol, Self, overload
+from typing import Final, Protocol, overload
 
 from gateway._internal.postgres import PgConnections
 from gateway._internal.secret import Secret
-from gateway._internal.sql import POSTGRESQL, SQLITE, Database, SqlConnection
+from gateway._internal.sql import POSTGRESQL, SQLITE, Database, SqlConnection, Store
 from gateway._internal.sqlite import Connections
 from gateway.certificates.status import CertStatus, StatusAction, StatusSlot, transition
 from gateway.certificates.status_list import BITS, status_code
@@ -374,7 +373,7 @@ _Row = tuple[str, str, str, str, str, int, int, str, float, float, str]
 _InsertRow = tuple[str, str, str, str, int, int, str, float, float, str]
 
 
-class SqlRegistry:
+class SqlRegistry(Store):
     """:class:`Registry` over an open database of either backend (migrated here).
 
     Threads: the object may be shared by threads (a thread-pool executor running blocking
@@ -419,21 +418,6 @@ class SqlRegistry:
                 code="registry.list_size",
             )
         return int(stored)
-
-    def close(self) -> None:
-        """Close both connections. Idempotent."""
-        self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def list_size(self) -> int:
