@@ -100,7 +100,11 @@ def seal_event(signer: Signer, event: CaseEvent) -> CaseEvent:
 def verify_event(token: str, keys: KeyResolver, *, now: float) -> CaseEvent:
     """An event sealed by the node it names; raises :class:`SealError` ``case.bad_event``
     when its seal or its shape is wrong."""
-    verified = verify_compact(token, keys, typ=EVENT_TYP, now=now)
+    return _event_of(verify_compact(token, keys, typ=EVENT_TYP, now=now), token)
+
+
+def _event_of(verified: VerifiedSeal, token: str) -> CaseEvent:
+    """The event a verified ``case-event+jws`` (``token``) carries, its shape checked."""
     claims = verified.payload
     if claims.get("iss") != verified.node:
         raise SealError("the event was not sealed by its acting node", code="case.bad_event")
@@ -146,8 +150,16 @@ def verify_case_document(token: str, keys: KeyResolver, *, now: float) -> Verifi
     """A receipt or an event, by its ``typ``, verified like a seal (``tongban verify``)."""
     if case_document_type(token) == RECEIPT_TYP:
         return verify_receipt(token, keys, now=now)
-    event = verify_event(token, keys, now=now)
-    return verify_compact(event.token, keys, typ=EVENT_TYP, now=now)
+    verified = verify_compact(token, keys, typ=EVENT_TYP, now=now)
+    _event_of(verified, token)  # its shape, as a node receiving it checks it
+    return verified
+
+
+def stored_claims(token: str) -> dict[str, Any]:
+    """The claims of a sealed document this node verified before it stored it (a reading,
+    not a verification: what came from elsewhere is verified with :func:`verify_event`)."""
+    claims: dict[str, Any] = orjson.loads(b64url_decode(token.split(".")[1]))
+    return claims
 
 
 def _fields(event: CaseEvent) -> dict[str, Any]:

@@ -16,9 +16,14 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from gateway._internal.wire import b64url_decode, b64url_encode, loads
+from gateway._internal.wire import b64url_encode, loads
 from gateway.cases.case import check_case_number
-from gateway.cases.documents import RECEIPT_TYP, case_document_type, verify_case_document
+from gateway.cases.documents import (
+    RECEIPT_TYP,
+    case_document_type,
+    stored_claims,
+    verify_case_document,
+)
 from gateway.certificates.revocation import (
     IssuanceProof,
     ProvenIssuances,
@@ -611,7 +616,7 @@ def cases_show(federation: Federation, node_id: str, case_id: str, *, as_json: b
         store.close()
     now = SystemClock().now()
     document = case.to_json(now=now)
-    claims = [orjson.loads(b64url_decode(e.token.split(".")[1])) for e in events]
+    claims = [stored_claims(e.token) for e in events]
     if as_json:
         document["events"] = claims
         print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())

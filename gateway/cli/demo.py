@@ -384,16 +384,7 @@ async def _steps(session: aiohttp.ClientSession, federation: Federation, base: P
         )
     )
     for entry in case:
-        status, proof = await ops.call(
-            "GET", f"/v1/audit/proofs/inclusion?seq={entry['seq']}&tree_size={head['tree_size']}"
-        )
-        verify_inclusion(
-            leaf_hash(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)),
-            entry["seq"],
-            head["tree_size"],
-            [b64url_decode(p) for p in proof["proof"]],
-            b64url_decode(head["root_hash"]),
-        )
+        await prove_included(ops, entry, head)
     expect(
         True,
         f"each of the {len(case)} entries is proven in the signed tree head "
@@ -412,6 +403,21 @@ async def _steps(session: aiohttp.ClientSession, federation: Federation, base: P
         if r["type"] == "resident_id" and r["node"] == "shanghai"
     )
     await _case_act(session, federation, base, idp, resident_id)
+
+
+async def prove_included(ops: Client, entry: dict[str, Any], head: dict[str, Any]) -> None:
+    """``entry`` of an audit log is in the tree ``head`` signed (RFC 9162 inclusion proof,
+    checked here); raises what :func:`verify_inclusion` raises otherwise."""
+    _, proof = await ops.call(
+        "GET", f"/v1/audit/proofs/inclusion?seq={entry['seq']}&tree_size={head['tree_size']}"
+    )
+    verify_inclusion(
+        leaf_hash(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)),
+        entry["seq"],
+        head["tree_size"],
+        [b64url_decode(p) for p in proof["proof"]],
+        b64url_decode(head["root_hash"]),
+    )
 
 
 CASE_MATTER = "maternity-benefit"
@@ -636,16 +642,7 @@ async def _prove_events(ops: Client, node: str, events: list[dict[str, Any]]) ->
             or entry["details"]["digest"] != hashlib.sha256(event["event"].encode()).hexdigest()
         ):
             raise DemoFailure(f"event {event['seq']} is not in {node}'s audit log")
-        _, proof = await ops.call(
-            "GET", f"/v1/audit/proofs/inclusion?seq={entry['seq']}&tree_size={head['tree_size']}"
-        )
-        verify_inclusion(
-            leaf_hash(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)),
-            entry["seq"],
-            head["tree_size"],
-            [b64url_decode(p) for p in proof["proof"]],
-            b64url_decode(head["root_hash"]),
-        )
+        await prove_included(ops, entry, head)
         proven += 1
     return proven
 

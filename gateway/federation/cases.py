@@ -39,7 +39,7 @@ from gateway.crypto.jwks import KeyResolver
 from gateway.errors import AuthError, GatewayError, InputError, NetworkError
 from gateway.federation.hops import HopGate
 from gateway.federation.peers import PeerClient, UpstreamProblem
-from gateway.federation.resilience import Deadline
+from gateway.federation.resilience import Deadline, backoff
 from gateway.federation.routing import Route, Topology
 from gateway.ids import NodeId
 from gateway.services.cases import CaseService
@@ -219,8 +219,7 @@ class CaseExchange:
     async def _later(self, message: Message, exc: GatewayError) -> None:
         """Try ``message`` again after a pause (doubling with each attempt, with jitter)."""
         base, most = self._retry
-        delay = min(most, base * 2 ** min(message.attempts, 32))
-        delay *= 0.5 + self._rng.random() / 2
+        delay = backoff(message.attempts, self._rng, base=base, most=most)
         if message.attempts == 0 or isinstance(exc, UpstreamProblem):
             log.warning(
                 "a case message is not delivered yet; retrying",

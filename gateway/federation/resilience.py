@@ -117,6 +117,14 @@ class RetryPolicy:
         )
 
 
+def backoff(attempts: int, rng: Rng, *, base: float, most: float) -> float:
+    """The pause before trying again a message kept for later (an outbox's), after
+    ``attempts`` failed tries: doubling from ``base`` up to ``most``, with jitter (half to all
+    of it, so a peer coming back is not met by every sender at once)."""
+    ceiling: float = min(most, base * 2.0 ** min(attempts, 32))
+    return ceiling * (0.5 + rng.random() / 2)
+
+
 # --- circuit breakers -----------------------------------------------------------------------
 
 

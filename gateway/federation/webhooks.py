@@ -27,6 +27,7 @@ import orjson
 from gateway._internal.wire import b64url_encode
 from gateway.clock import Clock
 from gateway.crypto.seals import Signer, sign_compact
+from gateway.federation.resilience import backoff
 from gateway.storage.cases import Delivery, SqlCaseStore
 
 log = logging.getLogger("gateway.federation.webhooks")
@@ -99,8 +100,7 @@ class WebhookSender:
                 done += 1
                 continue
             base, most = self._retry
-            delay = min(most, base * 2 ** min(delivery.attempts, 32))
-            delay *= 0.5 + self._rng.random() / 2
+            delay = backoff(delivery.attempts, self._rng, base=base, most=most)
             kept = await asyncio.to_thread(
                 self._store.retry_delivery,
                 delivery.seq,

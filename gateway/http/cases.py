@@ -8,14 +8,14 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway._internal.wire import loads
 from gateway.cases.materials import case_json_limits
-from gateway.errors import InputError, UnsupportedMediaType
+from gateway.errors import InputError
 from gateway.federation.cases import CASES_PATH
 from gateway.federation.hops import HOP_HEADER
 from gateway.http.appkeys import LINKS, NODE
+from gateway.http.handlers import read_json
 from gateway.http.middleware import principal_of, public
-from gateway.http.responses import JSON, json_response
+from gateway.http.responses import json_response
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -24,14 +24,7 @@ _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 async def _read_case_json(request: web.Request) -> Any:
     """A body that may carry materials: strict JSON whose strings may be as long as one
     material's base64url (``[limits] max_material_bytes``), within ``max_body_bytes``."""
-    if request.content_type != JSON:
-        raise UnsupportedMediaType(f"send the body as {JSON}")
-    if request.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity"):
-        raise UnsupportedMediaType(
-            "send the body uncompressed (no Content-Encoding)", code="input.content_encoding"
-        )
-    body = await request.read()  # aiohttp enforces max_body_bytes (client_max_size): 413
-    return loads(body, case_json_limits(request.app[NODE].federation.limits))
+    return await read_json(request, case_json_limits(request.app[NODE].federation.limits))
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -96,27 +89,11 @@ async def case_result(request: web.Request) -> web.Response:
     """The decided case's result certificate: for the applicant (or the owner) at the owning
     node; elsewhere a 303 to the owning node."""
     principal = principal_of(request)
-    links = request.app[LINKS]
-    case_id = request.match_info["id"]
-    cert_id, seal = await asyncio.to_thread(links.cases.service.result, principal, case_id)
-    if seal is None:
-        case, _ = await asyncio.to_thread(links.cases.service.visible, principal, case_id)
-        owner = request.app[NODE].federation.url(case.owner.node)
-        location = f"{owner}/v1/cases/{case_id}/result"
-        return json_response(
-            {"certificate_id": cert_id, "held_by": case.owner.node, "location": location},
-            status=303,
-            headers={"Location": location},
-        )
-    report, verified = request.app[NODE].verifier.report(seal)
-    return json_response(
-        {
-            "certificate_id": cert_id,
-            "seal": seal,
-            "certificate": dict(verified.document) if verified is not None else None,
-            "report": report.to_json(),
-        }
-    )
+    service = request.app[LINKS].cases.service
+    answer = await asyncio.to_thread(service.result, principal, request.match_info["id"])
+    if "location" in answer:
+        return json_response(answer, status=303, headers={"Location": answer["location"]})
+    return json_response(answer)
 
 
 async def case_action(request: web.Request) -> web.Response:

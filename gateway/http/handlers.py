@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway._internal.wire import b64url_encode, is_int, loads
+from gateway._internal.wire import JsonLimits, b64url_encode, is_int, loads
 from gateway.audit.records import AuditKind
 from gateway.certificates.documents import check_party
 from gateway.certificates.holders import holder_digest
@@ -47,8 +47,9 @@ Ed25519 key, published and signing under the federation file's ``ed25519_alg``).
 """ASCII digits only (``str.isdigit`` accepts ``²``, which ``int`` refuses, and ``١``)."""
 
 
-async def read_json(request: web.Request) -> Any:
-    """The request body as strict JSON, within every configured limit."""
+async def read_json(request: web.Request, limits: JsonLimits | None = None) -> Any:
+    """The request body as strict JSON, within every configured limit (``limits``: other
+    parser bounds than the federation's, e.g. for bodies carrying case materials)."""
     if request.content_type != JSON:
         raise UnsupportedMediaType(f"send the body as {JSON}")
     if request.headers.get("Content-Encoding", "").strip().lower() not in ("", "identity"):
@@ -56,8 +57,7 @@ async def read_json(request: web.Request) -> Any:
             "send the body uncompressed (no Content-Encoding)", code="input.content_encoding"
         )
     body = await request.read()  # aiohttp enforces max_body_bytes (client_max_size): 413
-    limits = request.app[NODE].federation.limits
-    return loads(body, json_limits(limits))
+    return loads(body, limits or json_limits(request.app[NODE].federation.limits))
 
 
 async def in_writer(request: web.Request, fn: Any, *args: Any) -> Any:

@@ -33,6 +33,7 @@ from gateway.cases.documents import (
     CaseEvent,
     seal_event,
     seal_receipt,
+    stored_claims,
     verify_event,
     verify_receipt,
 )
@@ -887,12 +888,12 @@ class CaseService:
         answer["allowed_actions"] = [a.value for a in allowed(case.state, roles)]
         return answer
 
-    def result(self, principal: Principal, case_id: str) -> tuple[str, str | None]:
+    def result(self, principal: Principal, case_id: str) -> dict[str, Any]:
         """The result certificate of a decided case, for its applicant (their own token) or
-        its owner: ``(certificate id, sealed certificate)`` at the owning node, which holds
-        it; ``(certificate id, None)`` at the window's node (the applicant asks the owner's
-        node; the window's department fetches it with the applicant's consent, like any
-        certificate)."""
+        its owner. At the owning node, which holds it: the sealed certificate with its
+        verification report. Elsewhere: where it is held (``location``; the handler answers
+        303). The window's department fetches it like any certificate, with the applicant's
+        consent."""
         case, roles = self.visible(principal, case_id)
         if case.result is None:
             raise NotFoundError("the case has no result certificate", code="case.no_result")
@@ -903,9 +904,20 @@ class CaseService:
                 code="consent.required",
             )
         if case.owner.node != self.me:
-            return case.result, None
-        stored = self.node.registry.get(CertificateId(case.result))
-        return case.result, stored.seal
+            owner = self.node.federation.url(case.owner.node)
+            return {
+                "certificate_id": case.result,
+                "held_by": case.owner.node,
+                "location": f"{owner}/v1/cases/{case.id}/result",
+            }
+        seal = self.node.registry.get(CertificateId(case.result)).seal
+        report, verified = self.node.verifier.report(seal)
+        return {
+            "certificate_id": case.result,
+            "seal": seal,
+            "certificate": dict(verified.document) if verified is not None else None,
+            "report": report.to_json(),
+        }
 
     def events(self, principal: Principal, case_id: str) -> list[dict[str, Any]]:
         """The case's sealed events in order (each verifiable offline)."""
@@ -1058,7 +1070,7 @@ def check_webhook_url(url: str) -> None:
 
 
 def _claims_of(token: str) -> dict[str, Any]:
-    claims: dict[str, Any] = orjson.loads(b64url_decode(token.split(".")[1]))
+    claims = stored_claims(token)
     return {
         k: claims[k]
         for k in (
