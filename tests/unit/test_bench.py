@@ -28,6 +28,7 @@ from bench.run import (
     share_per_hop,
     side_by_side,
 )
+from gateway.errors import SealError
 
 
 def test_in_turn_alternates_the_order_between_rounds() -> None:
@@ -223,10 +224,13 @@ def test_the_raw_loops_of_figure_f_verify_the_seals_they_are_given() -> None:
     )
     seals = [seal(signer, b'{"iss":"zhuji","iat":1}', signed_at=1.0) for _ in range(2)]
     loops = raw_verifiers_by_alg(seals, {"keys": [public_jwk(key)]})
-    assert set(loops) == {"sm2", "ed25519", "libsodium", "p256"}
+    assert set(loops) == {"sm2", "sm2_tables", "ed25519", "libsodium", "p256"}
     head, payload, signature = seals[0].split(".")
     forged = f"{head}.{payload}x.{signature}"
     from tongsuopy.crypto.exceptions import InvalidSignature
 
     with pytest.raises(InvalidSignature):
         raw_verifiers_by_alg([forged], {"keys": [public_jwk(key)]})["sm2"]()
+    with pytest.raises(SealError) as info:
+        raw_verifiers_by_alg([forged], {"keys": [public_jwk(key)]})["sm2_tables"]()
+    assert info.value.code == "seal.bad_signature"

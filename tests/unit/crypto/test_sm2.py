@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from gmssl import sm2 as gmssl_sm2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway._internal.secret import Secret
 from gateway._internal.wire import b64url_decode, b64url_encode
@@ -454,3 +457,103 @@ def test_the_sm2_public_key_is_its_uncompressed_coordinates() -> None:
     assert pem.startswith(b"-----BEGIN PUBLIC KEY-----")
     with pytest.raises(ValueError, match="has no"):
         public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+# --- the two verification paths: precomputed tables and Tongsuo's EVP -----------------------
+
+
+def test_this_build_verifies_with_precomputed_tables() -> None:
+    # the known-answer check passed when the module loaded: the fast path is the one in use
+    assert sm2._TONGSUO is not None
+
+
+def test_z_a_is_the_reference_implementations() -> None:
+    public = SM2_KEY.public_key().public_bytes_raw()
+    table = gmssl_for(public).ecc_table
+    assert sm2.z_digest(public) == z_a(sm2.DEFAULT_SIGNER_ID, table, public.hex())
+    assert sm2.z_digest(public, b"ALICE123@YAHOO.COM") == z_a(
+        b"ALICE123@YAHOO.COM", table, public.hex()
+    )
+
+
+def _both(key: sm2.Sm2PublicKey, signature: bytes, data: bytes) -> tuple[str | None, str | None]:
+    """What each path answers: None when it verifies, else the error's code."""
+    answers: list[str | None] = []
+    for verify in (key.verify, key.verify_with_evp):
+        try:
+            verify(signature, data)
+            answers.append(None)
+        except SealError as exc:
+            answers.append(exc.code)
+    return answers[0], answers[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    value=st.integers(min_value=1, max_value=N - 2),
+    data=st.binary(max_size=2000),
+    other=st.binary(min_size=1, max_size=64),
+    tweak=st.integers(min_value=1, max_value=N - 1),
+)
+def test_the_two_paths_agree(value: int, data: bytes, other: bytes, tweak: int) -> None:
+    private = sm2.Sm2PrivateKey.from_private_value(value)
+    key = private.public_key()
+    signature = private.sign(data)
+    r, s = int.from_bytes(signature[:32]), int.from_bytes(signature[32:])
+    assert _both(key, signature, data) == (None, None)
+    bad = "seal.bad_signature"
+    assert _both(key, signature, data + other) == (bad, bad)
+    assert _both(key, _rs(r, (s + tweak) % N or 1), data) == (bad, bad)
+    assert _both(key, _rs((r + tweak) % N or 1, s), data) == (bad, bad)
+    assert _both(SM2_KEY.public_key(), signature, data) == (bad, bad)
+
+
+def test_a_verification_point_at_infinity_is_refused_by_both_paths() -> None:
+    # With the private key d known, s = -r·d / (1 + d) mod n makes [s]G + [r + s]P = O,
+    # whose x1 does not exist: no e can match, and neither path may treat O as x1 = 0.
+    d = 0x5EA1_5EA1_C0DE
+    r = 0x1234_5678_9ABC_DEF0
+    s = (-r * d * pow(1 + d, -1, N)) % N
+    assert (s + (r + s) * d) % N == 0
+    bad = "seal.bad_signature"
+    assert _both(SM2_KEY.public_key(), _rs(r, s), b"any message") == (bad, bad)
+
+
+def test_verification_is_safe_from_several_threads_at_once() -> None:
+    key = sm2.Sm2PrivateKey.from_private_value(0xC0FFEE).public_key()
+    private = sm2.Sm2PrivateKey.from_private_value(0xC0FFEE)
+    signed = [(private.sign(b"%d" % n), b"%d" % n) for n in range(40)]
+
+    def check(offset: int) -> int:
+        done = 0
+        for n in range(200):
+            signature, data = signed[(n + offset) % len(signed)]
+            key.verify(signature, data)  # the tables are built by whichever thread is first
+            with pytest.raises(SealError):
+                key.verify(signature, data + b"!")
+            done += 1
+        return done
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert sum(pool.map(check, range(4))) == 800
+
+
+def test_without_the_tables_verification_goes_through_evp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sm2, "_TONGSUO", None)
+    key = sm2.Sm2PrivateKey.from_private_value(0xFA11_BAC4).public_key()
+    private = sm2.Sm2PrivateKey.from_private_value(0xFA11_BAC4)
+    data = signing_input("SM2", SM2.kid)
+    key.verify(private.sign(data), data)
+    with pytest.raises(SealError) as info:
+        key.verify(private.sign(data), data + b"!")
+    assert info.value.code == "seal.bad_signature"
+    assert key._tables is None  # nothing was precomputed
+
+
+def test_the_known_answer_check_refuses_a_library_that_disagrees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sm2._Tables, "verify", lambda self, r, s, data: True)
+    assert sm2._load() is None  # it "verified" the check's signature over another message
