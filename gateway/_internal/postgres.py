@@ -21,15 +21,21 @@ in one round trip.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
+import struct
 import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
 import psycopg
+import psycopg.adapt
 import psycopg.errors
+from psycopg import pq
 
 from gateway._internal.secret import Secret
 from gateway.errors import ConfigError, GatewayError, StorageError
@@ -37,6 +43,12 @@ from gateway.errors import ConfigError, GatewayError, StorageError
 DIALECT: Final = "postgresql"
 CONNECT_TIMEOUT: Final = 10
 """Seconds to reach the server when a store opens."""
+LOOP_READ_CONNECTIONS: Final = 4
+"""Connections a store opens at most, on demand, for reads on the event loop
+(:meth:`PgConnections.fetch`): that many such reads are in flight at once, the next waits."""
+LOOP_READ_TIMEOUT: Final = 10.0
+"""Seconds a read on the event loop may take; then it fails ``<prefix>.busy`` and its
+connection is dropped."""
 
 Error = psycopg.Error
 IntegrityError = psycopg.IntegrityError
@@ -99,11 +111,14 @@ class PgPendingWrite:
         conn: PgConn,
         lock: threading.Lock,
         translate: Callable[[psycopg.Error], GatewayError],
+        rows: list[Any] | None = None,
     ) -> None:
         self.conn = conn
         self._lock = lock
         self._translate = translate
         self._ended = False
+        self.rows: list[Any] = rows or []
+        """The rows of :meth:`PgConnections.begin`'s ``read``."""
 
     @contextmanager
     def rolled_back_on_error(self) -> Iterator[PgConn]:
@@ -120,11 +135,17 @@ class PgPendingWrite:
             raise RuntimeError("this write transaction has already ended")
         self._ended = True
 
-    def commit(self) -> None:
-        """``COMMIT`` (durable: ``synchronous_commit`` is the server's, on by default)."""
+    def commit(self, last: tuple[str, Sequence[Any]] | None = None) -> None:
+        """``COMMIT`` (durable: ``synchronous_commit`` is the server's, on by default), with
+        ``last`` before it in the same round trip (libpq's pipeline mode)."""
         self._end()
         try:
-            self.conn.execute("COMMIT")
+            if last is None:
+                self.conn.execute("COMMIT")
+            else:
+                with self.conn.raw.pipeline():
+                    self.conn.execute(*last)
+                    self.conn.execute("COMMIT")
         except psycopg.Error as exc:
             self._quiet_rollback()
             raise self._translate(exc) from exc
@@ -143,6 +164,439 @@ class PgPendingWrite:
             return
         with contextlib.suppress(psycopg.Error):  # a broken connection: rolled back already
             self.conn.execute("ROLLBACK")
+
+
+_INT = {21, 23, 20}  # int2, int4, int8
+_TEXT = {25, 1043, 1042, 19}  # text, varchar, bpchar, name
+_FLOAT4, _FLOAT8, _BYTEA, _BOOL = 700, 701, 17, 16
+
+
+def _decode(oid: int, value: bytes) -> Any:
+    """A column's value in PostgreSQL's binary format, as psycopg would give it."""
+    if oid in _TEXT:
+        return value.decode("utf-8")
+    if oid in _INT:
+        return int.from_bytes(value, "big", signed=True)
+    if oid == _FLOAT8:
+        return struct.unpack(">d", value)[0]
+    if oid == _BYTEA:
+        return bytes(value)
+    if oid == _FLOAT4:
+        return struct.unpack(">f", value)[0]
+    if oid == _BOOL:
+        return value != b"\x00"
+    raise TypeError(f"no reader on the event loop for PostgreSQL type oid {oid}")
+
+
+class PgArray:
+    """A one-dimensional array parameter packed in PostgreSQL's binary format: one value to
+    send however many elements it has (psycopg would adapt a list element by element)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @classmethod
+    def _packed(cls, oid: int, elements: Sequence[bytes]) -> PgArray:
+        header = struct.pack(">iiIii", 1, 0, oid, len(elements), 1)  # 1 dim, no NULL, from 1
+        body = b"".join(struct.pack(">i", len(e)) + e for e in elements)
+        return cls(header + body)
+
+    @classmethod
+    def int8(cls, values: Sequence[int]) -> PgArray:
+        return cls._packed(20, [struct.pack(">q", v) for v in values])
+
+    @classmethod
+    def bytea(cls, values: Sequence[bytes]) -> PgArray:
+        return cls._packed(_BYTEA, values)
+
+
+class _PgArrayDumper(psycopg.adapt.Dumper):
+    """Sends a :class:`PgArray` as it is (binary), for the stores' psycopg connections."""
+
+    format = pq.Format.BINARY
+
+    def dump(self, obj: Any) -> bytes:
+        data: bytes = obj.data
+        return data
+
+
+def _decode_text(oid: int, value: bytes) -> Any:
+    """A column's value in PostgreSQL's text format (a simple query's results)."""
+    if oid in _INT:
+        return int(value)
+    if oid in (_FLOAT4, _FLOAT8):
+        return float(value)
+    if oid == _BYTEA:
+        return bytes.fromhex(value[2:].decode("ascii"))  # hex output: \x…
+    if oid == _BOOL:
+        return value == b"t"
+    return value.decode("utf-8")
+
+
+def _encode(value: Any) -> tuple[bytes | None, int]:
+    """A parameter as (bytes, format): text for strings and numbers, binary for bytes."""
+    if value is None:
+        return None, 0
+    if isinstance(value, PgArray):
+        return value.data, 1
+    if isinstance(value, bool):
+        return (b"t" if value else b"f"), 0
+    if isinstance(value, int | float):
+        return repr(value).encode("ascii"), 0
+    if isinstance(value, str):
+        return value.encode("utf-8"), 0
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value), 1
+    raise TypeError(f"no PostgreSQL parameter for {type(value).__name__}")
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def _numbered(sql: str) -> str:
+    """``?`` placeholders as libpq's ``$1``, ``$2``…"""
+    numbers = iter(range(1, sql.count("?") + 1))
+    return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", sql)
+
+
+class _LoopConnection:
+    """A read-only connection driven from the event loop in libpq's non-blocking mode: a
+    statement is prepared on first use, then each read is one round trip whose wait is the
+    loop's, never a blocked thread. The socket is watched from the first read to the close
+    (a watch per read would cost the loop two system calls a read); what the server sends
+    unasked (a notice, its goodbye) is drained as it comes. Closed on the loop's thread, or
+    once the loop has ended."""
+
+    def __init__(self, raw: psycopg.Connection[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.raw = raw
+        self.pg = raw.pgconn
+        self.pg.nonblocking = 1
+        self._loop = loop
+        self._fd: int | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._prepared: dict[str, bytes] = {}
+        self.clean = True
+        """False once a round trip was interrupted or the server went away: dropped then."""
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        pg = self.pg
+        name = self._prepared.get(sql)
+        if name is None:
+            name = b"tongban_%d" % len(self._prepared)
+            pg.send_prepare(name, _numbered(sql).encode("utf-8"))
+            _check(await self._result())
+            self._prepared[sql] = name
+        encoded = [_encode(value) for value in params]
+        pg.send_query_prepared(
+            name,
+            [value for value, _ in encoded],
+            param_formats=[fmt for _, fmt in encoded],
+            result_format=pq.Format.BINARY,
+        )
+        result = _check(await self._result())
+        types = [result.ftype(column) for column in range(result.nfields)]
+        return [
+            tuple(
+                None if (value := result.get_value(row, column)) is None else _decode(oid, value)
+                for column, oid in enumerate(types)
+            )
+            for row in range(result.ntuples)
+        ]
+
+    async def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """A parameterless script (statements separated by ``;``) in one round trip: the
+        rows of its last statement."""
+        self.pg.send_query(sql.encode("utf-8"))
+        result = _check(await self._result())
+        types = [result.ftype(column) for column in range(result.nfields)]
+        return [
+            tuple(
+                None
+                if (value := result.get_value(row, column)) is None
+                else _decode_text(oid, value)
+                for column, oid in enumerate(types)
+            )
+            for row in range(result.ntuples)
+        ]
+
+    async def _result(self) -> pq.abc.PGresult:
+        """The result of the statement just sent, once libpq has read all of it."""
+        self.clean = False
+        pg = self.pg
+        while pg.flush():  # non-blocking: part of the request is still to be sent
+            await self._writable()
+        results: list[pq.abc.PGresult] = []
+        while True:
+            pg.consume_input()
+            while not pg.is_busy():
+                result = pg.get_result()
+                if result is None:
+                    self.clean = True
+                    if not results:
+                        raise psycopg.OperationalError("the server sent no result")
+                    return results[-1]
+                results.append(result)
+            await self._readable()
+
+    async def _readable(self) -> None:
+        if self._fd is None:
+            self._fd = self.pg.socket
+            self._loop.add_reader(self._fd, self._on_readable)
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _on_readable(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+            return
+        try:  # nothing asked: drain it, or learn that the connection is gone
+            self.pg.consume_input()
+        except psycopg.Error:
+            self.clean = False
+            self._unwatch()
+
+    async def _writable(self) -> None:
+        ready: asyncio.Future[None] = self._loop.create_future()
+        fd = self.pg.socket
+        self._loop.add_writer(fd, lambda: None if ready.done() else ready.set_result(None))
+        try:
+            await ready
+        finally:
+            self._loop.remove_writer(fd)
+
+    def _unwatch(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(RuntimeError):  # the loop has ended: nothing watches
+                self._loop.remove_reader(fd)
+
+    def close(self) -> None:
+        self._unwatch()
+        self.raw.close()
+
+
+def _check(result: pq.abc.PGresult) -> pq.abc.PGresult:
+    if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+        return result
+    raise psycopg.errors.error_from_result(result, encoding="utf-8")
+
+
+class LoopReads:
+    """Reads on the event loop for one store: up to :data:`LOOP_READ_CONNECTIONS` read-only
+    connections, opened when first needed (off the loop), each with one read in flight at a
+    time; a read that finds them all busy waits for the first to come back. The loop never
+    waits on a round trip, so one replica overlaps its requests' reads (a blocked thread,
+    or a blocked loop, would serialise them)."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        translate: Callable[[psycopg.Error], StorageError],
+        *,
+        connections: int = LOOP_READ_CONNECTIONS,
+        timeout: float = LOOP_READ_TIMEOUT,
+    ) -> None:
+        self._connect = connect
+        self._translate = translate
+        self._limit = connections
+        self._timeout = timeout
+        self._idle: deque[_LoopConnection] = deque()
+        self._waiting: deque[asyncio.Future[_LoopConnection | None]] = deque()
+        self._open = 0
+        self._closed = False
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        conn = await self._acquire()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await conn.fetch(sql, params)
+        except TimeoutError as exc:
+            raise self._translate(psycopg.errors.QueryCanceled("the read timed out")) from exc
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+        finally:
+            self._release(conn)
+
+    async def _acquire(self) -> _LoopConnection:
+        while True:
+            if self._closed:
+                raise self._translate(psycopg.OperationalError("the store is closed"))
+            while self._idle:
+                conn = self._idle.popleft()
+                if conn.clean:
+                    return conn
+                conn.close()  # the server went away while it was idle
+                self._open -= 1
+            if self._open < self._limit:
+                self._open += 1
+                try:
+                    raw = await asyncio.to_thread(self._connect)
+                    return _LoopConnection(raw, asyncio.get_running_loop())
+                except BaseException:
+                    self._open -= 1
+                    raise
+            waiter: asyncio.Future[_LoopConnection | None]
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                handed = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    handed = waiter.result()
+                    if handed is not None:  # handed over just as we were cancelled
+                        self._release(handed)
+                    else:
+                        self._wake(None)
+                raise
+            if handed is not None:
+                return handed
+            # None: a connection was dropped, so there is room to open one
+
+    def _release(self, conn: _LoopConnection) -> None:
+        if self._closed or not conn.clean or conn.pg.status != pq.ConnStatus.OK:
+            conn.close()
+            self._open -= 1
+            self._wake(None)
+            return
+        if not self._wake(conn):
+            self._idle.append(conn)
+
+    def _wake(self, conn: _LoopConnection | None) -> bool:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
+
+    def close(self) -> None:
+        """Close the idle connections; one in flight is closed when its read ends."""
+        self._closed = True
+        while self._idle:
+            self._idle.popleft().close()
+            self._open -= 1
+
+
+class LoopTransaction:
+    """A store's write transaction driven from the event loop
+    (:meth:`PgConnections.begin_on_loop`): it holds the store's advisory lock, like every
+    writer, from its begin to its one :meth:`commit` or :meth:`rollback`. A failure or a
+    timeout on the way drops the connection (the server then rolls the transaction back)."""
+
+    def __init__(self, owner: _LoopWriter, conn: _LoopConnection) -> None:
+        self._owner = owner
+        self._conn = conn
+        self.rows: list[Any] = []
+        """The rows of the ``read`` the transaction began with."""
+        self._ended = False
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of a statement inside the transaction (prepared once per connection)."""
+        rows: list[Any] = await self._guarded(self._conn.fetch(sql, params))
+        return rows
+
+    async def commit(self, last: tuple[str, Sequence[Any]] | None = None) -> None:
+        """``last`` if given, then ``COMMIT``."""
+        if last is not None:
+            await self.fetch(*last)
+        await self._guarded(self._conn.query("COMMIT"))
+        self._end()
+
+    async def rollback(self) -> None:
+        """``ROLLBACK``, unless the transaction has ended already (then nothing)."""
+        if not self._ended:
+            await self._guarded(self._conn.query("ROLLBACK"))
+            self._end()
+
+    def abort(self) -> None:
+        """End it now, whatever its state, by dropping its connection (the server rolls back
+        what was open). Nothing once it has ended."""
+        self._end(drop=True)
+
+    async def _guarded(self, step: Any) -> Any:
+        """Await ``step`` within the owner's timeout; any failure ends the transaction by
+        dropping its connection, and a ``psycopg`` error (or the timeout) comes out
+        translated."""
+        if self._ended:
+            step.close()
+            raise RuntimeError("this write transaction has already ended")
+        try:
+            async with asyncio.timeout(self._owner.timeout):
+                return await step
+        except BaseException as exc:
+            self._end(drop=True)
+            if isinstance(exc, psycopg.Error):
+                raise self._owner.translate(exc) from exc
+            if isinstance(exc, TimeoutError):
+                timed_out = psycopg.errors.QueryCanceled("the transaction timed out")
+                raise self._owner.translate(timed_out) from exc
+            raise
+
+    def _end(self, *, drop: bool = False) -> None:
+        if not self._ended:
+            self._ended = True
+            self._owner.release(drop=drop or not self._conn.clean)
+
+
+class _LoopWriter:
+    """The connection of a store's :class:`LoopTransaction`: opened on first use (off the
+    loop); one transaction at a time; dropped after any failure, opened again for the next."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        translate: Callable[[psycopg.Error], StorageError],
+        lock_key: int,
+        timeout: float,
+    ) -> None:
+        self._connect = connect
+        self.translate = translate
+        self._lock_key = lock_key
+        self.timeout = timeout
+        self._conn: _LoopConnection | None = None
+        self._turn: asyncio.Lock | None = None
+
+    async def begin(self, read: str | None) -> LoopTransaction:
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        await self._turn.acquire()
+        try:
+            if self._conn is None:
+                async with asyncio.timeout(self.timeout):
+                    raw = await asyncio.to_thread(self._connect)
+                self._conn = _LoopConnection(raw, asyncio.get_running_loop())
+        except BaseException as exc:
+            self.release(drop=True)
+            if isinstance(exc, TimeoutError):
+                timed_out = psycopg.errors.QueryCanceled("connecting timed out")
+                raise self.translate(timed_out) from exc
+            raise
+        transaction = LoopTransaction(self, self._conn)
+        lock = f"BEGIN; SELECT pg_advisory_xact_lock({self._lock_key})"
+        script = lock if read is None else f"{lock}; {read}"
+        rows = await transaction._guarded(self._conn.query(script))
+        transaction.rows = [] if read is None else rows
+        return transaction
+
+    def release(self, *, drop: bool) -> None:
+        """A transaction (or its begin) has ended: the next may begin."""
+        if drop and self._conn is not None:
+            self._conn.close()  # the server rolls back what was open
+            self._conn = None
+        assert self._turn is not None
+        self._turn.release()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class PgConnections:
@@ -175,6 +629,10 @@ class PgConnections:
         except BaseException:
             self.writer.close()
             raise
+        self._loop_reads = LoopReads(lambda: self._connect(read_only=True).raw, self.translate)
+        self._loop_writer = _LoopWriter(
+            lambda: self._connect().raw, self.translate, self._lock_key, LOOP_READ_TIMEOUT
+        )
 
     def _connect(self, *, read_only: bool = False) -> PgConn:
         try:
@@ -186,6 +644,7 @@ class PgConnections:
                 f"cannot open the {self._store} in PostgreSQL: {_reason(exc)}",
                 code=f"{self._prefix}.open",
             ) from exc
+        raw.adapters.register_dumper(PgArray, _PgArrayDumper)
         try:
             raw.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
             raw.execute(f'SET search_path TO "{self._schema}"')
@@ -277,14 +736,23 @@ class PgConnections:
             yield conn
         pending.commit()
 
-    def begin(self) -> PgPendingWrite:
+    def begin(self, *, read: str | None = None) -> PgPendingWrite:
         """A write transaction holding the store's advisory lock until its one commit or
-        rollback (from any thread)."""
+        rollback (from any thread); ``read`` (one statement, no parameters) run under the
+        lock, its rows in :attr:`PgPendingWrite.rows`."""
         self._write_lock.acquire()
         try:
             self.check_open()
-            try:  # one round trip: the transaction and the store's lock
-                self.writer.execute(f"BEGIN; SELECT pg_advisory_xact_lock({self._lock_key})")
+            rows: list[Any] = []
+            try:  # one round trip: the transaction, the store's lock and the read
+                lock = f"BEGIN; SELECT pg_advisory_xact_lock({self._lock_key})"
+                if read is None:
+                    self.writer.execute(lock)
+                else:
+                    cursor = self.writer.execute(f"{lock}; {read}")
+                    while cursor.nextset():  # the read's rows are the last result's
+                        pass
+                    rows = cursor.fetchall()
             except psycopg.Error as exc:
                 if self.writer.in_transaction:
                     with contextlib.suppress(psycopg.Error):
@@ -293,7 +761,7 @@ class PgConnections:
         except BaseException:
             self._write_lock.release()
             raise
-        return PgPendingWrite(self.writer, self._write_lock, self.translate)
+        return PgPendingWrite(self.writer, self._write_lock, self.translate, rows)
 
     @contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[PgConn]:
@@ -314,6 +782,19 @@ class PgConnections:
                         conn.execute("COMMIT")  # read only: nothing to keep
             except psycopg.Error as exc:
                 raise self.translate(exc) from exc
+
+    async def begin_on_loop(self, *, read: str | None = None) -> LoopTransaction:
+        """:meth:`begin` for the event loop, on a connection of its own: every round trip
+        awaited, none blocking the loop (the store's advisory lock orders it with the
+        other writers, here and in every replica)."""
+        self.check_open()
+        return await self._loop_writer.begin(read)
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one read statement, for the event loop (:class:`LoopReads`): the
+        loop goes on serving while the server answers."""
+        self.check_open()
+        return await self._loop_reads.fetch(sql, params)
 
     @contextmanager
     def fresh(self) -> Iterator[PgConn]:
@@ -336,6 +817,8 @@ class PgConnections:
             if self._closed:
                 return
             self._closed = True
+            self._loop_reads.close()
+            self._loop_writer.close()
             self.reader.close()
             self.writer.close()
 

@@ -35,15 +35,27 @@ class SqlConnection(Protocol):
     def executemany(self, sql: str, rows: Any, /) -> Cursor: ...
 
 
+Statement = tuple[str, Sequence[Any]]
+"""A statement and its parameters."""
+
+
 class PendingWrite(Protocol):
     """A write transaction begun by :meth:`Database.begin`, ended once, from any thread."""
 
     @property
     def conn(self) -> SqlConnection: ...
 
+    @property
+    def rows(self) -> list[Any]:
+        """The rows of the ``read`` :meth:`Database.begin` was given (else none)."""
+        ...
+
     def rolled_back_on_error(self) -> AbstractContextManager[SqlConnection]: ...
 
-    def commit(self) -> None: ...
+    def commit(self, last: Statement | None = None) -> None:
+        """``COMMIT``, after ``last`` if given: the transaction's last statement, sent with
+        the ``COMMIT`` (on PostgreSQL in one round trip)."""
+        ...
 
     def rollback(self) -> None: ...
 
@@ -76,11 +88,20 @@ class Database(Protocol):
 
     def write(self) -> AbstractContextManager[SqlConnection]: ...
 
-    def begin(self) -> PendingWrite: ...
+    def begin(self, *, read: str | None = None) -> PendingWrite:
+        """A write transaction holding the store's write lock; ``read`` (one statement
+        without parameters) is run right after the lock is taken, its rows in
+        :attr:`PendingWrite.rows` (on PostgreSQL in the same round trip)."""
+        ...
 
     def read(self, *, snapshot: bool = False) -> AbstractContextManager[SqlConnection]: ...
 
     def fresh(self) -> AbstractContextManager[SqlConnection]: ...
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one read statement, for the event loop, which it never blocks on a
+        round trip (a hot read: a certificate fetched)."""
+        ...
 
     def checkpoint(self) -> None: ...
 

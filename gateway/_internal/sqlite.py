@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from gateway.errors import ConfigError, GatewayError, StorageError
 
@@ -43,11 +43,14 @@ class PendingWrite:
         conn: sqlite3.Connection,
         lock: threading.Lock,
         translate: Callable[[sqlite3.Error], GatewayError],
+        rows: list[Any] | None = None,
     ) -> None:
         self.conn = conn
         self._lock = lock
         self._translate = translate
         self._ended = False
+        self.rows: list[Any] = rows or []
+        """The rows of :meth:`Connections.begin`'s ``read``."""
 
     @contextmanager
     def rolled_back_on_error(self) -> Iterator[sqlite3.Connection]:
@@ -66,11 +69,13 @@ class PendingWrite:
             raise RuntimeError("this write transaction has already ended")
         self._ended = True
 
-    def commit(self) -> None:
-        """``COMMIT`` (durable per the connection's ``synchronous``), or ``ROLLBACK`` and the
-        translated error."""
+    def commit(self, last: tuple[str, Sequence[Any]] | None = None) -> None:
+        """``last`` if given, then ``COMMIT`` (durable per the connection's
+        ``synchronous``); or ``ROLLBACK`` and the translated error."""
         self._end()
         try:
+            if last is not None:
+                self.conn.execute(*last)
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if self.conn.in_transaction:
@@ -247,21 +252,27 @@ class Connections:
             yield conn
         pending.commit()
 
-    def begin(self) -> PendingWrite:
+    def begin(self, *, read: str | None = None) -> PendingWrite:
         """A write transaction begun (``BEGIN IMMEDIATE``) under the write lock, to be ended
         by exactly one :meth:`PendingWrite.commit` or :meth:`PendingWrite.rollback`, from any
-        thread: the lock is held until then. Errors translated."""
+        thread: the lock is held until then. ``read``: a statement whose rows the
+        transaction starts with (:attr:`PendingWrite.rows`). Errors translated."""
         self._write_lock.acquire()
         try:
             self.check_open()
             try:
                 self.writer.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = [] if read is None else self.writer.execute(read).fetchall()
+                except sqlite3.Error:
+                    self.writer.execute("ROLLBACK")
+                    raise
             except sqlite3.Error as exc:
                 raise self.translate(exc) from exc
         except BaseException:
             self._write_lock.release()
             raise
-        return PendingWrite(self.writer, self._write_lock, self.translate)
+        return PendingWrite(self.writer, self._write_lock, self.translate, rows)
 
     @contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[sqlite3.Connection]:
@@ -281,6 +292,12 @@ class Connections:
                     conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise self.translate(exc) from exc
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one read statement, for the event loop. In process a read takes
+        microseconds: it runs right here, under the read lock (as :meth:`read`)."""
+        with self.read() as conn:
+            return conn.execute(sql, params).fetchall()
 
     @contextmanager
     def fresh(self) -> Iterator[sqlite3.Connection]:

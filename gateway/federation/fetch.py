@@ -42,7 +42,7 @@ from gateway.federation.routing import Route, Topology
 from gateway.federation.verifier import FederatedVerifier
 from gateway.identifiers import parse_certificate_id
 from gateway.ids import NodeId
-from gateway.services.node import NodeService
+from gateway.services.node import Fetched, NodeService
 from gateway.sso.auth import Principal, Scope
 from gateway.storage.groupcommit import GroupCommit
 from gateway.trust.trust_list import TrustListResolver
@@ -136,6 +136,15 @@ class RoutedFetch:
         # match of the authority's registered region (GB 32100 characters 3-8).
         return self.topology.target_for(ident.issuer_code[2:8])
 
+    async def _release(
+        self, principal: Principal, cert_id: str, matter: str, consent: str | None
+    ) -> tuple[Fetched, list[AuditItem]]:
+        """This node's certificate for a matter (:meth:`NodeService.release`), its registry
+        read on the loop without blocking it."""
+        node = self._node
+        stored = await node.registry.read(node.releasable(principal, cert_id))
+        return node.release_stored(principal, stored, matter, consent=consent)
+
     # -- the requesting node ---------------------------------------------------------------
 
     async def fetch(
@@ -149,7 +158,7 @@ class RoutedFetch:
         self._node.admit_fetch(principal, cert_id, matter, consent)
         target = self.holder_of(cert_id)
         if target == self.me:
-            fetched, records = self._node.release(principal, cert_id, matter, consent=consent)
+            fetched, records = await self._release(principal, cert_id, matter, consent)
             await self._journal.append(records)  # audited before it is answered
             return fetched.to_json()
         deadline = self._peers.deadline()
@@ -225,8 +234,8 @@ class RoutedFetch:
         #    within the caller's deadline. The hop is audited, answered or refused.
         if route[-1] == self.me:
             try:
-                fetched, records = self._node.release(
-                    principal, request.certificate_id, request.matter, consent=consent
+                fetched, records = await self._release(
+                    principal, request.certificate_id, request.matter, consent
                 )
             except GatewayError:
                 await self._journal.append([hop])

@@ -463,11 +463,31 @@ class NodeService:
         """A certificate for a matter: purpose limitation, then the holder's consent (用证授权).
 
         Returns it with the audit records of its release, which the caller commits before
-        it answers (the gateway commits them in groups, off the event loop).
+        it answers (the gateway commits them in groups, off the event loop). Reads the
+        registry on the calling thread; the event loop reads it with
+        :meth:`~gateway.storage.registry.Registry.read` between :meth:`releasable` and
+        :meth:`release_stored`, the two halves of this.
         """
+        stored = self.registry.get(self.releasable(principal, cert_id))
+        return self.release_stored(principal, stored, matter_id, consent=consent)
+
+    def releasable(self, principal: Principal, cert_id: str) -> CertificateId:
+        """What a release checks before it reads the registry: a caller that may read
+        certificates, and a well-formed certificate id."""
         principal.require(Scope.CERT_READ)
         parse_certificate_id(cert_id)
-        stored = self.registry.get(CertificateId(cert_id))
+        return CertificateId(cert_id)
+
+    def release_stored(
+        self,
+        principal: Principal,
+        stored: StoredCertificate,
+        matter_id: str,
+        *,
+        consent: str | None = None,
+    ) -> tuple[Fetched, list[AuditItem]]:
+        """:meth:`release` of ``stored``, just read from the registry."""
+        principal.require(Scope.CERT_READ)
         matter = self.matters.require_type(matter_id, stored.type)
         grant = self.check_consent(principal, stored, matter, consent)
         slot = stored.slot

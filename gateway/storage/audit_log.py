@@ -23,9 +23,17 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Final
 
-from gateway._internal.postgres import PgConnections
+from gateway._internal.postgres import PgArray, PgConnections
 from gateway._internal.secret import Secret
-from gateway._internal.sql import POSTGRESQL, SQLITE, Database, PendingWrite, SqlConnection, Store
+from gateway._internal.sql import (
+    POSTGRESQL,
+    SQLITE,
+    Database,
+    PendingWrite,
+    SqlConnection,
+    Statement,
+    Store,
+)
 from gateway._internal.sqlite import Connections, storage_error
 from gateway.audit.heads import SignedTreeHead, sign_tree_head
 from gateway.audit.records import (
@@ -151,6 +159,34 @@ _FIND_ISSUANCE: Final = {
     " AND convert_from(entry, 'UTF8')::jsonb ->> 'subject' = ? ORDER BY seq LIMIT 1",
 }
 
+_TOP = "SELECT max(seq) FROM entries"
+_SINCE = (
+    "SELECT seq, leaf_hash, CASE WHEN seq = ? THEN entry END FROM entries"
+    " WHERE seq >= ? ORDER BY seq"
+)
+"""What the cache lacks from a seq on: each entry's leaf hash, and the last one's entry (for
+its time); parameters: the last seq, the first."""
+_INSERT = "INSERT INTO entries (seq, entry, leaf_hash) VALUES (?, ?, ?)"
+_INSERT_ARRAYS = (
+    "INSERT INTO entries (seq, entry, leaf_hash)"
+    " SELECT * FROM unnest(?::bigint[], ?::bytea[], ?::bytea[])"
+)
+"""A group's entries in one statement (PostgreSQL): one round trip, whatever its size."""
+
+
+def _inserted(records: list[AuditRecord], entries: list[bytes], leaves: list[bytes]) -> Statement:
+    """The statement that writes a group's entries on PostgreSQL (:data:`_INSERT_ARRAYS`)."""
+    return (
+        _INSERT_ARRAYS,
+        (PgArray.int8([r.seq for r in records]), PgArray.bytea(entries), PgArray.bytea(leaves)),
+    )
+
+
+def _size_of(top: list[Any]) -> int:
+    """The log's size from the rows of :data:`_TOP`."""
+    value = top[0][0] if top else None
+    return 0 if value is None else int(value) + 1
+
 
 def audit_storage_error(exc: sqlite3.Error) -> GatewayError:
     return storage_error(exc, prefix="audit", store="audit log")
@@ -168,14 +204,16 @@ class StagedAppend:
         pending: PendingWrite,
         records: list[AuditRecord],
         on_commit: Callable[[], None],
+        last: Statement | None = None,
     ) -> None:
         self._pending = pending
         self._records = records
         self._on_commit = on_commit
+        self._last = last
 
     def commit(self) -> list[AuditRecord]:
         """Commit (the durable point: with ``synchronous = FULL``, the disk flush); the records."""
-        self._pending.commit()
+        self._pending.commit(self._last)
         self._on_commit()
         return self._records
 
@@ -224,12 +262,14 @@ class AuditLog(Store):
 
     @staticmethod
     def _table_size(conn: SqlConnection) -> int:
-        top = conn.execute("SELECT max(seq) FROM entries").fetchone()[0]
-        return 0 if top is None else int(top) + 1
+        return _size_of(conn.execute(_TOP).fetchall())
 
-    def _sync(self, conn: SqlConnection, *, writing: bool = False) -> int:
-        """Bring the leaf cache up to the table (read in ``conn``'s snapshot); its size."""
-        size = self._table_size(conn)
+    def _sync(
+        self, conn: SqlConnection, *, writing: bool = False, top: list[Any] | None = None
+    ) -> int:
+        """Bring the leaf cache up to the table (read in ``conn``'s snapshot); its size.
+        ``top``: the rows of :data:`_TOP`, already read in that snapshot."""
+        size = self._table_size(conn) if top is None else _size_of(top)
         with self._cache_lock:
             have = len(self._leaves)
             if size < have and not writing and self._fresh_size() >= have:
@@ -243,17 +283,21 @@ class AuditLog(Store):
                     code="audit.removed",
                 )
             if size > have:
-                rows = conn.execute(
-                    "SELECT seq, leaf_hash, entry FROM entries WHERE seq >= ? ORDER BY seq",
-                    (have,),
-                ).fetchall()
-                if [seq for seq, _, _ in rows] != list(range(have, size)):
-                    raise VerificationError(
-                        "the audit log has a gap in its sequence", code="audit.removed"
-                    )
-                self._leaves.extend([bytes(leaf) for _, leaf, _ in rows])
-                self._last_at = max(self._last_at, parse_entry(bytes(rows[-1][2])).at)
+                self._absorb(have, size, conn.execute(_SINCE, (size - 1, have)).fetchall())
             return size
+
+    def _absorb(self, have: int, size: int, rows: list[Any]) -> None:
+        """Extend the cache (its lock held) from ``have`` to ``size`` with the rows of
+        :data:`_SINCE` from ``have`` to ``size - 1``; from where it stands, should another
+        thread have extended it meanwhile from the same committed rows."""
+        if [seq for seq, _, _ in rows] != list(range(have, size)):
+            raise VerificationError("the audit log has a gap in its sequence", code="audit.removed")
+        now = len(self._leaves)
+        if now < have:
+            raise VerificationError("the audit log's cache went back", code="audit.removed")
+        self._leaves.extend([bytes(leaf) for _, leaf, _ in rows[now - have :]])
+        if rows:
+            self._last_at = max(self._last_at, parse_entry(bytes(rows[-1][2])).at)
 
     def _fresh_size(self) -> int:
         """The table's size on a new connection: no snapshot, no lock of ours (rare path)."""
@@ -325,23 +369,65 @@ class AuditLog(Store):
     def _stage(self, select: Callable[[SqlConnection, int], Sequence[CheckedItem]]) -> StagedAppend:
         """Begin a write, catch up with any other writer, append what ``select`` (given the
         connection and the log's size) chooses; the transaction is left open."""
-        pending = self._db.begin()
+        pending = self._db.begin(read=_TOP)
+        last: Statement | None = None
         with pending.rolled_back_on_error() as conn:
             # catch up with any other writer, then number after the table's last entry
-            start = self._sync(conn, writing=True)
-            chosen = select(conn, start)
-            at = max(self._clock.now(), self._last_at)  # timestamps never go back
-            records = [
-                AuditRecord(start + i, at, c.kind, self._node, c.actor, c.subject, c.details)
-                for i, c in enumerate(chosen)
-            ]
-            entries = [r.entry() for r in records]
-            leaves = [leaf_hash(entry) for entry in entries]
-            conn.executemany(
-                "INSERT INTO entries (seq, entry, leaf_hash) VALUES (?, ?, ?)",
-                [(r.seq, e, leaf) for r, e, leaf in zip(records, entries, leaves, strict=True)],
-            )
-        return StagedAppend(pending, records, lambda: self._committed(start, at, leaves))
+            start = self._sync(conn, writing=True, top=pending.rows)
+            at, records, entries, leaves = self._numbered(start, select(conn, start))
+            if self._db.dialect == POSTGRESQL:  # sent with the COMMIT: one round trip
+                last = _inserted(records, entries, leaves)
+            else:  # written now (on the event loop), committed on the commit thread
+                conn.executemany(
+                    _INSERT,
+                    [(r.seq, e, leaf) for r, e, leaf in zip(records, entries, leaves, strict=True)],
+                )
+        return StagedAppend(pending, records, lambda: self._committed(start, at, leaves), last)
+
+    async def append_on_loop(self, checked: Sequence[CheckedItem]) -> list[AuditRecord]:
+        """:meth:`append_checked` from the event loop, which never waits on the database
+        (PostgreSQL): the transaction, the log's lock and its size in one round trip, the
+        entries and the ``COMMIT`` in another; returns the records once committed."""
+        db = self._db
+        if not isinstance(db, PgConnections):
+            raise TypeError("appends from the event loop are PostgreSQL's")
+        if not checked:
+            return []
+        transaction = await db.begin_on_loop(read=_TOP)
+        try:
+            # catch up with any other writer (replica), then number after the last entry
+            start = size = _size_of(transaction.rows)
+            with self._cache_lock:
+                have = len(self._leaves)
+            if size < have:
+                raise VerificationError(
+                    f"the audit log holds {size} entries but {have} were seen: "
+                    f"entries from seq {size} were removed",
+                    code="audit.removed",
+                )
+            if size > have:
+                rows = await transaction.fetch(_SINCE, (size - 1, have))
+                with self._cache_lock:
+                    self._absorb(have, size, rows)
+            at, records, entries, leaves = self._numbered(start, checked)
+            await transaction.commit(_inserted(records, entries, leaves))
+        except BaseException:
+            transaction.abort()  # nothing of it stays (a no-op once it has ended)
+            raise
+        self._committed(start, at, leaves)
+        return records
+
+    def _numbered(
+        self, start: int, chosen: Sequence[CheckedItem]
+    ) -> tuple[float, list[AuditRecord], list[bytes], list[bytes]]:
+        """``chosen`` as the records from ``start``, their entries and their leaf hashes."""
+        at = max(self._clock.now(), self._last_at)  # timestamps never go back
+        records = [
+            AuditRecord(start + i, at, c.kind, self._node, c.actor, c.subject, c.details)
+            for i, c in enumerate(chosen)
+        ]
+        entries = [r.entry() for r in records]
+        return at, records, entries, [leaf_hash(entry) for entry in entries]
 
     def _committed(self, start: int, at: float, leaves: list[bytes]) -> None:
         """Committed: only now does the cache move."""

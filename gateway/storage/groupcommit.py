@@ -18,9 +18,12 @@ meanwhile the loop serves other requests, and the records they queue wait for th
 thread too would cost the GIL back and forth at every SQLite call, which on a busy loop made
 commits wait for the interpreter rather than the disk.
 
-On PostgreSQL the statements are round trips to the server, which the event loop would wait
-for: there the commit thread writes the transaction too (waiting on the socket, it holds no
-GIL), and the loop only hands it the group.
+On PostgreSQL the statements, and the commit, are round trips to the server: the event loop
+sends each and awaits its answer on the socket (:meth:`AuditLog.append_on_loop`: the
+transaction, the log's lock and size in one round trip, the entries and the ``COMMIT`` in a
+second), so no thread is involved at all. A commit thread there cost more than the round
+trips: each of its statements took the GIL back from the busy loop, and a group waited on
+the interpreter several times over.
 
 Records are validated in the caller's task (:func:`~gateway.audit.records.check_items`), so a
 bad record
@@ -53,7 +56,7 @@ class GroupCommit:
         if max_batch < 1:
             raise ValueError("a group commit carries at least one record")
         self._log = log
-        self._stage_on_loop = log.dialect != POSTGRESQL
+        self._on_loop = log.dialect == POSTGRESQL
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._scheduled = False
@@ -89,16 +92,17 @@ class GroupCommit:
         while self._waiting and self._committing is None:
             group = self._take()
             items = [item for checked, _ in group for item in checked]
-            if self._stage_on_loop:
+            committing: asyncio.Future[list[AuditRecord]]
+            if self._on_loop:  # PostgreSQL: round trips the loop awaits, never waits on
+                committing = asyncio.ensure_future(self._log.append_on_loop(items))
+            else:
                 try:
                     work = self._log.stage(items).commit
                 except Exception as exc:  # every request of the group gets the failure
                     _fail(group, exc)
                     continue
-            else:  # the round trips, as the commit, on the commit thread
-                work = functools.partial(_stage_and_commit, self._log, items)
-            loop = asyncio.get_running_loop()
-            committing = loop.run_in_executor(self._thread, work)
+                loop = asyncio.get_running_loop()
+                committing = loop.run_in_executor(self._thread, work)
             self._committing = committing
             committing.add_done_callback(functools.partial(self._committed, group))
 
@@ -143,10 +147,6 @@ class GroupCommit:
                 # the group's callers get the outcome; here it only marks the group's end
                 await asyncio.wait([self._committing])
         self._thread.shutdown(wait=True)
-
-
-def _stage_and_commit(log: AuditLog, items: list[CheckedItem]) -> list[AuditRecord]:
-    return log.stage(items).commit()
 
 
 def _fail(group: list[_Waiting], exc: BaseException) -> None:

@@ -164,6 +164,8 @@ class Registry(Protocol):
 
     def get(self, id: CertificateId) -> StoredCertificate: ...
 
+    async def read(self, id: CertificateId) -> StoredCertificate: ...
+
     def list_by_holder(
         self, holder_digest: str, *, types: Collection[str] | None = None, limit: int = 100
     ) -> list[StoredCertificate]: ...
@@ -594,6 +596,14 @@ class SqlRegistry(Store):
         if row is None:
             raise NotFoundError("no such certificate", code="cert.not_found")
         return self._certificate(row)
+
+    async def read(self, id: CertificateId) -> StoredCertificate:
+        """:meth:`get` on the event loop, which it never blocks on the database (a fetch's
+        one read: :meth:`gateway._internal.sql.Database.fetch`)."""
+        rows = await self._db.fetch(_GET, (id,))
+        if not rows:
+            raise NotFoundError("no such certificate", code="cert.not_found")
+        return self._certificate(rows[0])
 
     def list_by_holder(
         self, holder_digest: str, *, types: Collection[str] | None = None, limit: int = 100

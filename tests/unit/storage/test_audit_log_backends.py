@@ -7,6 +7,7 @@ node. SQLite-only behaviour (the file's mode, tampering with the file) is in
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from postgres import PostgresServer
 
+from gateway._internal.postgres import lock_key
 from gateway._internal.secret import Secret
 from gateway.audit.heads import verify_tree_head
 from gateway.audit.records import AuditKind, check_items
@@ -275,3 +277,63 @@ def test_a_long_log_is_verified_page_by_page(
     head = log.tree_head()
     summary = verify_log(log, KEYS, node=ZHUJI, now=clock.now())
     assert (summary.size, summary.heads_checked, summary.root_hash) == (11, 2, head.root_hash)
+
+
+async def test_replicas_appending_from_their_event_loops_make_one_log(
+    backend: Backend, clock: FixedClock
+) -> None:
+    """PostgreSQL's appends from the loop (and a writer on a thread among them): one
+    sequence, one tree; each replica catches up with the others' entries as it appends."""
+    if backend.name != "postgresql":
+        with backend.open(clock) as log, pytest.raises(TypeError, match="PostgreSQL"):
+            await log.append_on_loop(check_items([(AuditKind.FETCH, "x", None, None)]))
+        return
+    logs = [backend.open(clock) for _ in range(3)]
+    try:
+
+        async def replica(log: AuditLog, who: int) -> list[int]:
+            seqs = []
+            for n in range(15):
+                item = (AuditKind.FETCH, f"replica-{who}", f"c-{n}", {"n": n})
+                records = await log.append_on_loop(check_items([item, item]))
+                seqs += [r.seq for r in records]
+                clock.advance(1)
+            return seqs
+
+        on_thread = asyncio.to_thread(
+            lambda: [logs[0].append(AuditKind.STATUS, "ops").seq for _ in range(10)]
+        )
+        *looped, threaded = await asyncio.gather(
+            *(replica(log, who) for who, log in enumerate(logs)), on_thread
+        )
+        assert sorted([s for seqs in looped for s in seqs] + threaded) == list(range(100))
+        for seqs in looped:  # a replica's group is contiguous, in order
+            assert all(b == a + 1 for a, b in zip(seqs[::2], seqs[1::2], strict=True))
+        heads = {log.tree_head().root_hash for log in logs}
+        assert len(heads) == 1  # every replica's cache holds the same tree
+        summary = verify_log(logs[1], KEYS, node=ZHUJI, now=NOW + 600)
+        assert summary.size == 100
+        assert summary.root_hash in heads
+    finally:
+        for log in logs:
+            log.close()
+
+
+async def test_a_log_that_lost_entries_refuses_an_append_from_the_loop(
+    backend: Backend, clock: FixedClock
+) -> None:
+    if backend.name != "postgresql":
+        return
+    with backend.open(clock) as log:
+        fill(log, clock, 3)
+        assert backend.dsn is not None
+        with psycopg.connect(backend.dsn.reveal(), autocommit=True) as conn:
+            conn.execute("ALTER TABLE audit.entries DISABLE TRIGGER USER")
+            conn.execute("DELETE FROM audit.entries WHERE seq = 2")
+            with pytest.raises(VerificationError) as info:
+                await log.append_on_loop(check_items([(AuditKind.FETCH, "x", None, None)]))
+            assert info.value.code == "audit.removed"
+            # nothing was written over the hole, and the log's lock was given back
+            assert conn.execute("SELECT count(*) FROM audit.entries").fetchone() == (2,)
+            taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key("audit"),))
+            assert taken.fetchone() == (True,)

@@ -8,9 +8,11 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway._internal.postgres import lock_key
 from gateway._internal.secret import Secret
 from gateway.audit.records import AuditItem, AuditKind, AuditRecord, CheckedItem
 from gateway.clock import FixedClock
@@ -256,27 +258,41 @@ def test_a_group_holds_a_record() -> None:
         GroupCommit(object(), max_batch=0)  # type: ignore[arg-type]
 
 
-async def test_on_postgresql_the_round_trips_run_on_the_commit_thread(
+async def test_on_postgresql_the_loop_awaits_the_round_trips_and_is_never_blocked(
     pg_dsn: Secret, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each statement is a round trip to the server: the loop never waits for one."""
+    """Each statement is a round trip the event loop awaits: while the server keeps a group
+    waiting (another writer holds the log's lock), the loop goes on serving, and no thread
+    stages anything."""
     log = PostgresAuditLog(pg_dsn, node=NodeId("zhuji"), signer=SIGNER, clock=FixedClock(NOW))
     journal = GroupCommit(log)
-    staged_on: list[int] = []
-    stage = log.stage
 
-    def recording(checked: Sequence[CheckedItem]) -> StagedAppend:
-        staged_on.append(threading.get_ident())
-        return stage(checked)
+    def no_thread(checked: Sequence[CheckedItem]) -> StagedAppend:
+        raise AssertionError("a PostgreSQL group is not staged on a thread")
 
-    monkeypatch.setattr(log, "stage", recording)
+    monkeypatch.setattr(log, "stage", no_thread)
+    holder = psycopg.connect(pg_dsn.reveal(), autocommit=True)
+    watcher = psycopg.connect(pg_dsn.reveal(), autocommit=True)
     try:
-        results = await asyncio.gather(*(journal.append(fetch(n)) for n in range(20)))
+        holder.execute("BEGIN")
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("audit"),))
+        appending = asyncio.gather(*(journal.append(fetch(n)) for n in range(20)))
+
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        for _ in range(3000):  # the loop runs this while the group waits at the server
+            if watcher.execute(waiting).fetchone()[0]:  # type: ignore[index]
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the group never reached the server")
+        assert not appending.done()
+        holder.execute("COMMIT")
+        results = await asyncio.wait_for(appending, 30)
         assert sorted(r.seq for records in results for r in records) == list(range(40))
         assert journal.commits < 20  # grouped
-        assert staged_on
-        assert threading.get_ident() not in staged_on
         assert log.size() == 40
     finally:
+        holder.close()
+        watcher.close()
         await journal.aclose()
         log.close()

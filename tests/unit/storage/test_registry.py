@@ -356,6 +356,18 @@ def test_get_unknown_is_not_found(registry: SqliteRegistry) -> None:
     assert info.value.code == "cert.not_found"
 
 
+async def test_the_event_loops_read_is_get(registry: SqliteRegistry) -> None:
+    # every column comes back as get gives it (on PostgreSQL: libpq's binary format, decoded
+    # here, against psycopg's own adaptation)
+    certs = [issue(registry, n) for n in range(3)]
+    registry.apply(certs[1].id, StatusAction.SUSPEND, reason="test", at=NOW + 5)
+    for cert in certs:
+        assert await registry.read(cert.id) == registry.get(cert.id)
+    with pytest.raises(NotFoundError) as info:
+        await registry.read(CertificateId("1.2.156.3005.2.nothing"))
+    assert info.value.code == "cert.not_found"
+
+
 def test_duplicate_id_is_a_conflict(registry: SqliteRegistry) -> None:
     cert = issue(registry, 1)
     again = new_cert(registry.reserve_slot(), n=1)
