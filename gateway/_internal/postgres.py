@@ -281,48 +281,87 @@ class _LoopConnection:
         """False once a round trip was interrupted or the server went away: dropped then."""
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        self._send(await self._statement(sql), params)
+        return _rows(_check(await self._result()))
+
+    async def then_commit(self, sql: str, params: Sequence[Any]) -> None:
+        """A statement and ``COMMIT`` in one round trip (libpq's pipeline mode). If the
+        statement fails, nothing is committed, its error is raised and the connection is
+        left unclean (to be dropped: its transaction is aborted)."""
         pg = self.pg
+        name = await self._statement(sql)
+        self.clean = False
+        pg.enter_pipeline_mode()
+        self._send(name, params)
+        pg.send_query_params(b"COMMIT", None)
+        pg.pipeline_sync()
+        while pg.flush():
+            await self._writable()
+        results: list[pq.abc.PGresult] = []
+        while True:
+            pg.consume_input()
+            ended = 0  # a None ends one statement's results; two in a row: none yet
+            while not pg.is_busy() and ended < 2:
+                result = pg.get_result()
+                if result is None:
+                    ended += 1
+                    continue
+                ended = 0
+                results.append(result)
+                if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                    break
+            if results and results[-1].status == pq.ExecStatus.PIPELINE_SYNC:
+                break
+            await self._readable()
+        for result in results[:-1]:
+            _check(result)  # the statement's error first (the COMMIT was then aborted)
+        pg.exit_pipeline_mode()
+        self.clean = True
+
+    async def _statement(self, sql: str) -> bytes:
+        """The name of ``sql`` prepared on this connection (prepared on first use)."""
         name = self._prepared.get(sql)
         if name is None:
             name = b"tongban_%d" % len(self._prepared)
-            pg.send_prepare(name, _numbered(sql).encode("utf-8"))
+            self.pg.send_prepare(name, _numbered(sql).encode("utf-8"))
             _check(await self._result())
             self._prepared[sql] = name
+        return name
+
+    def _send(self, name: bytes, params: Sequence[Any]) -> None:
         encoded = [_encode(value) for value in params]
-        pg.send_query_prepared(
+        self.pg.send_query_prepared(
             name,
             [value for value, _ in encoded],
             param_formats=[fmt for _, fmt in encoded],
             result_format=pq.Format.BINARY,
         )
-        result = _check(await self._result())
-        types = [result.ftype(column) for column in range(result.nfields)]
-        return [
-            tuple(
-                None if (value := result.get_value(row, column)) is None else _decode(oid, value)
-                for column, oid in enumerate(types)
-            )
-            for row in range(result.ntuples)
-        ]
 
-    async def query(self, sql: str) -> list[tuple[Any, ...]]:
+    async def query(self, sql: str) -> list[list[tuple[Any, ...]]]:
         """A parameterless script (statements separated by ``;``) in one round trip: the
-        rows of its last statement."""
+        rows of each of its statements that returns rows, in order."""
         self.pg.send_query(sql.encode("utf-8"))
-        result = _check(await self._result())
-        types = [result.ftype(column) for column in range(result.nfields)]
         return [
-            tuple(
-                None
-                if (value := result.get_value(row, column)) is None
-                else _decode_text(oid, value)
-                for column, oid in enumerate(types)
-            )
-            for row in range(result.ntuples)
+            [
+                tuple(
+                    None
+                    if (value := result.get_value(row, column)) is None
+                    else _decode_text(result.ftype(column), value)
+                    for column in range(result.nfields)
+                )
+                for row in range(result.ntuples)
+            ]
+            for result in map(_check, await self._results())
+            if result.status == pq.ExecStatus.TUPLES_OK
         ]
 
     async def _result(self) -> pq.abc.PGresult:
         """The result of the statement just sent, once libpq has read all of it."""
+        return (await self._results())[-1]
+
+    async def _results(self) -> list[pq.abc.PGresult]:
+        """The results of what was just sent (a script: one a statement), once libpq has
+        read them all."""
         self.clean = False
         pg = self.pg
         while pg.flush():  # non-blocking: part of the request is still to be sent
@@ -336,7 +375,7 @@ class _LoopConnection:
                     self.clean = True
                     if not results:
                         raise psycopg.OperationalError("the server sent no result")
-                    return results[-1]
+                    return results
                 results.append(result)
             await self._readable()
 
@@ -380,6 +419,18 @@ class _LoopConnection:
     def close(self) -> None:
         self._unwatch()
         self.raw.close()
+
+
+def _rows(result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
+    """A result's rows in binary format, decoded."""
+    types = [result.ftype(column) for column in range(result.nfields)]
+    return [
+        tuple(
+            None if (value := result.get_value(row, column)) is None else _decode(oid, value)
+            for column, oid in enumerate(types)
+        )
+        for row in range(result.ntuples)
+    ]
 
 
 def _check(result: pq.abc.PGresult) -> pq.abc.PGresult:
@@ -493,8 +544,8 @@ class LoopTransaction:
     def __init__(self, owner: _LoopWriter, conn: _LoopConnection) -> None:
         self._owner = owner
         self._conn = conn
-        self.rows: list[Any] = []
-        """The rows of the ``read`` the transaction began with."""
+        self.results: list[list[Any]] = []
+        """The rows of each read the transaction began with."""
         self._ended = False
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -503,10 +554,11 @@ class LoopTransaction:
         return rows
 
     async def commit(self, last: tuple[str, Sequence[Any]] | None = None) -> None:
-        """``last`` if given, then ``COMMIT``."""
-        if last is not None:
-            await self.fetch(*last)
-        await self._guarded(self._conn.query("COMMIT"))
+        """``COMMIT``, with ``last`` before it in the same round trip."""
+        if last is None:
+            await self._guarded(self._conn.query("COMMIT"))  # returns no rows
+        else:
+            await self._guarded(self._conn.then_commit(*last))
         self._end()
 
     async def rollback(self) -> None:
@@ -563,7 +615,7 @@ class _LoopWriter:
         self._conn: _LoopConnection | None = None
         self._turn: asyncio.Lock | None = None
 
-    async def begin(self, read: str | None) -> LoopTransaction:
+    async def begin(self, reads: Sequence[str]) -> LoopTransaction:
         if self._turn is None:
             self._turn = asyncio.Lock()
         await self._turn.acquire()
@@ -580,9 +632,8 @@ class _LoopWriter:
             raise
         transaction = LoopTransaction(self, self._conn)
         lock = f"BEGIN; SELECT pg_advisory_xact_lock({self._lock_key})"
-        script = lock if read is None else f"{lock}; {read}"
-        rows = await transaction._guarded(self._conn.query(script))
-        transaction.rows = [] if read is None else rows
+        results = await transaction._guarded(self._conn.query("; ".join([lock, *reads])))
+        transaction.results = results[1:]  # the lock's own row first
         return transaction
 
     def release(self, *, drop: bool) -> None:
@@ -783,12 +834,14 @@ class PgConnections:
             except psycopg.Error as exc:
                 raise self.translate(exc) from exc
 
-    async def begin_on_loop(self, *, read: str | None = None) -> LoopTransaction:
+    async def begin_on_loop(self, *reads: str) -> LoopTransaction:
         """:meth:`begin` for the event loop, on a connection of its own: every round trip
         awaited, none blocking the loop (the store's advisory lock orders it with the
-        other writers, here and in every replica)."""
+        other writers, here and in every replica). ``reads`` (statements without
+        parameters) run under the lock in the same round trip; their rows are
+        :attr:`LoopTransaction.results`."""
         self.check_open()
-        return await self._loop_writer.begin(read)
+        return await self._loop_writer.begin(reads)
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """The rows of one read statement, for the event loop (:class:`LoopReads`): the

@@ -182,6 +182,14 @@ def _inserted(records: list[AuditRecord], entries: list[bytes], leaves: list[byt
     )
 
 
+def _since(have: int) -> str:
+    """:data:`_SINCE` from ``have`` as a statement without parameters (a simple query may
+    carry several statements): ``have`` is the cache's own count, an ``int``."""
+    first = int(have)
+    select = "SELECT seq, leaf_hash, CASE WHEN seq = (SELECT max(seq) FROM entries) THEN entry"
+    return f"{select} END FROM entries WHERE seq >= {first} ORDER BY seq"
+
+
 def _size_of(top: list[Any]) -> int:
     """The log's size from the rows of :data:`_TOP`."""
     value = top[0][0] if top else None
@@ -393,12 +401,14 @@ class AuditLog(Store):
             raise TypeError("appends from the event loop are PostgreSQL's")
         if not checked:
             return []
-        transaction = await db.begin_on_loop(read=_TOP)
+        with self._cache_lock:
+            have = len(self._leaves)
+        # one round trip: the transaction, the log's lock, its size and what the cache lacks
+        transaction = await db.begin_on_loop(_TOP, _since(have))
         try:
+            top, since = transaction.results
             # catch up with any other writer (replica), then number after the last entry
-            start = size = _size_of(transaction.rows)
-            with self._cache_lock:
-                have = len(self._leaves)
+            start = size = _size_of(top)
             if size < have:
                 raise VerificationError(
                     f"the audit log holds {size} entries but {have} were seen: "
@@ -406,9 +416,8 @@ class AuditLog(Store):
                     code="audit.removed",
                 )
             if size > have:
-                rows = await transaction.fetch(_SINCE, (size - 1, have))
                 with self._cache_lock:
-                    self._absorb(have, size, rows)
+                    self._absorb(have, size, since)
             at, records, entries, leaves = self._numbered(start, checked)
             await transaction.commit(_inserted(records, entries, leaves))
         except BaseException:

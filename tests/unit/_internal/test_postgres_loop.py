@@ -203,8 +203,10 @@ def test_placeholders_are_numbered() -> None:
 async def test_a_transaction_reads_under_the_lock_and_commits_with_its_last_statement(
     db: PgConnections,
 ) -> None:
-    transaction = await db.begin_on_loop(read="SELECT max(id) FROM things")
-    assert transaction.rows == [(2**62,)]
+    transaction = await db.begin_on_loop(
+        "SELECT max(id) FROM things", "SELECT name, blob, flag FROM things WHERE id = 1"
+    )
+    assert transaction.results == [[(2**62,)], [("证照 one", b"\x00\xffbytes", True)]]
     assert await transaction.fetch("SELECT count(*) FROM things WHERE id < ?", (3,)) == [(2,)]
     await transaction.commit(
         (
@@ -236,8 +238,8 @@ async def test_a_rolled_back_or_aborted_transaction_leaves_nothing(db: PgConnect
     transaction.abort()  # and once ended, nothing more
     await transaction.rollback()
     assert await db.fetch("SELECT count(*) FROM things WHERE id IN (100, 101)") == [(0,)]
-    again = await db.begin_on_loop(read="SELECT count(*) FROM things")
-    assert again.rows == [(len(ROWS),)]
+    again = await db.begin_on_loop("SELECT count(*) FROM things")
+    assert again.results == [[(len(ROWS),)]]
     await again.commit()
 
 
@@ -262,12 +264,12 @@ async def test_loop_transactions_take_turns_with_every_other_writer(
     transaction waits for it at the server, and the loop goes on meanwhile."""
     first = db.begin()
     first.conn.execute("INSERT INTO things (id) VALUES (300)")
-    second = asyncio.ensure_future(db.begin_on_loop(read="SELECT max(id) FROM things"))
+    second = asyncio.ensure_future(db.begin_on_loop("SELECT max(id) FROM things"))
     await until(WAITING, watcher)
     assert not second.done()
     first.commit(("INSERT INTO things (id) VALUES (?)", (2**62 + 1,)))
     transaction = await asyncio.wait_for(second, 30)
-    assert transaction.rows == [(2**62 + 1,)]  # it saw the first writer's commit
+    assert transaction.results == [[(2**62 + 1,)]]  # it saw the first writer's commit
     # and one loop transaction at a time: the next waits for this one's end
     third = asyncio.ensure_future(db.begin_on_loop())
     for _ in range(20):
