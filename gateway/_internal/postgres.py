@@ -619,6 +619,9 @@ class _LoopWriter:
         if self._turn is None:
             self._turn = asyncio.Lock()
         await self._turn.acquire()
+        if self._conn is not None and not self._conn.clean:
+            self._conn.close()  # the server closed it while it was idle
+            self._conn = None
         try:
             if self._conn is None:
                 async with asyncio.timeout(self.timeout):

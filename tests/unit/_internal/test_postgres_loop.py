@@ -277,3 +277,24 @@ async def test_loop_transactions_take_turns_with_every_other_writer(
     assert not third.done()
     await transaction.commit()
     await (await asyncio.wait_for(third, 30)).commit()
+
+
+async def test_a_writer_connection_the_server_drops_is_replaced(
+    db: PgConnections, watcher: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    transaction = await db.begin_on_loop("SELECT pg_backend_pid()")
+    ((pid,),) = transaction.results[0]
+    await transaction.commit()
+    watcher.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    writer = db._loop_writer._conn
+    assert writer is not None
+    for _ in range(3000):  # the loop watches the idle connection: it sees it go
+        if not writer.clean:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the dropped connection went unnoticed")
+    again = await db.begin_on_loop("SELECT pg_backend_pid()")
+    assert again.results[0][0][0] != pid
+    await again.commit(("INSERT INTO things (id) VALUES (?)", (400,)))
+    assert await db.fetch("SELECT id FROM things WHERE id = ?", (400,)) == [(400,)]
