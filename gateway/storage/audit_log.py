@@ -190,6 +190,14 @@ def _since(have: int) -> str:
     return f"{select} END FROM entries WHERE seq >= {first} ORDER BY seq"
 
 
+def _removed(size: int, have: int) -> VerificationError:
+    return VerificationError(
+        f"the audit log holds {size} entries but {have} were seen: "
+        f"entries from seq {size} were removed",
+        code="audit.removed",
+    )
+
+
 def _size_of(top: list[Any]) -> int:
     """The log's size from the rows of :data:`_TOP`."""
     value = top[0][0] if top else None
@@ -285,11 +293,7 @@ class AuditLog(Store):
                 # ahead, not wrong (a fresh look at the file shows the entries are there).
                 return size
             if size < have:
-                raise VerificationError(
-                    f"the audit log holds {size} entries but {have} were seen: "
-                    f"entries from seq {size} were removed",
-                    code="audit.removed",
-                )
+                raise _removed(size, have)
             if size > have:
                 self._absorb(have, size, conn.execute(_SINCE, (size - 1, have)).fetchall())
             return size
@@ -410,18 +414,18 @@ class AuditLog(Store):
             # catch up with any other writer (replica), then number after the last entry
             start = size = _size_of(top)
             if size < have:
-                raise VerificationError(
-                    f"the audit log holds {size} entries but {have} were seen: "
-                    f"entries from seq {size} were removed",
-                    code="audit.removed",
-                )
+                raise _removed(size, have)
             if size > have:
                 with self._cache_lock:
                     self._absorb(have, size, since)
             at, records, entries, leaves = self._numbered(start, checked)
             await transaction.commit(_inserted(records, entries, leaves))
-        except BaseException:
-            transaction.abort()  # nothing of it stays (a no-op once it has ended)
+        except Exception:
+            # nothing of it stays, and the log's lock is free at once (a no-op once ended)
+            await transaction.rollback()
+            raise
+        except BaseException:  # cancelled: no round trip now; the server rolls back
+            transaction.abort()
             raise
         self._committed(start, at, leaves)
         return records
