@@ -15,6 +15,7 @@ from postgres import PostgresServer, postgres_server
 from processes import free_ports
 
 from gateway._internal.secret import Secret
+from gateway._internal.wire import b64url_encode
 from gateway.certificates.holders import holder_digest
 from gateway.certificates.schemas import SchemaSet, default_schema_dir
 from gateway.cli.commands import run_federation
@@ -186,6 +187,44 @@ def household_request(holder: dict[str, str] | None = None) -> dict[str, Any]:
             "registration_office": "诸暨市公安局暨阳派出所",
         },
     }
+
+
+APPLICANT = {"id_type": "111", "id": "31010419950312123X", "name": "陈思远"}
+FORM = b'{"form": "maternity-benefit", "births": 1}'
+BIRTH = b"%PDF-1.7 birth medical certificate"
+INVOICES = b"%PDF-1.7 invoices"
+
+
+def maternity_application(**changes: Any) -> dict[str, Any]:
+    """An application for 生育保险待遇 (maternity benefit) received at Zhuji's window for
+    Shanghai, every material attached; ``changes`` replace top-level members."""
+    body: dict[str, Any] = {
+        "matter": "maternity-benefit",
+        "owner": {"node": "shanghai"},
+        "channel": "window",
+        "applicant": dict(APPLICANT),
+        "identity_checked_by": "zj-window-0421",
+        "delivery": "online",
+        "materials": {
+            "application-form": {"content": b64url_encode(FORM), "media_type": "application/json"},
+            "birth-medical-certificate": {
+                "content": b64url_encode(BIRTH),
+                "media_type": "application/pdf",
+                "checked_original": True,
+            },
+            "medical-invoices": {
+                "content": b64url_encode(INVOICES),
+                "media_type": "application/pdf",
+            },
+            "resident-id": {
+                "content": b64url_encode(b"ID card, both sides"),
+                "media_type": "image/png",
+                "checked_original": True,
+            },
+        },
+    }
+    body.update(changes)
+    return body
 
 
 HANG_GUARD = 60.0

@@ -38,7 +38,8 @@ import psycopg.errors
 from psycopg import pq
 
 from gateway._internal.secret import Secret
-from gateway.errors import ConfigError, GatewayError, StorageError
+from gateway._internal.sql import Statement, Transaction
+from gateway.errors import ConfigError, StorageError
 
 DIALECT: Final = "postgresql"
 CONNECT_TIMEOUT: Final = 10
@@ -102,64 +103,22 @@ def lock_key(name: str) -> int:
     return zlib.crc32(f"tongban:{name}".encode()) | (1 << 40)
 
 
-class PgPendingWrite:
-    """A write transaction begun by :meth:`PgConnections.begin`; see
-    :class:`gateway._internal.sqlite.PendingWrite` (the same contract)."""
+class PgPendingWrite(Transaction[PgConn]):
+    """A write transaction begun by :meth:`PgConnections.begin` (:class:`Transaction`)."""
 
-    def __init__(
-        self,
-        conn: PgConn,
-        lock: threading.Lock,
-        translate: Callable[[psycopg.Error], GatewayError],
-        rows: list[Any] | None = None,
-    ) -> None:
-        self.conn = conn
-        self._lock = lock
-        self._translate = translate
-        self._ended = False
-        self.rows: list[Any] = rows or []
-        """The rows of :meth:`PgConnections.begin`'s ``read``."""
+    error = psycopg.Error
 
-    @contextmanager
-    def rolled_back_on_error(self) -> Iterator[PgConn]:
-        try:
-            yield self.conn
-        except BaseException as exc:
-            self.rollback()
-            if isinstance(exc, psycopg.Error):
-                raise self._translate(exc) from exc
-            raise
-
-    def _end(self) -> None:
-        if self._ended:
-            raise RuntimeError("this write transaction has already ended")
-        self._ended = True
-
-    def commit(self, last: tuple[str, Sequence[Any]] | None = None) -> None:
+    def _commit(self, last: Statement | None) -> None:
         """``COMMIT`` (durable: ``synchronous_commit`` is the server's, on by default), with
         ``last`` before it in the same round trip (libpq's pipeline mode)."""
-        self._end()
-        try:
-            if last is None:
-                self.conn.execute("COMMIT")
-            else:
-                with self.conn.raw.pipeline():
-                    self.conn.execute(*last)
-                    self.conn.execute("COMMIT")
-        except psycopg.Error as exc:
-            self._quiet_rollback()
-            raise self._translate(exc) from exc
-        finally:
-            self._lock.release()
+        if last is None:
+            self.conn.execute("COMMIT")
+            return
+        with self.conn.raw.pipeline():
+            self.conn.execute(*last)
+            self.conn.execute("COMMIT")
 
-    def rollback(self) -> None:
-        self._end()
-        try:
-            self._quiet_rollback()
-        finally:
-            self._lock.release()
-
-    def _quiet_rollback(self) -> None:
+    def _rollback(self) -> None:
         if not self.conn.in_transaction:
             return
         with contextlib.suppress(psycopg.Error):  # a broken connection: rolled back already
@@ -342,15 +301,7 @@ class _LoopConnection:
         rows of each of its statements that returns rows, in order."""
         self.pg.send_query(sql.encode("utf-8"))
         return [
-            [
-                tuple(
-                    None
-                    if (value := result.get_value(row, column)) is None
-                    else _decode_text(result.ftype(column), value)
-                    for column in range(result.nfields)
-                )
-                for row in range(result.ntuples)
-            ]
+            _rows(result, _decode_text)
             for result in map(_check, await self._results())
             if result.status == pq.ExecStatus.TUPLES_OK
         ]
@@ -421,16 +372,24 @@ class _LoopConnection:
         self.raw.close()
 
 
-def _rows(result: pq.abc.PGresult) -> list[tuple[Any, ...]]:
-    """A result's rows in binary format, decoded."""
+def _rows(
+    result: pq.abc.PGresult, decode: Callable[[int, bytes], Any] = _decode
+) -> list[tuple[Any, ...]]:
+    """A result's rows, each value decoded by its column's type (``decode``: from the
+    binary format, or :func:`_decode_text` for a simple query's text)."""
     types = [result.ftype(column) for column in range(result.nfields)]
     return [
         tuple(
-            None if (value := result.get_value(row, column)) is None else _decode(oid, value)
+            None if (value := result.get_value(row, column)) is None else decode(oid, value)
             for column, oid in enumerate(types)
         )
         for row in range(result.ntuples)
     ]
+
+
+def _timed_out(what: str) -> psycopg.errors.QueryCanceled:
+    """What a round trip that took too long counts as (translated: ``<prefix>.busy``)."""
+    return psycopg.errors.QueryCanceled(f"{what} timed out")
 
 
 def _check(result: pq.abc.PGresult) -> pq.abc.PGresult:
@@ -469,7 +428,7 @@ class LoopReads:
             async with asyncio.timeout(self._timeout):
                 return await conn.fetch(sql, params)
         except TimeoutError as exc:
-            raise self._translate(psycopg.errors.QueryCanceled("the read timed out")) from exc
+            raise self._translate(_timed_out("the read")) from exc
         except psycopg.Error as exc:
             raise self._translate(exc) from exc
         finally:
@@ -587,8 +546,7 @@ class LoopTransaction:
             if isinstance(exc, psycopg.Error):
                 raise self._owner.translate(exc) from exc
             if isinstance(exc, TimeoutError):
-                timed_out = psycopg.errors.QueryCanceled("the transaction timed out")
-                raise self._owner.translate(timed_out) from exc
+                raise self._owner.translate(_timed_out("the transaction")) from exc
             raise
 
     def _end(self, *, drop: bool = False) -> None:
@@ -630,8 +588,7 @@ class _LoopWriter:
         except BaseException as exc:
             self.release(drop=True)
             if isinstance(exc, TimeoutError):
-                timed_out = psycopg.errors.QueryCanceled("connecting timed out")
-                raise self.translate(timed_out) from exc
+                raise self.translate(_timed_out("connecting")) from exc
             raise
         transaction = LoopTransaction(self, self._conn)
         lock = f"BEGIN; SELECT pg_advisory_xact_lock({self._lock_key})"

@@ -8,10 +8,13 @@ only what the two dialects say differently (its schema, a JSON function).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import Any, Final, Generic, Protocol, Self, TypeVar
+
+from gateway.errors import GatewayError
 
 SQLITE: Final = "sqlite"
 POSTGRESQL: Final = "postgresql"
@@ -58,6 +61,75 @@ class PendingWrite(Protocol):
         ...
 
     def rollback(self) -> None: ...
+
+
+C = TypeVar("C")
+
+
+class Transaction(Generic[C]):
+    """What both backends' :class:`PendingWrite` do alike: statements on :attr:`conn`, then
+    exactly one :meth:`commit` or :meth:`rollback` (from any thread), which also releases the
+    store's write lock; errors of the backend's :attr:`error` class come out translated. A
+    backend says how it commits (:meth:`_commit`) and rolls back (:meth:`_rollback`)."""
+
+    error: type[Exception]
+    """The backend's error class (``sqlite3.Error``, ``psycopg.Error``)."""
+
+    def __init__(
+        self,
+        conn: C,
+        lock: threading.Lock,
+        translate: Callable[[Any], GatewayError],
+        rows: list[Any] | None = None,
+    ) -> None:
+        self.conn = conn
+        self._lock = lock
+        self._translate = translate
+        self._ended = False
+        self.rows: list[Any] = rows or []
+        """The rows of the ``read`` the transaction began with."""
+
+    @contextmanager
+    def rolled_back_on_error(self) -> Iterator[C]:
+        """The transaction's statements: on any error it is rolled back (the backend's
+        errors translated); otherwise it stays open for :meth:`commit`."""
+        try:
+            yield self.conn
+        except BaseException as exc:
+            self.rollback()
+            if isinstance(exc, self.error):
+                raise self._translate(exc) from exc
+            raise
+
+    def commit(self, last: Statement | None = None) -> None:
+        """``last`` if given, then ``COMMIT``; or ``ROLLBACK`` and the translated error."""
+        self._end()
+        try:
+            self._commit(last)
+        except self.error as exc:
+            self._rollback()
+            raise self._translate(exc) from exc
+        finally:
+            self._lock.release()
+
+    def rollback(self) -> None:
+        """``ROLLBACK``: nothing of the transaction stays."""
+        self._end()
+        try:
+            self._rollback()
+        finally:
+            self._lock.release()
+
+    def _end(self) -> None:
+        if self._ended:
+            raise RuntimeError("this write transaction has already ended")
+        self._ended = True
+
+    def _commit(self, last: Statement | None) -> None:
+        raise NotImplementedError
+
+    def _rollback(self) -> None:
+        raise NotImplementedError
 
 
 class Database(Protocol):

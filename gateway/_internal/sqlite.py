@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from gateway.errors import ConfigError, GatewayError, StorageError
+from gateway._internal.sql import Statement, Transaction
+from gateway.errors import ConfigError, StorageError
 
 
 def create_private(path: Path) -> None:
@@ -29,69 +30,25 @@ def storage_error(exc: sqlite3.Error, *, prefix: str, store: str) -> StorageErro
     return StorageError(f"the {store} failed", code=f"{prefix}.storage", log_detail=repr(exc))
 
 
-class PendingWrite:
-    """A write transaction begun by :meth:`Connections.begin`: statements on :attr:`conn`,
-    then one :meth:`commit` or :meth:`rollback`, which also releases the write lock.
+class PendingWrite(Transaction[sqlite3.Connection]):
+    """A write transaction begun by :meth:`Connections.begin` (:class:`Transaction`).
 
     :meth:`commit` may run on another thread than the one that began the transaction (the
     lock is a plain lock, and the connection is shared): a node commits its audit records on
     a thread of its own, so the event loop does not wait for the disk.
     """
 
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        lock: threading.Lock,
-        translate: Callable[[sqlite3.Error], GatewayError],
-        rows: list[Any] | None = None,
-    ) -> None:
-        self.conn = conn
-        self._lock = lock
-        self._translate = translate
-        self._ended = False
-        self.rows: list[Any] = rows or []
-        """The rows of :meth:`Connections.begin`'s ``read``."""
+    error = sqlite3.Error
 
-    @contextmanager
-    def rolled_back_on_error(self) -> Iterator[sqlite3.Connection]:
-        """The transaction's statements: on any error it is rolled back (sqlite3 errors
-        translated); otherwise it stays open for :meth:`commit`."""
-        try:
-            yield self.conn
-        except BaseException as exc:
-            self.rollback()
-            if isinstance(exc, sqlite3.Error):
-                raise self._translate(exc) from exc
-            raise
+    def _commit(self, last: Statement | None) -> None:
+        """``last``, then ``COMMIT`` (durable per the connection's ``synchronous``)."""
+        if last is not None:
+            self.conn.execute(*last)
+        self.conn.execute("COMMIT")
 
-    def _end(self) -> None:
-        if self._ended:
-            raise RuntimeError("this write transaction has already ended")
-        self._ended = True
-
-    def commit(self, last: tuple[str, Sequence[Any]] | None = None) -> None:
-        """``last`` if given, then ``COMMIT`` (durable per the connection's
-        ``synchronous``); or ``ROLLBACK`` and the translated error."""
-        self._end()
-        try:
-            if last is not None:
-                self.conn.execute(*last)
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise self._translate(exc) from exc
-        finally:
-            self._lock.release()
-
-    def rollback(self) -> None:
-        """``ROLLBACK``: nothing of the transaction stays."""
-        self._end()
-        try:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-        finally:
-            self._lock.release()
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
 
 def connect(

@@ -160,12 +160,6 @@ _FIND_ISSUANCE: Final = {
 }
 
 _TOP = "SELECT max(seq) FROM entries"
-_SINCE = (
-    "SELECT seq, leaf_hash, CASE WHEN seq = ? THEN entry END FROM entries"
-    " WHERE seq >= ? ORDER BY seq"
-)
-"""What the cache lacks from a seq on: each entry's leaf hash, and the last one's entry (for
-its time); parameters: the last seq, the first."""
 _INSERT = "INSERT INTO entries (seq, entry, leaf_hash) VALUES (?, ?, ?)"
 _INSERT_ARRAYS = (
     "INSERT INTO entries (seq, entry, leaf_hash)"
@@ -183,8 +177,9 @@ def _inserted(records: list[AuditRecord], entries: list[bytes], leaves: list[byt
 
 
 def _since(have: int) -> str:
-    """:data:`_SINCE` from ``have`` as a statement without parameters (a simple query may
-    carry several statements): ``have`` is the cache's own count, an ``int``."""
+    """What the cache lacks from ``have`` on: each entry's seq and leaf hash, and the last
+    one's entry (for its time). A statement without parameters (a simple query may carry
+    several statements): ``have`` is the cache's own count, an ``int``."""
     first = int(have)
     select = "SELECT seq, leaf_hash, CASE WHEN seq = (SELECT max(seq) FROM entries) THEN entry"
     return f"{select} END FROM entries WHERE seq >= {first} ORDER BY seq"
@@ -295,12 +290,12 @@ class AuditLog(Store):
             if size < have:
                 raise _removed(size, have)
             if size > have:
-                self._absorb(have, size, conn.execute(_SINCE, (size - 1, have)).fetchall())
+                self._absorb(have, size, conn.execute(_since(have)).fetchall())
             return size
 
     def _absorb(self, have: int, size: int, rows: list[Any]) -> None:
         """Extend the cache (its lock held) from ``have`` to ``size`` with the rows of
-        :data:`_SINCE` from ``have`` to ``size - 1``; from where it stands, should another
+        :func:`_since` from ``have`` to ``size - 1``; from where it stands, should another
         thread have extended it meanwhile from the same committed rows."""
         if [seq for seq, _, _ in rows] != list(range(have, size)):
             raise VerificationError("the audit log has a gap in its sequence", code="audit.removed")

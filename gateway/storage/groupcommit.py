@@ -62,7 +62,12 @@ class GroupCommit:
         self._scheduled = False
         self._committing: asyncio.Future[list[AuditRecord]] | None = None
         self._closed = False
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-commit")
+        # the commit thread: SQLite's (PostgreSQL's groups are written from the loop)
+        self._thread = (
+            None
+            if self._on_loop
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-commit")
+        )
         self.commits = 0
         """Transactions committed so far (each carried one or more requests' records)."""
 
@@ -146,7 +151,8 @@ class GroupCommit:
             if self._committing is not None:
                 # the group's callers get the outcome; here it only marks the group's end
                 await asyncio.wait([self._committing])
-        self._thread.shutdown(wait=True)
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
 
 
 def _fail(group: list[_Waiting], exc: BaseException) -> None:

@@ -13,7 +13,6 @@ every case's state, Zhuji's audit log records each case's receipt once, and both
 from __future__ import annotations
 
 import asyncio
-import base64
 import sqlite3
 import sys
 from collections import Counter
@@ -26,7 +25,7 @@ import orjson
 import pytest
 from processes import Processes, federation_file, free_ports, wait_healthy
 
-from gateway._internal.wire import b64url_decode
+from gateway._internal.wire import b64url_decode, b64url_encode
 from gateway.cli.idp_client import IdpClient
 from gateway.config import load_federation
 
@@ -40,10 +39,6 @@ GUARD = 90.0
 APPLICANT = {"id_type": "111", "id": "31010419950312123X", "name": "陈思远"}
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def application(n: int) -> dict[str, Any]:
     scan = {"media_type": "application/pdf", "checked_original": True}
     return {
@@ -54,10 +49,13 @@ def application(n: int) -> dict[str, Any]:
         "identity_checked_by": "zj-window-0421",
         "delivery": "online",
         "materials": {
-            "application-form": {"content": b64(b'{"n": %d}' % n), "media_type": "text/plain"},
-            "resident-id": {"content": b64(b"ID card %d" % n), **scan},
-            "birth-medical-certificate": {"content": b64(b"birth %d" % n), **scan},
-            "medical-invoices": {"content": b64(b"invoices %d" % n), **scan},
+            "application-form": {
+                "content": b64url_encode(b'{"n": %d}' % n),
+                "media_type": "text/plain",
+            },
+            "resident-id": {"content": b64url_encode(b"ID card %d" % n), **scan},
+            "birth-medical-certificate": {"content": b64url_encode(b"birth %d" % n), **scan},
+            "medical-invoices": {"content": b64url_encode(b"invoices %d" % n), **scan},
         },
     }
 

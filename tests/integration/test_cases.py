@@ -5,56 +5,20 @@ to Shanghai's healthcare-security bureau, and 县域通办 inside Zhuji."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import sqlite3
 from typing import Any
 
 import aiohttp
 import pytest
-from conftest import HANG_GUARD, Tokens, Up
+from conftest import APPLICANT, HANG_GUARD, INVOICES, Tokens, Up, maternity_application
 
+from gateway._internal.wire import b64url_encode
 from gateway.certificates.documents import certificate_date
 from gateway.cli.idp_client import IdpClient
 from gateway.clock import FixedClock
 from gateway.config import Federation
 
 pytestmark = pytest.mark.slow  # a whole federation
-
-APPLICANT = {"id_type": "111", "id": "31010419950312123X", "name": "陈思远"}
-FORM = b'{"form": "maternity-benefit", "births": 1}'
-BIRTH = b"%PDF-1.7 birth medical certificate"
-INVOICES = b"%PDF-1.7 invoices"
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def application(**changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "matter": "maternity-benefit",
-        "owner": {"node": "shanghai"},
-        "channel": "window",
-        "applicant": dict(APPLICANT),
-        "identity_checked_by": "zj-window-0421",
-        "delivery": "online",
-        "materials": {
-            "application-form": {"content": b64(FORM), "media_type": "application/json"},
-            "birth-medical-certificate": {
-                "content": b64(BIRTH),
-                "media_type": "application/pdf",
-                "checked_original": True,
-            },
-            "medical-invoices": {"content": b64(INVOICES), "media_type": "application/pdf"},
-            "resident-id": {
-                "content": b64(b"ID card, both sides"),
-                "media_type": "image/png",
-                "checked_original": True,
-            },
-        },
-    }
-    body.update(changes)
-    return body
 
 
 class Client:
@@ -93,7 +57,7 @@ async def test_a_case_received_at_zhuji_is_decided_in_shanghai(
             owner = Client(session, urls["shanghai"], tokens.client("shanghai-healthcare-security"))
             # 1. 受理 at Zhuji's window, for Shanghai's bureau
             status, case, headers = await window.call(
-                "POST", "/v1/cases", application(), **{"Idempotency-Key": "k-1"}
+                "POST", "/v1/cases", maternity_application(), **{"Idempotency-Key": "k-1"}
             )
             assert status == 201, case
             case_id = case["id"]
@@ -108,7 +72,7 @@ async def test_a_case_received_at_zhuji_is_decided_in_shanghai(
             }
             # the same key again: the same case, nothing written twice
             again = await window.call(
-                "POST", "/v1/cases", application(), **{"Idempotency-Key": "k-1"}
+                "POST", "/v1/cases", maternity_application(), **{"Idempotency-Key": "k-1"}
             )
             assert again[0] == 201
             assert again[1]["id"] == case_id
@@ -139,7 +103,7 @@ async def test_a_case_received_at_zhuji_is_decided_in_shanghai(
                     "action": "supplement",
                     "materials": {
                         "medical-invoices": {
-                            "content": b64(INVOICES + b" rescanned"),
+                            "content": b64url_encode(INVOICES + b" rescanned"),
                             "media_type": "application/pdf",
                         }
                     },
@@ -255,9 +219,12 @@ async def test_a_township_window_receives_for_the_city_bureau_without_the_networ
                 "identity_checked_by": "dt-0007",
                 "delivery": "window",
                 "materials": {
-                    "application-form": {"content": b64(b"form"), "media_type": "text/plain"},
+                    "application-form": {
+                        "content": b64url_encode(b"form"),
+                        "media_type": "text/plain",
+                    },
                     "resident-id": {
-                        "content": b64(b"ID card"),
+                        "content": b64url_encode(b"ID card"),
                         "media_type": "image/png",
                         "checked_original": True,
                     },

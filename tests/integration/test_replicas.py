@@ -27,6 +27,7 @@ import aiohttp
 import orjson
 import psycopg
 import pytest
+from conftest import household_request
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from processes import federation_file, free_ports, wait_healthy
 
@@ -198,22 +199,6 @@ async def test_a_hop_proof_used_at_one_replica_is_refused_at_the_other(
     ]
 
 
-def issue_request() -> dict[str, object]:
-    return {
-        "type": "household_register",
-        "holder": dict(HOLDER),
-        "valid_from": "2008-05-12",
-        "valid_until": None,
-        "data": {
-            "household_number": "330681081",
-            "household_type": "家庭户",
-            "relation_to_head": "户主",
-            "address": "浙江省诸暨市暨阳街道人民路1号",
-            "registration_office": "诸暨市公安局暨阳派出所",
-        },
-    }
-
-
 class Ledger:
     def __init__(self) -> None:
         self.issued: dict[str, str] = {}
@@ -237,7 +222,7 @@ async def issuer(
     while not ledger.done.is_set():
         try:
             async with session.post(
-                url + "/v1/certificates", json=issue_request(), headers=headers
+                url + "/v1/certificates", json=household_request(HOLDER), headers=headers
             ) as response:
                 body = await response.json()
         except (TimeoutError, aiohttp.ClientError):

@@ -3,12 +3,12 @@ named at once, and the limits."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from typing import Any
 
 import pytest
 
+from gateway._internal.wire import b64url_encode
 from gateway.cases.materials import (
     Level,
     Material,
@@ -29,12 +29,8 @@ RESIDENT_ID_TYPE = "11100000000013338W001"
 RESIDENT_ID = str(build_certificate_id(RESIDENT_ID_TYPE, "113306810025211840", "A12345"))
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def doc(data: bytes, media_type: str = "application/pdf", **more: Any) -> dict[str, Any]:
-    return {"content": b64(data), "media_type": media_type, **more}
+    return {"content": b64url_encode(data), "media_type": media_type, **more}
 
 
 def complete(**changes: Any) -> dict[str, Any]:
@@ -154,13 +150,13 @@ def test_only_a_window_checks_an_original() -> None:
     "material",
     [
         "a string",
-        {"content": b64(b"x")},  # no media type
-        {"content": b64(b"x"), "media_type": "pdf"},  # not a MIME type
-        {"content": b64(b"x"), "media_type": "a/" + "b" * 100},
-        {"content": b64(b"x"), "media_type": "a/b", "checked_original": "yes"},
-        {"content": b64(b"x"), "media_type": "a/b", "colour": "red"},
+        {"content": b64url_encode(b"x")},  # no media type
+        {"content": b64url_encode(b"x"), "media_type": "pdf"},  # not a MIME type
+        {"content": b64url_encode(b"x"), "media_type": "a/" + "b" * 100},
+        {"content": b64url_encode(b"x"), "media_type": "a/b", "checked_original": "yes"},
+        {"content": b64url_encode(b"x"), "media_type": "a/b", "colour": "red"},
         {"content": "", "media_type": "a/b"},  # empty
-        {"declared": True, "content": b64(b"x")},
+        {"declared": True, "content": b64url_encode(b"x")},
         {"certificate_id": RESIDENT_ID, "media_type": "a/b"},
         {"certificate_id": 7},
     ],

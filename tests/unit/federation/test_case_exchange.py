@@ -7,7 +7,6 @@ package and the events, the relay checks every hop.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -47,10 +46,6 @@ ZHUJI, LINQUAN = NodeId("zhuji"), NodeId("linquan")
 BRIDE = {"id_type": "111", "id": "341221199607082464", "name": "王晓燕"}
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def marriage() -> dict[str, Any]:
     resident = build_certificate_id("11100000000013338W001", "113306810025211840", "R1")
     household = build_certificate_id("11100000000013338W002", "113306810025211840", "H1")
@@ -64,7 +59,10 @@ def marriage() -> dict[str, Any]:
         "materials": {
             "resident-id": {"certificate_id": str(resident)},
             "household-register": {"certificate_id": str(household)},
-            "declaration": {"content": b64(b"declaration"), "media_type": "application/pdf"},
+            "declaration": {
+                "content": b64url_encode(b"declaration"),
+                "media_type": "application/pdf",
+            },
         },
     }
 

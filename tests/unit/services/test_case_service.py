@@ -6,7 +6,6 @@ decides, their messages passed by hand from one's outbox to the other's ``receiv
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Tokens
+from conftest import APPLICANT, BIRTH, FORM, INVOICES, Tokens, maternity_application
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jws as jwcrypto_jws
 
@@ -51,48 +50,13 @@ from gateway.services.node import NodeService
 from gateway.sso.auth import Principal
 from gateway.storage.cases import Message, SqliteCaseStore
 
-APPLICANT = {"id_type": "111", "id": "31010419950312123X", "name": "陈思远"}
 OTHER_APPLICANT = {"id_type": "111", "id": "341221199607082464", "name": "王晓燕"}
-FORM = b'{"form": "maternity-benefit", "births": 1}'
-BIRTH = b"%PDF-1.7 birth medical certificate"
-INVOICES = b"%PDF-1.7 invoices"
 RESIDENT_ID_TYPE = "11100000000013338W001"
 HOUSEHOLD_TYPE = "11100000000013338W002"
 CST = timezone(timedelta(hours=8))
 CASE_SCOPES = frozenset(
     {"case:decide", "case:intake", "cert:read", "cert:issue", "cert:status", "seal:verify"}
 )
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def application(**changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "matter": "maternity-benefit",
-        "owner": {"node": "shanghai"},
-        "channel": "window",
-        "applicant": dict(APPLICANT),
-        "identity_checked_by": "zj-window-0421",
-        "delivery": "online",
-        "materials": {
-            "application-form": {"content": b64(FORM), "media_type": "application/json"},
-            "birth-medical-certificate": {
-                "content": b64(BIRTH),
-                "media_type": "application/pdf",
-                "checked_original": True,
-            },
-            "medical-invoices": {"content": b64(INVOICES), "media_type": "application/pdf"},
-            "resident-id": {
-                "content": b64(b"ID card, both sides"),
-                "media_type": "image/png",
-                "checked_original": True,
-            },
-        },
-    }
-    body.update(changes)
-    return body
 
 
 def pension(**changes: Any) -> dict[str, Any]:
@@ -105,7 +69,10 @@ def pension(**changes: Any) -> dict[str, Any]:
         "identity_checked_by": "dt-0007",
         "delivery": "window",
         "materials": {
-            "application-form": {"content": b64(b"form"), "media_type": "application/pdf"},
+            "application-form": {
+                "content": b64url_encode(b"form"),
+                "media_type": "application/pdf",
+            },
             "resident-id": {"declared": True},
         },
     }
@@ -187,7 +154,7 @@ class Nodes:
 
     def arrived(self) -> Case:
         """A maternity case received at Zhuji, arrived in Shanghai, Zhuji told so."""
-        case, _ = self.zhuji.intake(self.window, application(), idempotency_key=None)
+        case, _ = self.zhuji.intake(self.window, maternity_application(), idempotency_key=None)
         self.deliver(self.zhuji, self.shanghai)
         self.deliver(self.shanghai, self.zhuji)
         return case
@@ -237,7 +204,7 @@ def local(y: int, m: int, d: int, h: int = 0, minute: int = 0, s: int = 0) -> fl
 
 def test_a_window_receives_for_another_region(nodes: Nodes) -> None:
     zhuji = nodes.zhuji
-    case, created = zhuji.intake(nodes.window, application(), idempotency_key=None)
+    case, created = zhuji.intake(nodes.window, maternity_application(), idempotency_key=None)
     assert created
     assert case.id == "330681-20261124-000001"
     assert (case.state, case.seq) == (CaseState.IN_TRANSIT, 1)
@@ -266,7 +233,7 @@ def test_a_window_receives_for_another_region(nodes: Nodes) -> None:
 
 
 def test_the_receipt_verifies_with_an_independent_jose_library(nodes: Nodes) -> None:
-    case, _ = nodes.zhuji.intake(nodes.window, application(), idempotency_key=None)
+    case, _ = nodes.zhuji.intake(nodes.window, maternity_application(), idempotency_key=None)
     jwks = orjson.dumps(nodes.zhuji.node.jwks()).decode()  # /.well-known/jwks.json
     kid = orjson.loads(b64url_decode(case.receipt.split(".")[0]))["kid"]
     key = jwcrypto_jwk.JWKSet.from_json(jwks).get_key(kid)
@@ -281,15 +248,18 @@ def test_the_receipt_verifies_with_an_independent_jose_library(nodes: Nodes) -> 
 
 def test_numbers_follow_each_other(nodes: Nodes) -> None:
     ids = [
-        nodes.zhuji.intake(nodes.window, application(), idempotency_key=None)[0].id for _ in "ab"
+        nodes.zhuji.intake(nodes.window, maternity_application(), idempotency_key=None)[0].id
+        for _ in "ab"
     ]
     assert ids == ["330681-20261124-000001", "330681-20261124-000002"]
 
 
 def test_an_idempotency_key_answers_the_same_case(nodes: Nodes) -> None:
     zhuji = nodes.zhuji
-    first, created = zhuji.intake(nodes.window, application(), idempotency_key="k-1")
-    again, created_again = zhuji.intake(nodes.window, application(), idempotency_key="k-1")
+    first, created = zhuji.intake(nodes.window, maternity_application(), idempotency_key="k-1")
+    again, created_again = zhuji.intake(
+        nodes.window, maternity_application(), idempotency_key="k-1"
+    )
     assert (created, created_again) == (True, False)
     assert again.id == first.id
     assert len(nodes.messages(zhuji)) == 1
@@ -299,12 +269,12 @@ def test_an_idempotency_key_answers_the_same_case(nodes: Nodes) -> None:
         "case.idempotency_conflict",
         zhuji.intake,
         nodes.window,
-        application(delivery="post", address="上海市徐汇区漕溪北路88号"),
+        maternity_application(delivery="post", address="上海市徐汇区漕溪北路88号"),
         idempotency_key="k-1",
     )
     # keys are per department: another window may use the same one
     datang = authenticated(nodes.tokens, "zhuji-datang-service")
-    other, created = zhuji.intake(datang, application(), idempotency_key="k-1")
+    other, created = zhuji.intake(datang, maternity_application(), idempotency_key="k-1")
     assert created
     assert other.id != first.id
 
@@ -314,7 +284,13 @@ def test_only_a_window_of_this_node_receives(nodes: Nodes) -> None:
     # a bureau with the scope is still not a window
     bureau = department("zhuji-civil-affairs", "zhuji")
     fails(
-        Forbidden, 403, "case.not_window", zhuji.intake, bureau, application(), idempotency_key=None
+        Forbidden,
+        403,
+        "case.not_window",
+        zhuji.intake,
+        bureau,
+        maternity_application(),
+        idempotency_key=None,
     )
     # another node's window
     shanghai_window = authenticated(nodes.tokens, "shanghai-service-center")
@@ -324,12 +300,20 @@ def test_only_a_window_of_this_node_receives(nodes: Nodes) -> None:
         "case.not_window",
         zhuji.intake,
         shanghai_window,
-        application(),
+        maternity_application(),
         idempotency_key=None,
     )
     # a window without case:intake
     no_scope = department("zhuji-service-center", "zhuji", frozenset({"cert:read"}))
-    fails(Forbidden, 403, "auth.scope", zhuji.intake, no_scope, application(), idempotency_key=None)
+    fails(
+        Forbidden,
+        403,
+        "auth.scope",
+        zhuji.intake,
+        no_scope,
+        maternity_application(),
+        idempotency_key=None,
+    )
     # an applicant at the window channel
     fails(
         Forbidden,
@@ -337,7 +321,7 @@ def test_only_a_window_of_this_node_receives(nodes: Nodes) -> None:
         "case.not_window",
         zhuji.intake,
         holder(zhuji),
-        application(),
+        maternity_application(),
         idempotency_key=None,
     )
     assert zhuji.store.outbox_count() == 0
@@ -345,7 +329,7 @@ def test_only_a_window_of_this_node_receives(nodes: Nodes) -> None:
 
 def test_online_filing_by_the_holder_token(nodes: Nodes) -> None:
     zhuji = nodes.zhuji
-    body = application(channel="online")
+    body = maternity_application(channel="online")
     del body["identity_checked_by"]
     for material in body["materials"].values():
         material.pop("checked_original", None)
@@ -366,7 +350,7 @@ def test_online_filing_by_the_holder_token(nodes: Nodes) -> None:
 
 def test_online_filing_refusals(nodes: Nodes) -> None:
     zhuji = nodes.zhuji
-    body = application(channel="online")
+    body = maternity_application(channel="online")
     for material in body["materials"].values():
         material.pop("checked_original", None)
     # a department cannot file online
@@ -384,7 +368,7 @@ def test_online_filing_refusals(nodes: Nodes) -> None:
         idempotency_key=None,
     )
     # online, nobody vouches for an original
-    checked = application(channel="online")
+    checked = maternity_application(channel="online")
     error = fails(
         SchemaViolation,
         422,
@@ -412,7 +396,7 @@ def test_a_matter_needing_the_applicant_in_person_is_not_filed_online(nodes: Nod
     zhuji = nodes.zhuji
     matter = replace(MatterSet().get("maternity-benefit"), on_site="现场核验")
     zhuji.node.matters = MatterSet(tuple(matter if m.id == matter.id else m for m in MATTERS))
-    body = application(channel="online")
+    body = maternity_application(channel="online")
     for material in body["materials"].values():
         material.pop("checked_original", None)
     fails(
@@ -439,7 +423,10 @@ def marriage_application(owner: str = "linquan") -> dict[str, Any]:
         "materials": {
             "resident-id": {"certificate_id": str(resident)},
             "household-register": {"certificate_id": str(household)},
-            "declaration": {"content": b64(b"declaration"), "media_type": "application/pdf"},
+            "declaration": {
+                "content": b64url_encode(b"declaration"),
+                "media_type": "application/pdf",
+            },
         },
     }
 
@@ -454,7 +441,7 @@ def test_who_owns_the_case(nodes: Nodes) -> None:
             "case.no_owner",
             zhuji.intake,
             nodes.window,
-            application(owner=owner),
+            maternity_application(owner=owner),
             idempotency_key=None,
         )
     wrong_dept = {"node": "shanghai", "department": "shanghai-civil-affairs"}
@@ -464,11 +451,11 @@ def test_who_owns_the_case(nodes: Nodes) -> None:
         "case.no_owner",
         zhuji.intake,
         nodes.window,
-        application(owner=wrong_dept),
+        maternity_application(owner=wrong_dept),
         idempotency_key=None,
     )
     named = {"node": "shanghai", "department": "shanghai-healthcare-security"}
-    case, _ = zhuji.intake(nodes.window, application(owner=named), idempotency_key=None)
+    case, _ = zhuji.intake(nodes.window, maternity_application(owner=named), idempotency_key=None)
     assert case.owner.department == "shanghai-healthcare-security"
 
 
@@ -527,11 +514,11 @@ def test_intake_refusals(nodes: Nodes) -> None:
         "input.identifier.check",
         zhuji.intake,
         nodes.window,
-        application(applicant=wrong),
+        maternity_application(applicant=wrong),
         idempotency_key=None,
     )
     # a window names who checked the applicant's identity
-    body = application()
+    body = maternity_application()
     del body["identity_checked_by"]
     error = fails(
         SchemaViolation, 422, "input.schema", zhuji.intake, nodes.window, body, idempotency_key=None
@@ -544,14 +531,14 @@ def test_intake_refusals(nodes: Nodes) -> None:
         "matter.unknown",
         zhuji.intake,
         nodes.window,
-        application(matter="moon-landing"),
+        maternity_application(matter="moon-landing"),
         idempotency_key=None,
     )
     assert zhuji.store.outbox_count() == 0
 
 
 def test_every_missing_material_is_named_at_once(nodes: Nodes) -> None:
-    body = application()
+    body = maternity_application()
     for name in ("application-form", "medical-invoices", "resident-id"):
         del body["materials"][name]
     error = fails(
@@ -596,7 +583,10 @@ def test_a_local_case_runs_with_nothing_sent(nodes: Nodes) -> None:
     supplement = {
         "action": "supplement",
         "materials": {
-            "application-form": {"content": b64(b"signed"), "media_type": "application/pdf"}
+            "application-form": {
+                "content": b64url_encode(b"signed"),
+                "media_type": "application/pdf",
+            }
         },
     }
     case = zhuji.commit(zhuji.prepare(datang, case.id, supplement))
@@ -616,7 +606,7 @@ def test_a_local_case_runs_with_nothing_sent(nodes: Nodes) -> None:
 
 
 def test_a_package_arrives_once_and_the_window_learns_it(nodes: Nodes) -> None:
-    case, _ = nodes.zhuji.intake(nodes.window, application(), idempotency_key=None)
+    case, _ = nodes.zhuji.intake(nodes.window, maternity_application(), idempotency_key=None)
     (package,) = nodes.messages(nodes.zhuji)
     body = orjson.loads(package.body)
     assert nodes.shanghai.receive("zhuji", body, nodes.keys) == {"case": case.id, "arrived": True}
@@ -642,7 +632,7 @@ def test_a_package_arrives_once_and_the_window_learns_it(nodes: Nodes) -> None:
 
 
 def package_of(nodes: Nodes) -> dict[str, Any]:
-    nodes.zhuji.intake(nodes.window, application(), idempotency_key=None)
+    nodes.zhuji.intake(nodes.window, maternity_application(), idempotency_key=None)
     package = nodes.messages(nodes.zhuji)[-1]
     body: dict[str, Any] = orjson.loads(package.body)
     return body
@@ -837,7 +827,10 @@ def test_the_window_supplements_through_the_owner(nodes: Nodes) -> None:
     body = {
         "action": "supplement",
         "materials": {
-            "medical-invoices": {"content": b64(rescanned), "media_type": "application/pdf"}
+            "medical-invoices": {
+                "content": b64url_encode(rescanned),
+                "media_type": "application/pdf",
+            }
         },
     }
     prepared = nodes.zhuji.prepare(nodes.window, case.id, body)
@@ -1092,7 +1085,7 @@ def test_strangers_get_404(nodes: Nodes) -> None:
 
 def test_listing_pages_with_next(nodes: Nodes) -> None:
     ids = [
-        nodes.zhuji.intake(nodes.window, application(), idempotency_key=None)[0].id
+        nodes.zhuji.intake(nodes.window, maternity_application(), idempotency_key=None)[0].id
         for _ in range(3)
     ]
 
@@ -1282,7 +1275,7 @@ def test_a_package_too_large_to_travel_in_its_envelope_is_refused_at_intake(
     nodes: Nodes,
 ) -> None:
     zhuji = nodes.zhuji
-    zhuji.intake(nodes.window, application(), idempotency_key=None)
+    zhuji.intake(nodes.window, maternity_application(), idempotency_key=None)
     size = len(nodes.messages(zhuji)[-1].body)
     # the package alone would fit; wrapped in its route for the hops it would not, and every
     # hop would answer 413 to it forever (the owner's queue stuck behind it)
@@ -1295,13 +1288,13 @@ def test_a_package_too_large_to_travel_in_its_envelope_is_refused_at_intake(
         "case.too_large",
         zhuji.intake,
         nodes.window,
-        application(),
+        maternity_application(),
         idempotency_key=None,
     )
     assert len(nodes.messages(zhuji)) == 1  # nothing written
     # with room for any route, it is received
     zhuji.limits = replace(zhuji.limits, max_body_bytes=size + ENVELOPE_RESERVE)
-    zhuji.intake(nodes.window, application(), idempotency_key=None)
+    zhuji.intake(nodes.window, maternity_application(), idempotency_key=None)
 
 
 def test_a_package_naming_another_applicant_than_its_receipt_is_refused(nodes: Nodes) -> None:
@@ -1326,13 +1319,13 @@ def test_delivery_by_post_needs_the_address_which_the_receipt_seals(nodes: Nodes
         "input.schema",
         nodes.zhuji.intake,
         nodes.window,
-        application(delivery="post"),
+        maternity_application(delivery="post"),
         idempotency_key=None,
     )
     assert refused.pointers == ("/address",)
     address = "上海市徐汇区漕溪北路88号 200030"
     case, _ = nodes.zhuji.intake(
-        nodes.window, application(delivery="post", address=address), idempotency_key=None
+        nodes.window, maternity_application(delivery="post", address=address), idempotency_key=None
     )
     assert case.address == address
     claims = orjson.loads(b64url_decode(case.receipt.split(".")[1]))
